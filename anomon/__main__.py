@@ -1,0 +1,5 @@
+"""Run the `anomon` command as `python -m anomon`."""
+
+from anomon.cli import main
+
+raise SystemExit(main())

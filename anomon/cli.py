@@ -1,0 +1,160 @@
+"""The ``anomon`` command. The only place errors become messages and exit codes:
+2 for usage and config problems, 1 for runtime failures, 0 for success."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from anomon import __version__, service, store
+from anomon.config import DEFAULT_CONFIG_PATH, Config, load_config
+from anomon.errors import AnomonError
+
+CONFIG_ENV = "ANOMON_CONFIG"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.handler(args))
+    except AnomonError as exc:
+        print(f"Error: {exc}" if exc.exit_code != 2 else str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anomon", description="Anomaly detection for ML models in production."
+    )
+    parser.add_argument("--version", action="version", version=f"anomon {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = _command(commands, "run", "run the daemon until SIGTERM or Ctrl-C", _run)
+    run.add_argument(
+        "--migrate",
+        action="store_true",
+        help="upgrade a database that is behind the migrations instead of refusing",
+    )
+
+    config = commands.add_parser("config", help="work with the config file")
+    config_commands = config.add_subparsers(title="config commands", metavar="COMMAND")
+    check = config_commands.add_parser("check", help="validate a config file; exit 2 if invalid")
+    check.add_argument("path", nargs="?", help="the file (default: --config's default)")
+    check.set_defaults(handler=_config_check)
+
+    db = commands.add_parser("db", help="manage the database schema (Alembic migrations)")
+    db_commands = db.add_subparsers(title="db commands", metavar="COMMAND")
+    upgrade = _command(
+        db_commands, "upgrade", "migrate the schema up (default: to the newest)", _db_upgrade
+    )
+    upgrade.add_argument("revision", nargs="?", default="head")
+    _command(db_commands, "current", "print the schema revision and the newest one", _db_current)
+    _command(
+        db_commands,
+        "check",
+        "compare the database with the models; exit 1 on a difference",
+        _db_check,
+    )
+    downgrade = _command(
+        db_commands, "downgrade", "migrate the schema down to REVISION", _db_downgrade
+    )
+    downgrade.add_argument("revision", help="a revision id, -1 for one step, or base for none")
+    return parser
+
+
+def _command(
+    group: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    handler: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    command = group.add_parser(name, help=help_text, description=help_text)
+    command.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help=f"config file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG_PATH})",
+    )
+    command.set_defaults(handler=handler)
+    return command
+
+
+def _config_path(given: str | Path | None) -> Path:
+    return Path(given or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(_config_path(args.config))
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args)
+    logging.basicConfig(
+        level=config.daemon.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # one line per job run (APScheduler) and per migration step (Alembic) is noise
+    for chatty in ("apscheduler", "alembic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    return service.run(config, migrate=args.migrate)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    path = _config_path(args.path)
+    config = load_config(path)
+    print(
+        f"{path}: ok ({len(config.sources)} source(s), "
+        f"database {store.redact(config.database.url)})"
+    )
+    return 0
+
+
+def _engine(args: argparse.Namespace) -> store.Engine:
+    config = _load(args)
+    return store.open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    store.upgrade(engine, args.revision)
+    print(f"{store.redact(engine.url)}: at revision {store.current_revision(engine)}")
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    current, head = store.current_revision(engine), store.head_revision()
+    state = "up to date" if current == head else ("empty" if current is None else "behind")
+    print(f"{store.redact(engine.url)}: revision {current or '(none)'}, newest {head} ({state})")
+    return 0
+
+
+def _db_check(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    differences = store.check(engine)
+    for line in differences:
+        print(line)
+    if differences:
+        print(f"{store.redact(engine.url)}: schema differs from the models", file=sys.stderr)
+        return 1
+    print(f"{store.redact(engine.url)}: schema matches the models")
+    return 0
+
+
+def _db_downgrade(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    store.downgrade(engine, args.revision)
+    print(f"{store.redact(engine.url)}: at revision {store.current_revision(engine) or '(none)'}")
+    return 0

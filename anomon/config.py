@@ -1,0 +1,282 @@
+"""The config file: frozen pydantic models, loading, ``${ENV}`` interpolation and validation.
+
+One TOML file configures anomon. :func:`load_config` reads it, substitutes ``${VAR}``
+from the environment, applies ``ANOMON_DATABASE_URL``, validates everything strictly
+(unknown keys are errors) and raises :class:`~anomon.errors.ConfigError` listing every
+problem as ``<field path>: <what was expected, what was found>``. The defaults live here
+and are mirrored, key by key, in ``config/anomon.example.toml``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from anomon.errors import ConfigError
+from anomon.timeutil import format_duration, parse_duration
+
+DATABASE_URL_ENV = "ANOMON_DATABASE_URL"
+DEFAULT_CONFIG_PATH = Path("config/anomon.toml")
+
+
+def _duration(value: object) -> object:
+    """Read a duration string (``15s``); leave timedeltas as they are; refuse the rest."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError(f"expected a duration such as 15s, 5m or 7d (a string), got: {value!r}")
+
+
+def _positive(span: timedelta) -> timedelta:
+    if span <= timedelta(0):
+        raise ValueError(f"must be positive, got: {format_duration(span)}")
+    return span
+
+
+def _at_least_one_second(span: timedelta) -> timedelta:
+    # samples are stored per whole second; a faster interval would collide with itself
+    if span < timedelta(seconds=1):
+        raise ValueError(f"must be at least 1s, got: {format_duration(span)}")
+    return span
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+PositiveDuration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_positive)]
+LabelName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class Section(BaseModel):
+    """Base of every config model: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatabaseConfig(Section):
+    """``[database]``: where anomon keeps its data."""
+
+    url: str = "sqlite:///anomon.db"
+    busy_timeout: PositiveDuration = timedelta(seconds=5)
+    migrate_on_start: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _known_dialect(cls, url: str) -> str:
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        dialect = scheme.split("+", 1)[0]
+        if dialect not in ("sqlite", "postgresql"):
+            raise ValueError(
+                "expected a SQLAlchemy URL starting with sqlite:/// or postgresql://, "
+                f"got one starting with: {scheme or url[:12]!r}"
+            )
+        return url
+
+
+class DaemonConfig(Section):
+    """``[daemon]``: how the long-running process behaves."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout: PositiveDuration = timedelta(seconds=30)
+
+
+class SourceBase(Section):
+    """Keys every source shares."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    interval: Annotated[PositiveDuration, AfterValidator(_at_least_one_second)] = timedelta(
+        seconds=15
+    )
+    timeout: PositiveDuration = timedelta(seconds=10)
+    labels: dict[LabelName, str] = Field(default_factory=dict)
+    entity: str | None = None
+    enabled: bool = True
+
+
+class SystemSourceConfig(SourceBase):
+    """``kind = "system"``: this host's CPU, memory, swap, disks, network and load (psutil)."""
+
+    kind: Literal["system"]
+    per_cpu: bool = False
+    disks: list[str] = Field(default_factory=lambda: ["/"])
+    disk_io: bool = True
+    network: bool = True
+    load: bool = True
+
+
+SOURCE_MODELS: dict[str, type[SourceBase]] = {"system": SystemSourceConfig}
+SourceConfig = Annotated[SystemSourceConfig, Field(discriminator="kind")]
+
+
+class Config(Section):
+    """The whole config file."""
+
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    sources: list[SourceConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> Config:
+        seen: dict[str, int] = {}
+        for index, source in enumerate(self.sources):
+            if source.name in seen:
+                raise ValueError(
+                    f"sources[{index}].name: duplicate source name {source.name!r} "
+                    f"(first used by sources[{seen[source.name]}])"
+                )
+            seen[source.name] = index
+        return self
+
+
+def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate the config file at ``path``.
+
+    ``environ`` (default ``os.environ``) supplies ``${VAR}`` values and
+    ``ANOMON_DATABASE_URL``. Raises ConfigError listing every problem found.
+    """
+    env = os.environ if environ is None else environ
+    raw = _read_toml(Path(path))
+    problems: list[str] = []
+    data = _interpolate(raw, env, (), problems)
+    if problems:
+        raise ConfigError(str(path), problems)
+    if env.get(DATABASE_URL_ENV):
+        data.setdefault("database", {})
+        if isinstance(data["database"], dict):
+            data["database"]["url"] = env[DATABASE_URL_ENV]
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config:
+    """Validate an already-parsed mapping; raise ConfigError naming ``source``."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(error) for error in exc.errors()]) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc}"]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"invalid TOML: {exc}"]) from None
+
+
+_ENV_REF = re.compile(r"\$\$|\$\{([^}]*)\}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _interpolate(
+    node: Any, env: Mapping[str, str], loc: tuple[Any, ...], problems: list[str]
+) -> Any:
+    """Return ``node`` with ``${VAR}`` replaced in every string; ``$$`` is a literal ``$``."""
+    if isinstance(node, dict):
+        return {key: _interpolate(value, env, (*loc, key), problems) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(value, env, (*loc, i), problems) for i, value in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        if not _ENV_NAME.fullmatch(name):
+            problems.append(f"{_dotted(loc)}: invalid environment reference ${{{name}}}")
+        elif name not in env:
+            problems.append(f"{_dotted(loc)}: environment variable {name} is not set")
+        return env.get(name, "")
+
+    return _ENV_REF.sub(substitute, node)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    """Render a location as ``sources[1].interval``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _describe(error: ErrorDetails) -> str:
+    """Turn one pydantic error into ``<field path>: <expected, found>``."""
+    loc, model = _strip_tags(tuple(error["loc"]))
+    kind, message = error["type"], error["msg"]
+    if loc and loc[-1] == "[key]":  # pydantic's marker for a bad mapping key
+        loc, message = loc[:-1], message.replace("String should", "key should", 1)
+    if kind == "missing":
+        return f"{_dotted(loc)}: required, but missing"
+    if kind == "extra_forbidden":
+        return f"{_dotted(loc)}: unknown key{_suggestion(str(loc[-1]), model)}"
+    if kind == "union_tag_invalid":
+        expected = ", ".join(repr(tag) for tag in SOURCE_MODELS)
+        found = error["input"]["kind"]
+        return f"{_dotted((*loc, 'kind'))}: expected one of {expected}, got: {found!r}"
+    if kind == "union_tag_not_found":
+        return f"{_dotted((*loc, 'kind'))}: required, but missing"
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+        if message.startswith("sources["):  # model-level check that names its own field
+            return message
+        return f"{_dotted(loc)}: {message}"
+    message = message.replace("Input should be", "expected", 1).replace("should", "expected to", 1)
+    return f"{_dotted(loc)}: {message}, got: {error['input']!r}"
+
+
+def _strip_tags(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], type[BaseModel] | None]:
+    """Drop the discriminator tags pydantic puts in error paths.
+
+    Returns the clean path and the model that owns its last key (for "did you mean" hints).
+    """
+    clean: list[Any] = []
+    owner: type[BaseModel] | None = Config
+    model: type[BaseModel] | None = Config
+    for part in loc:
+        if clean[-2:-1] == ["sources"] and isinstance(clean[-1], int) and part in SOURCE_MODELS:
+            model = SOURCE_MODELS[part]
+            continue
+        clean.append(part)
+        if isinstance(part, str):
+            owner, model = model, _submodel(model, part)
+    return tuple(clean), owner
+
+
+def _submodel(model: type[BaseModel] | None, field: str) -> type[BaseModel] | None:
+    """Return the model type of ``model.field``, or None when it is not a model."""
+    info = model.model_fields.get(field) if model else None
+    annotation = info.annotation if info else None
+    return (
+        annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    )
+
+
+def _suggestion(key: str, model: type[BaseModel] | None) -> str:
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f"; expected one of: {', '.join(model.model_fields)}"

@@ -1,0 +1,52 @@
+"""The exception tree of anomon.
+
+Every error anomon raises on purpose derives from :class:`AnomonError`; only the CLI
+turns them into messages and exit codes, and only the daemon's jobs catch broadly.
+
+::
+
+    AnomonError
+    ├── ConfigError        the config file is unreadable or invalid (exit 2)
+    ├── StoreError         the database cannot be reached or written (exit 1)
+    │   └── SchemaError    the schema is missing, behind or ahead of this anomon
+    └── SourceError        one collection failed; recorded, retried next cycle
+
+Messages name the thing, what was expected and what arrived, and never carry secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class AnomonError(Exception):
+    """Base class of every error anomon raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(AnomonError):
+    """The config file cannot be read or does not validate.
+
+    ``problems`` holds one line per problem, each ``<field path>: <what is wrong>``;
+    ``path`` is the file they belong to.
+    """
+
+    exit_code = 2
+
+    def __init__(self, path: str, problems: Sequence[str]) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        super().__init__("\n".join(f"{path}: {problem}" for problem in self.problems))
+
+
+class StoreError(AnomonError):
+    """The database cannot be reached, read or written."""
+
+
+class SchemaError(StoreError):
+    """The database schema is not the one this version of anomon needs."""
+
+
+class SourceError(AnomonError):
+    """A source could not be collected; the reason is one readable line."""

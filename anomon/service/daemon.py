@@ -1,0 +1,132 @@
+"""``anomon run``: the scheduler, its jobs, and a clean stop on SIGTERM / SIGINT.
+
+The only module that imports APScheduler. Jobs are built from the config at start
+(never pickled into a job store): one collection job per enabled source.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from anomon.config import Config
+from anomon.service.jobs import CollectJob
+from anomon.sources import build_source
+from anomon.store import (
+    Engine,
+    SeriesRegistry,
+    check_writable,
+    ensure_schema,
+    open_engine,
+    redact,
+)
+
+log = logging.getLogger("anomon.daemon")
+
+
+class _InFlight:
+    """Count running jobs, so a stop can wait for them; refuse new ones once stopping."""
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._stopping = False
+        self._idle = threading.Condition()
+
+    def wrap(self, job: Callable[[], None]) -> Callable[[], None]:
+        def guarded() -> None:
+            with self._track() as allowed:
+                if allowed:
+                    job()
+
+        return guarded
+
+    @contextmanager
+    def _track(self) -> Iterator[bool]:
+        with self._idle:
+            if self._stopping:
+                yield False
+                return
+            self._running += 1
+        try:
+            yield True
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
+
+    def stop_and_wait(self, timeout: timedelta) -> bool:
+        """Refuse new jobs; wait for running ones. Return False if they outlived ``timeout``."""
+        with self._idle:
+            self._stopping = True
+            return self._idle.wait_for(lambda: self._running == 0, timeout.total_seconds())
+
+
+def run(config: Config, *, migrate: bool = False) -> int:
+    """Run the daemon until SIGTERM or SIGINT; return the process exit code.
+
+    Creates the schema on an empty database; refuses a database behind the migrations
+    unless ``migrate`` (or ``database.migrate_on_start``) is set. Raises StoreError or
+    SchemaError before scheduling anything if the database is not usable.
+    """
+    engine = open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
+    outcome = ensure_schema(engine, migrate=migrate or config.database.migrate_on_start)
+    check_writable(engine)
+    log.info("database %s: %s", redact(config.database.url), outcome)
+    inflight = _InFlight()
+    scheduler = build_scheduler(config, engine, inflight)
+    _stop_on_signals(scheduler)
+    log.info("anomon running: %d job(s); stop with Ctrl-C or SIGTERM", len(scheduler.get_jobs()))
+    scheduler.start()  # blocks until a signal shuts the scheduler down
+    if not inflight.stop_and_wait(config.daemon.shutdown_timeout):
+        log.error(
+            "jobs still running after %s; exiting without them", config.daemon.shutdown_timeout
+        )
+        logging.shutdown()
+        os._exit(1)  # the worker threads would otherwise keep the process alive
+    engine.dispose()
+    log.info("anomon stopped")
+    return 0
+
+
+def build_scheduler(config: Config, engine: Engine, inflight: _InFlight) -> BlockingScheduler:
+    """Return a scheduler with one collection job per enabled source, first run now."""
+    sources = [source for source in config.sources if source.enabled]
+    scheduler = BlockingScheduler(
+        timezone=UTC,
+        executors={"default": ThreadPoolExecutor(max_workers=max(2, min(8, len(sources))))},
+        job_defaults={"coalesce": True, "max_instances": 1},
+    )
+    registry = SeriesRegistry()
+    now = datetime.now(UTC)
+    for source_config in sources:
+        job = CollectJob(build_source(source_config), engine, registry)
+        scheduler.add_job(
+            inflight.wrap(job),
+            IntervalTrigger(seconds=source_config.interval.total_seconds(), timezone=UTC),
+            id=f"collect:{source_config.name}",
+            name=f"collect {source_config.name}",
+            next_run_time=now,
+            misfire_grace_time=max(1, int(source_config.interval.total_seconds())),
+        )
+    return scheduler
+
+
+def _stop_on_signals(scheduler: BlockingScheduler) -> None:
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info(
+            "%s received: finishing the running jobs, then stopping", signal.Signals(signum).name
+        )
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)

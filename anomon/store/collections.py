@@ -1,0 +1,82 @@
+"""Collections: the samples of one pull of one source and its ``collection_runs`` row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.orm import Session
+
+from anomon.model import Sample, SeriesInfo, SeriesKey
+from anomon.store.engine import translated
+from anomon.store.samples import insert_samples
+from anomon.store.schema import CollectionRun
+from anomon.store.series import SeriesRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionResult:
+    """What one collection stored."""
+
+    points: int
+    series_created: int
+
+
+def save_collection(
+    engine: Engine,
+    registry: SeriesRegistry,
+    *,
+    source: str,
+    started_at: datetime,
+    finished_at: datetime,
+    samples: Sequence[Sample],
+    error: str | None = None,
+) -> CollectionResult:
+    """Store ``samples`` and the ``collection_runs`` row of one pull, in one transaction.
+
+    ``error`` marks a failed (or partly failed) pull; whatever valid samples it got are
+    still stored, and a pull that got nothing is saved with no samples. Samples already
+    stored are skipped. Raises StoreError if the database refuses, in which case
+    nothing of this collection is stored.
+    """
+    wanted: dict[SeriesKey, SeriesInfo] = {sample.key: sample.info for sample in samples}
+    try:
+        with (
+            translated(engine, f"storing a collection of source {source!r}"),
+            engine.begin() as conn,
+        ):
+            ids, created = registry.resolve(conn, wanted, now=finished_at)
+            points = insert_samples(
+                conn,
+                [ids[sample.key] for sample in samples],
+                [sample.ts for sample in samples],
+                [sample.value for sample in samples],
+            )
+            conn.execute(
+                insert(CollectionRun).values(
+                    source=source,
+                    started_at=started_at,
+                    finished_at=finished_at,
+                    points=points,
+                    series_created=created,
+                    error=error,
+                )
+            )
+    except BaseException:
+        registry.forget(wanted)
+        raise
+    return CollectionResult(points=points, series_created=created)
+
+
+def last_collections(engine: Engine, source: str, limit: int = 10) -> list[CollectionRun]:
+    """Return the newest ``limit`` collection runs of ``source``, newest first."""
+    query = (
+        select(CollectionRun)
+        .where(CollectionRun.source == source)
+        .order_by(CollectionRun.started_at.desc(), CollectionRun.id.desc())
+        .limit(limit)
+    )
+    with translated(engine, "reading collection runs"), Session(engine) as session:
+        return list(session.scalars(query))

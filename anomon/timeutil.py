@@ -1,0 +1,75 @@
+"""Time helpers: UTC clocks, epoch seconds and human durations (``15s``, ``5m``, ``7d``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+Clock = Callable[[], datetime]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_UNITS = {
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime (the production clock)."""
+    return datetime.now(UTC)
+
+
+def require_aware(moment: datetime, what: str = "timestamp") -> datetime:
+    """Return ``moment`` converted to UTC; raise ValueError if it has no time zone."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware (UTC), got naive: {moment.isoformat()}")
+    return moment.astimezone(UTC)
+
+
+def to_epoch(moment: datetime) -> int:
+    """Return whole seconds since the Unix epoch (rounded down) for an aware datetime."""
+    aware = require_aware(moment)
+    return (aware - _EPOCH) // timedelta(seconds=1)
+
+
+def from_epoch(seconds: int) -> datetime:
+    """Return the aware UTC datetime of ``seconds`` since the Unix epoch."""
+    return _EPOCH + timedelta(seconds=seconds)
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``500ms``, ``15s``, ``5m``, ``1h30m``, ``7d`` or ``2w`` into a timedelta.
+
+    Raises ValueError naming what was expected and what arrived.
+    """
+    compact = text.strip().replace(" ", "")
+    if not _WHOLE.fullmatch(compact):
+        raise ValueError(
+            f"expected a duration such as 15s, 5m, 1h30m or 7d (units ms, s, m, h, d, w), "
+            f"got: {text!r}"
+        )
+    return sum(
+        (float(number) * _UNITS[unit] for number, unit in _PART.findall(compact)),
+        timedelta(),
+    )
+
+
+def format_duration(span: timedelta) -> str:
+    """Format a timedelta the way :func:`parse_duration` reads it (``1h30m``, ``15s``)."""
+    ms = span // timedelta(milliseconds=1)
+    if ms == 0:
+        return "0s"
+    parts = []
+    for unit in ("d", "h", "m", "s", "ms"):
+        size = _UNITS[unit] // timedelta(milliseconds=1)
+        count, ms = divmod(ms, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)

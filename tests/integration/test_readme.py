@@ -1,0 +1,57 @@
+"""The README's example SQL runs on a real anomon database and answers its question."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from anomon import store
+from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from tests.conftest import ROOT
+
+
+def readme_queries() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```sql\n(.*?)```", text, flags=re.S)
+    return [query.strip() for query in block.split(";") if query.strip()]
+
+
+def test_the_readme_example_queries_answer_their_questions(tmp_path: Path) -> None:
+    path = tmp_path / "anomon.db"
+    engine = store.open_engine(f"sqlite:///{path}")
+    store.upgrade(engine)
+    now = datetime.now(UTC).replace(microsecond=0)
+    info = SeriesInfo("system", "my-host", SeriesKind.RESOURCE, "percent")
+    cpu = SeriesKey.of("system_cpu_percent", {"host": "my-host"})
+    core = SeriesKey.of("system_cpu_percent", {"host": "my-host", "cpu": "0"})
+    samples = [
+        Sample(key, info, int((now - timedelta(minutes=m)).timestamp()), float(m))
+        for key in (cpu, core)
+        for m in range(5, 120, 10)  # none on the one-hour boundary
+    ]
+    registry = store.SeriesRegistry()
+    store.save_collection(
+        engine, registry, source="system", started_at=now, finished_at=now, samples=samples
+    )
+    store.save_collection(
+        engine,
+        registry,
+        source="gpu",
+        started_at=now,
+        finished_at=now,
+        samples=[],
+        error="NVML not found",
+    )
+    engine.dispose()
+
+    latest, per_minute, failing = readme_queries()
+    with sqlite3.connect(path) as db:
+        assert [(row[0], row[4]) for row in db.execute(latest)] == [
+            ("system_cpu_percent", 5.0),
+            ("system_cpu_percent", 5.0),
+        ]
+        rows = db.execute(per_minute).fetchall()
+        assert [value for _, value in rows] == [55.0, 45.0, 35.0, 25.0, 15.0, 5.0]
+        assert [(row[0], row[2]) for row in db.execute(failing)] == [("gpu", "NVML not found")]

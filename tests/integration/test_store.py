@@ -1,0 +1,191 @@
+"""The store on a real SQLite file and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from sqlalchemy import insert, select
+
+from anomon import store
+from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.store import samples as samples_module
+from anomon.store.schema import CollectionRun, Series
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def sample(metric: str, ts: int, value: float, **labels: str) -> Sample:
+    return Sample(
+        SeriesKey.of(metric, labels),
+        SeriesInfo("src", "model-a", SeriesKind.LATENCY, "ms"),
+        ts,
+        value,
+    )
+
+
+def save(
+    engine: store.Engine,
+    registry: store.SeriesRegistry,
+    samples: list[Sample],
+    error: str | None = None,
+) -> store.CollectionResult:
+    return store.save_collection(
+        engine,
+        registry,
+        source="src",
+        started_at=NOW,
+        finished_at=NOW + timedelta(seconds=1),
+        samples=samples,
+        error=error,
+    )
+
+
+def count(engine: store.Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())
+
+
+def test_it_ingests_a_collection_with_its_run_row(engine: store.Engine) -> None:
+    batch = [sample("latency_p99", 1000 + i, float(i), model="a") for i in range(5)]
+    batch += [sample("latency_p99", 1000, 9.0, model="b")]
+    result = save(engine, store.SeriesRegistry(), batch)
+    assert (result.points, result.series_created) == (6, 2)
+    runs = store.last_collections(engine, "src")
+    assert [(r.points, r.series_created, r.error) for r in runs] == [(6, 2, None)]
+    assert runs[0].started_at == NOW and runs[0].finished_at.tzinfo is UTC
+
+
+def test_reingesting_the_same_samples_changes_nothing(engine: store.Engine) -> None:
+    batch = [sample("acc", 1000 + i, 0.9, model=m) for i in range(50) for m in "abc"]
+    save(engine, store.SeriesRegistry(), batch)
+    with engine.connect() as conn:
+        before = conn.exec_driver_sql(
+            "SELECT series_id, ts, value FROM samples ORDER BY 1, 2"
+        ).all()
+    changed = [sample("acc", 1000 + i, 0.1, model=m) for i in range(50) for m in "abc"]
+    result = save(engine, store.SeriesRegistry(), changed)  # a fresh cache: ids come from the db
+    assert (result.points, result.series_created) == (0, 0)
+    with engine.connect() as conn:
+        after = conn.exec_driver_sql("SELECT series_id, ts, value FROM samples ORDER BY 1, 2").all()
+    assert after == before
+    assert count(engine, "series") == 3
+
+
+def test_a_partly_new_batch_stores_only_the_new_points(engine: store.Engine) -> None:
+    registry = store.SeriesRegistry()
+    save(engine, registry, [sample("acc", t, 1.0) for t in (10, 20)])
+    result = save(engine, registry, [sample("acc", t, 2.0) for t in (20, 30, 30)])
+    assert result.points == 1
+    with engine.connect() as conn:
+        points = store.read_history(conn, [1])[1]
+    assert points.ts.tolist() == [10, 20, 30] and points.values.tolist() == [1.0, 1.0, 2.0]
+
+
+def test_a_failed_collection_is_a_row_not_a_crash(engine: store.Engine) -> None:
+    result = save(engine, store.SeriesRegistry(), [], error="connection refused")
+    assert result.points == 0
+    assert [r.error for r in store.last_collections(engine, "src")] == ["connection refused"]
+
+
+def test_series_are_unique_on_metric_and_canonical_labels(engine: store.Engine) -> None:
+    first, second = store.SeriesRegistry(), store.SeriesRegistry()
+    with engine.begin() as conn:
+        wanted = {SeriesKey.of("m", {"a": "1", "b": "2"}): SeriesInfo("s", "e")}
+        ids_1, created_1 = first.resolve(conn, wanted, now=NOW)
+    with engine.begin() as conn:
+        same = {SeriesKey.of("m", {"b": "2", "a": "1"}): SeriesInfo("s", "e")}
+        ids_2, created_2 = second.resolve(conn, same, now=NOW)
+    assert list(ids_1.values()) == list(ids_2.values())
+    assert (created_1, created_2) == (1, 0)
+    with engine.connect() as conn:
+        row = conn.execute(select(Series.metric, Series.labels, Series.kind)).one()
+    assert tuple(row) == ("m", '{"a":"1","b":"2"}', "custom")
+
+
+def test_a_collection_that_fails_midway_stores_nothing_and_caches_no_ids(
+    engine: store.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object) -> int:
+        raise RuntimeError("disk on fire")
+
+    registry = store.SeriesRegistry()
+    monkeypatch.setattr("anomon.store.collections.insert_samples", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        save(engine, registry, [sample("m", 1, 1.0)])
+    assert len(registry) == 0
+    assert (count(engine, "series"), count(engine, "collection_runs")) == (0, 0)
+    monkeypatch.undo()
+    assert save(engine, registry, [sample("m", 1, 1.0)]).series_created == 1
+
+
+def test_it_reads_the_history_of_many_series_by_time_range(engine: store.Engine) -> None:
+    registry = store.SeriesRegistry()
+    batch = [
+        sample("m", 100 * t, float(s * 1000 + t), s=str(s)) for s in range(30) for t in range(20)
+    ]
+    save(engine, registry, batch)
+    with engine.connect() as conn:
+        ids = [int(i) for i in conn.exec_driver_sql("SELECT id FROM series ORDER BY id").scalars()]
+        history = store.read_history(conn, [*ids, 999_999], since=500, until=1000)
+    assert set(history) == {*ids, 999_999}
+    assert history[999_999].ts.size == 0
+    for index, series_id in enumerate(ids):
+        assert history[series_id].ts.tolist() == [500, 600, 700, 800, 900]
+        assert history[series_id].values.tolist() == [index * 1000 + t for t in range(5, 10)]
+        assert history[series_id].ts.dtype == np.int64
+
+
+def test_history_reads_take_one_query_per_batch_of_series(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = store.open_engine(f"sqlite:///{tmp_path}/q.db")
+    store.upgrade(engine)
+    save(
+        engine,
+        store.SeriesRegistry(),
+        [sample("m", t, 1.0, s=str(s)) for s in range(10) for t in range(3)],
+    )
+    monkeypatch.setattr(samples_module, "SERIES_PER_QUERY", 4)
+    statements: list[str] = []
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        raw.set_trace_callback(statements.append)
+        history = store.read_history(conn, list(range(1, 11)))
+        raw.set_trace_callback(None)
+    assert sum(len(points.ts) for points in history.values()) == 30
+    assert len([s for s in statements if s.startswith("SELECT series_id")]) == 3  # 4 + 4 + 2
+
+
+def test_insert_samples_validates_its_arrays(engine: store.Engine) -> None:
+    with engine.begin() as conn:
+        with pytest.raises(ValueError, match="aligned"):
+            store.insert_samples(conn, [1, 2], [1], [1.0, 2.0])
+        with pytest.raises(ValueError, match="finite"):
+            store.insert_samples(conn, [1], [1], [float("nan")])
+        assert store.insert_samples(conn, [], [], []) == 0
+
+
+def test_timestamps_must_be_aware_and_come_back_in_utc(engine: store.Engine) -> None:
+    plus_two = datetime(2026, 11, 22, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    with engine.begin() as conn:
+        conn.execute(
+            insert(CollectionRun).values(
+                source="tz", started_at=plus_two, finished_at=plus_two, points=0, series_created=0
+            )
+        )
+    (run,) = store.last_collections(engine, "tz")
+    assert run.started_at == NOW and run.started_at.tzinfo is UTC
+    with pytest.raises(Exception, match="timezone-aware"), engine.begin() as conn:
+        conn.execute(
+            insert(CollectionRun).values(
+                source="tz",
+                started_at=datetime(2026, 1, 1),  # noqa: DTZ001
+                finished_at=NOW,
+                points=0,
+                series_created=0,
+            )
+        )

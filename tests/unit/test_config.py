@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from anomon.config import (
+    SOURCE_MODELS,
+    Config,
+    DaemonConfig,
+    DatabaseConfig,
+    SystemSourceConfig,
+    load_config,
+)
+from anomon.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "anomon.example.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "anomon.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> list[str]:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=environ or {})
+    assert caught.value.path == str(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    return list(caught.value.problems)
+
+
+SYSTEM = '[[sources]]\nname = "sys"\nkind = "system"\n'
+
+
+def test_it_loads_an_empty_file_with_every_default(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""), environ={})
+    assert config.database.url == "sqlite:///anomon.db"
+    assert config.database.busy_timeout == timedelta(seconds=5)
+    assert config.sources == []
+
+
+def test_it_loads_the_default_config_the_quickstart_runs() -> None:
+    config = load_config(ROOT / "config" / "anomon.toml", environ={})
+    assert [(s.name, s.kind, s.interval) for s in config.sources] == [
+        ("system", "system", timedelta(seconds=15))
+    ]
+    assert config.database.url == "sqlite:///anomon.db"
+
+
+def test_it_documents_every_key_with_its_default_in_the_example() -> None:
+    config = load_config(EXAMPLE, environ={})
+    data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    for section, model in (("database", DatabaseConfig), ("daemon", DaemonConfig)):
+        assert set(data[section]) == set(model.model_fields), section
+        assert getattr(config, section) == model(), section
+    by_kind = {source.kind: source for source in config.sources}
+    assert set(by_kind) == set(SOURCE_MODELS)
+    for kind, source in by_kind.items():
+        documented = {source_data["kind"]: source_data for source_data in data["sources"]}[kind]
+        missing = set(SOURCE_MODELS[kind].model_fields) - set(documented) - {"entity"}
+        assert not missing, f"keys of {kind} missing from the example: {missing}"
+        default = SOURCE_MODELS[kind].model_validate({"name": source.name, "kind": kind})
+        assert source == default, f"the example's {kind} values differ from the defaults"
+
+
+def test_it_is_frozen() -> None:
+    config = Config()
+    with pytest.raises(ValueError, match="frozen"):
+        config.database.url = "sqlite:///other.db"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[database]\nurl = "sqlite:///x.db"\nbogus = 1\n',
+            "database.bogus: unknown key; expected one of: url, busy_timeout, migrate_on_start",
+        ),
+        (SYSTEM + 'intervl = "3s"\n', "sources[0].intervl: unknown key (did you mean 'interval'?)"),
+        (
+            SYSTEM + 'interval = "15x"\n',
+            "sources[0].interval: expected a duration such as 15s, 5m, 1h30m or 7d "
+            "(units ms, s, m, h, d, w), got: '15x'",
+        ),
+        (
+            SYSTEM + "interval = 15\n",
+            "sources[0].interval: expected a duration such as 15s, 5m or 7d (a string), got: 15",
+        ),
+        (SYSTEM + 'interval = "500ms"\n', "sources[0].interval: must be at least 1s, got: 500ms"),
+        (SYSTEM + 'timeout = "0s"\n', "sources[0].timeout: must be positive, got: 0s"),
+        (
+            SYSTEM + 'per_cpu = "yes please"\n',
+            "sources[0].per_cpu: expected a valid boolean, unable to interpret input, "
+            "got: 'yes please'",
+        ),
+        (
+            SYSTEM + 'labels = {"bad name" = "x"}\n',
+            "sources[0].labels.bad name: key expected to match pattern '^[A-Za-z_][A-Za-z0-9_]*$', "
+            "got: 'bad name'",
+        ),
+        ('[[sources]]\nname = "x"\n', "sources[0].kind: required, but missing"),
+        (
+            '[[sources]]\nname = "x"\nkind = "carrier-pigeon"\n',
+            "sources[0].kind: expected one of 'system', got: 'carrier-pigeon'",
+        ),
+        ('[[sources]]\nkind = "system"\n', "sources[0].name: required, but missing"),
+        (
+            SYSTEM + SYSTEM,
+            "sources[1].name: duplicate source name 'sys' (first used by sources[0])",
+        ),
+        (
+            '[database]\nurl = "mysql://x"\n',
+            "database.url: expected a SQLAlchemy URL starting with sqlite:/// or postgresql://, "
+            "got one starting with: 'mysql'",
+        ),
+        (
+            '[daemon]\nlog_level = "loud"\n',
+            "daemon.log_level: expected 'debug', 'info', 'warning' or 'error', got: 'loud'",
+        ),
+        ("database = 3\n", "database: expected a valid dictionary or instance of DatabaseConfig"),
+    ],
+)
+def test_it_reports_each_problem_with_its_field_path(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    found = problems(tmp_path, text)
+    assert any(line.startswith(expected) for line in found), found
+
+
+def test_it_reports_every_problem_at_once(tmp_path: Path) -> None:
+    text = '[database]\nbogus = 1\n[[sources]]\nname = "a"\nkind = "system"\ninterval = "x"\n'
+    found = problems(tmp_path, text)
+    assert [line.split(":")[0] for line in found] == ["database.bogus", "sources[0].interval"]
+
+
+def test_it_names_the_file_and_line_of_malformed_toml(tmp_path: Path) -> None:
+    found = problems(tmp_path, '[database]\nurl = "unterminated\n')
+    assert found[0].startswith("invalid TOML: ")
+    assert "line 2" in found[0]
+
+
+def test_it_reports_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.toml: file not found"):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_it_interpolates_environment_variables(tmp_path: Path) -> None:
+    text = (
+        '[database]\nurl = "postgresql://u:${PW}@127.0.0.1/db"\n'
+        + SYSTEM
+        + ('labels = {team = "$${literal}", zone = "${ZONE}"}\n')
+    )
+    config = load_config(write(tmp_path, text), environ={"PW": "s3cret", "ZONE": "eu"})
+    assert config.database.url == "postgresql://u:s3cret@127.0.0.1/db"
+    assert config.sources[0].labels == {"team": "${literal}", "zone": "eu"}
+
+
+def test_it_names_a_missing_environment_variable_and_where_it_is_used(tmp_path: Path) -> None:
+    found = problems(tmp_path, '[database]\nurl = "postgresql://u:${DB_PASSWORD}@h/db"\n')
+    assert found == ["database.url: environment variable DB_PASSWORD is not set"]
+
+
+def test_the_database_url_environment_variable_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\nurl = "sqlite:///file.db"\n')
+    config = load_config(path, environ={"ANOMON_DATABASE_URL": "sqlite:///env.db"})
+    assert config.database.url == "sqlite:///env.db"
+    assert load_config(path, environ={}).database.url == "sqlite:///file.db"
+
+
+def test_it_accepts_a_full_system_source(tmp_path: Path) -> None:
+    text = SYSTEM + 'interval = "1m"\nper_cpu = true\ndisks = ["/", "/data"]\nlabels = {dc = "x"}\n'
+    source = load_config(write(tmp_path, text), environ={}).sources[0]
+    assert isinstance(source, SystemSourceConfig)
+    assert (source.interval, source.per_cpu, source.disks) == (
+        timedelta(minutes=1),
+        True,
+        ["/", "/data"],
+    )

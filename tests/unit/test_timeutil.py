@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from anomon.timeutil import format_duration, from_epoch, parse_duration, require_aware, to_epoch
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("15s", timedelta(seconds=15)),
+        ("5m", timedelta(minutes=5)),
+        ("7d", timedelta(days=7)),
+        ("2w", timedelta(weeks=2)),
+        ("500ms", timedelta(milliseconds=500)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("1.5h", timedelta(minutes=90)),
+        (" 1h 30m ", timedelta(hours=1, minutes=30)),
+        ("0s", timedelta(0)),
+    ],
+)
+def test_it_parses_durations(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "15", "15x", "s", "-5s", "5 minutes", "1h-30m", "15S"])
+def test_it_rejects_bad_durations_naming_what_arrived(text: str) -> None:
+    with pytest.raises(ValueError, match="expected a duration") as caught:
+        parse_duration(text)
+    assert repr(text) in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["15s", "5m", "1h30m", "7d", "1d2h3m4s", "250ms"])
+def test_it_formats_durations_it_can_read_back(text: str) -> None:
+    assert format_duration(parse_duration(text)) == text
+
+
+def test_it_converts_epoch_seconds_both_ways() -> None:
+    moment = datetime(2026, 11, 22, 6, 30, 15, tzinfo=UTC)
+    assert to_epoch(moment) == 1795329015
+    assert from_epoch(to_epoch(moment)) == moment
+    assert to_epoch(moment.astimezone(timezone(timedelta(hours=5)))) == 1795329015
+
+
+def test_it_rejects_naive_datetimes() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        to_epoch(datetime(2026, 1, 1))  # noqa: DTZ001
+    assert require_aware(datetime(2026, 1, 1, tzinfo=UTC)).tzinfo is UTC
