@@ -56,22 +56,25 @@ def timed(run: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
+def write_through_anomon(engine: store.Engine, args: argparse.Namespace) -> tuple[float, int]:
+    """Create the series, time the batched writes through the store; return (seconds, rows)."""
+    batches = make_batches(create_series(engine, args.series), args.points, args.batch)
+
+    def run() -> None:
+        for ids, ts, vals in batches:
+            with engine.begin() as conn:
+                store.insert_samples(conn, ids, ts, vals)
+
+    return timed(run), _count(engine)
+
+
 def anomon_sqlite(folder: Path, args: argparse.Namespace) -> tuple[float, int, float]:
     """Return (seconds, rows, bytes per sample) for anomon's store on a SQLite file."""
     path = folder / "anomon.db"
     engine = store.open_engine(f"sqlite:///{path}")
     store.ensure_schema(engine, migrate=False)
-    ids = create_series(engine, args.series)
-    batches = make_batches(ids, args.points, args.batch)
     empty = _file_size(path)
-
-    def run() -> None:
-        for ids_, ts, vals in batches:
-            with engine.begin() as conn:
-                store.insert_samples(conn, ids_, ts, vals)
-
-    seconds = timed(run)
-    rows = _count(engine)
+    seconds, rows = write_through_anomon(engine, args)
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     engine.dispose()
@@ -107,16 +110,7 @@ def anomon_postgres(url: str, args: argparse.Namespace) -> tuple[float, int]:
     with scratch_schema(url) as schema_url:
         engine = store.open_engine(schema_url)
         store.ensure_schema(engine, migrate=False)
-        ids = create_series(engine, args.series)
-        batches = make_batches(ids, args.points, args.batch)
-
-        def run() -> None:
-            for ids_, ts, vals in batches:
-                with engine.begin() as conn:
-                    store.insert_samples(conn, ids_, ts, vals)
-
-        seconds = timed(run)
-        rows = _count(engine)
+        seconds, rows = write_through_anomon(engine, args)
         engine.dispose()
     return seconds, rows
 
@@ -166,7 +160,7 @@ def binary_copy(ids: np.ndarray, ts: np.ndarray, vals: np.ndarray) -> bytes:
     return b"PGCOPY\n\xff\r\n\x00" + bytes(8) + rows.tobytes() + b"\xff\xff"
 
 
-def create_series(engine: store.Engine, count: int) -> np.ndarray:  # type: ignore[name-defined]
+def create_series(engine: store.Engine, count: int) -> np.ndarray:
     registry = store.SeriesRegistry()
     wanted = {
         SeriesKey.of("bench", {"i": str(i)}): SeriesInfo("bench", "bench") for i in range(count)
@@ -176,8 +170,8 @@ def create_series(engine: store.Engine, count: int) -> np.ndarray:  # type: igno
     return np.array(sorted(ids.values()), dtype=np.int64)
 
 
-def _count(engine: object) -> int:
-    with engine.connect() as conn:  # type: ignore[attr-defined]
+def _count(engine: store.Engine) -> int:
+    with engine.connect() as conn:
         return int(conn.exec_driver_sql("SELECT count(*) FROM samples").scalar_one())
 
 
