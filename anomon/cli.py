@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -11,7 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from anomon import __version__, service, store
-from anomon.config import DEFAULT_CONFIG_PATH, Config, load_config
+from anomon.config import DEFAULT_CONFIG_PATH, Config, DetectionConfig, load_config
+from anomon.detect import evaluate as evaluation
+from anomon.detect import replay as replaying
 from anomon.errors import AnomonError
 
 CONFIG_ENV = "ANOMON_CONFIG"
@@ -52,6 +55,36 @@ def _parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="validate a config file; exit 2 if invalid")
     check.add_argument("path", nargs="?", help="the file (default: --config's default)")
     check.set_defaults(handler=_config_check)
+
+    replay = commands.add_parser(
+        "replay",
+        help="run the daemon's detection over a CSV file",
+        description="Score every row of INPUT (timestamp, then one column per metric) with the "
+        "daemon's detectors; write timestamp,score,anomaly and per-detector scores.",
+    )
+    replay.add_argument("input", type=Path, help="CSV: timestamp, then numeric columns")
+    replay.add_argument(
+        "--train", type=Path, help="history before INPUT to warm up on (not output)"
+    )
+    replay.add_argument("--config", "-c", type=Path, help="take [detection] from this config file")
+    replay.add_argument("--out", "-o", type=Path, help="output CSV (default: standard output)")
+    replay.set_defaults(handler=_replay)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="measure detection quality on labelled data (NAB layout)",
+        description="Replay every file of DATA_DIR listed in the windows JSON and report NAB "
+        "scores and event metrics per category and overall.",
+    )
+    evaluate.add_argument("data_dir", type=Path, help="folder of <category>/<name>.csv files")
+    evaluate.add_argument(
+        "--labels", type=Path, required=True, help="windows JSON keyed by <category>/<name>.csv"
+    )
+    evaluate.add_argument(
+        "--config", "-c", type=Path, help="take [detection] from this config file"
+    )
+    evaluate.add_argument("--format", choices=["text", "json"], default="text")
+    evaluate.set_defaults(handler=_evaluate)
 
     db = commands.add_parser("db", help="manage the database schema (Alembic migrations)")
     db_commands = db.add_subparsers(title="db commands", metavar="COMMAND")
@@ -118,6 +151,39 @@ def _config_check(args: argparse.Namespace) -> int:
         f"{path}: ok ({len(config.sources)} source(s), "
         f"database {store.redact(config.database.url)})"
     )
+    return 0
+
+
+def _detection(path: Path | None) -> DetectionConfig:
+    """The [detection] section of ``path``, or the shipped defaults without one."""
+    return load_config(path).detection if path else DetectionConfig()
+
+
+def _replay(args: argparse.Namespace) -> int:
+    config = _detection(args.config)
+    table = replaying.read_table(args.input)
+    train = replaying.read_table(args.train) if args.train else None
+    scores = replaying.replay(table, config, train=train)
+    if args.out:
+        with args.out.open("w", encoding="utf-8", newline="") as out:
+            replaying.write_scores(table, scores, out)
+    else:
+        replaying.write_scores(table, scores, sys.stdout)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    config = _detection(args.config)
+    groups = evaluation.evaluate(args.data_dir, evaluation.load_windows(args.labels), config)
+    rows = evaluation.report_rows(groups)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    headers = list(rows[0]) if rows else []
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in headers]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(row[h]).ljust(w) for h, w in zip(headers, widths, strict=True)))
     return 0
 
 

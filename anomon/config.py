@@ -97,6 +97,40 @@ class DaemonConfig(Section):
     shutdown_timeout: PositiveDuration = timedelta(seconds=30)
 
 
+Direction = Literal["up", "down", "both"]
+Season = Literal["daily", "weekly"]
+
+
+class ForestConfig(Section):
+    """``[detection.forest]``: the IsolationForest over window features."""
+
+    enabled: bool = True
+    n_estimators: Annotated[int, Field(ge=1, le=1000)] = 25
+    max_samples: Annotated[int, Field(ge=16)] = 256
+    train_window: Annotated[int, Field(ge=100)] = 4000
+    min_train: Annotated[int, Field(ge=50)] = 1000
+    refit_every: Annotated[int, Field(ge=50)] = 20000
+    random_state: int = 0
+
+
+class DetectionConfig(Section):
+    """``[detection]``: how every series is scored (one configuration for all series)."""
+
+    baseline_window: Annotated[int, Field(ge=10)] = 800
+    min_history: Annotated[int, Field(ge=5)] = 50
+    seasonality: list[Season] = Field(default_factory=lambda: list[Season](["daily"]))
+    seasonal_periods: Annotated[int, Field(ge=1, le=12)] = 3
+    calibration_window: Annotated[int, Field(ge=50)] = 2000
+    min_deviation_abs: Annotated[float, Field(ge=0)] = 0.0
+    min_deviation_rel: Annotated[float, Field(ge=0)] = 0.0
+    direction: Direction | Literal["auto"] = "auto"
+    ensemble: Literal["max", "mean"] = "max"
+    threshold: Annotated[float, Field(gt=0, le=100)] = 80.0
+    damping: Annotated[int, Field(ge=0)] = 200
+    damping_factor: Annotated[float, Field(ge=0, le=1)] = 0.5
+    forest: ForestConfig = Field(default_factory=ForestConfig)
+
+
 class SourceBase(Section):
     """Keys every source shares."""
 
@@ -130,6 +164,7 @@ class Config(Section):
 
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ turns them into messages and exit codes, and only the daemon's jobs catch broadl
 
     AnomonError
     ├── ConfigError        the config file is unreadable or invalid (exit 2)
+    ├── DataError          an input file (replay / evaluate) is unreadable or malformed (exit 2)
     ├── StoreError         the database cannot be reached or written (exit 1)
     │   └── SchemaError    the schema is missing, behind or ahead of this anomon
     └── SourceError        one collection failed; recorded, retried next cycle
@@ -38,6 +39,12 @@ class ConfigError(AnomonError):
         self.path = path
         self.problems = tuple(problems)
         super().__init__("\n".join(f"{path}: {problem}" for problem in self.problems))
+
+
+class DataError(AnomonError):
+    """An input data file cannot be read or is malformed; the message names file and row."""
+
+    exit_code = 2
 
 
 class StoreError(AnomonError):

@@ -11,6 +11,8 @@ from anomon.config import (
     Config,
     DaemonConfig,
     DatabaseConfig,
+    DetectionConfig,
+    ForestConfig,
     SystemSourceConfig,
     load_config,
 )
@@ -56,9 +58,14 @@ def test_it_loads_the_default_config_the_quickstart_runs() -> None:
 def test_it_documents_every_key_with_its_default_in_the_example() -> None:
     config = load_config(EXAMPLE, environ={})
     data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
-    for section, model in (("database", DatabaseConfig), ("daemon", DaemonConfig)):
+    for section, model in (
+        ("database", DatabaseConfig),
+        ("daemon", DaemonConfig),
+        ("detection", DetectionConfig),
+    ):
         assert set(data[section]) == set(model.model_fields), section
         assert getattr(config, section) == model(), section
+    assert set(data["detection"]["forest"]) == set(ForestConfig.model_fields)
     by_kind = {source.kind: source for source in config.sources}
     assert set(by_kind) == set(SOURCE_MODELS)
     for kind, source in by_kind.items():

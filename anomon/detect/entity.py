@@ -1,0 +1,285 @@
+"""Causal, incremental scoring of one entity: one or more aligned metrics.
+
+:class:`EntityDetector` is the time-series runner around the detectors. Feed it rows
+in time order, in batches of any size; each row is scored from the rows before it only,
+and the result does not depend on how the rows were batched (every statistic is an
+exact trailing order statistic, and the forest is refitted at fixed row counts). The
+daemon and ``anomon replay`` both go through it.
+
+Per metric: a robust z-score against the trailing median (``zscore``) and against the
+median of the same time of day / week over the last few periods (``seasonal``). Per
+entity: an IsolationForest over scale-free summaries of those z-scores (``forest``).
+Each detector is calibrated to 0-100 on its own trailing history; the ensemble combines
+them; a score that does not beat the recent maximum is damped, so one episode does not
+alert over and over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.ensemble import IsolationForest
+
+from anomon.config import DetectionConfig
+from anomon.detect.calibration import CALIBRATION_QUANTILES, calibrate
+from anomon.detect.forest import fit_forest, forest_raw_score, summary_features
+from anomon.detect.rolling import TrailingQuantiles, trailing_max
+from anomon.detect.seasonal import SEASONS, SeasonalProfile
+from anomon.detect.zscore import Direction, directional, robust_deviation
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+DETECTORS = ("zscore", "seasonal", "forest")
+DETECTOR_VERSION = "1"
+BASELINE_QUANTILES = (0.25, 0.5, 0.75)
+Z_SPAN_FLOOR = 0.5  # calibration floor for z-score detectors, in sigmas
+FOREST_SPAN_FLOOR = 0.01  # calibration floor for the forest's score (range ~0.3-0.8)
+REFRESHES_PER_WINDOW = 16  # trailing statistics are refreshed every window/16 rows
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """The result for a batch of rows.
+
+    ``score`` 0-100 and ``anomaly`` per row; ``detectors`` maps each detector to its
+    calibrated 0-100 score per row (the largest over the metrics); ``expected`` is the
+    value each metric was expected to have, ``(rows, metrics)``.
+    """
+
+    score: FloatArray
+    anomaly: npt.NDArray[np.bool_]
+    detectors: dict[str, FloatArray]
+    expected: FloatArray
+
+
+def _window(window: int, quantiles: Sequence[float], min_periods: int) -> TrailingQuantiles:
+    step = max(1, window // REFRESHES_PER_WINDOW)
+    return TrailingQuantiles(window=window, step=step, quantiles=quantiles, min_periods=min_periods)
+
+
+class _MetricState:
+    """What one metric keeps between batches: its trailing windows and seasonal profiles."""
+
+    def __init__(self, direction: Direction, config: DetectionConfig) -> None:
+        self.direction = direction
+        baseline, history = config.baseline_window, config.min_history
+        calibration = (config.calibration_window, CALIBRATION_QUANTILES, 2 * history)
+        self.values = _window(baseline, BASELINE_QUANTILES, history)
+        self.residuals = _window(baseline, BASELINE_QUANTILES, history)
+        self.raw = {"zscore": _window(*calibration), "seasonal": _window(*calibration)}
+        self.profiles = [
+            SeasonalProfile(SEASONS[name], periods=config.seasonal_periods)
+            for name in config.seasonality
+        ]
+
+
+class EntityDetector:
+    """Score the rows of one entity (one or more aligned metrics) as they arrive."""
+
+    def __init__(
+        self,
+        metrics: Sequence[str],
+        config: DetectionConfig,
+        *,
+        directions: Sequence[Direction] | None = None,
+    ) -> None:
+        if not metrics:
+            raise ValueError("an entity needs at least one metric")
+        chosen = directions or [default_direction(name, config) for name in metrics]
+        self.metrics = list(metrics)
+        self.config = config
+        self._metrics = [_MetricState(direction, config) for direction in chosen]
+        self._rows_seen = 0
+        self._last_ts: int | None = None
+        self._forest: IsolationForest | None = None
+        self._features = np.empty((0, 5))
+        self._flags = np.empty(0, dtype=bool)
+        self._forest_raw = _window(
+            config.calibration_window, CALIBRATION_QUANTILES, 2 * config.min_history
+        )
+        self._combined = np.empty(0)
+
+    def update(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> Scores:
+        """Score new rows: ``ts`` epoch seconds (never decreasing), ``values`` ``(rows, metrics)``.
+
+        Raises ValueError for misshapen input or timestamps that go backwards.
+        """
+        times = np.asarray(ts, dtype=np.int64)
+        data = np.asarray(values, dtype=np.float64).reshape(times.size, -1)
+        self._validate(times, data)
+        parts = [self._segment(times[a:b], data[a:b]) for a, b in self._segments(times.size)]
+        return _concat(parts, len(self.metrics))
+
+    def _validate(self, times: IntArray, data: FloatArray) -> None:
+        if data.shape[1] != len(self.metrics):
+            raise ValueError(f"expected {len(self.metrics)} metric column(s), got {data.shape[1]}")
+        if times.size == 0:
+            return
+        previous = self._last_ts if self._last_ts is not None else times[0]
+        backwards = np.flatnonzero(np.diff(times, prepend=previous) < 0)
+        if backwards.size:
+            raise ValueError(
+                f"timestamps must not go backwards: row {int(backwards[0])} of the batch is "
+                "older than the row before it"
+            )
+
+    def _segments(self, rows: int) -> list[tuple[int, int]]:
+        """Split a batch where the forest is due for a refit (fixed row counts)."""
+        config = self.config.forest
+        cuts = {0, rows}
+        if config.enabled:
+            seen = self._rows_seen
+            first = max(config.min_train, 1)
+            for boundary in range(first, seen + rows, config.refit_every):
+                if seen < boundary < seen + rows:
+                    cuts.add(boundary - seen)
+        return list(pairwise(sorted(cuts)))
+
+    def _segment(self, times: IntArray, data: FloatArray) -> Scores:
+        self._maybe_refit()
+        point, seasonal, expected = [], [], []
+        per_detector: dict[str, list[FloatArray]] = {"zscore": [], "seasonal": []}
+        for column, state in enumerate(self._metrics):
+            z_point, z_seasonal, expect = self._metric_scores(state, times, data[:, column])
+            point.append(z_point)
+            seasonal.append(z_seasonal)
+            expected.append(expect)
+            per_detector["zscore"].append(self._calibrated(state, "zscore", z_point))
+            per_detector["seasonal"].append(self._calibrated(state, "seasonal", z_seasonal))
+        detectors = {
+            name: np.max(np.column_stack(cols), axis=1) for name, cols in per_detector.items()
+        }
+        features = summary_features(np.column_stack(point), np.column_stack(seasonal))
+        detectors["forest"] = self._forest_scores(features)
+        final = self._damped(self._combine(detectors))
+        anomaly = final >= self.config.threshold
+        self._remember(times, features, anomaly)
+        return Scores(final, anomaly, detectors, np.column_stack(expected))
+
+    def _metric_scores(
+        self, state: _MetricState, times: IntArray, x: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Return the directional point and seasonal z-scores and the expected values."""
+        least, relative = self.config.min_deviation_abs, self.config.min_deviation_rel
+        q = state.values.push(x)
+        z_point = robust_deviation(
+            x, q[:, 0], q[:, 1], q[:, 2], min_deviation_abs=least, min_deviation_rel=relative
+        )
+        seasonal_expected = self._seasonal_expected(state, times, x)
+        residual = x - seasonal_expected
+        qr = state.residuals.push(residual)
+        z_seasonal = robust_deviation(
+            residual,
+            qr[:, 0],
+            qr[:, 1],
+            qr[:, 2],
+            level=seasonal_expected,
+            min_deviation_abs=least,
+            min_deviation_rel=relative,
+        )
+        point_score = directional(z_point, state.direction)
+        seasonal_score = directional(z_seasonal, state.direction)
+        seasonal_wins = np.nan_to_num(seasonal_score) > np.nan_to_num(point_score)
+        expected = np.where(
+            seasonal_wins & np.isfinite(seasonal_expected), seasonal_expected, q[:, 1]
+        )
+        return point_score, seasonal_score, expected
+
+    @staticmethod
+    def _seasonal_expected(state: _MetricState, times: IntArray, x: FloatArray) -> FloatArray:
+        """The median of this metric at the same time of day / week over past cycles."""
+        if not state.profiles:
+            return np.full(x.size, np.nan)
+        expectations = [profile.expected(times, x) for profile in state.profiles]
+        if len(expectations) == 1:
+            return expectations[0]
+        stacked = np.column_stack(expectations)  # daily and weekly: the one seen more often
+        return np.where(np.isnan(stacked[:, 0]), stacked[:, 1], stacked[:, 0])
+
+    def _calibrated(self, state: _MetricState, name: str, raw: FloatArray) -> FloatArray:
+        return calibrate(raw, state.raw[name].push(raw), span_floor=Z_SPAN_FLOOR)
+
+    def _forest_scores(self, features: FloatArray) -> FloatArray:
+        if self._forest is None:
+            raw = np.full(features.shape[0], np.nan)
+        else:
+            raw = forest_raw_score(self._forest, features)
+        return calibrate(raw, self._forest_raw.push(raw), span_floor=FOREST_SPAN_FLOOR)
+
+    def _maybe_refit(self) -> None:
+        config = self.config.forest
+        seen = self._rows_seen
+        due = seen >= config.min_train and (seen - config.min_train) % config.refit_every == 0
+        if not (config.enabled and due):
+            return
+        clean = self._features[~self._flags]
+        if clean.shape[0] >= min(config.min_train, 50):
+            self._forest = fit_forest(clean, config)
+
+    def _combine(self, detectors: dict[str, FloatArray]) -> FloatArray:
+        active = [detectors[name] for name in DETECTORS if self._uses(name)]
+        stacked = np.column_stack(active)
+        combined: FloatArray = (
+            stacked.max(axis=1) if self.config.ensemble == "max" else stacked.mean(axis=1)
+        )
+        return combined
+
+    def _uses(self, name: str) -> bool:
+        if name == "seasonal":
+            return bool(self.config.seasonality)
+        if name == "forest":
+            return self.config.forest.enabled
+        return True
+
+    def _damped(self, combined: FloatArray) -> FloatArray:
+        """Keep a score whole only if it beats the maximum of the previous ``damping`` rows."""
+        span = self.config.damping
+        history = self._combined
+        self._combined = np.concatenate([history, combined])[-max(span, 1) :]
+        if span == 0:
+            return combined
+        recent = trailing_max(history, combined, window=span)
+        beaten = np.isnan(recent) | (combined > recent)
+        return np.where(beaten, combined, combined * self.config.damping_factor)
+
+    def _remember(
+        self, times: IntArray, features: FloatArray, anomaly: npt.NDArray[np.bool_]
+    ) -> None:
+        window = self.config.forest.train_window
+        self._features = np.concatenate([self._features, features])[-window:]
+        self._flags = np.concatenate([self._flags, anomaly])[-window:]
+        self._rows_seen += times.size
+        self._last_ts = int(times[-1])
+
+
+def default_direction(metric: str, config: DetectionConfig) -> Direction:
+    """The direction that is bad for ``metric``: quality that drops, cost that rises."""
+    if config.direction != "auto":
+        return config.direction
+    name = metric.lower()
+    if any(word in name for word in ("accuracy", "precision", "recall", "f1", "auc", "throughput")):
+        return "down"
+    if any(word in name for word in ("latency", "loss", "error", "duration")):
+        return "up"
+    return "both"
+
+
+def _concat(parts: list[Scores], metrics: int) -> Scores:
+    if not parts:
+        return Scores(
+            np.empty(0),
+            np.empty(0, dtype=bool),
+            {n: np.empty(0) for n in DETECTORS},
+            np.empty((0, metrics)),
+        )
+    return Scores(
+        score=np.concatenate([p.score for p in parts]),
+        anomaly=np.concatenate([p.anomaly for p in parts]),
+        detectors={n: np.concatenate([p.detectors[n] for p in parts]) for n in DETECTORS},
+        expected=np.concatenate([p.expected for p in parts]),
+    )

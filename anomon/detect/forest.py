@@ -1,0 +1,52 @@
+"""IsolationForest (scikit-learn's, as it is) over scale-free window features.
+
+The features of a row summarise the directional robust z-scores of every metric of an
+entity at that row: the largest, the second largest and the mean point deviation, and
+the largest and mean seasonal deviation. They are unit-free and do not depend on how
+many metrics an entity has, so one forest can serve one series, one entity, or a whole
+fleet (a pooled model: a 50-tree forest per series would not fit 10,000 series in a
+small daemon; see README, "Detectors").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.ensemble import IsolationForest
+
+from anomon.config import ForestConfig
+
+FloatArray = npt.NDArray[np.float64]
+
+FEATURE_NAMES = ("point_max", "point_second", "point_mean", "seasonal_max", "seasonal_mean")
+FEATURE_CLIP = 50.0  # beyond this many sigmas a point is simply extreme; keeps splits useful
+
+
+def summary_features(point: FloatArray, seasonal: FloatArray) -> FloatArray:
+    """Return the ``(rows, 5)`` feature matrix from ``(rows, metrics)`` directional z-scores.
+
+    NaN (no baseline yet) counts as 0: no evidence of anything unusual.
+    """
+    p = np.clip(np.nan_to_num(point, nan=0.0), 0.0, FEATURE_CLIP)
+    s = np.clip(np.nan_to_num(seasonal, nan=0.0), 0.0, FEATURE_CLIP)
+    ordered = np.sort(p, axis=1)
+    second = ordered[:, -2] if p.shape[1] > 1 else ordered[:, -1]
+    return np.column_stack([ordered[:, -1], second, p.mean(axis=1), s.max(axis=1), s.mean(axis=1)])
+
+
+def fit_forest(features: FloatArray, config: ForestConfig) -> IsolationForest:
+    """Fit a forest on clean feature rows (the caller leaves anomalies out)."""
+    forest = IsolationForest(
+        n_estimators=config.n_estimators,
+        max_samples=min(config.max_samples, len(features)),
+        random_state=config.random_state,
+    )
+    return forest.fit(features)
+
+
+def forest_raw_score(forest: IsolationForest, features: FloatArray) -> FloatArray:
+    """Return the anomaly score of each row: minus ``score_samples``, higher = stranger."""
+    if features.shape[0] == 0:
+        return np.empty(0)
+    scores: FloatArray = forest.score_samples(features)
+    return -scores

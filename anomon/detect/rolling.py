@@ -1,0 +1,95 @@
+"""Trailing statistics of a stream, exact and independent of how rows are batched.
+
+:class:`TrailingQuantiles` gives each row quantiles of the ``window`` rows before the
+start of its *block* of ``step`` rows (blocks are counted from the first row ever
+pushed). Refreshing once per block instead of once per row makes a long replay cost
+``window / step`` element operations per row instead of a sort per row, and a daemon
+cycle of one new row usually reuses the block's cached values; a baseline that is at
+most ``step - 1`` rows stale is immaterial next to a window of hundreds.
+
+Quantiles are ``lower`` order statistics (the k-th smallest valid value, ``k = int(q *
+(m - 1))``): selections, not sums, so they are bit-for-bit the same whichever way the
+rows arrive. NaN rows count towards the window, not towards the statistics.
+:func:`trailing_max` is the exact per-row maximum of the previous rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+FloatArray = npt.NDArray[np.float64]
+
+_FEW = 16  # up to this many new rows, a loop of np.max beats pandas' setup cost
+
+
+class TrailingQuantiles:
+    """Quantiles of the trailing window of one stream, refreshed every ``step`` rows."""
+
+    def __init__(
+        self, *, window: int, step: int, quantiles: Sequence[float], min_periods: int
+    ) -> None:
+        if window < 1 or step < 1:
+            raise ValueError(f"window and step must be positive, got: {window}, {step}")
+        self.window = window
+        self.step = step
+        self.quantiles = tuple(quantiles)
+        self.min_periods = max(min_periods, 1)
+        self._tail = np.empty(0)  # the last rows pushed, enough to rebuild any window
+        self._count = 0  # rows pushed so far
+        self._cache: tuple[int, FloatArray] | None = None  # (block start, its quantiles)
+
+    def push(self, new: FloatArray) -> FloatArray:
+        """Return ``(len(new), len(quantiles))`` statistics for ``new``, then remember it."""
+        values = np.asarray(new, dtype=np.float64)
+        context = np.concatenate([self._tail, values])
+        first = self._count - self._tail.size  # absolute position of context[0]
+        positions = self._count + np.arange(values.size)
+        starts = positions - positions % self.step
+        out = np.empty((values.size, len(self.quantiles)))
+        blocks, begins = np.unique(starts, return_index=True)  # starts are sorted
+        ends = np.append(begins[1:], values.size)
+        for block, begin, end in zip(blocks.tolist(), begins.tolist(), ends.tolist(), strict=True):
+            out[begin:end] = self._block_stats(block, context, first)
+        self._count += values.size
+        self._tail = context[-(self.window + self.step) :]
+        return out
+
+    def _block_stats(self, block: int, context: FloatArray, first: int) -> FloatArray:
+        if self._cache is not None and self._cache[0] == block:
+            return self._cache[1]
+        rows = context[max(block - self.window, first) - first : block - first]
+        stats = order_statistics(rows, self.quantiles, self.min_periods)
+        self._cache = (block, stats)
+        return stats
+
+
+def order_statistics(rows: FloatArray, quantiles: Sequence[float], min_periods: int) -> FloatArray:
+    """Return the ``lower`` quantiles of the valid values of ``rows`` (NaN when too few)."""
+    valid = rows[~np.isnan(rows)]
+    if valid.size < max(min_periods, 1):
+        return np.full(len(quantiles), np.nan)
+    ranks = [int(q * (valid.size - 1)) for q in quantiles]
+    return np.sort(valid)[ranks]  # a full sort of a few hundred values beats multi-kth partition
+
+
+def trailing_max(history: FloatArray, new: FloatArray, *, window: int) -> FloatArray:
+    """Return, for each row of ``new``, the maximum of the ``window`` rows before it.
+
+    ``history`` holds the rows before ``new``. NaN rows are skipped; a row with no
+    valid row before it gets NaN.
+    """
+    context = np.concatenate([history[-window:], new])
+    offset = context.size - new.size
+    if new.size <= _FEW:
+        out = np.full(new.size, np.nan)
+        for row, end in enumerate(range(offset, context.size)):
+            rows = context[max(0, end - window) : end]
+            if rows.size and not np.all(np.isnan(rows)):
+                out[row] = np.nanmax(rows)
+        return out
+    shifted = pd.Series(np.concatenate([[np.nan], context[:-1]]))
+    return shifted.rolling(window, min_periods=1).max().to_numpy()[offset:]

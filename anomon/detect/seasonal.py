@@ -1,0 +1,94 @@
+"""Seasonal baselines: what a metric usually is at this time of day (or week).
+
+Time is cut into cycles (days, weeks) and each cycle into bins (5 minutes of a day,
+1 hour of a week). A bin's value is the mean of the rows that fell in it, computed once
+the bin is complete, from all of its rows at once, so it is the same however the rows
+were batched. The expected value of a row is the median of its bin's values in the
+previous ``periods`` cycles. Memory is ``(periods + 1) x bins`` floats per metric,
+whatever the sampling rate.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class Season:
+    """A cycle length and the width of its bins, in seconds."""
+
+    cycle: int
+    bin: int
+
+    @property
+    def bins(self) -> int:
+        return self.cycle // self.bin
+
+
+SEASONS = {"daily": Season(86_400, 300), "weekly": Season(7 * 86_400, 3_600)}
+
+
+class SeasonalProfile:
+    """The bin values of the last cycles of one metric, for one season."""
+
+    def __init__(self, season: Season, *, periods: int) -> None:
+        self.season = season
+        self.periods = periods
+        self._values: dict[int, FloatArray] = {}  # cycle -> bin values (NaN: no rows)
+        self._open_key = -1  # cycle * bins + bin of the bin still receiving rows
+        self._open_rows = np.empty(0)
+
+    def expected(self, ts: IntArray, values: FloatArray) -> FloatArray:
+        """Return each row's seasonal expectation (NaN without history), then take the rows."""
+        season = self.season
+        cycles, bins = ts // season.cycle, (ts % season.cycle) // season.bin
+        self._close_bins(cycles * season.bins + bins, values)
+        lags = np.full((ts.size, self.periods), np.nan)
+        if self._values:
+            known = np.array(sorted(self._values), dtype=np.int64)
+            table = np.vstack([self._values[cycle] for cycle in known.tolist()])
+            for k in range(1, self.periods + 1):
+                index = np.minimum(np.searchsorted(known, cycles - k), known.size - 1)
+                found = known[index] == cycles - k
+                lags[found, k - 1] = table[index[found], bins[found]]
+        self._forget(int(cycles[-1]) if cycles.size else None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no history yet
+            expected: FloatArray = np.nanmedian(lags, axis=1)
+        return expected
+
+    def _close_bins(self, keys: IntArray, values: FloatArray) -> None:
+        """Store the mean of every bin that these rows complete; keep the last one open."""
+        if keys.size == 0:
+            return
+        all_keys = np.concatenate([np.full(self._open_rows.size, self._open_key), keys])
+        all_values = np.concatenate([self._open_rows, values])
+        starts = np.flatnonzero(np.diff(all_keys, prepend=all_keys[0] - 1))
+        valid = ~np.isnan(all_values)
+        sums = np.add.reduceat(np.where(valid, all_values, 0.0), starts)
+        counts = np.add.reduceat(valid.astype(np.int64), starts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        self._open_key = int(all_keys[starts[-1]])
+        self._open_rows = all_values[starts[-1] :]
+        closed_cycles, closed_bins = np.divmod(all_keys[starts[:-1]], self.season.bins)
+        if closed_cycles.size == 0:
+            return
+        cycles, first = np.unique(closed_cycles, return_index=True)  # runs are in time order
+        last = np.append(first[1:], closed_cycles.size)
+        for cycle, a, b in zip(cycles.tolist(), first.tolist(), last.tolist(), strict=True):
+            stored = self._values.setdefault(cycle, np.full(self.season.bins, np.nan))
+            stored[closed_bins[a:b]] = means[a:b]
+
+    def _forget(self, current: int | None) -> None:
+        if current is None:
+            return
+        for cycle in [c for c in self._values if c < current - self.periods]:
+            del self._values[cycle]

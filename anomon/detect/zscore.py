@@ -1,0 +1,129 @@
+"""Robust z-scores: the deviation from a median in units of a robust spread.
+
+:func:`robust_deviation` is the one formula; :class:`RobustZScoreDetector` applies it
+to i.i.d. rows as a scikit-learn outlier estimator, and the time-series runner applies
+it causally with trailing statistics. Sign convention (scikit-learn's, everywhere in
+anomon): ``score_samples`` is higher for more normal rows, ``decision_function`` is
+``score_samples - offset_`` and negative means anomalous, ``predict`` returns -1 for
+anomalies and 1 for normal rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+FloatArray = npt.NDArray[np.float64]
+Direction = Literal["up", "down", "both"]
+
+IQR_TO_SIGMA = 1.349  # the interquartile range of a normal distribution, in sigmas
+
+
+def robust_deviation(
+    values: FloatArray,
+    q25: FloatArray,
+    median: FloatArray,
+    q75: FloatArray,
+    *,
+    min_deviation_abs: float = 0.0,
+    min_deviation_rel: float = 0.0,
+    scale_floor_rel: float = 1e-3,
+    level: FloatArray | None = None,
+) -> FloatArray:
+    """Return ``(values - median) / scale``, signed, with two guards for quiet series.
+
+    ``scale`` is the interquartile range in sigmas, floored at ``scale_floor_rel`` of
+    the series' level (``level``, default ``|median|``; and at the float resolution)
+    so a flat series does not divide by zero. A deviation smaller than
+    ``max(min_deviation_abs, min_deviation_rel * level)`` is no deviation at all: tiny
+    wiggles on quiet series never alert.
+    """
+    magnitude = np.abs(median if level is None else level)
+    scale = np.maximum((q75 - q25) / IQR_TO_SIGMA, scale_floor_rel * magnitude)
+    scale = np.maximum(scale, np.finfo(np.float64).eps * np.maximum(magnitude, 1.0))
+    offset = values - median
+    negligible = np.abs(offset) < np.maximum(min_deviation_abs, min_deviation_rel * magnitude)
+    return np.where(negligible, 0.0, offset / scale)
+
+
+def directional(z: FloatArray, direction: Direction) -> FloatArray:
+    """Return how far ``z`` goes the bad way: ``up`` keeps rises, ``down`` drops, ``both``
+    either."""
+    if direction == "up":
+        return np.maximum(z, 0.0)
+    if direction == "down":
+        return np.maximum(-z, 0.0)
+    return np.abs(z)
+
+
+class RobustZScoreDetector(OutlierMixin, BaseEstimator):  # type: ignore[misc]
+    """Flag rows whose robust z-score in any column is unusual.
+
+    ``fit`` learns each column's quartiles; ``score_samples`` is minus the largest
+    directional z-score of a row (higher = more normal). ``offset_`` is ``-threshold``
+    when ``contamination="auto"``, else the training score below which that share of
+    the training rows lies (as in scikit-learn's IsolationForest).
+    """
+
+    def __init__(
+        self,
+        *,
+        threshold: float = 3.5,
+        contamination: float | str = "auto",
+        direction: Direction = "both",
+        min_deviation_abs: float = 0.0,
+        min_deviation_rel: float = 0.0,
+    ) -> None:
+        self.threshold = threshold
+        self.contamination = contamination
+        self.direction = direction
+        self.min_deviation_abs = min_deviation_abs
+        self.min_deviation_rel = min_deviation_rel
+
+    def fit(self, X: Any, y: Any = None) -> RobustZScoreDetector:  # noqa: N803 - sklearn's name
+        """Learn the quartiles of every column of ``X``; return self."""
+        if self.threshold <= 0:
+            raise ValueError(f"threshold must be positive, got: {self.threshold}")
+        if self.direction not in ("up", "down", "both"):
+            raise ValueError(f"direction must be up, down or both, got: {self.direction!r}")
+        if self.contamination != "auto" and not (
+            isinstance(self.contamination, float | int) and 0 < self.contamination <= 0.5
+        ):
+            raise ValueError(
+                f"contamination must be 'auto' or in (0, 0.5], got: {self.contamination!r}"
+            )
+        data = validate_data(self, X, dtype=np.float64)
+        self.q25_, self.median_, self.q75_ = np.percentile(data, [25, 50, 75], axis=0)
+        if self.contamination == "auto":
+            self.offset_ = -float(self.threshold)
+        else:
+            share = float(self.contamination)
+            self.offset_ = float(np.percentile(self.score_samples(data), 100 * share))
+        return self
+
+    def score_samples(self, X: Any) -> FloatArray:  # noqa: N803
+        """Return minus the largest directional robust z-score of each row."""
+        check_is_fitted(self)
+        data = validate_data(self, X, dtype=np.float64, reset=False)
+        z = robust_deviation(
+            data,
+            self.q25_,
+            self.median_,
+            self.q75_,
+            min_deviation_abs=self.min_deviation_abs,
+            min_deviation_rel=self.min_deviation_rel,
+        )
+        worst: FloatArray = np.max(directional(z, self.direction), axis=1)
+        return -worst
+
+    def decision_function(self, X: Any) -> FloatArray:  # noqa: N803
+        """Return ``score_samples - offset_``: negative for anomalous rows."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X: Any) -> npt.NDArray[np.int64]:  # noqa: N803
+        """Return -1 for anomalous rows and 1 for normal ones."""
+        return np.where(self.decision_function(X) < 0, -1, 1)

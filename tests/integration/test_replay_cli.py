@@ -1,0 +1,115 @@
+"""`anomon replay` and `anomon evaluate` as a user runs them."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import run_cli
+
+
+def write_series(
+    path: Path, rows: int = 1500, spike_at: int | None = 1200, style: str = "iso"
+) -> list[str]:
+    rng = np.random.default_rng(3)
+    values = 50 + rng.normal(0, 1, rows)
+    if spike_at is not None:
+        values[spike_at] += 15
+    stamps = []
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["timestamp", "value"])
+        for i, value in enumerate(values):
+            epoch = 1_700_000_000 + 300 * i
+            iso = np.datetime_as_string(np.datetime64(epoch, "s"))
+            stamp = {"iso": iso.replace("T", " "), "epoch": str(epoch), "zoned": iso + "+00:00"}[
+                style
+            ]
+            stamps.append(stamp)
+            writer.writerow([stamp, f"{value:.4f}"])
+    return stamps
+
+
+def read_rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(text.splitlines()))
+
+
+def test_replay_writes_one_row_per_input_row_with_timestamps_as_given(tmp_path: Path) -> None:
+    for style in ("iso", "epoch", "zoned"):
+        stamps = write_series(tmp_path / "in.csv", style=style)
+        result = run_cli("replay", str(tmp_path / "in.csv"))
+        assert result.returncode == 0, result.stderr
+        rows = read_rows(result.stdout)
+        assert list(rows[0]) == [
+            "timestamp",
+            "score",
+            "anomaly",
+            "zscore_score",
+            "seasonal_score",
+            "forest_score",
+        ]
+        assert [row["timestamp"] for row in rows] == stamps
+        scores = np.array([float(row["score"]) for row in rows])
+        assert np.all((scores >= 0) & (scores <= 100))
+        assert rows[1200]["anomaly"] == "1"
+        assert sum(row["anomaly"] == "1" for row in rows) <= 5
+
+
+def test_replay_is_deterministic_and_warms_up_on_training_data(tmp_path: Path) -> None:
+    write_series(tmp_path / "all.csv")
+    lines = (tmp_path / "all.csv").read_text().splitlines()
+    (tmp_path / "train.csv").write_text("\n".join(lines[:1001]) + "\n")
+    (tmp_path / "test.csv").write_text("\n".join([lines[0], *lines[1001:]]) + "\n")
+    first = run_cli("replay", str(tmp_path / "all.csv"), "--out", str(tmp_path / "a.csv"))
+    second = run_cli("replay", str(tmp_path / "all.csv"), "--out", str(tmp_path / "b.csv"))
+    assert first.returncode == second.returncode == 0
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    warm = run_cli("replay", str(tmp_path / "test.csv"), "--train", str(tmp_path / "train.csv"))
+    assert warm.returncode == 0, warm.stderr
+    whole = read_rows((tmp_path / "a.csv").read_text())[1000:]
+    assert read_rows(warm.stdout) == whole
+
+
+def test_replay_names_the_row_and_column_of_bad_input(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:05:00,abc\n")
+    result = run_cli("replay", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"{bad}: row 3, column value: expected a number, got: 'abc'"
+    bad.write_text("time,value\n1,2\n")
+    assert "the first column must be 'timestamp'" in run_cli("replay", str(bad)).stderr
+    bad.write_text("timestamp,value\n2024-01-02,1\n2024-01-01,2\n")
+    assert (
+        "row 3: timestamp '2024-01-01' is older than the row before it"
+        in run_cli("replay", str(bad)).stderr
+    )
+    assert run_cli("replay", str(tmp_path / "missing.csv")).returncode == 2
+
+
+def test_evaluate_reports_nab_scores_and_event_metrics(tmp_path: Path) -> None:
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    stamps = write_series(tmp_path / "data" / "cat" / "spiky.csv")
+    write_series(tmp_path / "data" / "cat" / "calm.csv", spike_at=None)
+    windows = {"cat/spiky.csv": [[stamps[1190], stamps[1230]]], "cat/calm.csv": []}
+    (tmp_path / "windows.json").write_text(json.dumps(windows))
+    result = run_cli(
+        "evaluate",
+        str(tmp_path / "data"),
+        "--labels",
+        str(tmp_path / "windows.json"),
+        "--format",
+        "json",
+    )
+    assert result.returncode == 0, result.stderr
+    overall = json.loads(result.stdout)[-1]
+    assert overall["group"] == "overall"
+    assert (overall["files"], overall["windows"], overall["detected"]) == (2, 1, 1)
+    assert overall["recall"] == 1.0
+    assert overall["nab_standard"] > 50
+    assert overall["mean_delay_h"] == round(10 * 300 / 3600, 2)  # the spike is 10 rows in
+    text = run_cli("evaluate", str(tmp_path / "data"), "--labels", str(tmp_path / "windows.json"))
+    assert text.returncode == 0
+    assert text.stdout.splitlines()[0].split()[:4] == ["group", "files", "windows", "detected"]

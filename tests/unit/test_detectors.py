@@ -1,0 +1,169 @@
+"""The detector core on tables of synthetic cases, and its contracts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from anomon.config import DetectionConfig
+from anomon.detect import EntityDetector, RobustZScoreDetector
+from anomon.detect.entity import default_direction
+
+STEP = 300  # five-minute rows
+ROWS = 3000
+AT = 2500  # where the cases put their anomaly
+START = 1_700_000_000 - 1_700_000_000 % 86_400
+TS = START + STEP * np.arange(ROWS)
+DEFAULTS = DetectionConfig()
+
+
+def noise(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, 1.0, ROWS)
+
+
+def daily(amplitude: float = 10.0) -> np.ndarray:
+    return amplitude * np.sin(2 * np.pi * (TS % 86_400) / 86_400)
+
+
+def with_spike(x: np.ndarray, size: float) -> np.ndarray:
+    y = x.copy()
+    y[AT] += size
+    return y
+
+
+def with_shift(x: np.ndarray, size: float) -> np.ndarray:
+    y = x.copy()
+    y[AT:] += size
+    return y
+
+
+def score(x: np.ndarray, metric: str = "value", config: DetectionConfig = DEFAULTS) -> np.ndarray:
+    return EntityDetector([metric], config).update(TS, x[:, None]).score
+
+
+CASES: list[tuple[str, Callable[[], np.ndarray], str, bool]] = [
+    ("a spike in noise", lambda: with_spike(50 + noise(), 12.0), "value", True),
+    ("a dip in noise", lambda: with_spike(50 + noise(), -12.0), "value", True),
+    ("a level shift", lambda: with_shift(50 + noise(), 8.0), "value", True),
+    ("accuracy that drops", lambda: with_spike(0.9 + 0.002 * noise(), -0.05), "accuracy", True),
+    ("accuracy that rises", lambda: with_spike(0.9 + 0.002 * noise(), 0.05), "accuracy", False),
+    ("latency that rises", lambda: with_spike(120 + noise(), 30.0), "latency_p99", True),
+    ("latency that falls", lambda: with_spike(120 + noise(), -30.0), "latency_p99", False),
+    ("a broken daily pattern", lambda: with_spike(daily() + 0.1 * noise(), 5.0), "value", True),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "metric", "flagged"), CASES, ids=[c[0] for c in CASES])
+def test_it_flags_what_is_unusual_in_the_bad_direction(
+    name: str, make: Callable[[], np.ndarray], metric: str, flagged: bool
+) -> None:
+    scores = score(make(), metric)
+    assert bool(scores[AT] >= DEFAULTS.threshold) is flagged, (name, scores[AT])
+
+
+QUIET: list[tuple[str, Callable[[], np.ndarray]]] = [
+    ("white noise", lambda: 50 + noise(1)),
+    ("a flat line", lambda: np.full(ROWS, 45.0)),
+    ("a clean daily pattern", lambda: daily() + 0.1 * noise(2)),
+    ("tiny wiggles on a quiet series", lambda: 1000 + 1e-9 * noise(3)),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), QUIET, ids=[c[0] for c in QUIET])
+def test_ordinary_series_raise_few_alarms(name: str, make: Callable[[], np.ndarray]) -> None:
+    anomalies = score(make()) >= DEFAULTS.threshold
+    assert anomalies.sum() <= 3, (name, np.flatnonzero(anomalies)[:10])
+
+
+def test_rows_without_enough_history_score_zero() -> None:
+    scores = score(50 + noise())
+    assert np.all(scores[: DEFAULTS.min_history] == 0.0)
+    assert np.all((scores >= 0) & (scores <= 100))
+
+
+def test_missing_values_are_never_anomalies_and_gaps_are_bridged() -> None:
+    x = 50 + noise()
+    x[AT - 20 : AT] = np.nan
+    result = EntityDetector(["value"], DEFAULTS).update(TS, x[:, None])
+    assert not result.anomaly[AT - 20 : AT].any()
+    assert np.all(result.score[AT - 20 : AT] == 0.0)
+    assert result.score[AT + 5] < DEFAULTS.threshold
+
+
+def test_several_metrics_are_scored_as_one_entity() -> None:
+    both = np.column_stack([50 + noise(4), with_spike(10 + noise(5), 15.0)])
+    result = EntityDetector(["cpu", "memory"], DEFAULTS).update(TS, both)
+    assert result.anomaly[AT]
+    assert result.expected.shape == (ROWS, 2)
+    assert abs(result.expected[AT, 1] - 10) < 1.0
+
+
+def test_timestamps_that_go_backwards_are_refused() -> None:
+    detector = EntityDetector(["value"], DEFAULTS)
+    detector.update(TS[:10], np.ones((10, 1)))
+    with pytest.raises(ValueError, match="must not go backwards"):
+        detector.update(TS[5:6], np.ones((1, 1)))
+
+
+def test_directions_default_by_metric_name() -> None:
+    assert default_direction("model_accuracy", DEFAULTS) == "down"
+    assert default_direction("request_latency_seconds", DEFAULTS) == "up"
+    assert default_direction("cpu_percent", DEFAULTS) == "both"
+    assert default_direction("accuracy", DetectionConfig(direction="up")) == "up"
+
+
+SMALL = DetectionConfig.model_validate(
+    {
+        "baseline_window": 40,
+        "calibration_window": 60,
+        "min_history": 10,
+        "damping": 15,
+        "forest": {"min_train": 60, "refit_every": 70, "n_estimators": 5, "train_window": 200},
+    }
+)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), st.lists(st.integers(1, 60), min_size=1, max_size=20))
+def test_scores_do_not_depend_on_batching_and_never_look_ahead(seed: int, sizes: list[int]) -> None:
+    rng = np.random.default_rng(seed)
+    rows = 400
+    ts = START + 60 * np.arange(rows)
+    x = rng.standard_t(3, size=(rows, 2)).cumsum(axis=0)
+    whole = EntityDetector(["a", "b"], SMALL).update(ts, x)
+    batched, start, turn = EntityDetector(["a", "b"], SMALL), 0, 0
+    parts = []
+    while start < rows:
+        size = sizes[turn % len(sizes)]
+        parts.append(batched.update(ts[start : start + size], x[start : start + size]).score)
+        start, turn = start + size, turn + 1
+    assert np.array_equal(np.concatenate(parts), whole.score)
+    prefix = rng.integers(1, rows)
+    again = EntityDetector(["a", "b"], SMALL).update(ts[:prefix], x[:prefix])
+    assert np.array_equal(again.score, whole.score[:prefix])
+
+
+@parametrize_with_checks(
+    [RobustZScoreDetector(threshold=2.0), RobustZScoreDetector(contamination=0.05)]
+)
+def test_the_zscore_detector_is_a_scikit_learn_outlier_detector(
+    estimator: object, check: Callable[[object], None]
+) -> None:
+    check(estimator)
+
+
+def test_the_zscore_detector_follows_the_sign_convention() -> None:
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(500, 2))
+    detector = RobustZScoreDetector(threshold=4.0).fit(train)
+    rows = np.array([[0.0, 0.0], [0.0, 9.0]])
+    assert detector.score_samples(rows)[0] > detector.score_samples(rows)[1]
+    assert detector.decision_function(rows)[1] < 0 < detector.decision_function(rows)[0]
+    assert detector.predict(rows).tolist() == [1, -1]
+    up = RobustZScoreDetector(threshold=4.0, direction="up").fit(train)
+    assert up.predict(np.array([[0.0, -9.0]])).tolist() == [1]
