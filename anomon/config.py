@@ -116,17 +116,17 @@ class ForestConfig(Section):
 class DetectionConfig(Section):
     """``[detection]``: how every series is scored (one configuration for all series)."""
 
-    baseline_window: Annotated[int, Field(ge=10)] = 800
+    baseline_window: Annotated[int, Field(ge=10)] = 2000
     min_history: Annotated[int, Field(ge=5)] = 50
     seasonality: list[Season] = Field(default_factory=lambda: list[Season](["daily"]))
     seasonal_periods: Annotated[int, Field(ge=1, le=12)] = 3
-    calibration_window: Annotated[int, Field(ge=50)] = 2000
+    calibration_window: Annotated[int, Field(ge=50)] = 4000
     min_deviation_abs: Annotated[float, Field(ge=0)] = 0.0
     min_deviation_rel: Annotated[float, Field(ge=0)] = 0.0
     direction: Direction | Literal["auto"] = "auto"
     ensemble: Literal["max", "mean"] = "max"
     threshold: Annotated[float, Field(gt=0, le=100)] = 80.0
-    damping: Annotated[int, Field(ge=0)] = 200
+    damping: Annotated[int, Field(ge=0)] = 100
     damping_factor: Annotated[float, Field(ge=0, le=1)] = 0.5
     forest: ForestConfig = Field(default_factory=ForestConfig)
 

@@ -39,7 +39,15 @@ DETECTOR_VERSION = "1"
 BASELINE_QUANTILES = (0.25, 0.5, 0.75)
 Z_SPAN_FLOOR = 0.5  # calibration floor for z-score detectors, in sigmas
 FOREST_SPAN_FLOOR = 0.01  # calibration floor for the forest's score (range ~0.3-0.8)
-REFRESHES_PER_WINDOW = 16  # trailing statistics are refreshed every window/16 rows
+# What a directional z-score's q50, q90 and q99 are on ordinary (normal) data: the
+# calibration prior while a metric's own history is short.
+TWO_SIDED_NORMAL = (0.674, 1.645, 2.576)
+ONE_SIDED_NORMAL = (0.0, 1.282, 2.326)
+PRIOR_WEIGHT = 400.0
+# Trailing statistics are refreshed every window/16 rows, and at least every 64 rows so
+# that short series are not judged on stale baselines.
+REFRESHES_PER_WINDOW = 16
+MAX_REFRESH_STEP = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +66,7 @@ class Scores:
 
 
 def _window(window: int, quantiles: Sequence[float], min_periods: int) -> TrailingQuantiles:
-    step = max(1, window // REFRESHES_PER_WINDOW)
+    step = max(1, min(window // REFRESHES_PER_WINDOW, MAX_REFRESH_STEP))
     return TrailingQuantiles(window=window, step=step, quantiles=quantiles, min_periods=min_periods)
 
 
@@ -202,7 +210,14 @@ class EntityDetector:
         return np.where(np.isnan(stacked[:, 0]), stacked[:, 1], stacked[:, 0])
 
     def _calibrated(self, state: _MetricState, name: str, raw: FloatArray) -> FloatArray:
-        return calibrate(raw, state.raw[name].push(raw), span_floor=Z_SPAN_FLOOR)
+        prior = ONE_SIDED_NORMAL if state.direction != "both" else TWO_SIDED_NORMAL
+        return calibrate(
+            raw,
+            state.raw[name].push(raw),
+            span_floor=Z_SPAN_FLOOR,
+            prior=prior,
+            prior_weight=PRIOR_WEIGHT,
+        )
 
     def _forest_scores(self, features: FloatArray) -> FloatArray:
         if self._forest is None:

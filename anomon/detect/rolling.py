@@ -43,13 +43,17 @@ class TrailingQuantiles:
         self._cache: tuple[int, FloatArray] | None = None  # (block start, its quantiles)
 
     def push(self, new: FloatArray) -> FloatArray:
-        """Return ``(len(new), len(quantiles))`` statistics for ``new``, then remember it."""
+        """Return statistics for ``new``, then remember it.
+
+        The result is ``(len(new), len(quantiles) + 1)``: the quantiles, then how many
+        valid values they were taken from.
+        """
         values = np.asarray(new, dtype=np.float64)
         context = np.concatenate([self._tail, values])
         first = self._count - self._tail.size  # absolute position of context[0]
         positions = self._count + np.arange(values.size)
         starts = positions - positions % self.step
-        out = np.empty((values.size, len(self.quantiles)))
+        out = np.empty((values.size, len(self.quantiles) + 1))
         blocks, begins = np.unique(starts, return_index=True)  # starts are sorted
         ends = np.append(begins[1:], values.size)
         for block, begin, end in zip(blocks.tolist(), begins.tolist(), ends.tolist(), strict=True):
@@ -68,12 +72,16 @@ class TrailingQuantiles:
 
 
 def order_statistics(rows: FloatArray, quantiles: Sequence[float], min_periods: int) -> FloatArray:
-    """Return the ``lower`` quantiles of the valid values of ``rows`` (NaN when too few)."""
+    """Return the ``lower`` quantiles of the valid values of ``rows`` and their count.
+
+    The quantiles are NaN when there are fewer than ``min_periods`` valid values.
+    """
     valid = rows[~np.isnan(rows)]
     if valid.size < max(min_periods, 1):
-        return np.full(len(quantiles), np.nan)
+        return np.append(np.full(len(quantiles), np.nan), valid.size)
     ranks = [int(q * (valid.size - 1)) for q in quantiles]
-    return np.sort(valid)[ranks]  # a full sort of a few hundred values beats multi-kth partition
+    # a full sort of a few hundred values beats a multi-kth partition
+    return np.append(np.sort(valid)[ranks], valid.size)
 
 
 def trailing_max(history: FloatArray, new: FloatArray, *, window: int) -> FloatArray:
