@@ -109,7 +109,7 @@ class ForestConfig(Section):
     max_samples: Annotated[int, Field(ge=16)] = 256
     train_window: Annotated[int, Field(ge=100)] = 4000
     min_train: Annotated[int, Field(ge=50)] = 1000
-    refit_every: Annotated[int, Field(ge=50)] = 20000
+    refit_every: Annotated[int, Field(ge=50)] = 50000
     random_state: int = 0
 
 

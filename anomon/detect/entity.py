@@ -44,10 +44,10 @@ FOREST_SPAN_FLOOR = 0.01  # calibration floor for the forest's score (range ~0.3
 TWO_SIDED_NORMAL = (0.674, 1.645, 2.576)
 ONE_SIDED_NORMAL = (0.0, 1.282, 2.326)
 PRIOR_WEIGHT = 400.0
-# Trailing statistics are refreshed every window/16 rows, and at least every 64 rows so
+# Trailing statistics are refreshed every window/16 rows, and at least every 128 rows so
 # that short series are not judged on stale baselines.
 REFRESHES_PER_WINDOW = 16
-MAX_REFRESH_STEP = 64
+MAX_REFRESH_STEP = 128
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,12 +76,13 @@ def order_statistics(rows: FloatArray, quantiles: Sequence[float], min_periods: 
 
     The quantiles are NaN when there are fewer than ``min_periods`` valid values.
     """
-    valid = rows[~np.isnan(rows)]
-    if valid.size < max(min_periods, 1):
-        return np.append(np.full(len(quantiles), np.nan), valid.size)
-    ranks = [int(q * (valid.size - 1)) for q in quantiles]
-    # a full sort of a few hundred values beats a multi-kth partition
-    return np.append(np.sort(valid)[ranks], valid.size)
+    ordered = np.sort(rows)  # a full sort beats a multi-kth partition at these sizes
+    valid = int(np.searchsorted(ordered, np.nan))  # NaN sorts last: this counts the rest
+    out = np.full(len(quantiles) + 1, np.nan)
+    out[-1] = valid
+    if valid >= max(min_periods, 1):
+        out[:-1] = ordered[[int(q * (valid - 1)) for q in quantiles]]
+    return out
 
 
 def trailing_max(history: FloatArray, new: FloatArray, *, window: int) -> FloatArray:
