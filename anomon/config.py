@@ -15,6 +15,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -113,6 +114,41 @@ class ForestConfig(Section):
     random_state: int = 0
 
 
+class AlarmConfig(Section):
+    """``[detection.alarm]``: when abnormal rows open an incident and normal rows resolve it."""
+
+    open_after: Annotated[int, Field(ge=1)] = 1
+    open_within: Annotated[int, Field(ge=1)] = 1
+    resolve_after: Annotated[int, Field(ge=1)] = 5
+    resolve_ratio: Annotated[float, Field(gt=0, le=1)] = 0.75
+    cooldown: Annotated[int, Field(ge=0)] = 20
+
+    @model_validator(mode="after")
+    def _reachable(self) -> AlarmConfig:
+        if self.open_after > self.open_within:
+            raise ValueError(
+                "open_after must be at most open_within, got: "
+                f"{self.open_after} > {self.open_within}"
+            )
+        return self
+
+
+class Limit(Section):
+    """``[[detection.limits]]``: a fixed bound people already know for a metric."""
+
+    metric: Annotated[str, Field(min_length=1)]
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> Limit:
+        if self.min is None and self.max is None:
+            raise ValueError(f"limit for {self.metric!r} needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"limit for {self.metric!r}: min {self.min} is above max {self.max}")
+        return self
+
+
 class DetectionConfig(Section):
     """``[detection]``: how every series is scored (one configuration for all series)."""
 
@@ -129,6 +165,12 @@ class DetectionConfig(Section):
     damping: Annotated[int, Field(ge=0)] = 100
     damping_factor: Annotated[float, Field(ge=0, le=1)] = 0.5
     forest: ForestConfig = Field(default_factory=ForestConfig)
+    alarm: AlarmConfig = Field(default_factory=AlarmConfig)
+    limits: list[Limit] = Field(default_factory=list)
+
+    def limit_for(self, metric: str) -> Limit | None:
+        """Return the first limit whose ``metric`` pattern (shell-style) matches ``metric``."""
+        return next((limit for limit in self.limits if fnmatchcase(metric, limit.metric)), None)
 
 
 class SourceBase(Section):

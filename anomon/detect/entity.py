@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from sklearn.ensemble import IsolationForest
 
-from anomon.config import DetectionConfig
+from anomon.config import DetectionConfig, Limit
 from anomon.detect.calibration import CALIBRATION_QUANTILES, calibrate
 from anomon.detect.forest import fit_forest, forest_raw_score, summary_features
 from anomon.detect.rolling import TrailingQuantiles, trailing_max
@@ -33,8 +34,10 @@ from anomon.detect.zscore import Direction, directional, robust_deviation
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+Quality = Literal["ok", "too_short", "stale", "flat"]
 
-DETECTORS = ("zscore", "seasonal", "forest")
+DETECTORS = ("zscore", "seasonal", "forest", "limit")
+LIMIT_SCORE = 100.0  # a broken static limit is as sure as a score can be
 DETECTOR_VERSION = "1"
 BASELINE_QUANTILES = (0.25, 0.5, 0.75)
 Z_SPAN_FLOOR = 0.5  # calibration floor for z-score detectors, in sigmas
@@ -48,35 +51,52 @@ PRIOR_WEIGHT = 400.0
 # that short series are not judged on stale baselines.
 REFRESHES_PER_WINDOW = 16
 MAX_REFRESH_STEP = 128
+# Calibration may keep only every n-th raw score of its window, for memory; on the NAB
+# files a stride of 2 costs 0.5 points and 4 costs 3.5, so the default keeps them all.
+CALIBRATION_STRIDE = 1
 
 
 @dataclass(frozen=True, slots=True)
 class Scores:
     """The result for a batch of rows.
 
-    ``score`` 0-100 and ``anomaly`` per row; ``detectors`` maps each detector to its
-    calibrated 0-100 score per row (the largest over the metrics); ``expected`` is the
-    value each metric was expected to have, ``(rows, metrics)``.
+    ``score`` 0-100 and ``anomaly`` per row; ``combined`` is the score before repeat
+    damping (what alarm rules read); ``detectors`` maps each detector to its calibrated
+    0-100 score per row (the largest over the metrics); ``expected`` is the value each
+    metric was expected to have, ``(rows, metrics)``.
     """
 
     score: FloatArray
+    combined: FloatArray
     anomaly: npt.NDArray[np.bool_]
     detectors: dict[str, FloatArray]
     expected: FloatArray
 
 
-def _window(window: int, quantiles: Sequence[float], min_periods: int) -> TrailingQuantiles:
+def _window(
+    window: int, quantiles: Sequence[float], min_periods: int, stride: int = 1
+) -> TrailingQuantiles:
     step = max(1, min(window // REFRESHES_PER_WINDOW, MAX_REFRESH_STEP))
-    return TrailingQuantiles(window=window, step=step, quantiles=quantiles, min_periods=min_periods)
+    return TrailingQuantiles(
+        window=window, step=step, quantiles=quantiles, min_periods=min_periods, stride=stride
+    )
 
 
 class _MetricState:
     """What one metric keeps between batches: its trailing windows and seasonal profiles."""
 
-    def __init__(self, direction: Direction, config: DetectionConfig) -> None:
+    def __init__(self, direction: Direction, limit: Limit | None, config: DetectionConfig) -> None:
         self.direction = direction
+        self.limit = limit
+        self.valid_rows = 0  # rows with a value, ever
+        self.spread = float("nan")  # the latest baseline interquartile range
         baseline, history = config.baseline_window, config.min_history
-        calibration = (config.calibration_window, CALIBRATION_QUANTILES, 2 * history)
+        calibration = (
+            config.calibration_window,
+            CALIBRATION_QUANTILES,
+            2 * history,
+            CALIBRATION_STRIDE,
+        )
         self.values = _window(baseline, BASELINE_QUANTILES, history)
         self.residuals = _window(baseline, BASELINE_QUANTILES, history)
         self.raw = {"zscore": _window(*calibration), "seasonal": _window(*calibration)}
@@ -101,16 +121,42 @@ class EntityDetector:
         chosen = directions or [default_direction(name, config) for name in metrics]
         self.metrics = list(metrics)
         self.config = config
-        self._metrics = [_MetricState(direction, config) for direction in chosen]
+        self._metrics = [
+            _MetricState(direction, config.limit_for(name), config)
+            for name, direction in zip(metrics, chosen, strict=True)
+        ]
         self._rows_seen = 0
         self._last_ts: int | None = None
         self._forest: IsolationForest | None = None
         self._features = np.empty((0, 5))
         self._flags = np.empty(0, dtype=bool)
         self._forest_raw = _window(
-            config.calibration_window, CALIBRATION_QUANTILES, 2 * config.min_history
+            config.calibration_window,
+            CALIBRATION_QUANTILES,
+            2 * config.min_history,
+            CALIBRATION_STRIDE,
         )
         self._combined = np.empty(0)
+
+    def quality(self, now: int, *, stale_after: int) -> list[Quality]:
+        """Return each metric's data-quality state at ``now`` (epoch seconds).
+
+        ``too_short``: no baseline yet (fewer valid rows than ``min_history``, or the first
+        block of the baseline window still filling); ``stale``: no row for more
+        than ``stale_after`` seconds; ``flat``: the baseline window does not vary at all;
+        else ``ok``. Anomalies are only meaningful for ``ok`` and ``flat`` metrics.
+        """
+        states: list[Quality] = []
+        for state in self._metrics:
+            if state.valid_rows < self.config.min_history or np.isnan(state.spread):
+                states.append("too_short")
+            elif self._last_ts is None or now - self._last_ts > stale_after:
+                states.append("stale")
+            elif state.spread == 0.0:
+                states.append("flat")
+            else:
+                states.append("ok")
+        return states
 
     def update(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> Scores:
         """Score new rows: ``ts`` epoch seconds (never decreasing), ``values`` ``(rows, metrics)``.
@@ -151,7 +197,7 @@ class EntityDetector:
     def _segment(self, times: IntArray, data: FloatArray) -> Scores:
         self._maybe_refit()
         point, seasonal, expected = [], [], []
-        per_detector: dict[str, list[FloatArray]] = {"zscore": [], "seasonal": []}
+        per_detector: dict[str, list[FloatArray]] = {"zscore": [], "seasonal": [], "limit": []}
         for column, state in enumerate(self._metrics):
             z_point, z_seasonal, expect = self._metric_scores(state, times, data[:, column])
             point.append(z_point)
@@ -159,15 +205,17 @@ class EntityDetector:
             expected.append(expect)
             per_detector["zscore"].append(self._calibrated(state, "zscore", z_point))
             per_detector["seasonal"].append(self._calibrated(state, "seasonal", z_seasonal))
+            per_detector["limit"].append(_limit_scores(state.limit, data[:, column]))
         detectors = {
             name: np.max(np.column_stack(cols), axis=1) for name, cols in per_detector.items()
         }
         features = summary_features(np.column_stack(point), np.column_stack(seasonal))
         detectors["forest"] = self._forest_scores(features)
-        final = self._damped(self._combine(detectors))
+        combined = self._combine(detectors)
+        final = self._damped(combined)
         anomaly = final >= self.config.threshold
         self._remember(times, features, anomaly)
-        return Scores(final, anomaly, detectors, np.column_stack(expected))
+        return Scores(final, combined, anomaly, detectors, np.column_stack(expected))
 
     def _metric_scores(
         self, state: _MetricState, times: IntArray, x: FloatArray
@@ -175,6 +223,9 @@ class EntityDetector:
         """Return the directional point and seasonal z-scores and the expected values."""
         least, relative = self.config.min_deviation_abs, self.config.min_deviation_rel
         q = state.values.push(x)
+        state.valid_rows += int(np.count_nonzero(~np.isnan(x)))
+        if q.shape[0]:
+            state.spread = float(q[-1, 2] - q[-1, 0])
         z_point = robust_deviation(
             x, q[:, 0], q[:, 1], q[:, 2], min_deviation_abs=least, min_deviation_rel=relative
         )
@@ -249,6 +300,8 @@ class EntityDetector:
             return bool(self.config.seasonality)
         if name == "forest":
             return self.config.forest.enabled
+        if name == "limit":
+            return any(state.limit is not None for state in self._metrics)
         return True
 
     def _damped(self, combined: FloatArray) -> FloatArray:
@@ -272,6 +325,15 @@ class EntityDetector:
         self._last_ts = int(times[-1])
 
 
+def _limit_scores(limit: Limit | None, x: FloatArray) -> FloatArray:
+    """Score 100 where ``x`` breaks its static limit, else 0 (NaN breaks nothing)."""
+    if limit is None:
+        return np.zeros(x.size)
+    low = -np.inf if limit.min is None else limit.min
+    high = np.inf if limit.max is None else limit.max
+    return np.where((x < low) | (x > high), LIMIT_SCORE, 0.0)
+
+
 def default_direction(metric: str, config: DetectionConfig) -> Direction:
     """The direction that is bad for ``metric``: quality that drops, cost that rises."""
     if config.direction != "auto":
@@ -286,14 +348,17 @@ def default_direction(metric: str, config: DetectionConfig) -> Direction:
 
 def _concat(parts: list[Scores], metrics: int) -> Scores:
     if not parts:
+        empty = np.empty(0)
         return Scores(
-            np.empty(0),
+            empty,
+            empty,
             np.empty(0, dtype=bool),
-            {n: np.empty(0) for n in DETECTORS},
+            dict.fromkeys(DETECTORS, empty),
             np.empty((0, metrics)),
         )
     return Scores(
         score=np.concatenate([p.score for p in parts]),
+        combined=np.concatenate([p.combined for p in parts]),
         anomaly=np.concatenate([p.anomaly for p in parts]),
         detectors={n: np.concatenate([p.detectors[n] for p in parts]) for n in DETECTORS},
         expected=np.concatenate([p.expected for p in parts]),

@@ -27,31 +27,46 @@ _FEW = 16  # up to this many new rows, a loop of np.max beats pandas' setup cost
 
 
 class TrailingQuantiles:
-    """Quantiles of the trailing window of one stream, refreshed every ``step`` rows."""
+    """Quantiles of the trailing window of one stream, refreshed every ``step`` rows.
+
+    With ``stride`` > 1 only every ``stride``-th row (counted from the first) is kept, so
+    a long window costs ``window / stride`` values of memory; statistics are then taken
+    from the kept rows of the window, and counts are scaled back to rows.
+    """
 
     def __init__(
-        self, *, window: int, step: int, quantiles: Sequence[float], min_periods: int
+        self,
+        *,
+        window: int,
+        step: int,
+        quantiles: Sequence[float],
+        min_periods: int,
+        stride: int = 1,
     ) -> None:
-        if window < 1 or step < 1:
-            raise ValueError(f"window and step must be positive, got: {window}, {step}")
+        if window < 1 or step < 1 or stride < 1:
+            raise ValueError(
+                f"window, step and stride must be positive, got: {window}, {step}, {stride}"
+            )
         self.window = window
         self.step = step
+        self.stride = stride
         self.quantiles = tuple(quantiles)
         self.min_periods = max(min_periods, 1)
-        self._tail = np.empty(0)  # the last rows pushed, enough to rebuild any window
+        self._tail = np.empty(0)  # the last kept rows, enough to rebuild any window
         self._count = 0  # rows pushed so far
-        self._cache: tuple[int, FloatArray] | None = None  # (block start, its quantiles)
+        self._cache: tuple[int, FloatArray] | None = None  # (block start, its statistics)
 
     def push(self, new: FloatArray) -> FloatArray:
         """Return statistics for ``new``, then remember it.
 
         The result is ``(len(new), len(quantiles) + 1)``: the quantiles, then how many
-        valid values they were taken from.
+        valid rows they stand for.
         """
         values = np.asarray(new, dtype=np.float64)
-        context = np.concatenate([self._tail, values])
-        first = self._count - self._tail.size  # absolute position of context[0]
         positions = self._count + np.arange(values.size)
+        kept_before = -(-self._count // self.stride)  # kept rows so far: ceil(count / stride)
+        context = np.concatenate([self._tail, values[positions % self.stride == 0]])
+        first = kept_before - self._tail.size  # kept-row index of context[0]
         starts = positions - positions % self.step
         out = np.empty((values.size, len(self.quantiles) + 1))
         blocks, begins = np.unique(starts, return_index=True)  # starts are sorted
@@ -59,14 +74,20 @@ class TrailingQuantiles:
         for block, begin, end in zip(blocks.tolist(), begins.tolist(), ends.tolist(), strict=True):
             out[begin:end] = self._block_stats(block, context, first)
         self._count += values.size
-        self._tail = context[-(self.window + self.step) :]
+        keep = (
+            -(-(self.window + self.step) // self.stride) + 1
+        )  # ceil((window + step) / stride) + 1
+        self._tail = context[-keep:]
         return out
 
     def _block_stats(self, block: int, context: FloatArray, first: int) -> FloatArray:
         if self._cache is not None and self._cache[0] == block:
             return self._cache[1]
-        rows = context[max(block - self.window, first) - first : block - first]
-        stats = order_statistics(rows, self.quantiles, self.min_periods)
+        lo = -(-max(block - self.window, 0) // self.stride)  # kept rows in [block - window, block)
+        hi = -(-block // self.stride)
+        rows = context[max(lo, first) - first : hi - first]
+        stats = order_statistics(rows, self.quantiles, -(-self.min_periods // self.stride))
+        stats[-1] *= self.stride
         self._cache = (block, stats)
         return stats
 

@@ -167,3 +167,45 @@ def test_the_zscore_detector_follows_the_sign_convention() -> None:
     assert detector.predict(rows).tolist() == [1, -1]
     up = RobustZScoreDetector(threshold=4.0, direction="up").fit(train)
     assert up.predict(np.array([[0.0, -9.0]])).tolist() == [1]
+
+
+def test_static_limits_flow_into_the_same_scores() -> None:
+    config = DetectionConfig.model_validate({"limits": [{"metric": "acc*", "min": 0.8}]})
+    x = 0.9 + 0.001 * noise()
+    x[AT] = 0.79  # barely below the bound, not unusual for the learned detectors at all
+    x[AT - 1] = 0.899
+    result = EntityDetector(["accuracy", "latency"], config).update(
+        TS, np.column_stack([x, 100 + noise()])
+    )
+    assert result.detectors["limit"][AT] == 100.0
+    assert result.anomaly[AT]
+    assert result.detectors["limit"][:AT].max() == 0.0
+    assert config.limit_for("latency") is None
+
+
+def test_a_limit_needs_a_bound_in_order() -> None:
+    with pytest.raises(ValueError, match="needs min, max or both"):
+        DetectionConfig.model_validate({"limits": [{"metric": "x"}]})
+    with pytest.raises(ValueError, match=r"min 2\.0 is above max 1\.0"):
+        DetectionConfig.model_validate({"limits": [{"metric": "x", "min": 2, "max": 1}]})
+
+
+def test_data_quality_states() -> None:
+    detector = EntityDetector(["short", "flat", "busy"], DEFAULTS)
+    rows = 300
+    values = np.column_stack(
+        [np.r_[np.full(rows - 10, np.nan), np.ones(10)], np.full(rows, 3.0), 50 + noise()[:rows]]
+    )
+    detector.update(TS[:rows], values)
+    now = int(TS[rows - 1])
+    assert detector.quality(now, stale_after=900) == ["too_short", "flat", "ok"]
+    assert detector.quality(now + 901, stale_after=900)[1:] == ["stale", "stale"]
+
+
+def test_the_undamped_score_stays_high_through_an_episode() -> None:
+    x = with_shift(50 + noise(), 15.0)
+    result = EntityDetector(["value"], DEFAULTS).update(TS, x[:, None])
+    assert result.anomaly[AT]
+    damped = result.score[AT + 1 : AT + 21] < result.combined[AT + 1 : AT + 21]
+    assert damped.sum() >= 10  # most of the episode is damped: one alarm, not twenty
+    assert np.all(result.combined[AT : AT + 20] >= DEFAULTS.threshold)

@@ -61,3 +61,19 @@ def test_trailing_max_is_exact_in_any_batching(data: list[float], window: int, c
         for i in range(x.size)
     ]
     assert np.array_equal(np.concatenate(parts), np.array(expected), equal_nan=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(values, st.integers(4, 60), st.integers(1, 9), st.integers(2, 5), st.integers(1, 30))
+def test_strided_windows_keep_every_nth_row_in_any_batching(
+    data: list[float], window: int, step: int, stride: int, chunk: int
+) -> None:
+    x = np.array(data)
+    kept = np.full(x.size, np.nan)
+    kept[::stride] = x[::stride]  # what a stride keeps, as rows the statistics may skip
+    expected = brute_force(kept, window, step, 1)
+    stream = TrailingQuantiles(
+        window=window, step=step, quantiles=QUANTILES, min_periods=1, stride=stride
+    )
+    got = np.vstack([stream.push(x[i : i + chunk]) for i in range(0, x.size, chunk)])
+    assert np.array_equal(got[:, :-1], expected, equal_nan=True)

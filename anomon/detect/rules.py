@@ -1,0 +1,88 @@
+"""Alarm rules: when a run of abnormal rows becomes an incident, and when it ends.
+
+Kept apart from the detectors (Merlion's lesson): detectors say how unusual each row
+is; these rules turn that into open / resolve events, like Prometheus' ``for:`` with
+hysteresis. A row is *abnormal* when its undamped score reaches the threshold and
+*normal* when it is below ``resolve_ratio`` x threshold; rows in between, and rows with
+no score (NaN, missing data), change nothing -- a gap never resolves an incident.
+
+* open after ``open_after`` abnormal rows within the last ``open_within`` rows;
+* resolve after ``resolve_after`` consecutive normal rows;
+* flap damping: an incident that reopens within ``cooldown`` rows of resolving is the
+  same incident, reopened, and each reopening doubles the normal rows it needs to resolve.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+from anomon.config import AlarmConfig
+
+
+class Event(StrEnum):
+    """What happened to the incident at a row."""
+
+    OPEN = "open"
+    REOPEN = "reopen"
+    RESOLVE = "resolve"
+
+
+@dataclass
+class AlarmState:
+    """The rules' memory of one series or entity between batches."""
+
+    firing: bool = False
+    recent: deque[bool] = field(default_factory=deque)
+    normal_streak: int = 0
+    since_resolve: int | None = None
+    reopenings: int = 0
+
+
+def apply_rules(
+    scores: npt.ArrayLike, threshold: float, config: AlarmConfig, state: AlarmState
+) -> list[tuple[int, Event]]:
+    """Advance ``state`` over ``scores`` (undamped, 0-100, NaN allowed); return the events.
+
+    Each event is ``(row index within scores, Event)``. A state machine stepped row by
+    row: the daemon feeds it only each cycle's new rows, so the loop stays short.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    abnormal = values >= threshold
+    normal = values < config.resolve_ratio * threshold  # NaN is neither
+    events: list[tuple[int, Event]] = []
+    for row in range(values.size):
+        event = _step(state, bool(abnormal[row]), bool(normal[row]), config)
+        if event is not None:
+            events.append((row, event))
+    return events
+
+
+def _step(state: AlarmState, abnormal: bool, normal: bool, config: AlarmConfig) -> Event | None:
+    if abnormal or normal:
+        state.recent.append(abnormal)
+        while len(state.recent) > config.open_within:
+            state.recent.popleft()
+    if state.since_resolve is not None:
+        state.since_resolve += 1
+    if state.firing:
+        if normal:
+            state.normal_streak += 1
+        elif abnormal:
+            state.normal_streak = 0
+        if state.normal_streak >= config.resolve_after * 2**state.reopenings:
+            state.firing, state.normal_streak, state.since_resolve = False, 0, 0
+            return Event.RESOLVE
+        return None
+    if sum(state.recent) < config.open_after:
+        return None
+    state.firing, state.normal_streak = True, 0
+    if state.since_resolve is not None and state.since_resolve <= config.cooldown:
+        state.reopenings += 1
+        return Event.REOPEN
+    state.reopenings = 0
+    return Event.OPEN

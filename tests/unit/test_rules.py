@@ -1,0 +1,80 @@
+"""Alarm rules as a table of score sequences and the events they must give."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from anomon.config import AlarmConfig
+from anomon.detect.rules import AlarmState, Event, apply_rules
+
+NAN = math.nan
+HIGH, MID, LOW = 90.0, 70.0, 10.0  # abnormal, in between (hysteresis), normal at threshold 80
+
+CASES = [
+    ("one abnormal row opens by default", {}, [LOW, HIGH, LOW], [(1, Event.OPEN)]),
+    (
+        "five normal rows resolve",
+        {},
+        [HIGH, LOW, LOW, LOW, LOW, LOW, LOW],
+        [(0, Event.OPEN), (5, Event.RESOLVE)],
+    ),
+    (
+        "rows between the thresholds neither resolve nor count",
+        {},
+        [HIGH, MID, MID, MID, MID, MID, MID, LOW, LOW],
+        [(0, Event.OPEN)],
+    ),
+    ("missing data never resolves", {}, [HIGH, *[NAN] * 20], [(0, Event.OPEN)]),
+    ("missing data is never an anomaly", {}, [NAN, NAN, NAN], []),
+    (
+        "k of n: two abnormal rows within three",
+        {"open_after": 2, "open_within": 3},
+        [HIGH, LOW, LOW, HIGH, LOW, HIGH],
+        [(5, Event.OPEN)],
+    ),
+    (
+        "an abnormal row restarts the normal streak",
+        {"resolve_after": 3},
+        [HIGH, LOW, LOW, HIGH, LOW, LOW, LOW],
+        [(0, Event.OPEN), (6, Event.RESOLVE)],
+    ),
+    (
+        "reopening within the cooldown is the same incident, slower to resolve",
+        {"resolve_after": 2, "cooldown": 5},
+        [HIGH, LOW, LOW, LOW, HIGH, LOW, LOW, LOW, LOW],
+        [(0, Event.OPEN), (2, Event.RESOLVE), (4, Event.REOPEN), (8, Event.RESOLVE)],
+    ),
+    (
+        "opening after the cooldown is a new incident",
+        {"resolve_after": 2, "cooldown": 1},
+        [HIGH, LOW, LOW, LOW, LOW, HIGH],
+        [(0, Event.OPEN), (2, Event.RESOLVE), (5, Event.OPEN)],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "scores", "events"), CASES, ids=[c[0] for c in CASES])
+def test_rules_turn_scores_into_incident_events(
+    name: str, options: dict[str, int], scores: list[float], events: list[tuple[int, Event]]
+) -> None:
+    config = AlarmConfig.model_validate(options)
+    assert apply_rules(scores, 80.0, config, AlarmState()) == events
+
+
+def test_the_state_carries_across_batches() -> None:
+    config = AlarmConfig(resolve_after=3)
+    scores = [HIGH, LOW, LOW, LOW, HIGH, LOW]
+    whole = apply_rules(scores, 80.0, config, AlarmState())
+    state, batched, offset = AlarmState(), [], 0
+    for size in (1, 2, 2, 1):
+        chunk = scores[offset : offset + size]
+        batched += [(offset + row, event) for row, event in apply_rules(chunk, 80.0, config, state)]
+        offset += size
+    assert batched == whole
+
+
+def test_open_after_cannot_exceed_open_within() -> None:
+    with pytest.raises(ValueError, match="open_after must be at most open_within"):
+        AlarmConfig(open_after=3, open_within=2)
