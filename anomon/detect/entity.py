@@ -57,6 +57,16 @@ CALIBRATION_STRIDE = 1
 
 
 @dataclass(frozen=True, slots=True)
+class Pending:
+    """Rows scored by the per-metric detectors, waiting for the forest's raw score."""
+
+    times: IntArray
+    detectors: dict[str, FloatArray]
+    features: FloatArray
+    expected: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
 class Scores:
     """The result for a batch of rows.
 
@@ -74,11 +84,16 @@ class Scores:
 
 
 def _window(
-    window: int, quantiles: Sequence[float], min_periods: int, stride: int = 1
+    window: int, quantiles: Sequence[float], min_periods: int, *, single: bool = False
 ) -> TrailingQuantiles:
     step = max(1, min(window // REFRESHES_PER_WINDOW, MAX_REFRESH_STEP))
     return TrailingQuantiles(
-        window=window, step=step, quantiles=quantiles, min_periods=min_periods, stride=stride
+        window=window,
+        step=step,
+        quantiles=quantiles,
+        min_periods=min_periods,
+        stride=CALIBRATION_STRIDE if single else 1,
+        dtype=np.float32 if single else np.float64,
     )
 
 
@@ -91,15 +106,14 @@ class _MetricState:
         self.valid_rows = 0  # rows with a value, ever
         self.spread = float("nan")  # the latest baseline interquartile range
         baseline, history = config.baseline_window, config.min_history
-        calibration = (
-            config.calibration_window,
-            CALIBRATION_QUANTILES,
-            2 * history,
-            CALIBRATION_STRIDE,
-        )
+        calibration = (config.calibration_window, CALIBRATION_QUANTILES, 2 * history)
+        # metric values stay in double precision: a level of 1e12 with a spread of 1e3 needs it
         self.values = _window(baseline, BASELINE_QUANTILES, history)
-        self.residuals = _window(baseline, BASELINE_QUANTILES, history)
-        self.raw = {"zscore": _window(*calibration), "seasonal": _window(*calibration)}
+        self.residuals = _window(baseline, BASELINE_QUANTILES, history, single=True)
+        self.raw = {
+            "zscore": _window(*calibration, single=True),
+            "seasonal": _window(*calibration, single=True),
+        }
         self.profiles = [
             SeasonalProfile(SEASONS[name], periods=config.seasonal_periods)
             for name in config.seasonality
@@ -115,12 +129,20 @@ class EntityDetector:
         config: DetectionConfig,
         *,
         directions: Sequence[Direction] | None = None,
+        pooled: bool = False,
     ) -> None:
+        """Make a detector for ``metrics``.
+
+        ``pooled``: the entity has no forest of its own; a :class:`~anomon.detect.fleet.Fleet`
+        scores the features of many entities with one shared forest and hands the raw
+        scores to :meth:`finish`.
+        """
         if not metrics:
             raise ValueError("an entity needs at least one metric")
         chosen = directions or [default_direction(name, config) for name in metrics]
         self.metrics = list(metrics)
         self.config = config
+        self.pooled = pooled
         self._metrics = [
             _MetricState(direction, config.limit_for(name), config)
             for name, direction in zip(metrics, chosen, strict=True)
@@ -131,10 +153,7 @@ class EntityDetector:
         self._features = np.empty((0, 5))
         self._flags = np.empty(0, dtype=bool)
         self._forest_raw = _window(
-            config.calibration_window,
-            CALIBRATION_QUANTILES,
-            2 * config.min_history,
-            CALIBRATION_STRIDE,
+            config.calibration_window, CALIBRATION_QUANTILES, 2 * config.min_history, single=True
         )
         self._combined = np.empty(0)
 
@@ -163,11 +182,29 @@ class EntityDetector:
 
         Raises ValueError for misshapen input or timestamps that go backwards.
         """
+        if self.pooled:
+            raise RuntimeError("a pooled detector is updated through its Fleet")
+        times, data = self._checked(ts, values)
+        parts = [self._segment(times[a:b], data[a:b]) for a, b in self._segments(times.size)]
+        return _concat(parts, len(self.metrics))
+
+    def validated(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
+        """Return the rows as arrays; raise ValueError if they cannot follow the last ones."""
+        return self._checked(ts, values)
+
+    def prepare(self, ts: IntArray, values: FloatArray) -> Pending:
+        """Pooled mode, step one: score validated new rows with the per-metric detectors."""
+        return self._prepare(ts, values)
+
+    def finish(self, pending: Pending, forest_raw: FloatArray) -> Scores:
+        """Pooled mode, step two: add the shared forest's raw scores and finish the rows."""
+        return self._finish(pending, forest_raw)
+
+    def _checked(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
         times = np.asarray(ts, dtype=np.int64)
         data = np.asarray(values, dtype=np.float64).reshape(times.size, -1)
         self._validate(times, data)
-        parts = [self._segment(times[a:b], data[a:b]) for a, b in self._segments(times.size)]
-        return _concat(parts, len(self.metrics))
+        return times, data
 
     def _validate(self, times: IntArray, data: FloatArray) -> None:
         if data.shape[1] != len(self.metrics):
@@ -186,7 +223,7 @@ class EntityDetector:
         """Split a batch where the forest is due for a refit (fixed row counts)."""
         config = self.config.forest
         cuts = {0, rows}
-        if config.enabled:
+        if config.enabled and not self.pooled:
             seen = self._rows_seen
             first = max(config.min_train, 1)
             for boundary in range(first, seen + rows, config.refit_every):
@@ -196,6 +233,14 @@ class EntityDetector:
 
     def _segment(self, times: IntArray, data: FloatArray) -> Scores:
         self._maybe_refit()
+        pending = self._prepare(times, data)
+        if self._forest is None:
+            raw = np.full(times.size, np.nan)
+        else:
+            raw = forest_raw_score(self._forest, pending.features)
+        return self._finish(pending, raw)
+
+    def _prepare(self, times: IntArray, data: FloatArray) -> Pending:
         point, seasonal, expected = [], [], []
         per_detector: dict[str, list[FloatArray]] = {"zscore": [], "seasonal": [], "limit": []}
         for column, state in enumerate(self._metrics):
@@ -210,12 +255,18 @@ class EntityDetector:
             name: np.max(np.column_stack(cols), axis=1) for name, cols in per_detector.items()
         }
         features = summary_features(np.column_stack(point), np.column_stack(seasonal))
-        detectors["forest"] = self._forest_scores(features)
+        return Pending(times, detectors, features, np.column_stack(expected))
+
+    def _finish(self, pending: Pending, forest_raw: FloatArray) -> Scores:
+        detectors = dict(pending.detectors)
+        detectors["forest"] = calibrate(
+            forest_raw, self._forest_raw.push(forest_raw), span_floor=FOREST_SPAN_FLOOR
+        )
         combined = self._combine(detectors)
         final = self._damped(combined)
         anomaly = final >= self.config.threshold
-        self._remember(times, features, anomaly)
-        return Scores(final, combined, anomaly, detectors, np.column_stack(expected))
+        self._remember(pending.times, pending.features, anomaly)
+        return Scores(final, combined, anomaly, detectors, pending.expected)
 
     def _metric_scores(
         self, state: _MetricState, times: IntArray, x: FloatArray
@@ -270,13 +321,6 @@ class EntityDetector:
             prior_weight=PRIOR_WEIGHT,
         )
 
-    def _forest_scores(self, features: FloatArray) -> FloatArray:
-        if self._forest is None:
-            raw = np.full(features.shape[0], np.nan)
-        else:
-            raw = forest_raw_score(self._forest, features)
-        return calibrate(raw, self._forest_raw.push(raw), span_floor=FOREST_SPAN_FLOOR)
-
     def _maybe_refit(self) -> None:
         config = self.config.forest
         seen = self._rows_seen
@@ -318,9 +362,10 @@ class EntityDetector:
     def _remember(
         self, times: IntArray, features: FloatArray, anomaly: npt.NDArray[np.bool_]
     ) -> None:
-        window = self.config.forest.train_window
-        self._features = np.concatenate([self._features, features])[-window:]
-        self._flags = np.concatenate([self._flags, anomaly])[-window:]
+        if not self.pooled:  # a pooled entity's training rows live in its fleet's pool
+            window = self.config.forest.train_window
+            self._features = np.concatenate([self._features, features])[-window:]
+            self._flags = np.concatenate([self._flags, anomaly])[-window:]
         self._rows_seen += times.size
         self._last_ts = int(times[-1])
 

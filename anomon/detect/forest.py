@@ -50,3 +50,47 @@ def forest_raw_score(forest: IsolationForest, features: FloatArray) -> FloatArra
         return np.empty(0)
     scores: FloatArray = forest.score_samples(features)
     return -scores
+
+
+class ForestPool:
+    """One forest shared by many entities, trained on a sample of their clean rows.
+
+    The features are scale-free, so rows of every entity are comparable. The pool keeps
+    a uniform reservoir sample (seeded, so deterministic) of ``train_window`` clean rows
+    of everything it has been shown, fits after ``min_train`` rows and refits after every
+    ``refit_every`` more: one small forest instead of one per series, and one
+    ``score_samples`` call per cycle instead of one per entity.
+    """
+
+    def __init__(self, config: ForestConfig) -> None:
+        self.config = config
+        self.model: IsolationForest | None = None
+        self._reservoir = np.empty((0, len(FEATURE_NAMES)))
+        self._seen = 0  # clean rows offered so far
+        self._since_fit = 0
+        self._rng = np.random.default_rng(config.random_state)
+
+    def score(self, features: FloatArray) -> FloatArray:
+        """Return the raw score of each row (NaN until the first fit)."""
+        if self.model is None or not self.config.enabled:
+            return np.full(features.shape[0], np.nan)
+        return forest_raw_score(self.model, features)
+
+    def learn(self, features: FloatArray, anomalous: npt.NDArray[np.bool_]) -> None:
+        """Offer rows (anomalies are left out); refit when due."""
+        clean = features[~anomalous]
+        capacity = self.config.train_window
+        room = max(0, capacity - self._reservoir.shape[0])
+        self._reservoir = np.concatenate([self._reservoir, clean[:room]])
+        rest = clean[room:]
+        if rest.shape[0]:  # reservoir sampling: row n replaces a slot with probability k / n
+            seen = self._seen + room + np.arange(1, rest.shape[0] + 1)
+            slots = (self._rng.random(rest.shape[0]) * seen).astype(np.int64)
+            keep = slots < capacity
+            self._reservoir[slots[keep]] = rest[keep]
+        self._seen += clean.shape[0]
+        self._since_fit += clean.shape[0]
+        first = self.model is None and self._seen >= self.config.min_train
+        if self.config.enabled and (first or self._since_fit >= self.config.refit_every):
+            self.model = fit_forest(self._reservoir, self.config)
+            self._since_fit = 0

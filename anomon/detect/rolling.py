@@ -16,6 +16,7 @@ rows arrive. NaN rows count towards the window, not towards the statistics.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +32,9 @@ class TrailingQuantiles:
 
     With ``stride`` > 1 only every ``stride``-th row (counted from the first) is kept, so
     a long window costs ``window / stride`` values of memory; statistics are then taken
-    from the kept rows of the window, and counts are scaled back to rows.
+    from the kept rows of the window, and counts are scaled back to rows. With ``dtype``
+    float32 values are rounded to single precision as they arrive (half the memory; fine
+    for scores, not for raw metric values whose level dwarfs their spread).
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class TrailingQuantiles:
         quantiles: Sequence[float],
         min_periods: int,
         stride: int = 1,
+        dtype: type[np.floating[Any]] = np.float64,
     ) -> None:
         if window < 1 or step < 1 or stride < 1:
             raise ValueError(
@@ -52,7 +56,8 @@ class TrailingQuantiles:
         self.stride = stride
         self.quantiles = tuple(quantiles)
         self.min_periods = max(min_periods, 1)
-        self._tail = np.empty(0)  # the last kept rows, enough to rebuild any window
+        self.dtype = dtype
+        self._tail = np.empty(0, dtype=dtype)  # the last kept rows, enough to rebuild any window
         self._count = 0  # rows pushed so far
         self._cache: tuple[int, FloatArray] | None = None  # (block start, its statistics)
 
@@ -62,7 +67,9 @@ class TrailingQuantiles:
         The result is ``(len(new), len(quantiles) + 1)``: the quantiles, then how many
         valid rows they stand for.
         """
-        values = np.asarray(new, dtype=np.float64)
+        values = np.asarray(new, dtype=self.dtype)
+        if values.size == 1 and self._cache is not None and self._cache[0] == self._block_of(0):
+            return self._push_one_cached(values)
         positions = self._count + np.arange(values.size)
         kept_before = -(-self._count // self.stride)  # kept rows so far: ceil(count / stride)
         context = np.concatenate([self._tail, values[positions % self.stride == 0]])
@@ -74,11 +81,25 @@ class TrailingQuantiles:
         for block, begin, end in zip(blocks.tolist(), begins.tolist(), ends.tolist(), strict=True):
             out[begin:end] = self._block_stats(block, context, first)
         self._count += values.size
-        keep = (
-            -(-(self.window + self.step) // self.stride) + 1
-        )  # ceil((window + step) / stride) + 1
-        self._tail = context[-keep:]
+        self._tail = context[-self._keep :]
         return out
+
+    @property
+    def _keep(self) -> int:
+        """Kept rows needed to rebuild any window: ceil((window + step) / stride) + 1."""
+        return -(-(self.window + self.step) // self.stride) + 1
+
+    def _block_of(self, offset: int) -> int:
+        position = self._count + offset
+        return position - position % self.step
+
+    def _push_one_cached(self, values: FloatArray) -> FloatArray:
+        """The daemon's common case: one new row inside a block already computed."""
+        if self._count % self.stride == 0:
+            self._tail = np.concatenate([self._tail[-(self._keep - 1) :], values])
+        self._count += 1
+        assert self._cache is not None
+        return self._cache[1][None, :].copy()
 
     def _block_stats(self, block: int, context: FloatArray, first: int) -> FloatArray:
         if self._cache is not None and self._cache[0] == block:
@@ -97,7 +118,7 @@ def order_statistics(rows: FloatArray, quantiles: Sequence[float], min_periods: 
 
     The quantiles are NaN when there are fewer than ``min_periods`` valid values.
     """
-    ordered = np.sort(rows)  # a full sort beats a multi-kth partition at these sizes
+    ordered = np.sort(rows).astype(np.float64, copy=False)  # sort beats multi-kth partition
     valid = int(np.searchsorted(ordered, np.nan))  # NaN sorts last: this counts the rest
     out = np.full(len(quantiles) + 1, np.nan)
     out[-1] = valid

@@ -1,0 +1,66 @@
+"""The fleet: many entities, one pooled forest, one forest call per cycle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anomon.config import DetectionConfig
+from anomon.detect import EntityDetector
+from anomon.detect.fleet import Fleet
+
+CONFIG = DetectionConfig.model_validate(
+    {"forest": {"min_train": 200, "refit_every": 2000, "n_estimators": 10}}
+)
+START = 1_700_000_000 - 1_700_000_000 % 86_400
+
+
+def series(seed: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ts = START + 60 * np.arange(rows)
+    return ts, (100 + rng.normal(0, 1, rows))[:, None]
+
+
+def test_a_fleet_scores_each_entity_like_a_lone_detector_except_the_shared_forest() -> None:
+    fleet = Fleet(CONFIG)
+    data = {f"host-{i}": series(i, 600) for i in range(5)}
+    for key in data:
+        fleet.add(key, ["cpu"])
+    got: dict[str, list[np.ndarray]] = {key: [] for key in data}
+    for start in range(0, 600, 37):  # cycles of 37 rows
+        cycle = {
+            key: (ts[start : start + 37], x[start : start + 37]) for key, (ts, x) in data.items()
+        }
+        for key, scores in fleet.update(cycle).items():
+            got[key].append(scores.detectors["zscore"])
+    for key, (ts, x) in data.items():
+        alone = EntityDetector(["cpu"], CONFIG).update(ts, x)
+        assert np.array_equal(np.concatenate(got[key]), alone.detectors["zscore"])
+    assert fleet.pool.model is not None  # 5 x 600 clean rows passed min_train
+
+
+def test_the_pooled_forest_flags_a_spike_in_one_entity() -> None:
+    fleet = Fleet(CONFIG)
+    data = {f"m{i}": series(10 + i, 1500) for i in range(4)}
+    data["m0"][1][1400, 0] += 40
+    for key in data:
+        fleet.add(key, ["latency"])
+    fleet.update({key: (ts[:700], x[:700]) for key, (ts, x) in data.items()})  # fits the pool
+    fleet.update({key: (ts[700:1399], x[700:1399]) for key, (ts, x) in data.items()})
+    last = fleet.update({key: (ts[1399:], x[1399:]) for key, (ts, x) in data.items()})
+    assert last["m0"].anomaly[1]
+    assert last["m0"].detectors["forest"][1] > 50
+    assert not any(last[key].anomaly.any() for key in ("m1", "m2", "m3"))
+
+
+def test_a_bad_batch_is_refused_before_any_entity_moves() -> None:
+    fleet = Fleet(CONFIG)
+    for key in ("a", "b"):
+        fleet.add(key, ["x"])
+    ts, x = series(1, 10)
+    fleet.update({"a": (ts[:5], x[:5]), "b": (ts[:5], x[:5])})
+    with pytest.raises(ValueError, match="must not go backwards"):
+        fleet.update({"a": (ts[5:], x[5:]), "b": (ts[:2], x[:2])})
+    assert fleet.update({"a": (ts[5:], x[5:]), "b": (ts[5:], x[5:])})["a"].score.size == 5
+    with pytest.raises(RuntimeError, match="through its Fleet"):
+        fleet.entities["a"].update(ts[5:], x[5:])
