@@ -3,8 +3,9 @@
 :class:`EntityDetector` is the time-series runner around the detectors. Feed it rows
 in time order, in batches of any size; each row is scored from the rows before it only,
 and the result does not depend on how the rows were batched (every statistic is an
-exact trailing order statistic, and the forest is refitted at fixed row counts). The
-daemon and ``anomon replay`` both go through it.
+exact trailing order statistic, and the forest is refitted at fixed row counts).
+``anomon replay`` runs it alone; the daemon's :class:`~anomon.detect.fleet.Fleet` runs
+many of them with one pooled forest (``pooled=True``), the rest being identical.
 
 Per metric: a robust z-score against the trailing median (``zscore``) and against the
 median of the same time of day / week over the last few periods (``seasonal``). Per
