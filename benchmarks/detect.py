@@ -62,7 +62,7 @@ def cycle_seconds(
     warm.add("template", ["value"])
     warm.update({"template": (ts[:history], values[:history])})
     fleet = Fleet(config)
-    fleet.pool = warm.pool
+    fleet.pool, fleet.forest_history = warm.pool, warm.forest_history
     template = warm.entities["template"]
     for key in range(series):
         fleet.entities[key] = copy.deepcopy(template)

@@ -153,9 +153,8 @@ class EntityDetector:
         self._forest: IsolationForest | None = None
         self._features = np.empty((0, 5))
         self._flags = np.empty(0, dtype=bool)
-        self._forest_raw = _window(
-            config.calibration_window, CALIBRATION_QUANTILES, 2 * config.min_history, single=True
-        )
+        # a pooled entity's forest scores are calibrated by its fleet, over all entities
+        self._forest_raw = None if pooled else forest_calibration(config)
         self._combined = np.empty(0)
 
     def quality(self, now: int, *, stale_after: int) -> list[Quality]:
@@ -197,9 +196,9 @@ class EntityDetector:
         """Pooled mode, step one: score validated new rows with the per-metric detectors."""
         return self._prepare(ts, values)
 
-    def finish(self, pending: Pending, forest_raw: FloatArray) -> Scores:
-        """Pooled mode, step two: add the shared forest's raw scores and finish the rows."""
-        return self._finish(pending, forest_raw)
+    def finish(self, pending: Pending, forest_score: FloatArray) -> Scores:
+        """Pooled mode, step two: add the shared forest's calibrated scores, finish the rows."""
+        return self._finish(pending, forest_score)
 
     def _checked(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
         times = np.asarray(ts, dtype=np.int64)
@@ -239,7 +238,8 @@ class EntityDetector:
             raw = np.full(times.size, np.nan)
         else:
             raw = forest_raw_score(self._forest, pending.features)
-        return self._finish(pending, raw)
+        assert self._forest_raw is not None  # a lone detector calibrates its own forest
+        return self._finish(pending, calibrate_forest(raw, self._forest_raw))
 
     def _prepare(self, times: IntArray, data: FloatArray) -> Pending:
         point, seasonal, expected = [], [], []
@@ -252,17 +252,13 @@ class EntityDetector:
             per_detector["zscore"].append(self._calibrated(state, "zscore", z_point))
             per_detector["seasonal"].append(self._calibrated(state, "seasonal", z_seasonal))
             per_detector["limit"].append(_limit_scores(state.limit, data[:, column]))
-        detectors = {
-            name: np.max(np.column_stack(cols), axis=1) for name, cols in per_detector.items()
-        }
+        detectors = {name: _largest(cols) for name, cols in per_detector.items()}
         features = summary_features(np.column_stack(point), np.column_stack(seasonal))
         return Pending(times, detectors, features, np.column_stack(expected))
 
-    def _finish(self, pending: Pending, forest_raw: FloatArray) -> Scores:
+    def _finish(self, pending: Pending, forest_score: FloatArray) -> Scores:
         detectors = dict(pending.detectors)
-        detectors["forest"] = calibrate(
-            forest_raw, self._forest_raw.push(forest_raw), span_floor=FOREST_SPAN_FLOOR
-        )
+        detectors["forest"] = forest_score
         combined = self._combine(detectors)
         final = self._damped(combined)
         anomaly = final >= self.config.threshold
@@ -295,7 +291,7 @@ class EntityDetector:
         )
         point_score = directional(z_point, state.direction)
         seasonal_score = directional(z_seasonal, state.direction)
-        seasonal_wins = np.nan_to_num(seasonal_score) > np.nan_to_num(point_score)
+        seasonal_wins = np.fmax(seasonal_score, 0.0) > np.fmax(point_score, 0.0)  # NaN is 0
         expected = np.where(
             seasonal_wins & np.isfinite(seasonal_expected), seasonal_expected, q[:, 1]
         )
@@ -369,6 +365,23 @@ class EntityDetector:
             self._flags = np.concatenate([self._flags, anomaly])[-window:]
         self._rows_seen += times.size
         self._last_ts = int(times[-1])
+
+
+def _largest(columns: list[FloatArray]) -> FloatArray:
+    """The row-wise maximum of one or more metric columns."""
+    return columns[0] if len(columns) == 1 else np.max(np.column_stack(columns), axis=1)
+
+
+def forest_calibration(config: DetectionConfig) -> TrailingQuantiles:
+    """The trailing window a forest's raw scores are calibrated against."""
+    return _window(
+        config.calibration_window, CALIBRATION_QUANTILES, 2 * config.min_history, single=True
+    )
+
+
+def calibrate_forest(raw: FloatArray, history: TrailingQuantiles) -> FloatArray:
+    """Calibrate a forest's raw scores against ``history``, then add them to it."""
+    return calibrate(raw, history.push(raw), span_floor=FOREST_SPAN_FLOOR)
 
 
 def _limit_scores(limit: Limit | None, x: FloatArray) -> FloatArray:

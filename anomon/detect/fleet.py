@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from anomon.config import DetectionConfig
-from anomon.detect.entity import EntityDetector, Scores
+from anomon.detect.entity import EntityDetector, Scores, calibrate_forest, forest_calibration
 from anomon.detect.forest import ForestPool
 from anomon.detect.zscore import Direction
 
@@ -25,6 +25,8 @@ class Fleet:
     def __init__(self, config: DetectionConfig) -> None:
         self.config = config
         self.pool = ForestPool(config.forest)
+        # the forest's features are unit-free, so its scores share one calibration too
+        self.forest_history = forest_calibration(config)
         self.entities: dict[Hashable, EntityDetector] = {}
 
     def add(
@@ -53,8 +55,8 @@ class Fleet:
         features = (
             np.concatenate([p.features for p in pending.values()]) if pending else np.empty((0, 5))
         )
-        raw = self.pool.score(features)
-        parts = np.split(raw, np.cumsum(sizes)[:-1]) if sizes else []
+        calibrated = calibrate_forest(self.pool.score(features), self.forest_history)
+        parts = np.split(calibrated, np.cumsum(sizes)[:-1]) if sizes else []
         scores = {
             key: self.entities[key].finish(p, part)
             for (key, p), part in zip(pending.items(), parts, strict=True)

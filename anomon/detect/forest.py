@@ -27,8 +27,10 @@ def summary_features(point: FloatArray, seasonal: FloatArray) -> FloatArray:
 
     NaN (no baseline yet) counts as 0: no evidence of anything unusual.
     """
-    p = np.clip(np.nan_to_num(point, nan=0.0), 0.0, FEATURE_CLIP)
-    s = np.clip(np.nan_to_num(seasonal, nan=0.0), 0.0, FEATURE_CLIP)
+    p = np.clip(np.fmax(point, 0.0), 0.0, FEATURE_CLIP)  # fmax turns NaN into 0
+    s = np.clip(np.fmax(seasonal, 0.0), 0.0, FEATURE_CLIP)
+    if p.shape[1] == 1:  # one metric: every summary is that metric's score
+        return np.column_stack([p, p, p, s, s])
     ordered = np.sort(p, axis=1)
     second = ordered[:, -2] if p.shape[1] > 1 else ordered[:, -1]
     return np.column_stack([ordered[:, -1], second, p.mean(axis=1), s.max(axis=1), s.mean(axis=1)])

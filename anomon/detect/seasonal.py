@@ -57,12 +57,18 @@ class SeasonalProfile:
         self._values: dict[int, FloatArray] = {}  # cycle -> bin values (NaN: no rows)
         self._open_key = -1  # cycle * bins + bin of the bin still receiving rows
         self._open_rows = np.empty(0)
+        self._open_expected = np.full(1, np.nan)  # every row of the open bin expects this
 
     def expected(self, ts: IntArray, values: FloatArray) -> FloatArray:
         """Return each row's seasonal expectation (NaN without history), then take the rows."""
         season = self.season
         cycles, bins = ts // season.cycle, (ts % season.cycle) // season.bin
-        self._close_bins(cycles * season.bins + bins, values)
+        keys = cycles * season.bins + bins
+        if keys.size == 1 and int(keys[0]) == self._open_key:
+            # the daemon's common case: one more row in the open bin, same past cycles
+            self._open_rows = np.concatenate([self._open_rows, values])
+            return self._open_expected.copy()
+        self._close_bins(keys, values)
         lags = np.full((ts.size, self.periods), np.nan)
         if self._values:
             known = np.array(sorted(self._values), dtype=np.int64)
@@ -72,7 +78,10 @@ class SeasonalProfile:
                 found = known[index] == cycles - k
                 lags[found, k - 1] = table[index[found], bins[found]]
         self._forget(int(cycles[-1]) if cycles.size else None)
-        return nan_median(lags)
+        expected = nan_median(lags)
+        if expected.size:
+            self._open_expected = expected[-1:].copy()
+        return expected
 
     def _close_bins(self, keys: IntArray, values: FloatArray) -> None:
         """Store the mean of every bin that these rows complete; keep the last one open."""
