@@ -28,7 +28,7 @@ def calibrate(
     reference: FloatArray,
     *,
     span_floor: float,
-    prior: tuple[float, float, float] | None = None,
+    prior: FloatArray | tuple[float, float, float] | None = None,
     prior_weight: float = 0.0,
 ) -> FloatArray:
     """Map raw scores to 0-100 given their reference ``(rows, [q50, q90, q99, count])``.

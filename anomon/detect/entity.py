@@ -31,7 +31,12 @@ from anomon.detect.calibration import CALIBRATION_QUANTILES, calibrate
 from anomon.detect.forest import fit_forest, forest_raw_score, summary_features
 from anomon.detect.rolling import TrailingQuantiles, trailing_max
 from anomon.detect.seasonal import SEASONS, SeasonalProfile
-from anomon.detect.zscore import Direction, directional, robust_deviation
+from anomon.detect.zscore import (
+    DIRECTION_WEIGHTS,
+    Direction,
+    robust_deviation,
+    weighted_directional,
+)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -269,33 +274,14 @@ class EntityDetector:
         self, state: _MetricState, times: IntArray, x: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Return the directional point and seasonal z-scores and the expected values."""
-        least, relative = self.config.min_deviation_abs, self.config.min_deviation_rel
         q = state.values.push(x)
         state.valid_rows += int(np.count_nonzero(~np.isnan(x)))
         if q.shape[0]:
             state.spread = float(q[-1, 2] - q[-1, 0])
-        z_point = robust_deviation(
-            x, q[:, 0], q[:, 1], q[:, 2], min_deviation_abs=least, min_deviation_rel=relative
-        )
         seasonal_expected = self._seasonal_expected(state, times, x)
-        residual = x - seasonal_expected
-        qr = state.residuals.push(residual)
-        z_seasonal = robust_deviation(
-            residual,
-            qr[:, 0],
-            qr[:, 1],
-            qr[:, 2],
-            level=seasonal_expected,
-            min_deviation_abs=least,
-            min_deviation_rel=relative,
-        )
-        point_score = directional(z_point, state.direction)
-        seasonal_score = directional(z_seasonal, state.direction)
-        seasonal_wins = np.fmax(seasonal_score, 0.0) > np.fmax(point_score, 0.0)  # NaN is 0
-        expected = np.where(
-            seasonal_wins & np.isfinite(seasonal_expected), seasonal_expected, q[:, 1]
-        )
-        return point_score, seasonal_score, expected
+        qr = state.residuals.push(x - seasonal_expected)
+        up, down = DIRECTION_WEIGHTS[state.direction]
+        return deviation_scores(x, q, seasonal_expected, qr, up, down, self.config)
 
     @staticmethod
     def _seasonal_expected(state: _MetricState, times: IntArray, x: FloatArray) -> FloatArray:
@@ -309,14 +295,7 @@ class EntityDetector:
         return np.where(np.isnan(stacked[:, 0]), stacked[:, 1], stacked[:, 0])
 
     def _calibrated(self, state: _MetricState, name: str, raw: FloatArray) -> FloatArray:
-        prior = ONE_SIDED_NORMAL if state.direction != "both" else TWO_SIDED_NORMAL
-        return calibrate(
-            raw,
-            state.raw[name].push(raw),
-            span_floor=Z_SPAN_FLOOR,
-            prior=prior,
-            prior_weight=PRIOR_WEIGHT,
-        )
+        return calibrate_z(raw, state.raw[name].push(raw), one_sided=state.direction != "both")
 
     def _maybe_refit(self) -> None:
         config = self.config.forest
@@ -365,6 +344,52 @@ class EntityDetector:
             self._flags = np.concatenate([self._flags, anomaly])[-window:]
         self._rows_seen += times.size
         self._last_ts = int(times[-1])
+
+
+def deviation_scores(
+    x: FloatArray,
+    q: FloatArray,
+    seasonal_expected: FloatArray,
+    qr: FloatArray,
+    up: FloatArray | float,
+    down: FloatArray | float,
+    config: DetectionConfig,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Directional point and seasonal z-scores and the expected values of rows.
+
+    ``q`` and ``qr`` are the baseline quartiles of the values and of their seasonal
+    residuals. Elementwise: rows can be one series' times or one time of many series.
+    """
+    least, relative = config.min_deviation_abs, config.min_deviation_rel
+    z_point = robust_deviation(
+        x, q[:, 0], q[:, 1], q[:, 2], min_deviation_abs=least, min_deviation_rel=relative
+    )
+    z_seasonal = robust_deviation(
+        x - seasonal_expected,
+        qr[:, 0],
+        qr[:, 1],
+        qr[:, 2],
+        level=seasonal_expected,
+        min_deviation_abs=least,
+        min_deviation_rel=relative,
+    )
+    point_score = weighted_directional(z_point, up, down)
+    seasonal_score = weighted_directional(z_seasonal, up, down)
+    seasonal_wins = np.fmax(seasonal_score, 0.0) > np.fmax(point_score, 0.0)  # NaN is 0
+    expected = np.where(seasonal_wins & np.isfinite(seasonal_expected), seasonal_expected, q[:, 1])
+    return point_score, seasonal_score, expected
+
+
+def calibrate_z(
+    raw: FloatArray, reference: FloatArray, *, one_sided: npt.NDArray[np.bool_] | bool
+) -> FloatArray:
+    """Calibrate z-score detectors, shrinking short histories towards the normal prior."""
+    prior = np.where(
+        np.asarray(one_sided)[..., None], np.array(ONE_SIDED_NORMAL), np.array(TWO_SIDED_NORMAL)
+    )
+    return calibrate(
+        raw, reference, span_floor=Z_SPAN_FLOOR, prior=prior, prior_weight=PRIOR_WEIGHT
+    )
 
 
 def _largest(columns: list[FloatArray]) -> FloatArray:
@@ -422,3 +447,89 @@ def _concat(parts: list[Scores], metrics: int) -> Scores:
         detectors={n: np.concatenate([p.detectors[n] for p in parts]) for n in DETECTORS},
         expected=np.concatenate([p.expected for p in parts]),
     )
+
+
+def fast_path_ok(detector: EntityDetector, rows: int) -> bool:
+    """Whether a fleet may score this entity with the whole-array path (one row, one metric)."""
+    return detector.pooled and rows == 1 and len(detector.metrics) == 1
+
+
+def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArray) -> Pending:
+    """Fleet fast path, step one: one new row for each of many one-metric entities.
+
+    The same streams and the same elementwise formulas as :meth:`EntityDetector.prepare`,
+    with the arithmetic done once over all entities instead of once per entity. Row ``i``
+    of the result belongs to ``detectors[i]``.
+    """
+    n = len(detectors)
+    config = detectors[0].config if detectors else DetectionConfig()
+    q, qr = np.empty((n, 4)), np.empty((n, 4))
+    seasonal_expected, up, down = np.empty(n), np.empty(n), np.empty(n)
+    low, high = np.full(n, -np.inf), np.full(n, np.inf)
+    for i, detector in enumerate(detectors):
+        state, row = detector._metrics[0], x[i : i + 1]
+        q[i] = state.values.push(row)[0]
+        state.valid_rows += int(not np.isnan(x[i]))
+        state.spread = float(q[i, 2] - q[i, 0])
+        seasonal_expected[i] = detector._seasonal_expected(state, ts[i : i + 1], row)[0]
+        qr[i] = state.residuals.push(row - seasonal_expected[i])[0]
+        up[i], down[i] = DIRECTION_WEIGHTS[state.direction]
+        if state.limit is not None:
+            low[i] = -np.inf if state.limit.min is None else state.limit.min
+            high[i] = np.inf if state.limit.max is None else state.limit.max
+    point, seasonal, expected = deviation_scores(x, q, seasonal_expected, qr, up, down, config)
+    reference = {"zscore": np.empty((n, 4)), "seasonal": np.empty((n, 4))}
+    for i, detector in enumerate(detectors):
+        raw = detector._metrics[0].raw
+        reference["zscore"][i] = raw["zscore"].push(point[i : i + 1])[0]
+        reference["seasonal"][i] = raw["seasonal"].push(seasonal[i : i + 1])[0]
+    one_sided = up + down < 2
+    scores = {
+        "zscore": calibrate_z(point, reference["zscore"], one_sided=one_sided),
+        "seasonal": calibrate_z(seasonal, reference["seasonal"], one_sided=one_sided),
+        "limit": np.where((x < low) | (x > high), LIMIT_SCORE, 0.0),
+    }
+    features = summary_features(point[:, None], seasonal[:, None])
+    return Pending(ts, scores, features, expected[:, None])
+
+
+def finish_many(
+    detectors: Sequence[EntityDetector], pending: Pending, forest_score: FloatArray
+) -> list[Scores]:
+    """Fleet fast path, step two: combine, damp and decide, as :meth:`EntityDetector.finish`."""
+    n = len(detectors)
+    if n == 0:
+        return []
+    config = detectors[0].config
+    scores = dict(pending.detectors)
+    scores["forest"] = forest_score
+    active = np.array(
+        [[detector._uses(name) for name in DETECTORS] for detector in detectors], dtype=bool
+    )
+    stacked = np.column_stack([scores[name] for name in DETECTORS])
+    if config.ensemble == "max":
+        combined = np.where(active, stacked, -np.inf).max(axis=1)
+    else:
+        combined = np.where(active, stacked, 0.0).sum(axis=1) / active.sum(axis=1)
+    span = config.damping
+    recent = np.full(n, np.nan)
+    for i, detector in enumerate(detectors):
+        history = detector._combined
+        if span and history.size and not np.all(np.isnan(history[-span:])):
+            recent[i] = np.nanmax(history[-span:])
+        detector._combined = np.concatenate([history, combined[i : i + 1]])[-max(span, 1) :]
+        detector._rows_seen += 1
+        detector._last_ts = int(pending.times[i])
+    beaten = np.isnan(recent) | (combined > recent) if span else np.ones(n, dtype=bool)
+    final = np.where(beaten, combined, combined * config.damping_factor)
+    anomaly = final >= config.threshold
+    return [
+        Scores(
+            final[i : i + 1],
+            combined[i : i + 1],
+            anomaly[i : i + 1],
+            {name: values[i : i + 1] for name, values in scores.items()},
+            pending.expected[i : i + 1],
+        )
+        for i in range(n)
+    ]

@@ -14,7 +14,15 @@ import numpy as np
 import numpy.typing as npt
 
 from anomon.config import DetectionConfig
-from anomon.detect.entity import EntityDetector, Scores, calibrate_forest, forest_calibration
+from anomon.detect.entity import (
+    EntityDetector,
+    Scores,
+    calibrate_forest,
+    fast_path_ok,
+    finish_many,
+    forest_calibration,
+    prepare_many,
+)
 from anomon.detect.forest import ForestPool
 from anomon.detect.zscore import Direction
 
@@ -48,19 +56,36 @@ class Fleet:
 
         Raises KeyError for an entity that was never added, ValueError for bad rows
         (before anything is scored, so a bad entity does not advance the others).
+        Entities with one metric and one new row -- a steady daemon cycle -- are scored
+        together with whole-array operations; the others one by one. Either way the
+        numbers are the same.
         """
         checked = {key: self.entities[key].validated(*batch) for key, batch in rows.items()}
-        pending = {key: self.entities[key].prepare(*batch) for key, batch in checked.items()}
-        sizes = [p.times.size for p in pending.values()]
-        features = (
-            np.concatenate([p.features for p in pending.values()]) if pending else np.empty((0, 5))
+        fast = [
+            key for key, (ts, _) in checked.items() if fast_path_ok(self.entities[key], ts.size)
+        ]
+        chosen = set(fast)
+        slow = [key for key in checked if key not in chosen]
+        many = prepare_many(
+            [self.entities[key] for key in fast],
+            np.array([checked[key][0][0] for key in fast], dtype=np.int64),
+            np.array([checked[key][1][0, 0] for key in fast], dtype=np.float64),
         )
-        calibrated = calibrate_forest(self.pool.score(features), self.forest_history)
-        parts = np.split(calibrated, np.cumsum(sizes)[:-1]) if sizes else []
-        scores = {
-            key: self.entities[key].finish(p, part)
-            for (key, p), part in zip(pending.items(), parts, strict=True)
-        }
-        flags = [s.anomaly for s in scores.values()]
+        pending = {key: self.entities[key].prepare(*checked[key]) for key in slow}
+        features = np.concatenate([many.features, *(p.features for p in pending.values())])
+        forest = calibrate_forest(self.pool.score(features), self.forest_history)
+        scores = dict(
+            zip(
+                fast,
+                finish_many([self.entities[k] for k in fast], many, forest[: len(fast)]),
+                strict=True,
+            )
+        )
+        start = len(fast)
+        for key, part in pending.items():
+            size = part.times.size
+            scores[key] = self.entities[key].finish(part, forest[start : start + size])
+            start += size
+        flags = [scores[key].anomaly for key in (*fast, *slow)]
         self.pool.learn(features, np.concatenate(flags) if flags else np.empty(0, dtype=bool))
-        return scores
+        return {key: scores[key] for key in checked}

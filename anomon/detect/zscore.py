@@ -50,14 +50,28 @@ def robust_deviation(
     return np.where(negligible, 0.0, offset / scale)
 
 
+DIRECTION_WEIGHTS: dict[str, tuple[float, float]] = {
+    "up": (1.0, 0.0),
+    "down": (0.0, 1.0),
+    "both": (1.0, 1.0),
+}
+
+
 def directional(z: FloatArray, direction: Direction) -> FloatArray:
     """Return how far ``z`` goes the bad way: ``up`` keeps rises, ``down`` drops, ``both``
     either."""
-    if direction == "up":
-        return np.maximum(z, 0.0)
-    if direction == "down":
-        return np.maximum(-z, 0.0)
-    return np.abs(z)
+    up, down = DIRECTION_WEIGHTS[direction]
+    return weighted_directional(z, up, down)
+
+
+def weighted_directional(
+    z: FloatArray, up: FloatArray | float, down: FloatArray | float
+) -> FloatArray:
+    """:func:`directional` with a direction per value: weights 1 / 0 for rises and drops.
+
+    The one formula both the per-series and the fleet-wide paths use, so they agree.
+    """
+    return np.maximum(np.maximum(z * up, -z * down), 0.0)
 
 
 class RobustZScoreDetector(OutlierMixin, BaseEstimator):  # type: ignore[misc]

@@ -64,3 +64,49 @@ def test_a_bad_batch_is_refused_before_any_entity_moves() -> None:
     assert fleet.update({"a": (ts[5:], x[5:]), "b": (ts[5:], x[5:])})["a"].score.size == 5
     with pytest.raises(RuntimeError, match="through its Fleet"):
         fleet.entities["a"].update(ts[5:], x[5:])
+
+
+def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers() -> None:
+    """One row per entity per cycle takes the fleet's whole-array path; it must agree."""
+    config = DetectionConfig.model_validate(
+        {
+            "forest": {"enabled": False},
+            "limits": [{"metric": "acc*", "min": 0.5}],
+            "baseline_window": 100,
+            "calibration_window": 200,
+            "min_history": 10,
+            "damping": 20,
+        }
+    )
+    rows = 700
+    ts = START + 60 * np.arange(rows)
+    rng = np.random.default_rng(5)
+    data = {
+        "accuracy": rng.normal(0.8, 0.1, (rows, 1)),
+        "latency": rng.standard_t(3, (rows, 1)).cumsum(axis=0),
+        "cpu": rng.normal(50, 5, (rows, 1)),
+        "host": rng.normal(0, 1, (rows, 2)),  # two metrics: scored one by one
+    }
+    data["cpu"][::50] = np.nan
+    fleet = Fleet(config)
+    for key, values in data.items():
+        fleet.add(key, [key] if values.shape[1] == 1 else ["a", "b"])
+    got: dict[str, list] = {key: [] for key in data}
+    for row in range(rows):
+        for key, scores in fleet.update(
+            {k: (ts[row : row + 1], v[row : row + 1]) for k, v in data.items()}
+        ).items():
+            got[key].append(scores)
+    for key, values in data.items():
+        names = [key] if values.shape[1] == 1 else ["a", "b"]
+        alone = EntityDetector(names, config).update(ts, values)
+        for field in ("score", "combined", "anomaly", "expected"):
+            assert np.array_equal(
+                np.concatenate([getattr(s, field) for s in got[key]]),
+                getattr(alone, field),
+                equal_nan=True,
+            ), (key, field)
+        for name in ("zscore", "seasonal", "limit"):
+            assert np.array_equal(
+                np.concatenate([s.detectors[name] for s in got[key]]), alone.detectors[name]
+            ), (key, name)
