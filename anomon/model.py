@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 Labels = Mapping[str, str]
@@ -63,13 +63,3 @@ class Sample:
     def __post_init__(self) -> None:
         if not math.isfinite(self.value):
             raise ValueError(f"sample value must be finite, got: {self.value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class SampleBatch:
-    """The samples of one collection, grouped by series, ready for the store."""
-
-    samples: list[Sample] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.samples)
