@@ -152,6 +152,9 @@ class Limit(Section):
 class DetectionConfig(Section):
     """``[detection]``: how every series is scored (one configuration for all series)."""
 
+    enabled: bool = True
+    interval: PositiveDuration = timedelta(minutes=1)
+    warmup_rows: Annotated[int, Field(ge=0)] = 4000
     baseline_window: Annotated[int, Field(ge=10)] = 2000
     min_history: Annotated[int, Field(ge=5)] = 50
     seasonality: list[Season] = Field(default_factory=lambda: list[Season](["daily"]))

@@ -63,3 +63,17 @@ class Sample:
     def __post_init__(self) -> None:
         if not math.isfinite(self.value):
             raise ValueError(f"sample value must be finite, got: {self.value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyRecord:
+    """One anomalous point as the store keeps it (see the ``anomalies`` table)."""
+
+    series_id: int
+    ts: int
+    value: float
+    expected: float | None
+    score: float
+    detector_scores: Mapping[str, float]
+    direction: str
+    severity: str

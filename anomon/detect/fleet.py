@@ -9,6 +9,7 @@ sample. A cycle's cost is proportional to the new rows, not to the history.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,8 +27,10 @@ from anomon.detect.entity import (
 from anomon.detect.forest import ForestPool
 from anomon.detect.zscore import Direction
 
+Key = TypeVar("Key", bound=Hashable)
 
-class Fleet:
+
+class Fleet(Generic[Key]):
     """The detectors of every entity, and the forest they share."""
 
     def __init__(self, config: DetectionConfig) -> None:
@@ -35,11 +38,11 @@ class Fleet:
         self.pool = ForestPool(config.forest)
         # the forest's features are unit-free, so its scores share one calibration too
         self.forest_history = forest_calibration(config)
-        self.entities: dict[Hashable, EntityDetector] = {}
+        self.entities: dict[Key, EntityDetector] = {}
 
     def add(
         self,
-        key: Hashable,
+        key: Key,
         metrics: Sequence[str],
         *,
         directions: Sequence[Direction] | None = None,
@@ -49,9 +52,7 @@ class Fleet:
         self.entities[key] = detector
         return detector
 
-    def update(
-        self, rows: Mapping[Hashable, tuple[npt.ArrayLike, npt.ArrayLike]]
-    ) -> dict[Hashable, Scores]:
+    def update(self, rows: Mapping[Key, tuple[npt.ArrayLike, npt.ArrayLike]]) -> dict[Key, Scores]:
         """Score the new rows of some entities: ``{key: (ts, values (rows, metrics))}``.
 
         Raises KeyError for an entity that was never added, ValueError for bad rows

@@ -68,6 +68,8 @@ class TrailingQuantiles:
         valid rows they stand for.
         """
         values = np.asarray(new, dtype=self.dtype)
+        if values.size == 0:
+            return np.empty((0, len(self.quantiles) + 1))
         if values.size == 1 and self._cache is not None and self._cache[0] == self._block_of(0):
             return self._push_one_cached(values)
         positions = self._count + np.arange(values.size)

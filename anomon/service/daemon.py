@@ -20,6 +20,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from anomon.config import Config
+from anomon.service.detection import DetectJob
 from anomon.service.jobs import CollectJob
 from anomon.sources import build_source
 from anomon.store import (
@@ -99,7 +100,8 @@ def run(config: Config, *, migrate: bool = False) -> int:
 
 
 def build_scheduler(config: Config, engine: Engine, inflight: _InFlight) -> BlockingScheduler:
-    """Return a scheduler with one collection job per enabled source, first run now."""
+    """Return a scheduler with one collection job per enabled source (first run now) and
+    the detection job (first run one interval from now)."""
     sources = [source for source in config.sources if source.enabled]
     scheduler = BlockingScheduler(
         timezone=UTC,
@@ -108,6 +110,16 @@ def build_scheduler(config: Config, engine: Engine, inflight: _InFlight) -> Bloc
     )
     registry = SeriesRegistry()
     now = datetime.now(UTC)
+    detection = config.detection
+    if detection.enabled:
+        scheduler.add_job(
+            inflight.wrap(DetectJob(engine, detection)),
+            IntervalTrigger(seconds=detection.interval.total_seconds(), timezone=UTC),
+            id="detect",
+            name="detect",
+            next_run_time=now + detection.interval,
+            misfire_grace_time=max(1, int(detection.interval.total_seconds())),
+        )
     for source_config in sources:
         job = CollectJob(build_source(source_config), engine, registry)
         scheduler.add_job(

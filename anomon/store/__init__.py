@@ -7,6 +7,13 @@ and typed query functions, one module per concern.
 from sqlalchemy import Engine
 
 from anomon.store.collections import CollectionResult, last_collections, save_collection
+from anomon.store.detections import (
+    ScoredSeries,
+    read_recent,
+    read_unscored,
+    save_detection,
+    series_to_score,
+)
 from anomon.store.engine import check_writable, open_engine, redact
 from anomon.store.migrate import (
     check,
@@ -23,6 +30,7 @@ __all__ = [
     "CollectionResult",
     "Engine",
     "Points",
+    "ScoredSeries",
     "SeriesRegistry",
     "check",
     "check_writable",
@@ -34,7 +42,11 @@ __all__ = [
     "last_collections",
     "open_engine",
     "read_history",
+    "read_recent",
+    "read_unscored",
     "redact",
     "save_collection",
+    "save_detection",
+    "series_to_score",
     "upgrade",
 ]

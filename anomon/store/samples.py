@@ -139,7 +139,7 @@ def read_history(
     unique = sorted(set(series_ids))
     for start in range(0, len(unique), SERIES_PER_QUERY):
         rows = _fetch(conn, unique[start : start + SERIES_PER_QUERY], since, until)
-        history.update(_split_by_series(rows))
+        history.update(split_by_series(rows))
     return history
 
 
@@ -170,7 +170,7 @@ def _fetch(
         cursor.close()
 
 
-def _split_by_series(rows: list[tuple[int, int, float]]) -> dict[int, Points]:
+def split_by_series(rows: list[tuple[int, int, float]]) -> dict[int, Points]:
     """Split rows sorted by (series_id, ts) into one Points per series."""
     if not rows:
         return {}

@@ -66,6 +66,19 @@ class Series(Base):
     created_at: Mapped[datetime]
 
 
+class SeriesState(Base):
+    """Where detection stands on a series: scored up to ``scored_until`` (epoch seconds)."""
+
+    __tablename__ = "series_state"
+
+    series_id: Mapped[int] = mapped_column(
+        ForeignKey("series.id", ondelete="CASCADE"), primary_key=True
+    )
+    scored_until: Mapped[int] = mapped_column(BigInteger, doc="s since epoch, UTC")
+    quality: Mapped[str] = mapped_column(String(20), default="ok")
+    updated_at: Mapped[datetime]
+
+
 class Sample(Base):
     """One value of one series at one instant; re-inserting the same key is a no-op."""
 

@@ -19,6 +19,9 @@ CONFIG = """
 [database]
 url = "{url}"
 
+[detection]
+interval = "1s"
+
 [[sources]]
 name = "host"
 kind = "system"
@@ -59,7 +62,7 @@ def wait_for_runs(url: str, runs: int, process: subprocess.Popen[str], limit: fl
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_it_collects_every_interval_and_stops_cleanly(
+def test_it_collects_and_detects_every_interval_and_stops_cleanly(
     database_url: str, tmp_path: Path, stop: signal.Signals
 ) -> None:
     daemon = start_daemon(tmp_path, database_url)
@@ -84,6 +87,12 @@ def test_it_collects_every_interval_and_stops_cleanly(
             ).scalars()
         )
         points = conn.exec_driver_sql("SELECT count(*) FROM samples").scalar_one()
+        detections = conn.exec_driver_sql(
+            "SELECT count(*), sum(points_scored) FROM detection_runs WHERE error IS NULL"
+        ).one()
+        watermarks = conn.exec_driver_sql("SELECT count(*) FROM series_state").scalar_one()
     engine.dispose()
+    assert detections[0] >= 1 and detections[1] > 0  # the detection job ran and scored
+    assert watermarks > 0
     assert points == sum(run.points for run in runs) > 0
     assert {"system_cpu_percent", "system_memory_percent", "system_load1"} <= metrics

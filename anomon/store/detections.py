@@ -1,0 +1,163 @@
+"""What detection reads and writes: unscored samples, recent history, anomalies, state.
+
+A detection cycle reads, per batch of series, every sample past the series' watermark
+(``series_state.scored_until``) in one query, and writes its anomalies, the new
+watermarks and its ``detection_runs`` row in one transaction. Anomalies are unique per
+(series, ts), so a cycle that is run again after a crash adds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from anomon.model import AnomalyRecord
+from anomon.store.engine import translated
+from anomon.store.samples import SERIES_PER_QUERY, Points, split_by_series
+from anomon.store.schema import Anomaly, DetectionRun, Series, SeriesState
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredSeries:
+    """A series as detection sees it."""
+
+    id: int
+    metric: str
+    entity: str
+    kind: str
+    scored_until: int | None
+
+
+def series_to_score(engine: Engine) -> list[ScoredSeries]:
+    """Return every series with its watermark (None: never scored)."""
+    query = (
+        select(Series.id, Series.metric, Series.entity, Series.kind, SeriesState.scored_until)
+        .outerjoin(SeriesState, SeriesState.series_id == Series.id)
+        .order_by(Series.id)
+    )
+    with translated(engine, "reading series to score"), engine.connect() as conn:
+        return [ScoredSeries(*row) for row in conn.execute(query)]
+
+
+def read_unscored(conn: Connection, series_ids: Sequence[int]) -> dict[int, Points]:
+    """Return each series' samples past its watermark, oldest first (one query per batch)."""
+    sql = (
+        "SELECT p.series_id, p.ts, p.value FROM samples p "
+        "LEFT JOIN series_state w ON w.series_id = p.series_id "
+        "WHERE p.series_id IN ({marks}) AND p.ts > COALESCE(w.scored_until, -1) "
+        "ORDER BY p.series_id, p.ts"
+    )
+    return _batched(conn, sql, series_ids, ())
+
+
+def read_recent(conn: Connection, series_ids: Sequence[int], *, rows: int) -> dict[int, Points]:
+    """Return each series' last ``rows`` scored samples (up to its watermark), oldest first."""
+    sql = (
+        "SELECT series_id, ts, value FROM ("
+        " SELECT p.series_id, p.ts, p.value, ROW_NUMBER() OVER ("
+        "  PARTITION BY p.series_id ORDER BY p.ts DESC) AS age"
+        " FROM samples p JOIN series_state w ON w.series_id = p.series_id"
+        " WHERE p.series_id IN ({marks}) AND p.ts <= w.scored_until"
+        ") recent WHERE age <= {limit} ORDER BY series_id, ts"
+    )
+    return _batched(conn, sql, series_ids, (), limit=rows)
+
+
+def _batched(
+    conn: Connection, sql: str, series_ids: Sequence[int], extra: tuple[int, ...], limit: int = 0
+) -> dict[int, Points]:
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    found: dict[int, Points] = {}
+    unique = sorted(set(series_ids))
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for start in range(0, len(unique), SERIES_PER_QUERY):
+            chunk = unique[start : start + SERIES_PER_QUERY]
+            text = sql.format(marks=", ".join([mark] * len(chunk)), limit=int(limit))
+            cursor.execute(text, [*chunk, *extra])
+            found.update(split_by_series(list(cursor.fetchall())))
+    finally:
+        cursor.close()
+    return found
+
+
+def save_detection(
+    engine: Engine,
+    *,
+    anomalies: Sequence[AnomalyRecord],
+    scored_until: Mapping[int, int],
+    quality: Mapping[int, str],
+    started_at: datetime,
+    finished_at: datetime,
+    points: int,
+    config_hash: str,
+    detector_version: str,
+    error: str | None = None,
+) -> int:
+    """Write a cycle's anomalies, watermarks and run row in one transaction.
+
+    Returns how many anomalies were new (re-running a cycle stores none twice).
+    """
+    insert_for = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    rows = [
+        {
+            "series_id": a.series_id,
+            "ts": a.ts,
+            "value": a.value,
+            "expected": a.expected,
+            "score": a.score,
+            "detector_scores": json.dumps(dict(a.detector_scores), sort_keys=True),
+            "direction": a.direction,
+            "severity": a.severity,
+            "incident_id": None,
+            "config_hash": config_hash,
+            "detector_version": detector_version,
+            "detected_at": finished_at,
+        }
+        for a in anomalies
+    ]
+    states = [
+        {
+            "series_id": sid,
+            "scored_until": until,
+            "quality": quality.get(sid, "ok"),
+            "updated_at": finished_at,
+        }
+        for sid, until in scored_until.items()
+    ]
+    with translated(engine, "storing a detection cycle"), engine.begin() as conn:
+        new = 0
+        if rows:
+            statement = insert_for(Anomaly).on_conflict_do_nothing().returning(Anomaly.id)
+            new = len(conn.execute(statement, rows).all())
+        if states:
+            upsert = insert_for(SeriesState)
+            conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[SeriesState.series_id],
+                    set_={
+                        "scored_until": upsert.excluded.scored_until,
+                        "quality": upsert.excluded.quality,
+                        "updated_at": upsert.excluded.updated_at,
+                    },
+                ),
+                states,
+            )
+        conn.execute(
+            insert(DetectionRun).values(
+                started_at=started_at,
+                finished_at=finished_at,
+                series_scored=len(states),
+                points_scored=points,
+                anomalies=new,
+                error=error,
+                config_hash=config_hash,
+            )
+        )
+    return new
