@@ -200,8 +200,43 @@ class SystemSourceConfig(SourceBase):
     load: bool = True
 
 
-SOURCE_MODELS: dict[str, type[SourceBase]] = {"system": SystemSourceConfig}
-SourceConfig = Annotated[SystemSourceConfig, Field(discriminator="kind")]
+def _http_url(url: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError(f"expected an http:// or https:// URL, got: {url!r}")
+    return url
+
+
+def _field_path(path: str) -> str:
+    if not FIELD_PATH.fullmatch(path):
+        raise ValueError(
+            f"expected a field path such as latency.p99 or metrics[0].value, got: {path!r}"
+        )
+    return path
+
+
+FIELD_PATH = re.compile(r"[A-Za-z_][\w-]*(\[\d+\])*(\.[A-Za-z_][\w-]*(\[\d+\])*)*")
+FieldPath = Annotated[str, AfterValidator(_field_path)]
+MetricName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class HttpJsonSourceConfig(SourceBase):
+    """``kind = "http_json"``: numbers picked from a JSON stats endpoint (a model server)."""
+
+    kind: Literal["http_json"]
+    url: Annotated[str, AfterValidator(_http_url)]
+    fields: Annotated[dict[MetricName, FieldPath], Field(min_length=1)]
+    timestamp: FieldPath | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    bearer_token: str | None = None
+    series_kind: Literal["quality", "latency", "resource", "custom"] = "custom"
+    max_bytes: Annotated[int, Field(ge=1024)] = 1_000_000
+
+
+SOURCE_MODELS: dict[str, type[SourceBase]] = {
+    "system": SystemSourceConfig,
+    "http_json": HttpJsonSourceConfig,
+}
+SourceConfig = Annotated[SystemSourceConfig | HttpJsonSourceConfig, Field(discriminator="kind")]
 
 
 class Config(Section):

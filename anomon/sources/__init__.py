@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from anomon.config import SourceConfig, SystemSourceConfig
+from anomon.config import HttpJsonSourceConfig, SourceConfig, SystemSourceConfig
 from anomon.sources.base import PartialCollection, Source
+from anomon.sources.http_json import HttpJsonSource
 from anomon.sources.system import SystemSource
 
-__all__ = ["PartialCollection", "Source", "SystemSource", "build_source"]
+__all__ = ["HttpJsonSource", "PartialCollection", "Source", "SystemSource", "build_source"]
 
 
 def build_source(config: SourceConfig) -> Source:
     """Return the source object for one ``[[sources]]`` entry."""
     if isinstance(config, SystemSourceConfig):
         return SystemSource(config)
+    if isinstance(config, HttpJsonSourceConfig):
+        return HttpJsonSource(config)
     raise TypeError(f"unknown source kind: {config!r}")  # pragma: no cover - config validates

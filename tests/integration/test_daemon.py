@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,59 @@ def test_it_collects_and_detects_every_interval_and_stops_cleanly(
     assert watermarks > 0
     assert points == sum(run.points for run in runs) > 0
     assert {"system_cpu_percent", "system_memory_percent", "system_load1"} <= metrics
+
+
+def test_it_collects_a_json_endpoint_and_records_its_failures(tmp_path: Path) -> None:
+    """An http_json source in the real daemon: good payloads stored, a dead one recorded."""
+
+    class Stats(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"latency": {"p99": 0.2}, "accuracy": 0.91}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Stats)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"sqlite:///{tmp_path / 'json.db'}"
+    config = tmp_path / "anomon.toml"
+    config.write_text(
+        f'[database]\nurl = "{url}"\n'
+        '[[sources]]\nname = "host"\nkind = "http_json"\ninterval = "1s"\n'
+        f'url = "http://127.0.0.1:{httpd.server_address[1]}/stats"\n'
+        'fields = {latency_p99 = "latency.p99", accuracy = "accuracy"}\n'
+        '[[sources]]\nname = "dead"\nkind = "http_json"\ninterval = "1s"\n'
+        'url = "http://127.0.0.1:9/stats"\nfields = {x = "x"}\n'
+    )
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "anomon", "run", "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ANOMON_DATABASE_URL": ""},
+    )
+    try:
+        assert wait_for_runs(url, 3, daemon) >= 3
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=30)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        httpd.shutdown()
+        httpd.server_close()
+    assert daemon.returncode == 0
+    engine = store.open_engine(url)
+    good, dead = (
+        store.last_collections(engine, "host", 100),
+        store.last_collections(engine, "dead", 100),
+    )
+    engine.dispose()
+    assert all(run.points == 2 and run.error is None for run in good)
+    assert dead and all(
+        run.points == 0 and "connection refused" in (run.error or "") for run in dead
+    )

@@ -1,0 +1,147 @@
+"""``kind = "http_json"``: numbers picked by path from a JSON stats endpoint.
+
+One GET per collection (timeout from the config, body capped at ``max_bytes``), then
+one series per configured field: ``latency.p99`` walks objects, ``metrics[0].value``
+lists. A field that is missing, not a number, NaN or infinite is skipped and named in
+the collection's error line; the other fields are still stored. Errors never show the
+bearer token, header values or credentials in the URL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from anomon.config import HttpJsonSourceConfig
+from anomon.errors import SourceError
+from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.sources.base import PartialCollection
+from anomon.timeutil import to_epoch
+
+_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+class HttpJsonSource:
+    """Collect the configured fields of one JSON endpoint. ``client`` is passed in for tests."""
+
+    def __init__(self, config: HttpJsonSourceConfig, *, client: httpx.Client | None = None) -> None:
+        self.name = config.name
+        self._config = config
+        self._client = client or httpx.Client(follow_redirects=False)
+        self._where = _safe_url(config.url)
+        self._info = SeriesInfo(
+            source=config.name,
+            entity=config.entity or config.name,
+            kind=SeriesKind(config.series_kind),
+        )
+
+    def close(self) -> None:
+        """Release the HTTP connections."""
+        self._client.close()
+
+    def collect(self, now: datetime) -> list[Sample]:
+        """Fetch the endpoint and return one sample per readable field."""
+        document = self._fetch()
+        ts = self._timestamp(document, now)
+        samples, problems = [], []
+        for metric, path in self._config.fields.items():
+            try:
+                value = _number(pick(document, path), path)
+            except ValueError as exc:
+                problems.append(str(exc))
+                continue
+            key = SeriesKey.of(metric, self._config.labels)
+            samples.append(Sample(key, self._info, ts, value))
+        if problems:
+            if not samples:
+                raise SourceError(f"{self._where}: " + "; ".join(problems))
+            raise PartialCollection(f"{self._where}: " + "; ".join(problems), samples)
+        return samples
+
+    def _fetch(self) -> Any:
+        headers = dict(self._config.headers)
+        if self._config.bearer_token:
+            headers["Authorization"] = f"Bearer {self._config.bearer_token}"
+        timeout = self._config.timeout.total_seconds()
+        try:
+            with self._client.stream(
+                "GET", self._config.url, headers=headers, timeout=timeout
+            ) as reply:
+                if reply.status_code >= 400:
+                    raise SourceError(
+                        f"{self._where}: HTTP {reply.status_code} {reply.reason_phrase}"
+                    )
+                body = bytearray()
+                for chunk in reply.iter_bytes():
+                    body += chunk
+                    if len(body) > self._config.max_bytes:
+                        cap = self._config.max_bytes
+                        raise SourceError(f"{self._where}: response larger than {cap} bytes")
+        except httpx.TimeoutException:
+            raise SourceError(f"{self._where}: timed out after {timeout:g} s") from None
+        except httpx.HTTPError as exc:
+            raise SourceError(f"{self._where}: {_reason(exc)}") from None
+        try:
+            return json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SourceError(f"{self._where}: invalid JSON ({exc})") from None
+
+    def _timestamp(self, document: Any, now: datetime) -> int:
+        if self._config.timestamp is None:
+            return to_epoch(now)
+        try:
+            raw = pick(document, self._config.timestamp)
+            if isinstance(raw, str):  # ISO 8601; no zone means UTC
+                moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+                return to_epoch(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+            return int(_number(raw, self._config.timestamp))
+        except ValueError as exc:
+            raise SourceError(f"{self._where}: timestamp: {exc}") from None
+
+
+def pick(document: Any, path: str) -> Any:
+    """Return the value at ``path`` (``a.b[0].c``); raise ValueError naming what is missing."""
+    node = document
+    for key, index in _STEP.findall(path):
+        if key:
+            if not isinstance(node, dict) or key not in node:
+                raise ValueError(f"{path}: no field {key!r}")
+            node = node[key]
+        else:
+            position = int(index)
+            if not isinstance(node, list) or position >= len(node):
+                raise ValueError(f"{path}: no element [{position}]")
+            node = node[position]
+    return node
+
+
+def _number(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{path}: not a number: {json.dumps(value)[:40]}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{path}: not a number: {str(value)[:40]!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{path}: not a finite number: {value!r}")
+    return number
+
+
+def _safe_url(url: str) -> str:
+    """The URL without credentials or query string, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or host unreachable"
+    return type(exc).__name__
