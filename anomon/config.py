@@ -219,24 +219,46 @@ FieldPath = Annotated[str, AfterValidator(_field_path)]
 MetricName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
-class HttpJsonSourceConfig(SourceBase):
-    """``kind = "http_json"``: numbers picked from a JSON stats endpoint (a model server)."""
+class HttpSourceBase(SourceBase):
+    """Keys every source that pulls over HTTP shares."""
 
-    kind: Literal["http_json"]
     url: Annotated[str, AfterValidator(_http_url)]
-    fields: Annotated[dict[MetricName, FieldPath], Field(min_length=1)]
-    timestamp: FieldPath | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     bearer_token: str | None = None
     series_kind: Literal["quality", "latency", "resource", "custom"] = "custom"
     max_bytes: Annotated[int, Field(ge=1024)] = 1_000_000
 
 
+class HttpJsonSourceConfig(HttpSourceBase):
+    """``kind = "http_json"``: numbers picked from a JSON stats endpoint (a model server)."""
+
+    kind: Literal["http_json"]
+    fields: Annotated[dict[MetricName, FieldPath], Field(min_length=1)]
+    timestamp: FieldPath | None = None
+
+
+class PrometheusScrapeSourceConfig(HttpSourceBase):
+    """``kind = "prometheus_scrape"``: an exposition-format endpoint (``/metrics``)."""
+
+    kind: Literal["prometheus_scrape"]
+    metrics: list[str] = Field(default_factory=list)
+    match_labels: dict[LabelName, str] = Field(default_factory=dict)
+    rates: bool = True
+    quantiles: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [0.5, 0.9, 0.99]
+    )
+    max_bytes: Annotated[int, Field(ge=1024)] = 20_000_000
+
+
 SOURCE_MODELS: dict[str, type[SourceBase]] = {
     "system": SystemSourceConfig,
     "http_json": HttpJsonSourceConfig,
+    "prometheus_scrape": PrometheusScrapeSourceConfig,
 }
-SourceConfig = Annotated[SystemSourceConfig | HttpJsonSourceConfig, Field(discriminator="kind")]
+SourceConfig = Annotated[
+    SystemSourceConfig | HttpJsonSourceConfig | PrometheusScrapeSourceConfig,
+    Field(discriminator="kind"),
+]
 
 
 class Config(Section):

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from anomon.config import HttpJsonSourceConfig, SourceConfig, SystemSourceConfig
+from anomon.config import (
+    HttpJsonSourceConfig,
+    PrometheusScrapeSourceConfig,
+    SourceConfig,
+    SystemSourceConfig,
+)
 from anomon.sources.base import PartialCollection, Source
 from anomon.sources.http_json import HttpJsonSource
+from anomon.sources.prometheus_scrape import PrometheusScrapeSource
 from anomon.sources.system import SystemSource
 
-__all__ = ["HttpJsonSource", "PartialCollection", "Source", "SystemSource", "build_source"]
+__all__ = [
+    "HttpJsonSource",
+    "PartialCollection",
+    "PrometheusScrapeSource",
+    "Source",
+    "SystemSource",
+    "build_source",
+]
 
 
 def build_source(config: SourceConfig) -> Source:
@@ -16,4 +29,6 @@ def build_source(config: SourceConfig) -> Source:
         return SystemSource(config)
     if isinstance(config, HttpJsonSourceConfig):
         return HttpJsonSource(config)
+    if isinstance(config, PrometheusScrapeSourceConfig):
+        return PrometheusScrapeSource(config)
     raise TypeError(f"unknown source kind: {config!r}")  # pragma: no cover - config validates

@@ -14,7 +14,6 @@ import math
 import re
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -22,6 +21,7 @@ from anomon.config import HttpJsonSourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
 from anomon.sources.base import PartialCollection
+from anomon.sources.http import fetch, safe_url
 from anomon.timeutil import to_epoch
 
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -34,7 +34,7 @@ class HttpJsonSource:
         self.name = config.name
         self._config = config
         self._client = client or httpx.Client(follow_redirects=False)
-        self._where = _safe_url(config.url)
+        self._where = safe_url(config.url)
         self._info = SeriesInfo(
             source=config.name,
             entity=config.entity or config.name,
@@ -65,28 +65,15 @@ class HttpJsonSource:
         return samples
 
     def _fetch(self) -> Any:
-        headers = dict(self._config.headers)
-        if self._config.bearer_token:
-            headers["Authorization"] = f"Bearer {self._config.bearer_token}"
-        timeout = self._config.timeout.total_seconds()
-        try:
-            with self._client.stream(
-                "GET", self._config.url, headers=headers, timeout=timeout
-            ) as reply:
-                if reply.status_code >= 400:
-                    raise SourceError(
-                        f"{self._where}: HTTP {reply.status_code} {reply.reason_phrase}"
-                    )
-                body = bytearray()
-                for chunk in reply.iter_bytes():
-                    body += chunk
-                    if len(body) > self._config.max_bytes:
-                        cap = self._config.max_bytes
-                        raise SourceError(f"{self._where}: response larger than {cap} bytes")
-        except httpx.TimeoutException:
-            raise SourceError(f"{self._where}: timed out after {timeout:g} s") from None
-        except httpx.HTTPError as exc:
-            raise SourceError(f"{self._where}: {_reason(exc)}") from None
+        config = self._config
+        body = fetch(
+            self._client,
+            config.url,
+            headers=config.headers,
+            bearer_token=config.bearer_token,
+            timeout=config.timeout,
+            max_bytes=config.max_bytes,
+        )
         try:
             return json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -131,17 +118,3 @@ def _number(value: Any, path: str) -> float:
     if not math.isfinite(number):
         raise ValueError(f"{path}: not a finite number: {value!r}")
     return number
-
-
-def _safe_url(url: str) -> str:
-    """The URL without credentials or query string, for messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _reason(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused or host unreachable"
-    return type(exc).__name__

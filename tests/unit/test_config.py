@@ -122,7 +122,8 @@ def test_it_is_frozen() -> None:
         ('[[sources]]\nname = "x"\n', "sources[0].kind: required, but missing"),
         (
             '[[sources]]\nname = "x"\nkind = "carrier-pigeon"\n',
-            "sources[0].kind: expected one of 'system', 'http_json', got: 'carrier-pigeon'",
+            "sources[0].kind: expected one of 'system', 'http_json', 'prometheus_scrape', "
+            "got: 'carrier-pigeon'",
         ),
         ('[[sources]]\nkind = "system"\n', "sources[0].name: required, but missing"),
         (
