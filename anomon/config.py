@@ -250,13 +250,24 @@ class PrometheusScrapeSourceConfig(HttpSourceBase):
     max_bytes: Annotated[int, Field(ge=1024)] = 20_000_000
 
 
+class PrometheusQuerySourceConfig(HttpSourceBase):
+    """``kind = "prometheus_query"``: PromQL instant queries against a Prometheus server."""
+
+    kind: Literal["prometheus_query"]
+    queries: Annotated[dict[MetricName, Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+
+
 SOURCE_MODELS: dict[str, type[SourceBase]] = {
     "system": SystemSourceConfig,
     "http_json": HttpJsonSourceConfig,
     "prometheus_scrape": PrometheusScrapeSourceConfig,
+    "prometheus_query": PrometheusQuerySourceConfig,
 }
 SourceConfig = Annotated[
-    SystemSourceConfig | HttpJsonSourceConfig | PrometheusScrapeSourceConfig,
+    SystemSourceConfig
+    | HttpJsonSourceConfig
+    | PrometheusScrapeSourceConfig
+    | PrometheusQuerySourceConfig,
     Field(discriminator="kind"),
 ]
 

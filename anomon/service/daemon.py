@@ -22,7 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from anomon.config import Config
 from anomon.service.detection import DetectJob
 from anomon.service.jobs import CollectJob
-from anomon.sources import build_source
+from anomon.sources import Source, build_source
 from anomon.store import (
     Engine,
     SeriesRegistry,
@@ -84,7 +84,8 @@ def run(config: Config, *, migrate: bool = False) -> int:
     check_writable(engine)
     log.info("database %s: %s", redact(config.database.url), outcome)
     inflight = _InFlight()
-    scheduler = build_scheduler(config, engine, inflight)
+    sources = [build_source(source) for source in config.sources if source.enabled]
+    scheduler = build_scheduler(config, engine, inflight, sources)
     _stop_on_signals(scheduler)
     log.info("anomon running: %d job(s); stop with Ctrl-C or SIGTERM", len(scheduler.get_jobs()))
     scheduler.start()  # blocks until a signal shuts the scheduler down
@@ -94,18 +95,27 @@ def run(config: Config, *, migrate: bool = False) -> int:
         )
         logging.shutdown()
         os._exit(1)  # the worker threads would otherwise keep the process alive
+    for source in sources:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()  # HTTP sources hold connections
     engine.dispose()
     log.info("anomon stopped")
     return 0
 
 
-def build_scheduler(config: Config, engine: Engine, inflight: _InFlight) -> BlockingScheduler:
+def build_scheduler(
+    config: Config, engine: Engine, inflight: _InFlight, sources: list[Source]
+) -> BlockingScheduler:
     """Return a scheduler with one collection job per enabled source (first run now) and
-    the detection job (first run one interval from now)."""
-    sources = [source for source in config.sources if source.enabled]
+    the detection job (first run one interval from now).
+
+    ``sources`` are the built sources of the enabled ``config.sources``, in order.
+    """
+    enabled = [source for source in config.sources if source.enabled]
     scheduler = BlockingScheduler(
         timezone=UTC,
-        executors={"default": ThreadPoolExecutor(max_workers=max(2, min(8, len(sources))))},
+        executors={"default": ThreadPoolExecutor(max_workers=max(2, min(8, len(enabled) + 1)))},
         job_defaults={"coalesce": True, "max_instances": 1},
     )
     registry = SeriesRegistry()
@@ -120,8 +130,8 @@ def build_scheduler(config: Config, engine: Engine, inflight: _InFlight) -> Bloc
             next_run_time=now + detection.interval,
             misfire_grace_time=max(1, int(detection.interval.total_seconds())),
         )
-    for source_config in sources:
-        job = CollectJob(build_source(source_config), engine, registry)
+    for source, source_config in zip(sources, enabled, strict=True):
+        job = CollectJob(source, engine, registry)
         scheduler.add_job(
             inflight.wrap(job),
             IntervalTrigger(seconds=source_config.interval.total_seconds(), timezone=UTC),

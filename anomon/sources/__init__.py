@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from anomon.config import (
     HttpJsonSourceConfig,
+    PrometheusQuerySourceConfig,
     PrometheusScrapeSourceConfig,
     SourceConfig,
     SystemSourceConfig,
 )
 from anomon.sources.base import PartialCollection, Source
 from anomon.sources.http_json import HttpJsonSource
+from anomon.sources.prometheus_query import PrometheusQuerySource
 from anomon.sources.prometheus_scrape import PrometheusScrapeSource
 from anomon.sources.system import SystemSource
 
 __all__ = [
     "HttpJsonSource",
     "PartialCollection",
+    "PrometheusQuerySource",
     "PrometheusScrapeSource",
     "Source",
     "SystemSource",
@@ -31,4 +34,6 @@ def build_source(config: SourceConfig) -> Source:
         return HttpJsonSource(config)
     if isinstance(config, PrometheusScrapeSourceConfig):
         return PrometheusScrapeSource(config)
+    if isinstance(config, PrometheusQuerySourceConfig):
+        return PrometheusQuerySource(config)
     raise TypeError(f"unknown source kind: {config!r}")  # pragma: no cover - config validates

@@ -66,6 +66,17 @@ def server() -> Iterator[str]:
     httpd.server_close()
 
 
+OPEN: list[HttpJsonSource] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sources() -> Iterator[None]:
+    """Close every source a test made (their HTTP connections)."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
 def source(url: str, **options: object) -> HttpJsonSource:
     config = HttpJsonSourceConfig.model_validate(
         {
@@ -78,7 +89,9 @@ def source(url: str, **options: object) -> HttpJsonSource:
             **options,
         }
     )
-    return HttpJsonSource(config)
+    made = HttpJsonSource(config)
+    OPEN.append(made)
+    return made
 
 
 def test_it_picks_fields_by_path_into_labelled_series(server: str) -> None:

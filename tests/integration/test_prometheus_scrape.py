@@ -52,6 +52,17 @@ def exporter() -> Iterator[tuple[str, CollectorRegistry]]:
     httpd.server_close()
 
 
+OPEN: list[PrometheusScrapeSource] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sources() -> Iterator[None]:
+    """Close every source a test made (their HTTP connections)."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
 def source(url: str, **options: object) -> PrometheusScrapeSource:
     config = PrometheusScrapeSourceConfig.model_validate(
         {
@@ -62,7 +73,9 @@ def source(url: str, **options: object) -> PrometheusScrapeSource:
             **options,
         }
     )
-    return PrometheusScrapeSource(config)
+    made = PrometheusScrapeSource(config)
+    OPEN.append(made)
+    return made
 
 
 def values(samples: list) -> dict[tuple[str, str], float]:  # type: ignore[type-arg]

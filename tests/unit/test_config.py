@@ -123,6 +123,7 @@ def test_it_is_frozen() -> None:
         (
             '[[sources]]\nname = "x"\nkind = "carrier-pigeon"\n',
             "sources[0].kind: expected one of 'system', 'http_json', 'prometheus_scrape', "
+            "'prometheus_query', "
             "got: 'carrier-pigeon'",
         ),
         ('[[sources]]\nkind = "system"\n', "sources[0].name: required, but missing"),

@@ -1,0 +1,151 @@
+"""The prometheus_query source against a real Prometheus server on 127.0.0.1.
+
+The server (Debian's `prometheus`, installed by scripts/test) scrapes a local exporter
+every second; the tests ask it PromQL through anomon's source.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from anomon.config import PrometheusQuerySourceConfig
+from anomon.errors import SourceError
+from anomon.sources import PartialCollection, PrometheusQuerySource
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("ANOMON_REQUIRE_PROMETHEUS"):
+            pytest.fail("prometheus is required here but not installed")
+        pytest.skip("no prometheus binary (scripts/test installs Debian's)")
+    registry = CollectorRegistry()
+    accuracy = Gauge("model_accuracy", "accuracy", ["model"], registry=registry)
+    accuracy.labels("churn").set(0.93)
+    accuracy.labels("fraud").set(0.88)
+
+    class Exporter(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = generate_latest(registry)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    exporter = ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
+    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+    folder: Path = tmp_path_factory.mktemp("prometheus")
+    (folder / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: model\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{exporter.server_address[1]}']\n"
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                reply = httpx.get(
+                    f"{url}/api/v1/query", params={"query": "count(model_accuracy)"}, timeout=2
+                )
+                if reply.status_code == 200 and reply.json()["data"]["result"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("prometheus did not scrape the exporter within 60 s")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        exporter.shutdown()
+        exporter.server_close()
+
+
+OPEN: list[PrometheusQuerySource] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sources() -> Iterator[None]:
+    """Close every source a test made (their HTTP connections)."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
+def source(url: str, queries: dict[str, str]) -> PrometheusQuerySource:
+    config = PrometheusQuerySourceConfig.model_validate(
+        {
+            "name": "prom",
+            "kind": "prometheus_query",
+            "url": url,
+            "queries": queries,
+            "labels": {"team": "ml"},
+        }
+    )
+    made = PrometheusQuerySource(config)
+    OPEN.append(made)
+    return made
+
+
+def test_every_element_of_the_vector_becomes_a_labelled_series(prometheus: str) -> None:
+    now = datetime.now(UTC)
+    samples = source(prometheus, {"accuracy": "model_accuracy"}).collect(now)
+    got = {s.key.labels: s.value for s in samples}
+    assert {s.key.metric for s in samples} == {"accuracy"}
+    assert sorted(got.values()) == [0.88, 0.93]
+    assert all('"job":"model"' in labels and '"team":"ml"' in labels for labels in got)
+    assert all(abs(s.ts - now.timestamp()) <= 2 for s in samples)
+
+
+def test_a_scalar_is_one_series(prometheus: str) -> None:
+    samples = source(prometheus, {"mean_accuracy": "avg(model_accuracy)"}).collect(
+        datetime.now(UTC)
+    )
+    assert [(s.key.metric, round(s.value, 3)) for s in samples] == [("mean_accuracy", 0.905)]
+
+
+def test_a_bad_query_is_named_and_the_others_are_kept(prometheus: str) -> None:
+    queries = {"accuracy": "model_accuracy", "broken": "sum(model_accuracy"}
+    with pytest.raises(PartialCollection, match=r"broken: .*HTTP 400") as caught:
+        source(prometheus, queries).collect(datetime.now(UTC))
+    assert len(caught.value.samples) == 2
+
+
+def test_an_unreachable_server_is_one_line() -> None:
+    with pytest.raises(SourceError, match="connection refused"):
+        source(f"http://127.0.0.1:{free_port()}", {"a": "up"}).collect(datetime.now(UTC))
