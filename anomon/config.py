@@ -187,6 +187,7 @@ class SourceBase(Section):
     labels: dict[LabelName, str] = Field(default_factory=dict)
     entity: str | None = None
     enabled: bool = True
+    max_series: Annotated[int, Field(ge=1)] = 10_000
 
 
 class SystemSourceConfig(SourceBase):

@@ -131,7 +131,7 @@ def build_scheduler(
             misfire_grace_time=max(1, int(detection.interval.total_seconds())),
         )
     for source, source_config in zip(sources, enabled, strict=True):
-        job = CollectJob(source, engine, registry)
+        job = CollectJob(source, engine, registry, max_series=source_config.max_series)
         scheduler.add_job(
             inflight.wrap(job),
             IntervalTrigger(seconds=source_config.interval.total_seconds(), timezone=UTC),

@@ -24,6 +24,7 @@ class CollectJob:
     engine: Engine
     registry: SeriesRegistry
     clock: Clock = field(default=utcnow)
+    max_series: int | None = None
 
     def __call__(self) -> None:
         started = self.clock()
@@ -38,6 +39,7 @@ class CollectJob:
                 finished_at=finished,
                 samples=samples,
                 error=error,
+                max_series=self.max_series,
             )
         except AnomonError as exc:
             log.error(
@@ -47,8 +49,10 @@ class CollectJob:
         except Exception:  # the scheduler must never see an exception
             log.exception("source %s: unexpected error while storing", self.source.name)
             return
-        if error:
-            log.warning("source %s: %s (%d points stored)", self.source.name, error, result.points)
+        if result.error:
+            log.warning(
+                "source %s: %s (%d points stored)", self.source.name, result.error, result.points
+            )
         else:
             log.debug("source %s: %d points stored", self.source.name, result.points)
 

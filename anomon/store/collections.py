@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
 from anomon.model import Sample, SeriesInfo, SeriesKey
 from anomon.store.engine import translated
 from anomon.store.samples import insert_samples
-from anomon.store.schema import CollectionRun
+from anomon.store.schema import CollectionRun, Series
 from anomon.store.series import SeriesRegistry
 
 
@@ -22,6 +22,7 @@ class CollectionResult:
 
     points: int
     series_created: int
+    error: str | None = None
 
 
 def save_collection(
@@ -33,6 +34,7 @@ def save_collection(
     finished_at: datetime,
     samples: Sequence[Sample],
     error: str | None = None,
+    max_series: int | None = None,
 ) -> CollectionResult:
     """Store ``samples`` and the ``collection_runs`` row of one pull, in one transaction.
 
@@ -40,6 +42,10 @@ def save_collection(
     still stored, and a pull that got nothing is saved with no samples. Samples already
     stored are skipped. Raises StoreError if the database refuses, in which case
     nothing of this collection is stored.
+
+    ``max_series`` caps how many series ``source`` may own: a collection that would go
+    past it creates no new series, stores the samples of the series that exist, and says
+    so in its ``error``.
     """
     wanted: dict[SeriesKey, SeriesInfo] = {sample.key: sample.info for sample in samples}
     try:
@@ -47,12 +53,26 @@ def save_collection(
             translated(engine, f"storing a collection of source {source!r}"),
             engine.begin() as conn,
         ):
-            ids, created = registry.resolve(conn, wanted, now=finished_at)
+            budget = None
+            if max_series is not None:
+                owned = conn.execute(
+                    select(func.count()).select_from(Series).where(Series.source == source)
+                ).scalar_one()
+                budget = max(0, max_series - int(owned))
+            ids, created = registry.resolve(conn, wanted, now=finished_at, max_new=budget)
+            refused = len(wanted) - len(ids)
+            if refused:
+                guard = (
+                    f"cardinality guard: {refused} new series refused "
+                    f"(source {source!r} may have at most max_series={max_series})"
+                )
+                error = f"{error}; {guard}" if error else guard
+            kept = [sample for sample in samples if sample.key in ids]
             points = insert_samples(
                 conn,
-                [ids[sample.key] for sample in samples],
-                [sample.ts for sample in samples],
-                [sample.value for sample in samples],
+                [ids[sample.key] for sample in kept],
+                [sample.ts for sample in kept],
+                [sample.value for sample in kept],
             )
             conn.execute(
                 insert(CollectionRun).values(
@@ -67,7 +87,7 @@ def save_collection(
     except BaseException:
         registry.forget(wanted)
         raise
-    return CollectionResult(points=points, series_created=created)
+    return CollectionResult(points=points, series_created=created, error=error)
 
 
 def last_collections(engine: Engine, source: str, limit: int = 10) -> list[CollectionRun]:

@@ -34,18 +34,27 @@ class SeriesRegistry:
         return len(self._ids)
 
     def resolve(
-        self, conn: Connection, wanted: Mapping[SeriesKey, SeriesInfo], *, now: datetime
+        self,
+        conn: Connection,
+        wanted: Mapping[SeriesKey, SeriesInfo],
+        *,
+        now: datetime,
+        max_new: int | None = None,
     ) -> tuple[dict[SeriesKey, int], int]:
-        """Return the id of every key in ``wanted`` and how many series were created.
+        """Return the ids of the keys in ``wanted`` and how many series were created.
 
-        Runs in the caller's transaction: if it rolls back, call :meth:`forget` with
-        the same keys so the cache holds no ids that were never committed.
+        When more than ``max_new`` series would be created, none is (the cardinality
+        guard) and the keys without a series are left out of the result. Runs in the
+        caller's transaction: if it rolls back, call :meth:`forget` with the same keys so
+        the cache holds no ids that were never committed.
         """
         missing = [key for key in wanted if key not in self._ids]
         created = 0
         if missing:
             found = _select_ids(conn, missing)
             absent = [key for key in missing if key not in found]
+            if max_new is not None and len(absent) > max_new:
+                absent = []
             if absent:
                 inserted = _insert_series(conn, absent, wanted, now)
                 created = len(inserted)
@@ -54,7 +63,7 @@ class SeriesRegistry:
                 if raced:  # another writer created them between our SELECT and INSERT
                     found.update(_select_ids(conn, raced))
             self._ids.update(found)
-        return {key: self._ids[key] for key in wanted}, created
+        return {key: self._ids[key] for key in wanted if key in self._ids}, created
 
     def forget(self, keys: Iterable[SeriesKey]) -> None:
         """Drop ``keys`` from the cache (after a rolled-back transaction)."""

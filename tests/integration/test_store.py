@@ -189,3 +189,38 @@ def test_timestamps_must_be_aware_and_come_back_in_utc(engine: store.Engine) -> 
                 series_created=0,
             )
         )
+
+
+def test_the_cardinality_guard_refuses_new_series_past_max_series(engine: store.Engine) -> None:
+    registry = store.SeriesRegistry()
+    first = store.save_collection(
+        engine,
+        registry,
+        source="src",
+        started_at=NOW,
+        finished_at=NOW,
+        max_series=3,
+        samples=[sample("m", 1, 1.0, i=str(i)) for i in range(2)],
+    )
+    assert (first.series_created, first.error) == (2, None)
+    burst = [sample("m", 2, 2.0, i=str(i)) for i in range(6)]  # 2 known, 4 new: over by 3
+    result = store.save_collection(
+        engine, registry, source="src", started_at=NOW, finished_at=NOW, samples=burst, max_series=3
+    )
+    assert (result.points, result.series_created) == (2, 0)
+    assert (
+        result.error
+        == "cardinality guard: 4 new series refused (source 'src' may have at most max_series=3)"
+    )
+    assert store.last_collections(engine, "src")[0].error == result.error
+    assert count(engine, "series") == 2
+    one_more = store.save_collection(
+        engine,
+        registry,
+        source="src",
+        started_at=NOW,
+        finished_at=NOW,
+        samples=burst[:3],
+        max_series=3,
+    )
+    assert (one_more.series_created, one_more.error) == (1, None)
