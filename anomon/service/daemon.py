@@ -1,7 +1,8 @@
 """``anomon run``: the scheduler, its jobs, and a clean stop on SIGTERM / SIGINT.
 
 The only module that imports APScheduler. Jobs are built from the config at start
-(never pickled into a job store): one collection job per enabled source.
+(never pickled into a job store): one collection job per enabled source, and the
+detection job.
 """
 
 from __future__ import annotations
