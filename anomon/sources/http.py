@@ -1,14 +1,20 @@
-"""One bounded HTTP GET for the sources that pull over HTTP, with secret-free errors."""
+"""What the sources that pull over HTTP share: one bounded GET with secret-free errors."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from anomon.config import HttpSourceBase
 from anomon.errors import SourceError
+from anomon.model import Sample, SeriesInfo, SeriesKind
+from anomon.sources.base import PartialCollection
+
+ConfigT = TypeVar("ConfigT", bound=HttpSourceBase)
 
 
 def fetch(
@@ -54,3 +60,44 @@ def safe_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class HttpSource(Generic[ConfigT]):
+    """What the sources that pull over HTTP share: a client, a safe URL for messages,
+    the series' info, one bounded GET, and how problems end a collection."""
+
+    def __init__(self, config: ConfigT, *, client: httpx.Client | None = None) -> None:
+        self.name = config.name
+        self._config = config
+        self._client = client or httpx.Client(follow_redirects=False)
+        self._where = safe_url(config.url)
+        self._info = SeriesInfo(
+            config.name, config.entity or config.name, SeriesKind(config.series_kind)
+        )
+
+    def close(self) -> None:
+        """Release the HTTP connections."""
+        self._client.close()
+
+    def _get(self, url: str | None = None) -> bytes:
+        """GET ``url`` (default: the configured one) with the configured limits."""
+        config = self._config
+        return fetch(
+            self._client,
+            url or config.url,
+            headers=config.headers,
+            bearer_token=config.bearer_token,
+            timeout=config.timeout,
+            max_bytes=config.max_bytes,
+        )
+
+    def _outcome(self, samples: list[Sample], problems: list[str]) -> list[Sample]:
+        """Return ``samples``; with problems, raise (PartialCollection if some were read)."""
+        if not problems:
+            return samples
+        shown = "; ".join(problems[:5]) + (
+            f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        )
+        if not samples:
+            raise SourceError(f"{self._where}: {shown}")
+        raise PartialCollection(f"{self._where}: {shown}", samples)

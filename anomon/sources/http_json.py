@@ -15,35 +15,17 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from anomon.config import HttpJsonSourceConfig
 from anomon.errors import SourceError
-from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
-from anomon.sources.base import PartialCollection
-from anomon.sources.http import fetch, safe_url
+from anomon.model import Sample, SeriesKey
+from anomon.sources.http import HttpSource
 from anomon.timeutil import to_epoch
 
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
-class HttpJsonSource:
+class HttpJsonSource(HttpSource[HttpJsonSourceConfig]):
     """Collect the configured fields of one JSON endpoint. ``client`` is passed in for tests."""
-
-    def __init__(self, config: HttpJsonSourceConfig, *, client: httpx.Client | None = None) -> None:
-        self.name = config.name
-        self._config = config
-        self._client = client or httpx.Client(follow_redirects=False)
-        self._where = safe_url(config.url)
-        self._info = SeriesInfo(
-            source=config.name,
-            entity=config.entity or config.name,
-            kind=SeriesKind(config.series_kind),
-        )
-
-    def close(self) -> None:
-        """Release the HTTP connections."""
-        self._client.close()
 
     def collect(self, now: datetime) -> list[Sample]:
         """Fetch the endpoint and return one sample per readable field."""
@@ -58,24 +40,11 @@ class HttpJsonSource:
                 continue
             key = SeriesKey.of(metric, self._config.labels)
             samples.append(Sample(key, self._info, ts, value))
-        if problems:
-            if not samples:
-                raise SourceError(f"{self._where}: " + "; ".join(problems))
-            raise PartialCollection(f"{self._where}: " + "; ".join(problems), samples)
-        return samples
+        return self._outcome(samples, problems)
 
     def _fetch(self) -> Any:
-        config = self._config
-        body = fetch(
-            self._client,
-            config.url,
-            headers=config.headers,
-            bearer_token=config.bearer_token,
-            timeout=config.timeout,
-            max_bytes=config.max_bytes,
-        )
         try:
-            return json.loads(body)
+            return json.loads(self._get())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SourceError(f"{self._where}: invalid JSON ({exc})") from None
 

@@ -16,32 +16,14 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
-
 from anomon.config import PrometheusQuerySourceConfig
 from anomon.errors import SourceError
-from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
-from anomon.sources.base import PartialCollection
-from anomon.sources.http import fetch, safe_url
+from anomon.model import Sample, SeriesKey
+from anomon.sources.http import HttpSource
 
 
-class PrometheusQuerySource:
+class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
     """Run the configured PromQL queries. ``client`` is passed in for tests."""
-
-    def __init__(
-        self, config: PrometheusQuerySourceConfig, *, client: httpx.Client | None = None
-    ) -> None:
-        self.name = config.name
-        self._config = config
-        self._client = client or httpx.Client(follow_redirects=False)
-        self._where = safe_url(config.url)
-        self._info = SeriesInfo(
-            config.name, config.entity or config.name, SeriesKind(config.series_kind)
-        )
-
-    def close(self) -> None:
-        """Release the HTTP connections."""
-        self._client.close()
 
     def collect(self, now: datetime) -> list[Sample]:
         """Evaluate every query at ``now``; raise PartialCollection for the failed ones."""
@@ -52,27 +34,15 @@ class PrometheusQuerySource:
                 samples += self._query(metric, query, now)
             except SourceError as exc:
                 problems.append(f"{metric}: {exc}")
-        if problems:
-            if not samples:
-                raise SourceError(f"{self._where}: " + "; ".join(problems))
-            raise PartialCollection(f"{self._where}: " + "; ".join(problems), samples)
-        return samples
+        return self._outcome(samples, problems)
 
     def _query(self, metric: str, query: str, now: datetime) -> list[Sample]:
         config = self._config
         url = f"{config.url.rstrip('/')}/api/v1/query?" + urlencode(
             {"query": query, "time": f"{now.timestamp():.3f}"}
         )
-        body = fetch(
-            self._client,
-            url,
-            headers=config.headers,
-            bearer_token=config.bearer_token,
-            timeout=config.timeout,
-            max_bytes=config.max_bytes,
-        )
         try:
-            reply = json.loads(body)
+            reply = json.loads(self._get(url))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise SourceError("the answer is not JSON") from None
         if not isinstance(reply, dict) or reply.get("status") != "success":

@@ -25,47 +25,28 @@ from prometheus_client.samples import Sample as PromSample
 
 from anomon.config import PrometheusScrapeSourceConfig
 from anomon.errors import SourceError
-from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
-from anomon.sources.base import PartialCollection
-from anomon.sources.http import fetch, safe_url
+from anomon.model import Sample, SeriesKey
+from anomon.sources.http import HttpSource
 from anomon.timeutil import to_epoch
 
 LabelKey = tuple[tuple[str, str], ...]
 Totals = dict[tuple[str, LabelKey], float]
 
 
-class PrometheusScrapeSource:
+class PrometheusScrapeSource(HttpSource[PrometheusScrapeSourceConfig]):
     """Scrape one exposition endpoint. ``client`` is passed in for tests."""
 
     def __init__(
         self, config: PrometheusScrapeSourceConfig, *, client: httpx.Client | None = None
     ) -> None:
-        self.name = config.name
-        self._config = config
-        self._client = client or httpx.Client(follow_redirects=False)
-        self._where = safe_url(config.url)
-        self._info = SeriesInfo(
-            config.name, config.entity or config.name, SeriesKind(config.series_kind)
-        )
+        super().__init__(config, client=client)
         self._previous: dict[tuple[str, LabelKey], float] = {}  # totals of the last scrape
         self._previous_at: float | None = None
 
-    def close(self) -> None:
-        """Release the HTTP connections."""
-        self._client.close()
-
     def collect(self, now: datetime) -> list[Sample]:
-        """Scrape and return the kept series; raise PartialCollection for skipped ones."""
-        config = self._config
-        body = fetch(
-            self._client,
-            config.url,
-            headers=config.headers,
-            bearer_token=config.bearer_token,
-            timeout=config.timeout,
-            max_bytes=config.max_bytes,
-        )
-        families, problems = self._parse(body)
+        """Scrape and return the kept series; raise PartialCollection for skipped ones
+        (SourceError when nothing could be read)."""
+        families, problems = self._parse(self._get())
         at = now.timestamp()
         elapsed = at - self._previous_at if self._previous_at is not None else None
         totals: dict[tuple[str, LabelKey], float] = {}
@@ -86,17 +67,12 @@ class PrometheusScrapeSource:
         self._previous, self._previous_at = totals, at
         ts = to_epoch(now)
         samples = [
-            Sample(SeriesKey.of(name, {**dict(labels), **config.labels}), self._info, ts, value)
+            Sample(
+                SeriesKey.of(name, {**dict(labels), **self._config.labels}), self._info, ts, value
+            )
             for (name, labels), value in values.items()
         ]
-        if problems:
-            raise PartialCollection(
-                f"{self._where}: "
-                + "; ".join(problems[:5])
-                + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""),
-                samples,
-            )
-        return samples
+        return self._outcome(samples, problems)
 
     def _parse(self, body: bytes) -> tuple[list[Metric], list[str]]:
         try:

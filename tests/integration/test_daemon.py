@@ -7,9 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import pytest
 from anomon import store
 from anomon.errors import StoreError
 from tests.conftest import ROOT
+from tests.loopback import serve
 
 CONFIG = """
 [database]
@@ -104,25 +103,18 @@ def test_it_collects_and_detects_every_interval_and_stops_cleanly(
 def test_it_collects_a_json_endpoint_and_records_its_failures(tmp_path: Path) -> None:
     """An http_json source in the real daemon: good payloads stored, a dead one recorded."""
 
-    class Stats(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps({"latency": {"p99": 0.2}, "accuracy": 0.91}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    stats = json.dumps({"latency": {"p99": 0.2}, "accuracy": 0.91}).encode()
+    with serve(lambda _path: (200, stats)) as endpoint:
+        _run_json_daemon(tmp_path, endpoint)
 
-        def log_message(self, *args: object) -> None:
-            pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Stats)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+def _run_json_daemon(tmp_path: Path, endpoint: str) -> None:
     url = f"sqlite:///{tmp_path / 'json.db'}"
     config = tmp_path / "anomon.toml"
     config.write_text(
         f'[database]\nurl = "{url}"\n'
         '[[sources]]\nname = "host"\nkind = "http_json"\ninterval = "1s"\n'
-        f'url = "http://127.0.0.1:{httpd.server_address[1]}/stats"\n'
+        f'url = "{endpoint}/stats"\n'
         'fields = {latency_p99 = "latency.p99", accuracy = "accuracy"}\n'
         '[[sources]]\nname = "dead"\nkind = "http_json"\ninterval = "1s"\n'
         'url = "http://127.0.0.1:9/stats"\nfields = {x = "x"}\n'
@@ -142,8 +134,6 @@ def test_it_collects_a_json_endpoint_and_records_its_failures(tmp_path: Path) ->
     finally:
         if daemon.poll() is None:
             daemon.kill()
-        httpd.shutdown()
-        httpd.server_close()
     assert daemon.returncode == 0
     engine = store.open_engine(url)
     good, dead = (

@@ -10,11 +10,9 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -24,6 +22,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from anomon.config import PrometheusQuerySourceConfig
 from anomon.errors import SourceError
 from anomon.sources import PartialCollection, PrometheusQuerySource
+from tests.loopback import serve
 
 
 def free_port() -> int:
@@ -44,23 +43,18 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     accuracy.labels("churn").set(0.93)
     accuracy.labels("fraud").set(0.88)
 
-    class Exporter(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = generate_latest(registry)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    with serve(lambda _path: (200, generate_latest(registry))) as exporter:
+        yield from _run_prometheus(binary, exporter, tmp_path_factory)
 
-        def log_message(self, *args: object) -> None:
-            pass
 
-    exporter = ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
-    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+def _run_prometheus(
+    binary: str, exporter: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Start Prometheus scraping ``exporter`` every second; yield its URL once it has data."""
     folder: Path = tmp_path_factory.mktemp("prometheus")
     (folder / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: model\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{exporter.server_address[1]}']\n"
+        f"    static_configs:\n      - targets: ['{exporter.removeprefix('http://')}']\n"
     )
     port = free_port()
     server = subprocess.Popen(
@@ -92,8 +86,6 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=30)
-        exporter.shutdown()
-        exporter.server_close()
 
 
 OPEN: list[PrometheusQuerySource] = []
