@@ -199,6 +199,8 @@ class SystemSourceConfig(SourceBase):
     disk_io: bool = True
     network: bool = True
     load: bool = True
+    process_name: str | None = None
+    pid_file: str | None = None
 
 
 def _http_url(url: str) -> str:

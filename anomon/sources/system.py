@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -54,6 +55,7 @@ class SystemSource:
             source=config.name, entity=config.entity or host, kind=SeriesKind.RESOURCE
         )
         self._previous: _Counters | None = None
+        self._process: tuple[int, float, float] | None = None  # pid, cpu seconds, monotonic
 
     def collect(self, now: datetime) -> list[Sample]:
         """Return this host's metrics at ``now``; raise PartialCollection if a part failed."""
@@ -71,6 +73,7 @@ class SystemSource:
         self._previous = counters
         self._add_memory(add)
         self._add_disks(add, problems)
+        self._add_process(add, problems)
         if self._config.load:
             for minutes, value in zip((1, 5, 15), self._ps.getloadavg(), strict=True):
                 add(f"system_load{minutes}", value, "")
@@ -140,6 +143,52 @@ class SystemSource:
                 continue
             add("system_disk_used_bytes", usage.used, "bytes", mount=mount)
             add("system_disk_percent", usage.percent, "percent", mount=mount)
+
+    def _add_process(self, add: Callable[..., None], problems: list[str]) -> None:
+        """The watched process (the model server): up, CPU percent and resident memory.
+
+        A process that is gone scores ``system_process_up`` 0 and names itself in the
+        collection's error; its CPU rate restarts when it comes back.
+        """
+        config = self._config
+        if config.process_name is None and config.pid_file is None:
+            return
+        watched = config.process_name or config.pid_file or ""
+        process = self._find_process()
+        if process is None:
+            self._process = None
+            add("system_process_up", 0.0, "", process=watched)
+            problems.append(f"process {watched!r} is not running")
+            return
+        try:
+            with process.oneshot():
+                times, memory = process.cpu_times(), process.memory_info()
+        except (self._ps.NoSuchProcess, self._ps.AccessDenied) as exc:
+            self._process = None
+            add("system_process_up", 0.0, "", process=watched)
+            problems.append(f"process {watched!r}: {type(exc).__name__}")
+            return
+        now, cpu = self._monotonic(), times.user + times.system
+        add("system_process_up", 1.0, "", process=watched)
+        add("system_process_rss_bytes", memory.rss, "bytes", process=watched)
+        if self._process is not None and self._process[0] == process.pid and now > self._process[2]:
+            busy = 100.0 * (cpu - self._process[1]) / (now - self._process[2])
+            add("system_process_cpu_percent", max(busy, 0.0), "percent", process=watched)
+        self._process = (process.pid, cpu, now)
+
+    def _find_process(self) -> Any:
+        """The process named by the pid file, else the first whose name matches."""
+        config = self._config
+        if config.pid_file is not None:
+            try:
+                pid = int(Path(config.pid_file).read_text(encoding="utf-8").split()[0])
+                return self._ps.Process(pid)
+            except (OSError, ValueError, IndexError, self._ps.NoSuchProcess):
+                return None
+        for process in self._ps.process_iter(["name"]):
+            if process.info.get("name") == config.process_name:
+                return process
+        return None
 
 
 def _idle_total(times: Any) -> tuple[float, float]:

@@ -55,7 +55,8 @@ def test_config_check_prints_every_problem_and_exits_2(tmp_path: Path) -> None:
         f"{path}: sources[0].interval: expected a duration such as 15s, 5m, 1h30m or 7d "
         "(units ms, s, m, h, d, w), got: 'soon'",
         f"{path}: sources[1].every: unknown key; expected one of: name, interval, timeout, labels, "
-        "entity, enabled, max_series, kind, per_cpu, disks, disk_io, network, load",
+        "entity, enabled, max_series, kind, per_cpu, disks, disk_io, network, load, process_name, "
+        "pid_file",
     ]
 
 
