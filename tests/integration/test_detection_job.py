@@ -69,6 +69,12 @@ def test_it_scores_new_samples_once_and_resumes_after_a_restart(engine: store.En
     assert 80 <= hit.score <= 100
     assert set(json.loads(hit.detector_scores)) == {"zscore", "seasonal", "forest", "limit"}
     assert hit.config_hash == config_hash(CONFIG)
+    with engine.connect() as conn:  # the view people and Grafana read
+        named = conn.exec_driver_sql(
+            f"SELECT metric, entity, at, score FROM anomalies_named WHERE id = {hit.id}"
+        ).one()
+    assert (named.metric, named.entity, named.score) == ("latency_p99", "model-a", hit.score)
+    assert str(named.at).startswith(str(datetime.fromtimestamp(hit.ts, UTC))[:16])
 
     job_again = DetectJob(engine, CONFIG, clock=lambda: NOW)
     job_again()  # nothing new to score: nothing new stored
