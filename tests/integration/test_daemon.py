@@ -32,9 +32,10 @@ per_cpu = true
 """
 
 
-def start_daemon(tmp_path: Path, url: str) -> subprocess.Popen[str]:
+def start_daemon(tmp_path: Path, url: str, text: str = CONFIG) -> subprocess.Popen[str]:
+    """Write ``text`` (with ``{url}``) as the config and start ``anomon run`` on it."""
     config = tmp_path / "anomon.toml"
-    config.write_text(CONFIG.format(url=url), encoding="utf-8")
+    config.write_text(text.replace("{url}", url), encoding="utf-8")
     return subprocess.Popen(
         [sys.executable, "-m", "anomon", "run", "--config", str(config)],
         cwd=ROOT,
@@ -110,23 +111,15 @@ def test_it_collects_a_json_endpoint_and_records_its_failures(tmp_path: Path) ->
 
 def _run_json_daemon(tmp_path: Path, endpoint: str) -> None:
     url = f"sqlite:///{tmp_path / 'json.db'}"
-    config = tmp_path / "anomon.toml"
-    config.write_text(
-        f'[database]\nurl = "{url}"\n'
+    config = (
+        '[database]\nurl = "{url}"\n'
         '[[sources]]\nname = "host"\nkind = "http_json"\ninterval = "1s"\n'
         f'url = "{endpoint}/stats"\n'
         'fields = {latency_p99 = "latency.p99", accuracy = "accuracy"}\n'
         '[[sources]]\nname = "dead"\nkind = "http_json"\ninterval = "1s"\n'
         'url = "http://127.0.0.1:9/stats"\nfields = {x = "x"}\n'
     )
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "anomon", "run", "--config", str(config)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "ANOMON_DATABASE_URL": ""},
-    )
+    daemon = start_daemon(tmp_path, url, config)
     try:
         assert wait_for_runs(url, 3, daemon) >= 3
         daemon.send_signal(signal.SIGTERM)
