@@ -15,7 +15,8 @@ from anomon import __version__, service, store
 from anomon.config import DEFAULT_CONFIG_PATH, Config, DetectionConfig, load_config
 from anomon.detect import evaluate as evaluation
 from anomon.detect import replay as replaying
-from anomon.errors import AnomonError
+from anomon.errors import AnomonError, UsageError
+from anomon.timeutil import parse_duration
 
 CONFIG_ENV = "ANOMON_CONFIG"
 
@@ -30,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except AnomonError as exc:
-        print(f"Error: {exc}" if exc.exit_code != 2 else str(exc), file=sys.stderr)
+        bare = exc.exit_code == 2 and not isinstance(exc, UsageError)  # config: PATH: field
+        print(str(exc) if bare else f"Error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -48,6 +50,20 @@ def _parser() -> argparse.ArgumentParser:
         "--migrate",
         action="store_true",
         help="upgrade a database that is behind the migrations instead of refusing",
+    )
+
+    backfill = _command(
+        commands,
+        "backfill",
+        "pull a source's history into the database (prometheus_query, predictions, sql)",
+        _backfill,
+    )
+    backfill.add_argument("--source", required=True, help="the [[sources]] name")
+    backfill.add_argument(
+        "--since", required=True, type=_duration, help="how far back, e.g. 7d or 12h"
+    )
+    backfill.add_argument(
+        "--migrate", action="store_true", help="upgrade a database behind the migrations"
     )
 
     config = commands.add_parser("config", help="work with the config file")
@@ -142,6 +158,47 @@ def _run(args: argparse.Namespace) -> int:
     for chatty in ("apscheduler", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     return service.run(config, migrate=args.migrate)
+
+
+def _duration(text: str) -> object:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    config = _load(args)
+    engine = store.open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
+    store.ensure_schema(engine, migrate=args.migrate or config.database.migrate_on_start)
+    bar = _ProgressBar(f"backfill {args.source}") if sys.stderr.isatty() else None
+    result = service.backfill(config, engine, args.source, since=args.since, progress=bar)
+    if bar is not None:
+        bar.finish()
+    engine.dispose()
+    for failure in result.failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    print(
+        f"backfill {args.source}: {result.chunks} chunk(s), {result.points} new point(s), "
+        f"{result.series_created} new series, {len(result.failures)} failed chunk(s)"
+    )
+    return 1 if result.failures else 0
+
+
+class _ProgressBar:
+    """One self-overwriting line on the terminal: ``label [#####-----] 5/10, N points``."""
+
+    def __init__(self, label: str, width: int = 30) -> None:
+        self._label, self._width = label, width
+
+    def __call__(self, done: int, total: int, points: int) -> None:
+        filled = self._width * done // max(total, 1)
+        bar = "#" * filled + "-" * (self._width - filled)
+        sys.stderr.write(f"\r{self._label} [{bar}] {done}/{total} chunks, {points:,} points")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        sys.stderr.write("\n")
 
 
 def _config_check(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ and are mirrored, key by key, in ``config/anomon.example.toml``.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
@@ -260,17 +261,148 @@ class PrometheusQuerySourceConfig(HttpSourceBase):
     queries: Annotated[dict[MetricName, Annotated[str, Field(min_length=1)]], Field(min_length=1)]
 
 
+def _sqlalchemy_url(url: str) -> str:
+    if not re.match(r"^[A-Za-z][A-Za-z0-9+]*://", url):
+        raise ValueError(
+            "expected a SQLAlchemy URL such as sqlite:///logs.db or "
+            f"postgresql://user@host/db, got: {url[:12]!r}"
+        )
+    return url
+
+
+SqlalchemyUrl = Annotated[str, AfterValidator(_sqlalchemy_url)]
+ColumnName = Annotated[str, Field(min_length=1)]
+
+
+class SqlSourceConfig(SourceBase):
+    """``kind = "sql"``: any query returning rows of (metric, value[, ts][, labels...])."""
+
+    kind: Literal["sql"]
+    url: SqlalchemyUrl
+    query: Annotated[str, Field(min_length=1)]
+    series_kind: Literal["quality", "latency", "resource", "custom"] = "custom"
+
+
+class PredictionsSourceConfig(SourceBase):
+    """``kind = "predictions"``: model quality per window from labelled prediction logs."""
+
+    kind: Literal["predictions"]
+    url: SqlalchemyUrl | None = None
+    query: Annotated[str, Field(min_length=1)] | None = None
+    path: Annotated[str, Field(min_length=1)] | None = None
+    format: Literal["auto", "csv", "jsonl"] = "auto"
+    timestamp: ColumnName = "ts"
+    prediction: ColumnName = "prediction"
+    label: ColumnName = "label"
+    score: ColumnName | None = None
+    class_scores: dict[str, ColumnName] = Field(default_factory=dict)
+    group_by: list[ColumnName] = Field(default_factory=lambda: ["model", "version"])
+    average: Literal["binary", "macro", "weighted"] = "binary"
+    pos_label: str = "1"
+    window: Annotated[PositiveDuration, AfterValidator(_at_least_one_second)] = timedelta(hours=1)
+    min_labels: Annotated[int, Field(ge=1)] = 100
+    label_delay: Duration = timedelta(days=1)
+    lookback: PositiveDuration = timedelta(days=7)
+    interval: Annotated[PositiveDuration, AfterValidator(_at_least_one_second)] = timedelta(
+        minutes=5
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> PredictionsSourceConfig:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("set either path (a CSV / JSONL file) or url and query, not both")
+        if self.url is not None and self.query is None:
+            raise ValueError("url needs a query selecting the prediction log's rows")
+        if self.path is not None and self.query is not None:
+            raise ValueError("query goes with url, not with path")
+        if self.score and self.class_scores:
+            raise ValueError("set score (binary) or class_scores (multiclass), not both")
+        if self.lookback < self.window:
+            raise ValueError("lookback must be at least one window")
+        return self
+
+
+def _regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression ({exc}): {pattern!r}") from None
+    return pattern
+
+
+Regex = Annotated[str, Field(min_length=1), AfterValidator(_regex)]
+
+
+class LogPattern(Section):
+    """One ``[sources.patterns.NAME]`` of a logs source: a regex and what to make of it."""
+
+    regex: Regex
+    aggregate: Literal["count", "sum", "mean", "max", "min"] = "count"
+
+    @model_validator(mode="after")
+    def _value_group(self) -> LogPattern:
+        if self.aggregate != "count" and "value" not in re.compile(self.regex).groupindex:
+            raise ValueError(
+                f"aggregate {self.aggregate!r} needs a named group (?P<value>...) in "
+                f"the regex, got: {self.regex!r}"
+            )
+        return self
+
+
+def _encoding(name: str) -> str:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise ValueError(
+            f"unknown text encoding, expected e.g. utf-8 or latin-1, got: {name!r}"
+        ) from None
+    return name
+
+
+def _log_pattern(value: object) -> object:
+    return {"regex": value} if isinstance(value, str) else value
+
+
+class LogsSourceConfig(SourceBase):
+    """``kind = "logs"``: lines of a log file matching named regexes, per interval."""
+
+    kind: Literal["logs"]
+    path: Annotated[str, Field(min_length=1)]
+    patterns: Annotated[
+        dict[MetricName, Annotated[LogPattern, BeforeValidator(_log_pattern)]],
+        Field(min_length=1),
+    ]
+    from_start: bool = False
+    encoding: Annotated[str, AfterValidator(_encoding)] = "utf-8"
+    max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+
+
+class GpuSourceConfig(SourceBase):
+    """``kind = "gpu"``: utilisation, memory, temperature and power per GPU (NVML)."""
+
+    kind: Literal["gpu"]
+    devices: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+
+
 SOURCE_MODELS: dict[str, type[SourceBase]] = {
     "system": SystemSourceConfig,
     "http_json": HttpJsonSourceConfig,
     "prometheus_scrape": PrometheusScrapeSourceConfig,
     "prometheus_query": PrometheusQuerySourceConfig,
+    "sql": SqlSourceConfig,
+    "predictions": PredictionsSourceConfig,
+    "logs": LogsSourceConfig,
+    "gpu": GpuSourceConfig,
 }
 SourceConfig = Annotated[
     SystemSourceConfig
     | HttpJsonSourceConfig
     | PrometheusScrapeSourceConfig
-    | PrometheusQuerySourceConfig,
+    | PrometheusQuerySourceConfig
+    | SqlSourceConfig
+    | PredictionsSourceConfig
+    | LogsSourceConfig
+    | GpuSourceConfig,
     Field(discriminator="kind"),
 ]
 

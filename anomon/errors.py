@@ -7,6 +7,7 @@ turns them into messages and exit codes, and only the daemon's jobs catch broadl
 
     AnomonError
     ├── ConfigError        the config file is unreadable or invalid (exit 2)
+    ├── UsageError         a command asked for something the config does not have (exit 2)
     ├── DataError          an input file (replay / evaluate) is unreadable or malformed (exit 2)
     ├── StoreError         the database cannot be reached or written (exit 1)
     │   └── SchemaError    the schema is missing, behind or ahead of this anomon
@@ -39,6 +40,12 @@ class ConfigError(AnomonError):
         self.path = path
         self.problems = tuple(problems)
         super().__init__("\n".join(f"{path}: {problem}" for problem in self.problems))
+
+
+class UsageError(AnomonError):
+    """A command names something that does not exist or cannot do what was asked."""
+
+    exit_code = 2
 
 
 class DataError(AnomonError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -73,3 +74,32 @@ def format_duration(span: timedelta) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+def parse_instant(raw: object) -> int:
+    """Return epoch seconds of ``raw``: a number of seconds, a datetime or ISO 8601 text.
+
+    A datetime or text without a zone is taken as UTC. Raises ValueError naming ``raw``.
+    """
+    if isinstance(raw, datetime):
+        return to_epoch(raw if raw.tzinfo else raw.replace(tzinfo=UTC))
+    if isinstance(raw, str):
+        try:
+            return parse_instant(float(raw))  # digits are epoch seconds, never a date
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"not a time (epoch seconds or ISO 8601): {raw[:40]!r}") from None
+        return parse_instant(moment)
+    if isinstance(raw, bool):
+        raise ValueError(f"not a time (epoch seconds or ISO 8601): {raw!r}")
+    if not isinstance(raw, int | float):
+        try:  # Decimal and numpy numbers
+            raw = float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"not a time (epoch seconds or ISO 8601): {raw!r}") from None
+    if not math.isfinite(raw):
+        raise ValueError(f"not a time (epoch seconds or ISO 8601): {raw!r}")
+    return int(raw // 1)

@@ -1,5 +1,6 @@
 """The daemon: the only package that imports APScheduler and joins the others."""
 
+from anomon.service.backfill import BackfillResult, backfill
 from anomon.service.daemon import build_scheduler, run
 
-__all__ = ["build_scheduler", "run"]
+__all__ = ["BackfillResult", "backfill", "build_scheduler", "run"]

@@ -20,15 +20,16 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from anomon.config import Config
+from anomon.config import Config, SourceConfig
 from anomon.service.detection import DetectJob
 from anomon.service.jobs import CollectJob
-from anomon.sources import Source, build_source
+from anomon.sources import Source, SourceUnavailable, build_source
 from anomon.store import (
     Engine,
     SeriesRegistry,
     check_writable,
     ensure_schema,
+    open_database,
     open_engine,
     redact,
 )
@@ -85,7 +86,7 @@ def run(config: Config, *, migrate: bool = False) -> int:
     check_writable(engine)
     log.info("database %s: %s", redact(config.database.url), outcome)
     inflight = _InFlight()
-    sources = [build_source(source) for source in config.sources if source.enabled]
+    sources = build_sources(config)
     scheduler = build_scheduler(config, engine, inflight, sources)
     _stop_on_signals(scheduler)
     log.info("anomon running: %d job(s); stop with Ctrl-C or SIGTERM", len(scheduler.get_jobs()))
@@ -96,7 +97,7 @@ def run(config: Config, *, migrate: bool = False) -> int:
         )
         logging.shutdown()
         os._exit(1)  # the worker threads would otherwise keep the process alive
-    for source in sources:
+    for _, source in sources:
         close = getattr(source, "close", None)
         if close is not None:
             close()  # HTTP sources hold connections
@@ -105,18 +106,31 @@ def run(config: Config, *, migrate: bool = False) -> int:
     return 0
 
 
-def build_scheduler(
-    config: Config, engine: Engine, inflight: _InFlight, sources: list[Source]
-) -> BlockingScheduler:
-    """Return a scheduler with one collection job per enabled source (first run now) and
-    the detection job (first run one interval from now).
+def build_sources(config: Config) -> list[tuple[SourceConfig, Source]]:
+    """Build every enabled source; skip, with one warning line, those that cannot run here
+    (a ``gpu`` source without NVML)."""
+    built = []
+    for source_config in config.sources:
+        if not source_config.enabled:
+            continue
+        try:
+            built.append((source_config, build_source(source_config, open_database=open_database)))
+        except SourceUnavailable as exc:
+            log.warning("source %s: %s; skipped", source_config.name, exc)
+    return built
 
-    ``sources`` are the built sources of the enabled ``config.sources``, in order.
-    """
-    enabled = [source for source in config.sources if source.enabled]
+
+def build_scheduler(
+    config: Config,
+    engine: Engine,
+    inflight: _InFlight,
+    sources: list[tuple[SourceConfig, Source]],
+) -> BlockingScheduler:
+    """Return a scheduler with one collection job per built source (first run now) and
+    the detection job (first run one interval from now)."""
     scheduler = BlockingScheduler(
         timezone=UTC,
-        executors={"default": ThreadPoolExecutor(max_workers=max(2, min(8, len(enabled) + 1)))},
+        executors={"default": ThreadPoolExecutor(max_workers=max(2, min(8, len(sources) + 1)))},
         job_defaults={"coalesce": True, "max_instances": 1},
     )
     registry = SeriesRegistry()
@@ -131,7 +145,7 @@ def build_scheduler(
             next_run_time=now + detection.interval,
             misfire_grace_time=max(1, int(detection.interval.total_seconds())),
         )
-    for source, source_config in zip(sources, enabled, strict=True):
+    for source_config, source in sources:
         job = CollectJob(source, engine, registry, max_series=source_config.max_series)
         scheduler.add_job(
             inflight.wrap(job),

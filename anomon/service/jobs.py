@@ -40,6 +40,7 @@ class CollectJob:
                 samples=samples,
                 error=error,
                 max_series=self.max_series,
+                replace=getattr(self.source, "replaces_samples", False),
             )
         except AnomonError as exc:
             log.error(

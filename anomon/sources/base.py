@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from anomon.errors import SourceError
 from anomon.model import Sample
@@ -15,6 +15,8 @@ class Source(Protocol):
 
     Raises :class:`~anomon.errors.SourceError` (one readable line, no secrets) when
     nothing could be collected, or :class:`PartialCollection` when only part could.
+    A source whose class sets ``replaces_samples = True`` (it recomputes past points)
+    has its samples overwrite stored ones instead of being skipped as duplicates.
     """
 
     name: str
@@ -30,3 +32,41 @@ class PartialCollection(SourceError):
     def __init__(self, reason: str, samples: Sequence[Sample]) -> None:
         super().__init__(reason)
         self.samples = list(samples)
+
+
+def summarise(problems: Sequence[str], shown: int = 5) -> str:
+    """Join the first ``shown`` problems into one line and count the rest."""
+    more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""
+    return "; ".join(problems[:shown]) + more
+
+
+class Database(Protocol):
+    """A user's database that a source reads from (made by the store, passed in)."""
+
+    label: str  # the URL with the password hidden, for messages
+
+    def query(self, sql: str, params: Mapping[str, Any]) -> tuple[list[str], list[Sequence[Any]]]:
+        """Return the column names and rows of ``sql``; raise StoreError on failure."""
+        ...
+
+    def close(self) -> None:
+        """Release the connections."""
+        ...
+
+
+OpenDatabase = Callable[[str, timedelta], Database]
+"""Open a :class:`Database` from a SQLAlchemy URL with a per-query time limit."""
+
+
+class Backfillable(Protocol):
+    """A source that can also pull the history of a past time range (``anomon backfill``)."""
+
+    name: str
+
+    def backfill_chunks(self, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+        """Split ``[since, until)`` into the ranges one :meth:`collect_range` call pulls."""
+        ...
+
+    def collect_range(self, start: datetime, end: datetime) -> list[Sample]:
+        """Return the samples of ``[start, end)``; raise SourceError like ``collect``."""
+        ...

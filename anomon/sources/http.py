@@ -12,7 +12,7 @@ import httpx
 from anomon.config import HttpSourceBase
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesInfo, SeriesKind
-from anomon.sources.base import PartialCollection
+from anomon.sources.base import PartialCollection, summarise
 
 ConfigT = TypeVar("ConfigT", bound=HttpSourceBase)
 
@@ -95,9 +95,7 @@ class HttpSource(Generic[ConfigT]):
         """Return ``samples``; with problems, raise (PartialCollection if some were read)."""
         if not problems:
             return samples
-        shown = "; ".join(problems[:5]) + (
-            f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        )
+        shown = summarise(problems)
         if not samples:
             raise SourceError(f"{self._where}: {shown}")
         raise PartialCollection(f"{self._where}: {shown}", samples)

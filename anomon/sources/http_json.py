@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from anomon.config import HttpJsonSourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesKey
 from anomon.sources.http import HttpSource
-from anomon.timeutil import to_epoch
+from anomon.timeutil import parse_instant, to_epoch
 
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
@@ -54,8 +54,7 @@ class HttpJsonSource(HttpSource[HttpJsonSourceConfig]):
         try:
             raw = pick(document, self._config.timestamp)
             if isinstance(raw, str):  # ISO 8601; no zone means UTC
-                moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-                return to_epoch(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+                return parse_instant(raw)
             return int(_number(raw, self._config.timestamp))
         except ValueError as exc:
             raise SourceError(f"{self._where}: timestamp: {exc}") from None

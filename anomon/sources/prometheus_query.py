@@ -6,6 +6,10 @@ after the query, with the element's labels (``__name__`` dropped) and the source
 labels. A scalar result is one series. A query that fails (bad PromQL, an error from
 the server, a non-numeric value) is named in the collection's error; the other
 queries are still stored.
+
+``anomon backfill`` evaluates the same queries through ``/api/v1/query_range`` with the
+source's interval as the step, in chunks of at most 10,000 steps (Prometheus refuses
+more than 11,000 points per series in one query).
 """
 
 from __future__ import annotations
@@ -20,10 +24,61 @@ from anomon.config import PrometheusQuerySourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesKey
 from anomon.sources.http import HttpSource
+from anomon.timeutil import from_epoch
 
 
 class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
     """Run the configured PromQL queries. ``client`` is passed in for tests."""
+
+    # Prometheus refuses a range query of more than 11,000 points per series.
+    max_points_per_query = 10_000
+
+    def backfill_chunks(self, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+        """Split ``[since, until)`` into ranges of at most ``max_points_per_query`` steps
+        of the source's interval (the range query's step)."""
+        step = self._config.interval
+        span = step * self.max_points_per_query
+        # whole steps since the epoch: a second backfill asks for the same instants
+        start = from_epoch(0) + (since - from_epoch(0)) // step * step
+        chunks = []
+        while start < until:
+            chunks.append((start, min(start + span, until)))
+            start += span
+        return chunks
+
+    def collect_range(self, start: datetime, end: datetime) -> list[Sample]:
+        """Evaluate every query at each step of ``[start, end)`` through ``query_range``."""
+        samples: list[Sample] = []
+        problems: list[str] = []
+        for metric, query in self._config.queries.items():
+            try:
+                samples += self._query_range(metric, query, start, end)
+            except SourceError as exc:
+                problems.append(f"{metric}: {exc}")
+        return self._outcome(samples, problems)
+
+    def _query_range(self, metric: str, query: str, start: datetime, end: datetime) -> list[Sample]:
+        step = self._config.interval.total_seconds()
+        last = end.timestamp() - step / 2  # the range's end is inclusive; [start, end) here
+        if last < start.timestamp():
+            return []
+        reply = self._api(
+            "query_range",
+            {
+                "query": query,
+                "start": f"{start.timestamp():.3f}",
+                "end": f"{last:.3f}",
+                "step": f"{step:g}",
+            },
+        )
+        data = reply["data"]
+        if not isinstance(data, dict) or data.get("resultType") != "matrix":
+            raise SourceError("expected a matrix result from query_range")
+        samples = []
+        for item in data.get("result") or []:
+            labels = {k: v for k, v in item.get("metric", {}).items() if k != "__name__"}
+            samples += [self._sample(metric, labels, point) for point in item.get("values", [])]
+        return samples
 
     def collect(self, now: datetime) -> list[Sample]:
         """Evaluate every query at ``now``; raise PartialCollection for the failed ones."""
@@ -37,10 +92,12 @@ class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
         return self._outcome(samples, problems)
 
     def _query(self, metric: str, query: str, now: datetime) -> list[Sample]:
-        config = self._config
-        url = f"{config.url.rstrip('/')}/api/v1/query?" + urlencode(
-            {"query": query, "time": f"{now.timestamp():.3f}"}
-        )
+        reply = self._api("query", {"query": query, "time": f"{now.timestamp():.3f}"})
+        return [self._sample(metric, labels, point) for labels, point in _points(reply["data"])]
+
+    def _api(self, endpoint: str, params: dict[str, str]) -> dict[str, Any]:
+        """GET ``/api/v1/<endpoint>``; return the successful answer or raise SourceError."""
+        url = f"{self._config.url.rstrip('/')}/api/v1/{endpoint}?" + urlencode(params)
         try:
             reply = json.loads(self._get(url))
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -48,7 +105,7 @@ class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
         if not isinstance(reply, dict) or reply.get("status") != "success":
             error = reply.get("error", "unknown error") if isinstance(reply, dict) else "bad answer"
             raise SourceError(f"query failed: {str(error)[:120]}")
-        return [self._sample(metric, labels, point) for labels, point in _points(reply["data"])]
+        return reply
 
     def _sample(self, metric: str, labels: dict[str, str], point: Any) -> Sample:
         try:

@@ -15,6 +15,7 @@ from anomon.store.detections import (
     series_to_score,
 )
 from anomon.store.engine import check_writable, open_engine, redact
+from anomon.store.external import ExternalDatabase, open_database
 from anomon.store.migrate import (
     check,
     current_revision,
@@ -29,6 +30,7 @@ from anomon.store.series import SeriesRegistry
 __all__ = [
     "CollectionResult",
     "Engine",
+    "ExternalDatabase",
     "Points",
     "ScoredSeries",
     "SeriesRegistry",
@@ -40,6 +42,7 @@ __all__ = [
     "head_revision",
     "insert_samples",
     "last_collections",
+    "open_database",
     "open_engine",
     "read_history",
     "read_recent",

@@ -35,6 +35,7 @@ def save_collection(
     samples: Sequence[Sample],
     error: str | None = None,
     max_series: int | None = None,
+    replace: bool = False,
 ) -> CollectionResult:
     """Store ``samples`` and the ``collection_runs`` row of one pull, in one transaction.
 
@@ -46,6 +47,9 @@ def save_collection(
     ``max_series`` caps how many series ``source`` may own: a collection that would go
     past it creates no new series, stores the samples of the series that exist, and says
     so in its ``error``.
+
+    ``replace`` overwrites the values of points already stored (a source that
+    recomputes past windows) instead of skipping them.
     """
     wanted: dict[SeriesKey, SeriesInfo] = {sample.key: sample.info for sample in samples}
     try:
@@ -73,6 +77,7 @@ def save_collection(
                 [ids[sample.key] for sample in kept],
                 [sample.ts for sample in kept],
                 [sample.value for sample in kept],
+                replace=replace,
             )
             conn.execute(
                 insert(CollectionRun).values(

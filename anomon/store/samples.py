@@ -25,6 +25,16 @@ SERIES_PER_QUERY = 500  # history reads: one query per this many series
 _SQLITE_INSERT = (
     "INSERT INTO samples (series_id, ts, value) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 )
+_SQLITE_REPLACE = (
+    "INSERT INTO samples (series_id, ts, value) VALUES (?, ?, ?) "
+    "ON CONFLICT (series_id, ts) DO UPDATE SET value = excluded.value "
+    "WHERE samples.value != excluded.value"
+)
+_PG_ON_CONFLICT = {
+    False: "ON CONFLICT DO NOTHING",
+    True: "ON CONFLICT (series_id, ts) DO UPDATE SET value = EXCLUDED.value "
+    "WHERE samples.value IS DISTINCT FROM EXCLUDED.value",
+}
 
 # PostgreSQL binary COPY: signature, flags, header extension length; rows; trailer (-1).
 _PG_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
@@ -58,11 +68,15 @@ def insert_samples(
     series_ids: npt.ArrayLike,
     ts: npt.ArrayLike,
     values: npt.ArrayLike,
+    *,
+    replace: bool = False,
 ) -> int:
-    """Insert aligned arrays of samples; return how many were new.
+    """Insert aligned arrays of samples; return how many were new (or, with ``replace``,
+    new or changed).
 
     ``ts`` is whole seconds since the Unix epoch (UTC). Points whose (series_id, ts) is
-    already stored are skipped, so re-ingesting is a no-op. Runs in the caller's
+    already stored are skipped, so re-ingesting is a no-op; with ``replace`` their
+    value is overwritten instead (a recomputed window). Runs in the caller's
     transaction. Raises ValueError for misaligned arrays or non-finite values.
     """
     ids = np.asarray(series_ids, dtype=np.int64)
@@ -79,11 +93,12 @@ def insert_samples(
         return 0
     raw = conn.connection.driver_connection
     if conn.dialect.name == "postgresql":
-        return _copy_postgres(raw, _pg_copy_bytes(ids, times, vals))
+        return _copy_postgres(raw, _pg_copy_bytes(ids, times, vals), replace=replace)
     cursor = raw.cursor()  # type: ignore[union-attr]
     try:
         cursor.executemany(
-            _SQLITE_INSERT, zip(ids.tolist(), times.tolist(), vals.tolist(), strict=True)
+            _SQLITE_REPLACE if replace else _SQLITE_INSERT,
+            zip(ids.tolist(), times.tolist(), vals.tolist(), strict=True),
         )
         return int(cursor.rowcount)
     finally:
@@ -98,7 +113,7 @@ def _pg_copy_bytes(ids: np.ndarray, times: np.ndarray, vals: np.ndarray) -> byte
     return _PG_COPY_HEADER + rows.tobytes() + _PG_COPY_TRAILER
 
 
-def _copy_postgres(raw: Any, payload: bytes) -> int:
+def _copy_postgres(raw: Any, payload: bytes, *, replace: bool) -> int:
     """COPY new points straight in; fall back to a staged ON CONFLICT insert on a duplicate."""
     import psycopg  # the postgres extra; only reached on a PostgreSQL engine
 
@@ -116,7 +131,7 @@ def _copy_postgres(raw: Any, payload: bytes) -> int:
         with cursor.copy("COPY anomon_samples_stage FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(payload)
         cursor.execute(
-            "INSERT INTO samples SELECT * FROM anomon_samples_stage ON CONFLICT DO NOTHING"
+            f"INSERT INTO samples SELECT * FROM anomon_samples_stage {_PG_ON_CONFLICT[replace]}"
         )
         inserted = int(cursor.rowcount)
         cursor.execute("TRUNCATE anomon_samples_stage")

@@ -138,3 +138,62 @@ def _run_json_daemon(tmp_path: Path, endpoint: str) -> None:
     assert dead and all(
         run.points == 0 and "connection refused" in (run.error or "") for run in dead
     )
+
+
+def test_it_runs_the_sql_predictions_logs_and_gpu_kinds_from_config(tmp_path: Path) -> None:
+    """Every new kind in the real daemon; a gpu source without NVML is skipped, said once."""
+    import sqlite3
+
+    now = int(time.time())
+    warehouse = tmp_path / "warehouse.db"
+    with sqlite3.connect(warehouse) as conn:
+        conn.execute("CREATE TABLE p (ts INTEGER, prediction INTEGER, label INTEGER)")
+        hour = now // 3600 * 3600 - 7200  # two whole hours back: a finished window
+        conn.executemany(
+            "INSERT INTO p VALUES (?, ?, ?)", [(hour + i, i % 2, 1) for i in range(20)]
+        )
+    log = tmp_path / "server.log"
+    log.write_text("", encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'kinds.db'}"
+    config = (
+        '[database]\nurl = "{url}"\n'
+        '[[sources]]\nname = "host"\nkind = "sql"\ninterval = "1s"\n'
+        f'url = "sqlite:///{warehouse}"\n'
+        "query = \"SELECT 'predictions_logged' AS metric, count(*) AS value FROM p\"\n"
+        '[[sources]]\nname = "quality"\nkind = "predictions"\ninterval = "1s"\n'
+        f'url = "sqlite:///{warehouse}"\nquery = "SELECT * FROM p WHERE ts >= :since"\n'
+        "group_by = []\nmin_labels = 10\n"
+        '[[sources]]\nname = "log"\nkind = "logs"\ninterval = "1s"\n'
+        f'path = "{log}"\npatterns = {{ errors = "ERROR" }}\n'
+        '[[sources]]\nname = "gpu"\nkind = "gpu"\ninterval = "1s"\n'
+    )
+    daemon = start_daemon(tmp_path, url, config)
+    try:
+        assert wait_for_runs(url, 2, daemon) >= 2
+        with log.open("a", encoding="utf-8") as out:
+            out.write("INFO ok\nERROR boom\nERROR again\n")
+        time.sleep(2.5)
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=30)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0, stderr
+    engine = store.open_engine(url)
+    with engine.connect() as conn:
+        values = dict(
+            conn.exec_driver_sql(
+                "SELECT metric, max(value) FROM samples JOIN series ON series.id = series_id "
+                "GROUP BY metric"
+            ).all()
+        )
+    engine.dispose()
+    assert values["predictions_logged"] == 20
+    assert values["accuracy"] == 0.5 and values["labelled_rows"] == 20
+    assert values["errors"] == 2
+    has_nvml = "NVML not available" not in stderr
+    if not has_nvml:
+        assert stderr.count("source gpu: NVML not available") == 1
+        assert "skipped" in stderr
+    else:
+        assert "gpu_memory_used_bytes" in values

@@ -12,14 +12,15 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from anomon.config import PrometheusQuerySourceConfig
+from anomon import service, store
+from anomon.config import PrometheusQuerySourceConfig, parse_config
 from anomon.errors import SourceError
 from anomon.sources import PartialCollection, PrometheusQuerySource
 from tests.loopback import serve
@@ -141,3 +142,52 @@ def test_a_bad_query_is_named_and_the_others_are_kept(prometheus: str) -> None:
 def test_an_unreachable_server_is_one_line() -> None:
     with pytest.raises(SourceError, match="connection refused"):
         source(f"http://127.0.0.1:{free_port()}", {"a": "up"}).collect(datetime.now(UTC))
+
+
+def test_backfill_pulls_history_in_chunks_and_stores_it_once(
+    prometheus: str, tmp_path: Path
+) -> None:
+    config = parse_config(
+        {
+            "database": {"url": f"sqlite:///{tmp_path / 'anomon.db'}"},
+            "sources": [
+                {
+                    "name": "prom",
+                    "kind": "prometheus_query",
+                    "url": prometheus,
+                    "interval": "1s",
+                    "queries": {"accuracy": "model_accuracy"},
+                }
+            ],
+        }
+    )
+    engine = store.open_engine(config.database.url)
+    store.upgrade(engine)
+    time.sleep(3)  # a few scrapes of history
+    seen: list[tuple[int, int, int]] = []
+    PrometheusQuerySource.max_points_per_query = 4  # force several query_range chunks
+    try:
+        first = service.backfill(
+            engine=engine,
+            config=config,
+            source_name="prom",
+            since=timedelta(seconds=12),
+            progress=lambda *step: seen.append(step),
+        )
+        again = service.backfill(
+            engine=engine, config=config, source_name="prom", since=timedelta(seconds=12)
+        )
+    finally:
+        PrometheusQuerySource.max_points_per_query = 10_000
+    assert first.chunks in (3, 4)  # 12 s in 4-step chunks, from a whole second
+    assert [step[:2] for step in seen] == [(n, first.chunks) for n in range(1, first.chunks + 1)]
+    assert first.failures == []
+    assert first.series_created == 2
+    # Prometheus answers each step with the latest scrape (lookback): about one point
+    # per step and series, for the steps since it started scraping
+    assert 2 * 3 <= first.points <= 2 * 12
+    assert again.points == 0  # idempotent: nothing new the second time
+    with engine.connect() as conn:
+        runs = conn.exec_driver_sql("SELECT count(*) FROM collection_runs").scalar()
+    assert runs == 2 * first.chunks  # one row per chunk, both times
+    engine.dispose()

@@ -108,7 +108,7 @@ def test_series_are_unique_on_metric_and_canonical_labels(engine: store.Engine) 
 def test_a_collection_that_fails_midway_stores_nothing_and_caches_no_ids(
     engine: store.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*_args: object) -> int:
+    def broken(*_args: object, **_kwargs: object) -> int:
         raise RuntimeError("disk on fire")
 
     registry = store.SeriesRegistry()
@@ -224,3 +224,34 @@ def test_the_cardinality_guard_refuses_new_series_past_max_series(engine: store.
         max_series=3,
     )
     assert (one_more.series_created, one_more.error) == (1, None)
+
+
+def test_a_replacing_collection_overwrites_stored_values_and_counts_only_changes(
+    engine: store.Engine,
+) -> None:
+    registry = store.SeriesRegistry()
+    at = datetime(2026, 11, 22, tzinfo=UTC)
+    info = SeriesInfo("quality", "churn", SeriesKind.QUALITY)
+
+    def save(values: list[float], *, replace: bool) -> int:
+        samples = [
+            Sample(SeriesKey.of("accuracy", {"hour": str(i)}), info, 3600 * i, v)
+            for i, v in enumerate(values)
+        ]
+        return store.save_collection(
+            engine,
+            registry,
+            source="quality",
+            started_at=at,
+            finished_at=at,
+            samples=samples,
+            replace=replace,
+        ).points
+
+    assert save([0.9, 0.8, 0.7], replace=True) == 3
+    assert save([0.9, 0.85, 0.7], replace=False) == 0  # plain: stored points win
+    assert save([0.9, 0.85, 0.7], replace=True) == 1  # only the changed value counts
+    assert save([0.9, 0.85, 0.7], replace=True) == 0
+    with engine.connect() as conn:
+        values = conn.exec_driver_sql("SELECT value FROM samples ORDER BY ts").scalars().all()
+    assert values == [0.9, 0.85, 0.7]

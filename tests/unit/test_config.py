@@ -56,6 +56,13 @@ def test_it_loads_the_default_config_the_quickstart_runs() -> None:
     assert config.database.url == "sqlite:///anomon.db"
 
 
+PREDICTIONS = '[[sources]]\nname = "q"\nkind = "predictions"\n'
+LOGS = '[[sources]]\nname = "l"\nkind = "logs"\npath = "/var/log/x.log"\n'
+
+# keys without a default of which a kind needs one (predictions: a file or a database)
+ONE_OF_REQUIRED = {"predictions": ["path"]}
+
+
 def test_it_documents_every_key_with_its_default_in_the_example() -> None:
     config = load_config(EXAMPLE, environ={})
     data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
@@ -80,6 +87,7 @@ def test_it_documents_every_key_with_its_default_in_the_example() -> None:
         assert not missing, f"keys of {kind} missing from the example: {missing}"
         model = SOURCE_MODELS[kind]
         required = [key for key, field in model.model_fields.items() if field.is_required()]
+        required += ONE_OF_REQUIRED.get(kind, [])
         default = model.model_validate({key: documented[key] for key in required})
         assert source == default, f"the example's {kind} values differ from the defaults"
 
@@ -123,7 +131,7 @@ def test_it_is_frozen() -> None:
         (
             '[[sources]]\nname = "x"\nkind = "carrier-pigeon"\n',
             "sources[0].kind: expected one of 'system', 'http_json', 'prometheus_scrape', "
-            "'prometheus_query', "
+            "'prometheus_query', 'sql', 'predictions', 'logs', 'gpu', "
             "got: 'carrier-pigeon'",
         ),
         ('[[sources]]\nkind = "system"\n', "sources[0].name: required, but missing"),
@@ -141,6 +149,34 @@ def test_it_is_frozen() -> None:
             "daemon.log_level: expected 'debug', 'info', 'warning' or 'error', got: 'loud'",
         ),
         ("database = 3\n", "database: expected a valid dictionary or instance of DatabaseConfig"),
+        (
+            PREDICTIONS + 'path = "p.csv"\nurl = "sqlite:///x.db"\nquery = "SELECT 1"\n',
+            "sources[0]: set either path (a CSV / JSONL file) or url and query, not both",
+        ),
+        (
+            PREDICTIONS + 'url = "sqlite:///x.db"\n',
+            "sources[0]: url needs a query selecting the prediction log's rows",
+        ),
+        (
+            PREDICTIONS + 'path = "p.csv"\nscore = "s"\nclass_scores = { a = "pa" }\n',
+            "sources[0]: set score (binary) or class_scores (multiclass), not both",
+        ),
+        (
+            PREDICTIONS + 'path = "p.csv"\nwindow = "1h"\nlookback = "30m"\n',
+            "sources[0]: lookback must be at least one window",
+        ),
+        (
+            LOGS + 'patterns = { slow = { regex = "took ([0-9]+)", aggregate = "mean" } }\n',
+            "sources[0].patterns.slow: aggregate 'mean' needs a named group (?P<value>...)",
+        ),
+        (
+            LOGS + 'patterns = { broken = "ERROR(" }\n',
+            "sources[0].patterns.broken.regex: not a valid regular expression",
+        ),
+        (
+            '[[sources]]\nname = "w"\nkind = "sql"\nurl = "warehouse.db"\nquery = "SELECT 1"\n',
+            "sources[0].url: expected a SQLAlchemy URL such as sqlite:///logs.db",
+        ),
     ],
 )
 def test_it_reports_each_problem_with_its_field_path(

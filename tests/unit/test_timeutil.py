@@ -4,7 +4,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from anomon.timeutil import format_duration, from_epoch, parse_duration, require_aware, to_epoch
+from anomon.timeutil import (
+    format_duration,
+    from_epoch,
+    parse_duration,
+    parse_instant,
+    require_aware,
+    to_epoch,
+)
 
 
 @pytest.mark.parametrize(
@@ -48,3 +55,26 @@ def test_it_rejects_naive_datetimes() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         to_epoch(datetime(2026, 1, 1))  # noqa: DTZ001
     assert require_aware(datetime(2026, 1, 1, tzinfo=UTC)).tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (1_795_000_000, 1_795_000_000),
+        (1_795_000_000.9, 1_795_000_000),
+        ("1795000000", 1_795_000_000),
+        ("20261122", 20_261_122),  # digits are seconds, never a date
+        ("2026-11-22T12:00:00Z", 1_795_348_800),
+        ("2026-11-22T13:00:00+01:00", 1_795_348_800),
+        ("2026-11-22 12:00:00", 1_795_348_800),  # no zone: UTC
+        (datetime(2026, 11, 22, 12, 0), 1_795_348_800),  # noqa: DTZ001 - naive is UTC
+    ],
+)
+def test_parse_instant_reads_numbers_datetimes_and_iso_text(raw: object, expected: int) -> None:
+    assert parse_instant(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["yesterday", float("nan"), None, True, "inf"])
+def test_parse_instant_names_what_is_not_a_time(raw: object) -> None:
+    with pytest.raises(ValueError, match="not a time"):
+        parse_instant(raw)

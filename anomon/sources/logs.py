@@ -1,0 +1,260 @@
+"""``kind = "logs"``: the lines appended to one log file that match named regexes.
+
+Each collection reads what was appended since the previous one, at most ``max_bytes``
+(the rest waits for the next collection). The first collection starts at the end of the
+file and counts nothing already there, unless ``from_start``. The file is followed like
+``tail -F``: when the path names a new file (rotation), the old one is read to its end
+first and the new one from its start; when the file is shorter than the position read
+(truncation), reading starts again at 0. A missing file fails the collection with
+``<path>: no such file`` and is tried again next cycle; a file that appears later is new,
+so it is read from its start. A last line without its newline waits for it; a file that
+ends there (rotated away or truncated) ends that line.
+
+Per pattern: ``count`` gives the number of new lines that match (a line counts once;
+0 when none does) at every collection. ``sum``, ``mean``, ``max`` and ``min`` aggregate
+``float(match["value"])`` over every match in the new lines, and give no sample when
+nothing matched; a value that is not a finite number is skipped and named in the
+collection's error line. Bytes are decoded with ``encoding`` (undecodable bytes become
+U+FFFD); lines end at ``\\n`` and a ``\\r`` before it is dropped. A regex should match
+within one line: counts test each line alone, but values are searched in the whole chunk
+at once (for speed), so ``\\s`` or ``[^x]`` could reach across a newline there.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import os
+import re
+from collections.abc import Callable
+from datetime import datetime
+from io import BufferedReader
+from operator import itemgetter
+
+from anomon.config import LogsSourceConfig
+from anomon.errors import SourceError
+from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.sources.base import PartialCollection
+from anomon.timeutil import to_epoch
+
+_AGGREGATES: dict[str, Callable[[list[float]], float]] = {
+    "sum": math.fsum,
+    "mean": lambda values: math.fsum(values) / len(values),
+    "max": max,
+    "min": min,
+}
+
+
+class LogsSource:
+    """Count and aggregate regex matches in the lines appended to one log file."""
+
+    def __init__(self, config: LogsSourceConfig) -> None:
+        self.name = config.name
+        self._config = config
+        self._labels = {"file": config.path, **config.labels}
+        self._info = SeriesInfo(
+            source=config.name, entity=config.entity or config.name, kind=SeriesKind.CUSTOM
+        )
+        # values are searched in the whole chunk, where ^ and $ must still mean a line's ends
+        self._patterns = {
+            name: (re.compile(pattern.regex, re.MULTILINE), pattern.aggregate)
+            for name, pattern in config.patterns.items()
+        }
+        self._tail = _Tail(
+            config.path,
+            encoding=config.encoding,
+            max_bytes=config.max_bytes,
+            from_start=config.from_start,
+        )
+
+    def collect(self, now: datetime) -> list[Sample]:
+        """Return one sample per pattern for the lines appended since the last collection.
+
+        Raises SourceError when the file is missing or unreadable; PartialCollection when
+        some values were not finite numbers, or when the file vanished after its last
+        lines were read (those are still counted).
+        """
+        try:
+            text, found = self._tail.read()
+        except OSError as exc:
+            raise SourceError(f"{self._config.path}: cannot read ({exc.strerror or exc})") from None
+        if not found and not text:
+            raise SourceError(f"{self._config.path}: no such file")
+        samples, problems = self._measure(text, to_epoch(now))
+        if not found:
+            problems.insert(0, "no such file")
+        if problems:
+            raise PartialCollection(f"{self._config.path}: {'; '.join(problems)}", samples)
+        return samples
+
+    def close(self) -> None:
+        """Close the log file."""
+        self._tail.close()
+
+    def _measure(self, text: str, ts: int) -> tuple[list[Sample], list[str]]:
+        """Return the samples of every pattern over ``text`` and the problems met."""
+        lines = text.split("\n")
+        lines.pop()  # text ends with a newline, so the last piece is empty
+        samples: list[Sample] = []
+        problems: list[str] = []
+        for name, (pattern, aggregate) in self._patterns.items():
+            if aggregate == "count":
+                value: float | None = float(len(list(filter(pattern.search, lines))))
+            else:
+                value = _aggregate(name, pattern, aggregate, text, problems)
+            if value is not None:
+                key = SeriesKey.of(name, self._labels)
+                samples.append(Sample(key, self._info, ts, value))
+        return samples, problems
+
+
+def _aggregate(
+    name: str, pattern: re.Pattern[str], aggregate: str, text: str, problems: list[str]
+) -> float | None:
+    """Return ``aggregate`` of the values ``pattern`` captures in ``text``, None if none.
+
+    Values that are not finite numbers are left out and described in ``problems``.
+    """
+    numbers, bad = _numbers(_captured(pattern, text))
+    if bad:
+        problems.append(f"{name}: {len(bad)} value(s) not a finite number, first: {bad[0][:40]!r}")
+    if not numbers:
+        return None
+    try:
+        value = _AGGREGATES[aggregate](numbers)
+    except OverflowError:  # fsum of huge values: a Sample must be finite
+        problems.append(f"{name}: {aggregate} is not a finite number")
+        return None
+    return value
+
+
+def _captured(pattern: re.Pattern[str], text: str) -> list[str]:
+    """Return the text of group ``value`` in every match of ``pattern`` in ``text``.
+
+    findall keeps the loop in C; a group that took no part in a match gives "".
+    """
+    found = pattern.findall(text)
+    if pattern.groups == 1:
+        return found
+    return list(map(itemgetter(pattern.groupindex["value"] - 1), found))
+
+
+def _numbers(captured: list[str]) -> tuple[list[float], list[str]]:
+    """Split captured texts into finite numbers and the texts that are not."""
+    try:  # the common case, every value good, stays in C
+        numbers = list(map(float, captured))
+        if all(map(math.isfinite, numbers)):
+            return numbers, []
+    except ValueError:
+        pass
+    good: list[float] = []
+    bad: list[str] = []
+    for text in captured:
+        number = _finite(text)
+        if number is None:
+            bad.append(text)
+        else:
+            good.append(number)
+    return good, bad
+
+
+def _finite(text: str) -> float | None:
+    """Return ``text`` as a finite float, or None if it is not one."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+class _Tail:
+    """Read the complete lines appended to a file, following rotation and truncation."""
+
+    def __init__(self, path: str, *, encoding: str, max_bytes: int, from_start: bool) -> None:
+        self._path = path
+        self._max_bytes = max_bytes
+        self._skip_existing = not from_start  # only for the file there at the first read
+        try:
+            self._decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+        except LookupError:
+            raise SourceError(f"{path}: unknown encoding {encoding!r}") from None
+        self._file: BufferedReader | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of self._file
+        self._pending = ""  # the start of a line whose newline has not been read yet
+
+    def read(self) -> tuple[str, bool]:
+        """Return the new complete lines (each ending in a newline) and whether the path exists.
+
+        Reads at most ``max_bytes`` bytes in all. Raises OSError when the file cannot be read.
+        """
+        identity = self._stat()
+        budget = self._max_bytes
+        parts = []
+        if self._file is not None and identity != self._identity:
+            data = self._file.read(budget)  # the rotated-away file: finish it first
+            budget -= len(data)
+            parts.append(self._lines(data))
+            if budget > 0:  # a short read: that was its end
+                parts.append(self._finish())
+        if self._file is None and identity is not None:
+            self._open()
+        if self._file is not None and identity == self._identity and budget > 0:
+            parts.append(self._rewind_if_truncated(self._file))
+            parts.append(self._lines(self._file.read(budget)))
+        self._skip_existing = False
+        return "".join(parts).replace("\r\n", "\n"), identity is not None
+
+    def close(self) -> None:
+        """Close the file being read, if any."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._identity = None
+
+    def _stat(self) -> tuple[int, int] | None:
+        """Return the (device, inode) the path names now, None if there is no such file."""
+        try:
+            status = os.stat(self._path)
+        except FileNotFoundError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def _open(self) -> None:
+        """Open the path, at its end if it is the file found at the first read."""
+        try:
+            handle = open(self._path, "rb")  # noqa: SIM115 - kept open across collections
+        except FileNotFoundError:
+            return  # removed since the stat: missing this cycle
+        status = os.fstat(handle.fileno())
+        if self._skip_existing:
+            handle.seek(0, os.SEEK_END)
+        self._file, self._identity = handle, (status.st_dev, status.st_ino)
+
+    def _rewind_if_truncated(self, handle: BufferedReader) -> str:
+        """Start again at 0 if the file shrank below our position; return the ended line."""
+        if os.fstat(handle.fileno()).st_size >= handle.tell():
+            return ""
+        handle.seek(0)
+        return self._end_line()
+
+    def _lines(self, data: bytes) -> str:
+        """Decode ``data`` after what is pending; return its complete lines, keep the rest."""
+        text = self._pending + self._decoder.decode(data)
+        cut = text.rfind("\n") + 1
+        if len(text) - cut > self._max_bytes:  # a line that never ends: cut it, bound memory
+            self._pending = ""
+            return text + "\n"
+        self._pending = text[cut:]
+        return text[:cut]
+
+    def _finish(self) -> str:
+        """Close the file at its end; return its unfinished last line, now ended."""
+        self.close()
+        return self._end_line()
+
+    def _end_line(self) -> str:
+        """Return the pending text as a complete line ("" if none) and reset the decoder."""
+        rest = self._pending + self._decoder.decode(b"", final=True)
+        self._decoder.reset()
+        self._pending = ""
+        return rest + "\n" if rest else ""

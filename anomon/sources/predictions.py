@@ -1,0 +1,578 @@
+"""``kind = "predictions"``: model quality per window from a labelled prediction log.
+
+The log is a SQL table (``url`` + ``query``, read through a :class:`~.base.Database`
+passed in; the query may use ``:since`` and ``:until``, epoch seconds) or a CSV / JSONL
+file that grows (tailed: only new lines are parsed; a rotated file is read to its end
+before the new one; a file truncated or rewritten in place is read again from its
+start). Each row is one prediction: a time, the predicted class, the true class (empty
+until it is known), optionally scores, and the ``group_by`` columns (model, version)
+that become labels.
+
+Every collection looks at the last ``lookback`` of the log and, for each window of each
+group that is over and *ready* — at least ``min_labels`` labelled rows, or older than
+``label_delay`` — returns accuracy, precision, recall, f1, log_loss and roc_auc (the
+last two with scores; undefined metrics are left out) plus ``predictions`` and
+``labelled_rows``, stamped with the window's start. A window is returned again at every
+collection while it is within ``lookback``, so labels that arrive late replace its
+samples (``replaces_samples``) and a collection lost to a database outage loses
+nothing. Rows with an unreadable time, class or score are skipped and counted in the
+collection's error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from anomon.config import PredictionsSourceConfig
+from anomon.errors import SourceError, StoreError
+from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.sources.base import OpenDatabase, PartialCollection, summarise
+from anomon.sources.quality import Labelled, classification_metrics
+from anomon.timeutil import Clock, from_epoch, to_epoch, utcnow
+
+SQL_BACKFILL_CHUNK = timedelta(days=1)
+EPOCH = "_anomon_epoch"  # the parsed time of a row, epoch seconds (NaN: unreadable)
+FINGERPRINT = 256  # bytes at the start of a tailed file that must not change
+METRICS = ("accuracy", "precision", "recall", "f1", "log_loss", "roc_auc")
+
+
+class PredictionsSource:
+    """Compute model quality per window. ``open_database`` (for ``url``) and the clock
+    are passed in."""
+
+    replaces_samples = True  # a window is recomputed as its labels arrive
+
+    def __init__(
+        self,
+        config: PredictionsSourceConfig,
+        *,
+        open_database: OpenDatabase | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.name = config.name
+        self._config = config
+        self._clock = clock
+        self._window = int(config.window.total_seconds())
+        self._log: _SqlLog | _FileLog
+        if config.url is not None:
+            if open_database is None:
+                raise ValueError("a predictions source with a url needs open_database")
+            assert config.query is not None  # the config validates the pair
+            self._log = _SqlLog(open_database(config.url, config.timeout), config.query)
+        else:
+            assert config.path is not None
+            self._log = _FileLog(config.path, _file_format(config), _columns_read(config))
+
+    def collect(self, now: datetime) -> list[Sample]:
+        """Return the samples of every ready window within ``lookback`` of ``now``."""
+        start = self._align(to_epoch(now - self._config.lookback))
+        return self._samples(self._log.read(start, to_epoch(now)), start, to_epoch(now), now)
+
+    def backfill_chunks(self, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+        """Whole windows: a day of them per query for SQL, the whole range for a file."""
+        start, end = from_epoch(self._align(to_epoch(since))), until
+        if isinstance(self._log, _FileLog):
+            return [(start, end)]
+        step = timedelta(
+            seconds=self._window * max(1, SQL_BACKFILL_CHUNK.total_seconds() // self._window)
+        )
+        chunks, at = [], start
+        while at < end:
+            chunks.append((at, min(at + step, end)))
+            at += step
+        return chunks
+
+    def collect_range(self, start: datetime, end: datetime) -> list[Sample]:
+        """Return the samples of the ready windows inside ``[start, end)``."""
+        since, until = to_epoch(start), to_epoch(end)
+        frame = self._log.read_all(since, until)
+        return self._samples(frame, since, until, self._clock())
+
+    def close(self) -> None:
+        """Release the database connections or the open file."""
+        self._log.close()
+
+    def _align(self, ts: int) -> int:
+        return ts // self._window * self._window
+
+    def _samples(self, raw: _Read, since: int, until: int, now: datetime) -> list[Sample]:
+        rows, problems = normalise(raw.frame, self._config)
+        problems = raw.problems + problems
+        samples = window_samples(rows, self._config, since=since, until=until, now=to_epoch(now))
+        if problems and not samples:
+            raise SourceError(f"{self._log.label}: {summarise(problems)}")
+        if problems:
+            raise PartialCollection(f"{self._log.label}: {summarise(problems)}", samples)
+        return samples
+
+
+@dataclass
+class _Read:
+    """Rows read from the log and the problems met while reading them."""
+
+    frame: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+
+
+class _SqlLog:
+    """A prediction log in a SQL table: every read is one query."""
+
+    def __init__(self, db: Any, query: str) -> None:
+        self._db = db
+        self._query = query
+        self.label = db.label
+
+    def read(self, since: int, until: int) -> _Read:
+        return self.read_all(since, until)
+
+    def read_all(self, since: int, until: int) -> _Read:
+        try:
+            columns, rows = self._db.query(self._query, {"since": since, "until": until})
+        except StoreError as exc:
+            raise SourceError(str(exc)) from None
+        return _Read(pd.DataFrame.from_records(rows, columns=columns))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _FileLog:
+    """A CSV or JSONL prediction log that grows; only new complete lines are parsed."""
+
+    def __init__(self, path: str, kind: str, columns: list[str]) -> None:
+        self.label = path
+        self._path = path
+        self._kind = kind
+        self._columns = columns  # the label first, then the time and the rest
+        self._ts_column = columns[1]
+        self._handle: IO[bytes] | None = None
+        self._inode: tuple[int, int] | None = None
+        self._pending = b""
+        self._header: bytes | None = None
+        self._start = b""  # the file's first bytes when opened, to notice a rewrite
+        self._rows = pd.DataFrame()
+
+    def read(self, since: int, until: int) -> _Read:
+        """Return the rows kept from earlier reads that are newer than ``since``, plus the
+        new ones; rows older than ``since`` are dropped for good."""
+        chunks = self._new_text()
+        problems: list[str] = []
+        frames = [self._rows]
+        for text in chunks:
+            frame, bad = _parse(text, self._kind, self._header, self._columns)
+            problems += bad
+            if len(frame):
+                frames.append(_with_epoch(frame, self._ts_column, problems))
+        rows = (
+            pd.concat([f for f in frames if len(f)], ignore_index=True)
+            if any(len(f) for f in frames)
+            else pd.DataFrame()
+        )
+        if len(rows):
+            rows = rows[rows[EPOCH].to_numpy() >= since].reset_index(drop=True)
+        self._rows = rows
+        return _Read(rows, problems)
+
+    def read_all(self, since: int, until: int) -> _Read:
+        """Read the whole file afresh (a backfill), without touching the tail's state."""
+        try:
+            with open(self._path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise SourceError(f"{self._path}: cannot read ({exc.strerror})") from None
+        header, body = _split_header(data, self._kind)
+        frame, problems = _parse(body, self._kind, header, self._columns)
+        if len(frame):
+            frame = _with_epoch(frame, self._ts_column, problems)
+            times = frame[EPOCH].to_numpy()
+            frame = frame[(times >= since) & (times < until)].reset_index(drop=True)
+        return _Read(frame, problems)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _new_text(self) -> list[bytes]:
+        """Return the new complete lines, per file, oldest first."""
+        try:
+            status = os.stat(self._path)
+        except FileNotFoundError:
+            raise SourceError(f"{self._path}: no such file") from None
+        except OSError as exc:
+            raise SourceError(f"{self._path}: cannot read ({exc.strerror})") from None
+        chunks: list[bytes] = []
+        inode = (status.st_dev, status.st_ino)
+        if self._handle is not None and inode != self._inode:  # rotated: finish the old file
+            chunks.append(self._drain(final=True))
+            self.close()
+        if self._handle is not None and self._rewritten(status.st_size):
+            self.close()
+            self._rows = pd.DataFrame()  # the file was rewritten: its old rows are gone
+        if self._handle is None:
+            try:
+                self._handle = open(self._path, "rb")  # noqa: SIM115 - kept open to tail it
+            except OSError as exc:
+                raise SourceError(f"{self._path}: cannot read ({exc.strerror})") from None
+            self._inode, self._pending, self._header = inode, b"", None
+            self._start = os.pread(self._handle.fileno(), FINGERPRINT, 0)
+        chunks.append(self._drain(final=False))
+        return [chunk for chunk in chunks if chunk]
+
+    def _rewritten(self, size: int) -> bool:
+        """Whether the file in hand was truncated or rewritten in place: shorter than
+        what was read, or its first bytes changed (rewritten longer than before)."""
+        assert self._handle is not None
+        if size < self._handle.tell():
+            return True
+        return os.pread(self._handle.fileno(), len(self._start), 0) != self._start
+
+    def _drain(self, *, final: bool) -> bytes:
+        """Read to the end; return the complete lines, keeping a partial last one."""
+        assert self._handle is not None
+        data = self._pending + self._handle.read()
+        if self._header is None and self._kind == "csv":
+            if b"\n" not in data:
+                self._pending = data
+                return b""
+            line, data = data.split(b"\n", 1)
+            self._header = line + b"\n"
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        self._pending = data[cut:]
+        return data[:cut]
+
+
+def _columns_read(config: PredictionsSourceConfig) -> list[str]:
+    """The columns a file log keeps: the label first, then the time and the others."""
+    scores = [config.score] if config.score else list(config.class_scores.values())
+    return [config.label, config.timestamp, config.prediction, *scores, *config.group_by]
+
+
+def _file_format(config: PredictionsSourceConfig) -> str:
+    if config.format != "auto":
+        return config.format
+    return "csv" if str(config.path).lower().endswith(".csv") else "jsonl"
+
+
+def _split_header(data: bytes, kind: str) -> tuple[bytes | None, bytes]:
+    if kind != "csv":
+        return None, data
+    line, _, body = data.partition(b"\n")
+    return line + b"\n", body
+
+
+def _parse(
+    text: bytes, kind: str, header: bytes | None, columns: list[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """Parse complete CSV lines (under ``header``) or JSON lines into a frame."""
+    if not text.strip():
+        return pd.DataFrame(), []
+    if kind == "jsonl":
+        return _parse_jsonl(text, columns)
+    try:
+        return pd.read_csv(io.BytesIO((header or b"") + text)), []
+    except (ValueError, pd.errors.ParserError) as exc:
+        return pd.DataFrame(), [f"unreadable csv ({str(exc).splitlines()[0][:80]})"]
+
+
+def _parse_jsonl(text: bytes, columns: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Parse JSON lines, keeping ``columns`` (the first is the label: a key that is left
+    out means no label yet). Lines that are not JSON objects are skipped and counted.
+
+    The whole chunk is parsed as one JSON array (one C call); only when that fails are
+    the lines parsed one by one to find the bad ones.
+    """
+    lines = [line for line in text.split(b"\n") if line.strip()]
+    try:
+        records = json.loads(b"[" + b",".join(lines) + b"]")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        records = [_json_or_none(line) for line in lines]
+    objects = [record for record in records if isinstance(record, dict)]
+    problems = []
+    if len(objects) < len(lines):
+        problems.append(f"{len(lines) - len(objects)} line(s) that are not JSON objects")
+    label, *others = columns
+    data = {label: [record.get(label) for record in objects]}
+    for column in others:  # a key no line has stays missing, so it is reported as such
+        if any(column in record for record in objects):
+            data[column] = [record.get(column) for record in objects]
+    return pd.DataFrame(data), problems
+
+
+def _json_or_none(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _with_epoch(frame: pd.DataFrame, column: str, problems: list[str]) -> pd.DataFrame:
+    """Add the rows' parsed time as column EPOCH; drop (and count) unreadable ones."""
+    if column not in frame.columns:
+        raise SourceError(f"no column {column!r} (the timestamp); found: {_columns(frame)}")
+    times = epoch_seconds(frame[column])
+    bad = np.isnan(times)
+    if bad.any():
+        problems.append(f"{int(bad.sum())} row(s) with an unreadable {column}")
+    frame = frame.assign(**{EPOCH: times})
+    return frame[~bad] if bad.any() else frame
+
+
+def epoch_seconds(column: pd.Series[Any]) -> npt.NDArray[np.float64]:
+    """Return whole epoch seconds of a column of epoch numbers, datetimes or ISO 8601
+    text (no zone means UTC); NaN where a value is none of these."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return _datetime_seconds(column)
+    numbers = pd.to_numeric(column, errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan, copy=True
+    )
+    text = np.isnan(numbers) & column.notna().to_numpy()
+    if text.any():
+        numbers[text] = _datetime_seconds(
+            pd.to_datetime(column[text], utc=True, errors="coerce", format="ISO8601")
+        )
+    return np.asarray(np.floor(numbers), dtype=np.float64)
+
+
+def _datetime_seconds(column: pd.Series[Any]) -> npt.NDArray[np.float64]:
+    if getattr(column.dt, "tz", None) is None:
+        column = column.dt.tz_localize("UTC")
+    # any resolution (pandas may hold ns or us): NaT gives NaN
+    seconds = (column.dt.tz_convert("UTC") - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    return np.asarray(np.floor(seconds.to_numpy(dtype=np.float64, na_value=np.nan)))
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A prediction log coded for the metrics: one entry per row."""
+
+    ts: npt.NDArray[np.int64]
+    group: npt.NDArray[np.int64]  # index into group_values
+    group_values: list[tuple[str, ...]]  # the group_by values of each group, as text
+    truth: npt.NDArray[np.int64]  # class code, -1 where not labelled yet
+    predicted: npt.NDArray[np.int64]
+    classes: list[str]
+    scores: npt.NDArray[np.float64] | None
+
+
+def normalise(frame: pd.DataFrame, config: PredictionsSourceConfig) -> tuple[Rows, list[str]]:
+    """Code a raw log frame: times, classes, scores and groups; return the rows kept and
+    the problems (rows skipped, counted). Raises SourceError for missing columns.
+
+    Values are hashed once (``pd.factorize``) and only the distinct ones are looked at in
+    Python, so the cost is a few passes over whole columns.
+    """
+    problems: list[str] = []
+    if not len(frame):
+        return _no_rows(), problems
+    score_columns = [config.score] if config.score else list(config.class_scores.values())
+    needed = [config.prediction, config.label, *score_columns, *config.group_by]
+    missing = [name for name in needed if name not in frame.columns]
+    if missing:
+        raise SourceError(f"no column {', '.join(map(repr, missing))}; found: {_columns(frame)}")
+    if EPOCH not in frame.columns:
+        frame = _with_epoch(frame, config.timestamp, problems)
+    predicted_codes, predicted_names = _factorize(frame[config.prediction])
+    truth_codes, truth_names = _factorize(frame[config.label])
+    keep = predicted_codes >= 0
+    _count(problems, ~keep, f"no {config.prediction}")
+    scores = None
+    if score_columns:
+        scores, valid = _scores(frame, score_columns, multiclass=bool(config.class_scores))
+        _count(problems, keep & ~valid, "a score that is not a number in [0, 1]")
+        keep &= valid
+    classes = _classes(predicted_names, truth_names, config)
+    predicted = _recode(predicted_codes, predicted_names, classes)
+    truth = _recode(truth_codes, truth_names, classes)
+    known = (predicted >= 0) & ((truth >= 0) | (truth_codes < 0))
+    _count(problems, keep & ~known, f"a class outside {classes}")
+    keep &= known
+    if config.average == "binary" and len(classes) > 2:
+        raise SourceError(
+            f"average = 'binary' but the log has {len(classes)} classes "
+            f"({', '.join(classes[:6])}); set average = 'macro' or 'weighted'"
+        )
+    group, group_values = _groups(frame, config.group_by, keep)
+    return (
+        Rows(
+            ts=frame[EPOCH].to_numpy()[keep].astype(np.int64),
+            group=group,
+            group_values=group_values,
+            truth=truth[keep],
+            predicted=predicted[keep],
+            classes=classes,
+            scores=None if scores is None else scores[keep],
+        ),
+        problems,
+    )
+
+
+def _scores(
+    frame: pd.DataFrame, columns: list[str], *, multiclass: bool
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """The score columns as floats (1-D for one column) and which rows have valid ones."""
+    table = np.column_stack(
+        [
+            pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+            for c in columns
+        ]
+    )
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(table).all(axis=1) & (table >= 0).all(axis=1) & (table <= 1).all(axis=1)
+    if multiclass:
+        valid &= table.sum(axis=1) > 0
+        return table, valid
+    return table[:, 0], valid
+
+
+def _factorize(column: pd.Series[Any]) -> tuple[npt.NDArray[np.int64], list[str]]:
+    """Code a column of class or group values: codes (-1 for none) and the distinct
+    values as text, where 1, 1.0, "1" and True are all "1" and "" is none."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.int64), [_as_text(value) for value in uniques]
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool | np.bool_):
+        return str(int(value))
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _recode(
+    codes: npt.NDArray[np.int64], names: list[str], classes: list[str]
+) -> npt.NDArray[np.int64]:
+    """Map codes over ``names`` to codes over ``classes`` (-1: none or not a class)."""
+    index = {name: i for i, name in enumerate(classes)}
+    lookup = np.array([index.get(name, -1) if name else -1 for name in names] + [-1])
+    return np.asarray(lookup[codes], dtype=np.int64)  # code -1 picks the final -1
+
+
+def _classes(predicted: list[str], truth: list[str], config: PredictionsSourceConfig) -> list[str]:
+    if config.class_scores:
+        return list(config.class_scores)
+    found = {name for name in [*predicted, *truth] if name}
+    if config.average == "binary":
+        found.add(config.pos_label)
+    return sorted(found)
+
+
+def _groups(
+    frame: pd.DataFrame, columns: list[str], keep: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.int64], list[tuple[str, ...]]]:
+    """One code per distinct combination of the group columns' values (as text)."""
+    combined = np.zeros(int(keep.sum()), dtype=np.int64)
+    parts: list[list[str]] = []
+    for column in columns:
+        codes, names = _factorize(frame[column])
+        text = [*names, ""]  # code -1 (none) is the empty label value
+        distinct = sorted(set(text))
+        position = {name: i for i, name in enumerate(distinct)}
+        lookup = np.array([position[name] for name in text])
+        combined = combined * len(distinct) + lookup[codes[keep]]
+        parts.append(distinct)
+    unique, group = np.unique(combined, return_inverse=True)
+    values = []
+    for key in unique.tolist():
+        row = []
+        for distinct in reversed(parts):
+            key, at = divmod(key, len(distinct))
+            row.append(distinct[at])
+        values.append(tuple(reversed(row)))
+    return np.asarray(group, dtype=np.int64), values
+
+
+def window_samples(
+    rows: Rows, config: PredictionsSourceConfig, *, since: int, until: int, now: int
+) -> list[Sample]:
+    """Return the samples of every ready window of every group in ``[since, until)``."""
+    size = int(config.window.total_seconds())
+    starts = rows.ts // size * size
+    inside = (starts >= since) & (starts + size <= min(until, now))
+    if not inside.any():
+        return []
+    first = int(starts[inside].min())
+    slots = (int(starts[inside].max()) - first) // size + 1
+    key = rows.group[inside] * slots + (starts[inside] - first) // size
+    unique, window = np.unique(key, return_inverse=True)
+    group_of, slot_of = np.divmod(unique, slots)
+    window_start = first + slot_of * size
+    count = np.bincount(window, minlength=unique.size)
+    labelled = rows.truth[inside] >= 0
+    n_labelled = np.bincount(window[labelled], minlength=unique.size)
+    age = now - (window_start + size)
+    ready = (n_labelled >= config.min_labels) | (age >= config.label_delay.total_seconds())
+    metrics = _metrics(rows, inside, labelled, window, unique.size, config)
+    windows = [(rows.group_values[g], int(t)) for g, t in zip(group_of, window_start, strict=True)]
+    return _to_samples(windows, ready, count, n_labelled, metrics, config)
+
+
+def _metrics(
+    rows: Rows,
+    inside: npt.NDArray[np.bool_],
+    labelled: npt.NDArray[np.bool_],
+    window: npt.NDArray[np.int64],
+    windows: int,
+    config: PredictionsSourceConfig,
+) -> dict[str, npt.NDArray[np.float64]]:
+    pick = np.flatnonzero(inside)[labelled]
+    coded = Labelled(
+        window=window[labelled],
+        truth=rows.truth[pick],
+        predicted=rows.predicted[pick],
+        windows=windows,
+        classes=len(rows.classes),
+        scores=None if rows.scores is None else rows.scores[pick],
+    )
+    positive = rows.classes.index(config.pos_label) if config.pos_label in rows.classes else 0
+    return classification_metrics(coded, average=config.average, positive=positive)
+
+
+def _to_samples(
+    windows: list[tuple[tuple[str, ...], int]],
+    ready: npt.NDArray[np.bool_],
+    count: npt.NDArray[np.int64],
+    n_labelled: npt.NDArray[np.int64],
+    metrics: dict[str, npt.NDArray[np.float64]],
+    config: PredictionsSourceConfig,
+) -> list[Sample]:
+    """One sample per metric of each ready window (undefined metrics left out)."""
+    samples: list[Sample] = []
+    for i in np.flatnonzero(ready).tolist():
+        values, ts = windows[i]
+        labels = {**dict(zip(config.group_by, values, strict=True)), **config.labels}
+        entity = config.entity or (values[0] if values else "") or config.name
+        info = SeriesInfo(config.name, entity, SeriesKind.QUALITY)
+        found = {"predictions": float(count[i]), "labelled_rows": float(n_labelled[i])}
+        found |= {name: float(metrics[name][i]) for name in METRICS if name in metrics}
+        samples += [
+            Sample(SeriesKey.of(name, labels), info, ts, value)
+            for name, value in found.items()
+            if np.isfinite(value)
+        ]
+    return samples
+
+
+def _no_rows() -> Rows:
+    empty = np.empty(0, dtype=np.int64)
+    return Rows(empty, empty, [], empty, empty, [], None)
+
+
+def _count(problems: list[str], mask: npt.NDArray[np.bool_], what: str) -> None:
+    if mask.any():
+        problems.append(f"{int(mask.sum())} row(s) with {what}")
+
+
+def _columns(frame: pd.DataFrame) -> str:
+    shown = [str(c) for c in frame.columns if c != EPOCH]
+    return ", ".join(shown[:12]) + (" ..." if len(shown) > 12 else "")

@@ -1,0 +1,348 @@
+"""The predictions source on real prediction logs: JSONL and CSV files, SQLite and
+PostgreSQL tables, with labels that arrive late."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn import metrics
+
+from anomon import store
+from anomon.config import PredictionsSourceConfig
+from anomon.errors import SourceError
+from anomon.model import Sample, SeriesKey
+from anomon.sources import PartialCollection, PredictionsSource
+
+HOUR = 3600
+START = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp())  # a window boundary
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+_opened: list[PredictionsSource] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sources() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+def _source(**extra: Any) -> PredictionsSource:
+    config = PredictionsSourceConfig.model_validate(
+        {"name": "quality", "kind": "predictions", "min_labels": 10, **extra}
+    )
+    source = PredictionsSource(config, open_database=store.open_database, clock=lambda: NOW)
+    _opened.append(source)
+    return source
+
+
+def _log(
+    seed: int, hours: int, per_hour: int, models: tuple[str, ...] = ("churn",)
+) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for model in models:
+        for hour in range(hours):
+            for i in range(per_hour):
+                truth = int(rng.integers(0, 2))
+                score = float(np.clip(truth * 0.5 + rng.random() * 0.6, 0.01, 0.99))
+                rows.append(
+                    {
+                        "ts": START + hour * HOUR + i * (HOUR // per_hour),
+                        "model": model,
+                        "version": "v3",
+                        "prediction": int(score > 0.5),
+                        "label": truth,
+                        "score": round(score, 4),
+                    }
+                )
+    return rows
+
+
+def _by_key(samples: list[Sample]) -> dict[tuple[str, str, int], float]:
+    return {(s.key.metric, json.loads(s.key.labels)["model"], s.ts): s.value for s in samples}
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]], mode: str = "w") -> None:
+    with path.open(mode, encoding="utf-8") as out:
+        out.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def test_it_computes_each_windows_quality_like_sklearn(tmp_path: Path) -> None:
+    rows = _log(seed=1, hours=3, per_hour=60, models=("churn", "fraud"))
+    path = tmp_path / "predictions.jsonl"
+    _write_jsonl(path, rows)
+    samples = _source(path=str(path), score="score").collect(NOW)
+    got = _by_key(samples)
+    window = [
+        r for r in rows if r["model"] == "fraud" and START + HOUR <= r["ts"] < START + 2 * HOUR
+    ]
+    y = [r["label"] for r in window]
+    p = [r["prediction"] for r in window]
+    s = [r["score"] for r in window]
+    at = ("fraud", START + HOUR)
+    assert got[("accuracy", *at)] == pytest.approx(metrics.accuracy_score(y, p))
+    assert got[("precision", *at)] == pytest.approx(metrics.precision_score(y, p, zero_division=0))
+    assert got[("recall", *at)] == pytest.approx(metrics.recall_score(y, p))
+    assert got[("f1", *at)] == pytest.approx(metrics.f1_score(y, p))
+    assert got[("log_loss", *at)] == pytest.approx(metrics.log_loss(y, s))
+    assert got[("roc_auc", *at)] == pytest.approx(metrics.roc_auc_score(y, s))
+    assert got[("predictions", *at)] == 60
+    assert got[("labelled_rows", *at)] == 60
+    assert len(samples) == 2 * 3 * 8  # two models, three windows, eight metrics
+    one = samples[0]
+    assert set(json.loads(one.key.labels)) == {"model", "version"}
+    assert one.info.kind == "quality"
+
+
+def test_it_waits_for_labels_then_recomputes_a_window_when_more_arrive(tmp_path: Path) -> None:
+    db = tmp_path / "mlops.db"
+    rows = _log(seed=2, hours=1, per_hour=40)
+    now = START + 2 * HOUR  # the window is over but younger than label_delay
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE predictions (ts INTEGER, model TEXT, version TEXT, "
+            "prediction INTEGER, label INTEGER, score REAL)"
+        )
+        conn.executemany(
+            "INSERT INTO predictions VALUES (:ts, :model, :version, :prediction, NULL, :score)",
+            rows,
+        )
+    source = _source(
+        url=f"sqlite:///{db}",
+        query="SELECT * FROM predictions WHERE ts >= :since AND ts < :until",
+        min_labels=20,
+    )
+    at = datetime.fromtimestamp(now, UTC)
+    assert source.collect(at) == []  # no labels yet, and not old enough to report anyway
+
+    def label(first: int) -> None:
+        with sqlite3.connect(db) as conn:
+            conn.executemany(
+                "UPDATE predictions SET label = ? WHERE ts = ?",
+                [(r["label"], r["ts"]) for r in rows[:first]],
+            )
+
+    label(25)
+    early = _by_key(source.collect(at))
+    assert early[("labelled_rows", "churn", START)] == 25
+    label(40)
+    late = _by_key(source.collect(at))
+    assert late[("labelled_rows", "churn", START)] == 40
+    truth = [r["label"] for r in rows]
+    assert late[("accuracy", "churn", START)] == pytest.approx(
+        metrics.accuracy_score(truth, [r["prediction"] for r in rows])
+    )
+
+    # stored through the store, the recomputed window replaces its samples
+    engine = store.open_engine(f"sqlite:///{tmp_path / 'anomon.db'}")
+    store.upgrade(engine)
+    registry = store.SeriesRegistry()
+    for collected in (source.collect(at), source.collect(at)):
+        store.save_collection(
+            engine,
+            registry,
+            source="quality",
+            started_at=at,
+            finished_at=at,
+            samples=collected,
+            replace=True,
+        )
+    label(40)
+    with engine.connect() as conn:
+        stored = (
+            conn.exec_driver_sql(
+                "SELECT value FROM samples JOIN series ON series.id = series_id "
+                "WHERE metric = 'labelled_rows'"
+            )
+            .scalars()
+            .all()
+        )
+    assert stored == [40.0]
+    engine.dispose()
+
+
+def test_it_reports_a_window_older_than_label_delay_with_the_labels_it_has(
+    tmp_path: Path,
+) -> None:
+    rows = _log(seed=3, hours=1, per_hour=30)
+    for row in rows[5:]:
+        row["label"] = None
+    path = tmp_path / "p.jsonl"
+    _write_jsonl(path, rows)
+    young = datetime.fromtimestamp(START + 3 * HOUR, UTC)
+    assert _source(path=str(path)).collect(young) == []  # 5 labels < min_labels
+    old = datetime.fromtimestamp(START + 26 * HOUR, UTC)
+    got = _by_key(_source(path=str(path)).collect(old))
+    assert got[("labelled_rows", "churn", START)] == 5
+    assert got[("predictions", "churn", START)] == 30
+
+
+def test_it_tails_a_growing_csv_across_partial_lines_rotation_and_truncation(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "predictions.csv"
+    header = "ts,model,version,prediction,label\n"
+
+    def lines(hour: int, n: int) -> str:
+        return "".join(f"{START + hour * HOUR + i},churn,v1,1,{i % 2}\n" for i in range(n))
+
+    path.write_text(header + lines(0, 20) + lines(1, 10)[:-3], encoding="utf-8")
+    source = _source(path=str(path), min_labels=5)
+    at = datetime.fromtimestamp(START + 5 * HOUR, UTC)
+    got = _by_key(source.collect(at))
+    assert got[("predictions", "churn", START)] == 20
+    assert got[("predictions", "churn", START + HOUR)] == 9  # the partial line waits
+    with path.open("a", encoding="utf-8") as out:
+        out.write(lines(1, 10)[-3:] + lines(2, 4))
+    got = _by_key(source.collect(at))
+    assert got[("predictions", "churn", START + HOUR)] == 10
+    assert got[("accuracy", "churn", START)] == 0.5
+
+    os.rename(path, tmp_path / "predictions.csv.1")  # rotated: the new file has a header
+    path.write_text(header + lines(3, 6), encoding="utf-8")
+    got = _by_key(source.collect(at))
+    assert got[("predictions", "churn", START)] == 20  # kept from the old file
+    assert got[("predictions", "churn", START + 3 * HOUR)] == 6
+
+    path.write_text(header + lines(4, 7), encoding="utf-8")  # truncated and rewritten
+    got = _by_key(source.collect(at))
+    assert {ts for _, _, ts in got} == {START + 4 * HOUR}  # the old rows are gone
+    assert got[("predictions", "churn", START + 4 * HOUR)] == 7
+
+
+def test_it_skips_and_counts_rows_it_cannot_read(tmp_path: Path) -> None:
+    rows = _log(seed=4, hours=1, per_hour=20)
+    rows[0]["ts"] = "yesterday-ish"
+    rows[1]["score"] = 1.7
+    rows[2]["prediction"] = None
+    path = tmp_path / "p.jsonl"
+    _write_jsonl(path, rows)
+    with pytest.raises(PartialCollection) as caught:
+        _source(path=str(path), score="score").collect(NOW)
+    message = str(caught.value)
+    assert "1 row(s) with an unreadable ts" in message
+    assert "1 row(s) with a score that is not a number in [0, 1]" in message
+    assert "1 row(s) with no prediction" in message
+    got = _by_key(caught.value.samples)
+    assert got[("predictions", "churn", START)] == 17
+
+
+def test_it_explains_missing_columns_and_too_many_classes_for_binary(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    _write_jsonl(path, [{"ts": START, "prediction": "cat", "label": "dog"}])
+    with pytest.raises(
+        SourceError, match="no column 'model', 'version'; found: label, ts, prediction"
+    ):
+        _source(path=str(path)).collect(NOW)
+    _write_jsonl(
+        path, [{"ts": START + i, "prediction": c, "label": c} for i, c in enumerate("abc")]
+    )
+    with pytest.raises(SourceError, match="set average = 'macro' or 'weighted'"):
+        _source(path=str(path), group_by=[]).collect(NOW)
+    missing = _source(path=str(tmp_path / "none.jsonl"))
+    with pytest.raises(SourceError, match=r"none\.jsonl: no such file"):
+        missing.collect(NOW)
+
+
+def test_it_scores_multiclass_logs_with_class_scores(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    classes = ["cat", "dog", "eel"]
+    rows = []
+    for i in range(90):
+        truth = int(rng.integers(0, 3))
+        raw = rng.random(3) + np.eye(3)[truth]
+        p = raw / raw.sum()
+        rows.append(
+            {
+                "ts": START + i,
+                "prediction": classes[int(np.argmax(p))],
+                "label": classes[truth],
+                **{f"p_{c}": float(p[k]) for k, c in enumerate(classes)},
+            }
+        )
+    path = tmp_path / "p.jsonl"
+    _write_jsonl(path, rows)
+    source = _source(
+        path=str(path),
+        group_by=[],
+        average="macro",
+        class_scores={c: f"p_{c}" for c in classes},
+    )
+    got = {s.key.metric: s.value for s in source.collect(NOW)}
+    y = [r["label"] for r in rows]
+    p = [r["prediction"] for r in rows]
+    proba = [[r[f"p_{c}"] for c in classes] for r in rows]
+    assert got["f1"] == pytest.approx(metrics.f1_score(y, p, average="macro"))
+    assert got["log_loss"] == pytest.approx(metrics.log_loss(y, proba, labels=classes))
+    assert got["roc_auc"] == pytest.approx(
+        metrics.roc_auc_score(y, proba, multi_class="ovr", labels=classes)
+    )
+
+
+def test_it_backfills_past_windows_in_chunks(tmp_path: Path) -> None:
+    rows = _log(seed=6, hours=30, per_hour=12)
+    db = tmp_path / "mlops.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE p (ts INTEGER, model TEXT, version TEXT, "
+            "prediction INTEGER, label INTEGER)"
+        )
+        conn.executemany("INSERT INTO p VALUES (:ts, :model, :version, :prediction, :label)", rows)
+    source = _source(
+        url=f"sqlite:///{db}",
+        query="SELECT * FROM p WHERE ts >= :since AND ts < :until",
+        lookback="2h",
+    )
+    since = datetime.fromtimestamp(START + 5, UTC)
+    chunks = source.backfill_chunks(since, NOW)
+    assert chunks[0][0] == datetime.fromtimestamp(START, UTC)  # aligned to a window
+    assert all(b - a <= timedelta(days=1) for a, b in chunks)
+    samples = [s for a, b in chunks for s in source.collect_range(a, b)]
+    windows = {
+        s.ts
+        for s in samples
+        if s.key == SeriesKey.of("accuracy", {"model": "churn", "version": "v3"})
+    }
+    assert windows == {START + h * HOUR for h in range(30)}
+
+
+@pytest.mark.postgres
+def test_it_reads_a_postgresql_prediction_table(postgres_schema_url: str) -> None:
+    import psycopg
+
+    rows = _log(seed=7, hours=2, per_hour=15)
+    libpq = postgres_schema_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE predictions (at timestamptz, model text, version text, "
+            "prediction boolean, label boolean)"
+        )
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO predictions VALUES (to_timestamp(%s), %s, %s, %s, %s)",
+                [
+                    (r["ts"], r["model"], r["version"], bool(r["prediction"]), bool(r["label"]))
+                    for r in rows
+                ],
+            )
+    source = _source(
+        url=postgres_schema_url,
+        query="SELECT * FROM predictions WHERE at >= to_timestamp(:since)",
+        timestamp="at",
+    )
+    got = _by_key(source.collect(NOW))
+    first = rows[:15]
+    assert got[("recall", "churn", START)] == pytest.approx(
+        metrics.recall_score([r["label"] for r in first], [r["prediction"] for r in first])
+    )
+    source.close()

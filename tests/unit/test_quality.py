@@ -1,0 +1,94 @@
+"""Whole-array window metrics agree with sklearn.metrics, window by window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics
+
+from anomon.sources.quality import Labelled, classification_metrics, confusion_matrices
+
+
+def _random_log(seed: int, classes: int, windows: int, rows: int) -> Labelled:
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, classes, rows)
+    noisy = rng.integers(0, classes, rows)
+    predicted = np.where(rng.random(rows) < 0.7, truth, noisy)
+    raw = rng.random((rows, classes)) + 2.0 * np.eye(classes)[truth] * rng.random((rows, 1))
+    probabilities = raw / raw.sum(axis=1, keepdims=True)
+    scores = probabilities[:, 1] if classes == 2 else probabilities
+    # ties on purpose: AUC must use midranks
+    scores = np.round(scores, 2)
+    return Labelled(
+        window=rng.integers(0, windows, rows),
+        truth=truth,
+        predicted=predicted,
+        windows=windows,
+        classes=classes,
+        scores=scores.astype(np.float64),
+    )
+
+
+def _expected(log: Labelled, w: int, average: str) -> dict[str, float]:
+    picked = log.window == w
+    y, p = log.truth[picked], log.predicted[picked]
+    scores = log.scores[picked] if log.scores is not None else None
+    kwargs = {"average": average, "zero_division": 0}
+    if average == "binary":
+        kwargs["pos_label"] = 1
+    expected = {
+        "accuracy": metrics.accuracy_score(y, p),
+        "precision": metrics.precision_score(y, p, **kwargs),
+        "recall": metrics.recall_score(y, p, **kwargs),
+        "f1": metrics.f1_score(y, p, **kwargs),
+    }
+    assert scores is not None
+    labels = list(range(log.classes))
+    if scores.ndim == 2:
+        scores = scores / scores.sum(axis=1, keepdims=True)
+    expected["log_loss"] = metrics.log_loss(y, scores, labels=labels)
+    if len(set(y.tolist())) == log.classes:
+        if scores.ndim == 1:
+            expected["roc_auc"] = metrics.roc_auc_score(y, scores)
+        else:
+            expected["roc_auc"] = metrics.roc_auc_score(
+                y, scores, multi_class="ovr", average=average, labels=labels
+            )
+    return expected
+
+
+@pytest.mark.parametrize(
+    ("classes", "average"), [(2, "binary"), (2, "macro"), (3, "macro"), (4, "weighted")]
+)
+def test_it_matches_sklearn_metrics_in_every_window(classes: int, average: str) -> None:
+    log = _random_log(seed=classes, classes=classes, windows=12, rows=900)
+    got = classification_metrics(log, average=average, positive=1)
+    for w in range(log.windows):
+        for name, value in _expected(log, w, average).items():
+            assert got[name][w] == pytest.approx(value, rel=1e-9, abs=1e-12), (name, w)
+
+
+def test_it_leaves_auc_undefined_for_a_window_with_one_class() -> None:
+    log = Labelled(
+        window=np.array([0, 0, 1, 1]),
+        truth=np.array([1, 1, 0, 1]),
+        predicted=np.array([1, 0, 0, 1]),
+        windows=3,
+        classes=2,
+        scores=np.array([0.9, 0.2, 0.1, 0.8]),
+    )
+    got = classification_metrics(log, average="binary", positive=1)
+    assert np.isnan(got["roc_auc"][0])
+    assert got["roc_auc"][1] == 1.0
+    assert got["accuracy"][0] == 0.5
+    assert all(np.isnan(values[2]) for values in got.values())  # no rows at all
+
+
+def test_it_counts_every_row_in_its_windows_confusion_matrix() -> None:
+    log = _random_log(seed=7, classes=3, windows=5, rows=400)
+    matrices = confusion_matrices(log)
+    assert matrices.shape == (5, 3, 3)
+    assert matrices.sum() == 400
+    w = 2
+    picked = log.window == w
+    assert (matrices[w] == metrics.confusion_matrix(log.truth[picked], log.predicted[picked])).all()
