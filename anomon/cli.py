@@ -7,14 +7,14 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from anomon import __version__, service, store
+from anomon import __version__, store
 from anomon.config import DEFAULT_CONFIG_PATH, Config, DetectionConfig, load_config
-from anomon.detect import evaluate as evaluation
-from anomon.detect import replay as replaying
 from anomon.errors import AnomonError, UsageError
 from anomon.timeutil import parse_duration
 
@@ -65,6 +65,46 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--migrate", action="store_true", help="upgrade a database behind the migrations"
     )
+
+    _command(commands, "status", "sources, series, incidents and the outbox at a glance", _status)
+
+    notify = commands.add_parser("notify", help="work with notification receivers")
+    notify_commands = notify.add_subparsers(title="notify commands", metavar="COMMAND")
+    test = _command(
+        notify_commands, "test", "send a test notification to RECEIVER once", _notify_test
+    )
+    test.add_argument("receiver", help="an [[alerts.receivers]] name")
+
+    incidents = commands.add_parser("incidents", help="list, acknowledge, judge incidents")
+    incident_commands = incidents.add_subparsers(title="incidents commands", metavar="COMMAND")
+    shown = _command(incident_commands, "list", "firing incidents, newest first", _incidents)
+    shown.add_argument("--all", action="store_true", help="resolved ones too (newest 50)")
+    ack = _command(
+        incident_commands, "ack", "acknowledge an incident: no more repeats", _incident_ack
+    )
+    ack.add_argument("id", type=int)
+    verdict = _command(
+        incident_commands, "feedback", "store a verdict on an incident", _incident_feedback
+    )
+    verdict.add_argument("id", type=int)
+    verdict.add_argument("label", choices=store.FEEDBACK)
+
+    silence = commands.add_parser("silence", help="silence incidents by their labels")
+    silence_commands = silence.add_subparsers(title="silence commands", metavar="COMMAND")
+    add = _command(silence_commands, "add", "silence incidents matching labels", _silence_add)
+    add.add_argument(
+        "matchers",
+        nargs="+",
+        metavar="LABEL=VALUE",
+        help="label=value (exact) or label=~regex; all must hold",
+    )
+    add.add_argument("--for", dest="span", type=_duration, default=None, help="e.g. 2h (default)")
+    add.add_argument("--comment", default="", help="why (shown by silence list)")
+    add.add_argument("--by", default=os.environ.get("USER", ""), help="who (default: $USER)")
+    listing = _command(silence_commands, "list", "list active silences", _silence_list)
+    listing.add_argument("--all", action="store_true", help="expired ones too")
+    expire = _command(silence_commands, "expire", "end a silence now", _silence_expire)
+    expire.add_argument("id", type=int)
 
     config = commands.add_parser("config", help="work with the config file")
     config_commands = config.add_subparsers(title="config commands", metavar="COMMAND")
@@ -157,6 +197,8 @@ def _run(args: argparse.Namespace) -> int:
     # one line per job run (APScheduler) and per migration step (Alembic) is noise
     for chatty in ("apscheduler", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    from anomon import service  # the detectors and sources load slowly: only when needed
+
     return service.run(config, migrate=args.migrate)
 
 
@@ -172,6 +214,8 @@ def _backfill(args: argparse.Namespace) -> int:
     engine = store.open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
     store.ensure_schema(engine, migrate=args.migrate or config.database.migrate_on_start)
     bar = _ProgressBar(f"backfill {args.source}") if sys.stderr.isatty() else None
+    from anomon import service
+
     result = service.backfill(config, engine, args.source, since=args.since, progress=bar)
     if bar is not None:
         bar.finish()
@@ -201,6 +245,135 @@ class _ProgressBar:
         sys.stderr.write("\n")
 
 
+def _status(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    store.ensure_schema(engine, migrate=False)
+    status = store.read_status(engine)
+    engine.dispose()
+    print("sources:")
+    for source in status.sources:
+        state = "ok" if source.last_error is None else f"error: {source.last_error}"
+        ok = source.last_ok_at.isoformat(timespec="seconds") if source.last_ok_at else "never"
+        print(
+            f"  {source.source}: last run {source.last_at:%Y-%m-%d %H:%M:%S}Z, {state} "
+            f"(last success {ok})"
+        )
+    if not status.sources:
+        print("  (no collections yet)")
+    series = ", ".join(f"{n} {q}" for q, n in sorted(status.series_by_quality.items()))
+    print(f"series: {series or 'none'}")
+    print(f"open incidents: {status.open_incidents}")
+    outbox = ", ".join(f"{n} {state}" for state, n in sorted(status.outbox.items()))
+    print(f"notifications: {outbox or 'none'}")
+    for dead in status.dead:
+        print(
+            f"  dead #{dead.id} to {dead.receiver} ({dead.event}, incident {dead.incident_id},"
+            f" {dead.attempts} attempt(s)): {dead.error}"
+        )
+    return 0
+
+
+def _incidents(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    store.ensure_schema(engine, migrate=False)
+    rows = store.list_incidents(engine, everything=args.all)
+    engine.dispose()
+    for row in rows:
+        marks = "".join(
+            flag for flag, on in (("ack ", row.acknowledged), ("silenced ", row.silenced)) if on
+        )
+        print(
+            f"#{row.id}  {row.status:<8} {row.severity:<8} {row.metric} on {row.entity}  "
+            f"peak {row.peak_score:.0f}  opened {row.opened_at:%Y-%m-%d %H:%M}Z  "
+            f"{marks}{row.feedback or ''}".rstrip()
+        )
+    if not rows:
+        print("no firing incidents" if not args.all else "no incidents")
+    return 0
+
+
+def _incident_ack(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    store.acknowledge(engine, args.id, now=datetime.now(UTC))
+    engine.dispose()
+    print(f"incident {args.id} acknowledged")
+    return 0
+
+
+def _incident_feedback(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    store.give_feedback(engine, args.id, args.label)
+    engine.dispose()
+    print(f"incident {args.id}: {args.label}")
+    return 0
+
+
+def _notify_test(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from anomon import service
+
+    service.send_test_notice(config.alerts, args.receiver)
+    print(f"test notification sent to {args.receiver}")
+    return 0
+
+
+def _silence_add(args: argparse.Namespace) -> int:
+    matchers = [_matcher(text) for text in args.matchers]
+    now = datetime.now(UTC)
+    engine = _engine(args)
+    store.ensure_schema(engine, migrate=False)
+    span = args.span or timedelta(hours=2)
+    silence_id = store.add_silence(
+        engine,
+        matchers,
+        starts_at=now,
+        ends_at=now + span,
+        comment=args.comment,
+        created_by=args.by,
+        now=now,
+    )
+    engine.dispose()
+    print(f"silence {silence_id} until {(now + span).isoformat(timespec='seconds')}")
+    return 0
+
+
+def _matcher(text: str) -> dict[str, str]:
+    name, op, value = text.partition("=~") if "=~" in text else text.partition("=")
+    if not name or not op:
+        raise UsageError(f"expected LABEL=VALUE or LABEL=~REGEX, got: {text!r}")
+    if op == "=~":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise UsageError(f"{text!r}: not a valid regular expression ({exc})") from None
+    return {"name": name, "value": value, "op": op}
+
+
+def _silence_list(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    store.ensure_schema(engine, migrate=False)
+    rows = store.list_silences(engine, now=datetime.now(UTC), expired=args.all)
+    engine.dispose()
+    for row in rows:
+        matchers = " ".join(f"{m['name']}{m['op']}{m['value']}" for m in row.matchers)
+        print(
+            f"{row.id}  {row.starts_at:%Y-%m-%d %H:%M}Z..{row.ends_at:%Y-%m-%d %H:%M}Z  "
+            f"{matchers}  {row.comment} ({row.created_by or 'unknown'})"
+        )
+    if not rows:
+        print("no active silences")
+    return 0
+
+
+def _silence_expire(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    store.ensure_schema(engine, migrate=False)
+    store.expire_silence(engine, args.id, now=datetime.now(UTC))
+    engine.dispose()
+    print(f"silence {args.id} expired")
+    return 0
+
+
 def _config_check(args: argparse.Namespace) -> int:
     path = _config_path(args.path)
     config = load_config(path)
@@ -218,6 +391,8 @@ def _detection(path: Path | None) -> DetectionConfig:
 
 def _replay(args: argparse.Namespace) -> int:
     config = _detection(args.config)
+    from anomon.detect import replay as replaying
+
     table = replaying.read_table(args.input)
     train = replaying.read_table(args.train) if args.train else None
     scores = replaying.replay(table, config, train=train)
@@ -231,6 +406,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     config = _detection(args.config)
+    from anomon.detect import evaluate as evaluation
+
     groups = evaluation.evaluate(args.data_dir, evaluation.load_windows(args.labels), config)
     rows = evaluation.report_rows(groups)
     if args.format == "json":

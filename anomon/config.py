@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -407,12 +407,143 @@ SourceConfig = Annotated[
 ]
 
 
+ReceiverName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class WebhookReceiverConfig(Section):
+    """``kind = "webhook"``: an HTTP POST of each notification (anomon, Alertmanager, Slack)."""
+
+    name: ReceiverName
+    kind: Literal["webhook"]
+    url: Annotated[str, AfterValidator(_http_url)]
+    format: Literal["anomon", "alertmanager", "slack"] = "anomon"
+    secret: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: PositiveDuration = timedelta(seconds=10)
+
+
+class EmailReceiverConfig(Section):
+    """``kind = "email"``: one message per notification group over SMTP."""
+
+    name: ReceiverName
+    kind: Literal["email"]
+    to: Annotated[list[Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]], Field(min_length=1)]
+    sender: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")] = "anomon@localhost"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
+    security: Literal["none", "starttls", "ssl"] = "none"
+    username: str | None = None
+    password: str | None = None
+    timeout: PositiveDuration = timedelta(seconds=10)
+    chart: bool = True
+
+
+ReceiverConfig = Annotated[WebhookReceiverConfig | EmailReceiverConfig, Field(discriminator="kind")]
+
+
+class GroupTiming(Section):
+    """Alertmanager's grouping knobs, with its defaults."""
+
+    group_by: list[str] = Field(default_factory=lambda: ["entity"])
+    group_wait: Duration = timedelta(seconds=30)
+    group_interval: PositiveDuration = timedelta(minutes=5)
+    repeat_interval: PositiveDuration = timedelta(hours=4)
+    send_resolved: bool = True
+
+
+class RouteConfig(Section):
+    """``[[alerts.routes]]``: incidents whose labels match go to ``receiver``.
+
+    ``match`` compares label values exactly, ``match_re`` with a regular expression
+    matched against the whole value. The labels are the series' own plus ``metric``,
+    ``entity``, ``source``, ``kind`` and ``severity``. Unset timing keys take the
+    ``[alerts]`` defaults.
+    """
+
+    receiver: ReceiverName
+    match: dict[str, str] = Field(default_factory=dict)
+    match_re: dict[str, Regex] = Field(default_factory=dict)
+    continue_: bool = Field(default=False, alias="continue")
+    group_by: list[str] | None = None
+    group_wait: Duration | None = None
+    group_interval: PositiveDuration | None = None
+    repeat_interval: PositiveDuration | None = None
+    send_resolved: bool | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class SilenceConfig(Section):
+    """``[[alerts.silences]]``: incidents matching these labels are recorded, not notified."""
+
+    match: dict[str, str] = Field(default_factory=dict)
+    match_re: dict[str, Regex] = Field(default_factory=dict)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    comment: str = ""
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> SilenceConfig:
+        if not self.match and not self.match_re:
+            raise ValueError("a silence needs match or match_re (it would silence everything)")
+        for moment in (self.starts_at, self.ends_at):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError(f"silence times need a zone (e.g. Z), got: {moment.isoformat()}")
+        return self
+
+
+class DeliveryConfig(Section):
+    """``[alerts.delivery]``: how the outbox is drained."""
+
+    interval: PositiveDuration = timedelta(seconds=5)
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 1
+    max_attempts: Annotated[int, Field(ge=1)] = 12
+    backoff_initial: PositiveDuration = timedelta(seconds=10)
+    backoff_max: PositiveDuration = timedelta(minutes=30)
+    claim_timeout: PositiveDuration = timedelta(minutes=5)
+
+
+class AlertsConfig(GroupTiming):
+    """``[alerts]``: receivers, routes (first match wins unless ``continue``), silences.
+
+    Incidents no route matches go to ``receiver`` (none: they are recorded only).
+    """
+
+    enabled: bool = True
+    receiver: ReceiverName | None = None
+    receivers: list[ReceiverConfig] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    silences: list[SilenceConfig] = Field(default_factory=list)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+
+    @model_validator(mode="after")
+    def _known_receivers(self) -> AlertsConfig:
+        names = [receiver.name for receiver in self.receivers]
+        if len(set(names)) < len(names):
+            raise ValueError(f"receiver names must be unique, got: {names}")
+        wanted = [self.receiver] if self.receiver else []
+        wanted += [route.receiver for route in self.routes]
+        unknown = sorted({name for name in wanted if name not in names})
+        if unknown:
+            raise ValueError(
+                f"unknown receiver {', '.join(map(repr, unknown))} "
+                f"(receivers: {', '.join(names) or 'none'})"
+            )
+        return self
+
+    def receiver_named(self, name: str) -> WebhookReceiverConfig | EmailReceiverConfig | None:
+        """Return the receiver called ``name``, or None."""
+        return next((r for r in self.receivers if r.name == name), None)
+
+
 class Config(Section):
     """The whole config file."""
 
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -526,7 +657,19 @@ def _describe(error: ErrorDetails) -> str:
             return message
         return f"{_dotted(loc)}: {message}"
     message = message.replace("Input should be", "expected", 1).replace("should", "expected to", 1)
+    message = message.removeprefix("String ")
     return f"{_dotted(loc)}: {message}, got: {error['input']!r}"
+
+
+RECEIVER_MODELS: dict[str, type[BaseModel]] = {
+    "webhook": WebhookReceiverConfig,
+    "email": EmailReceiverConfig,
+}
+# lists of tagged unions: pydantic names the tag in error paths, people do not
+TAGGED_LISTS: dict[str, Mapping[str, type[BaseModel]]] = {
+    "sources": SOURCE_MODELS,
+    "receivers": RECEIVER_MODELS,
+}
 
 
 def _strip_tags(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], type[BaseModel] | None]:
@@ -538,8 +681,9 @@ def _strip_tags(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], type[BaseModel] 
     owner: type[BaseModel] | None = Config
     model: type[BaseModel] | None = Config
     for part in loc:
-        if clean[-2:-1] == ["sources"] and isinstance(clean[-1], int) and part in SOURCE_MODELS:
-            model = SOURCE_MODELS[part]
+        tags = TAGGED_LISTS.get(clean[-2]) if len(clean) >= 2 else None
+        if tags is not None and isinstance(clean[-1], int) and part in tags:
+            model = tags[part]
             continue
         clean.append(part)
         if isinstance(part, str):

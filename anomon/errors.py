@@ -11,7 +11,9 @@ turns them into messages and exit codes, and only the daemon's jobs catch broadl
     ├── DataError          an input file (replay / evaluate) is unreadable or malformed (exit 2)
     ├── StoreError         the database cannot be reached or written (exit 1)
     │   └── SchemaError    the schema is missing, behind or ahead of this anomon
-    └── SourceError        one collection failed; recorded, retried next cycle
+    ├── SourceError        one collection failed; recorded, retried next cycle
+    └── DeliveryError      a notification could not be sent; ``permanent`` says whether
+                           retrying can help
 
 Messages name the thing, what was expected and what arrived, and never carry secrets.
 """
@@ -64,3 +66,15 @@ class SchemaError(StoreError):
 
 class SourceError(AnomonError):
     """A source could not be collected; the reason is one readable line."""
+
+
+class DeliveryError(AnomonError):
+    """A notification could not be delivered; the reason is one line without secrets.
+
+    ``permanent`` is True when retrying cannot help (a 4xx answer, a refused recipient,
+    a rejected login): the notification is then marked dead at once.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.permanent = permanent

@@ -1,11 +1,13 @@
-"""Plain data that flows between the packages: samples and series identities."""
+"""Plain data that flows between the packages: samples, series identities, anomalies,
+incident changes and outbox entries."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 Labels = Mapping[str, str]
@@ -77,3 +79,60 @@ class AnomalyRecord:
     detector_scores: Mapping[str, float]
     direction: str
     severity: str
+    incident: int | None = None  # index into the cycle's IncidentWrite list
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One notification to enqueue: ``event`` about an incident to ``receiver``.
+
+    ``key`` is the idempotency key (stable: the same change gives the same key, so
+    writing it twice stores it once). It is sent no sooner than ``not_before``, nor
+    sooner than ``group_interval`` after the last notification of its group was sent.
+    """
+
+    receiver: str
+    group_key: str
+    event: str
+    key: str
+    not_before: datetime
+    group_interval: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentWrite:
+    """A new incident (``incident_id`` None) or a change to a stored one.
+
+    A change is applied only if the stored incident still has ``version`` (one writer
+    wins); its ``outbox`` entries are written in the same transaction, and only then.
+    """
+
+    series_id: int | None  # None: an incident of no stored series (tests, imports)
+    entity: str
+    metric: str
+    labels: str  # canonical JSON of the routing labels
+    status: str  # firing | resolved
+    severity: str
+    peak_score: float
+    opened_at: datetime
+    last_seen_at: datetime
+    resolved_at: datetime | None = None
+    silenced: bool = False
+    incident_id: int | None = None
+    version: int | None = None
+    outbox: tuple[OutboxEntry, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class StoredIncident:
+    """What tracking needs of a series' latest stored incident."""
+
+    id: int
+    status: str
+    severity: str
+    peak_score: float
+    opened_at: datetime
+    last_seen_at: datetime
+    resolved_at: datetime | None
+    version: int
+    silenced: bool = False

@@ -2,5 +2,6 @@
 
 from anomon.service.backfill import BackfillResult, backfill
 from anomon.service.daemon import build_scheduler, run
+from anomon.service.delivery import send_test_notice
 
-__all__ = ["BackfillResult", "backfill", "build_scheduler", "run"]
+__all__ = ["BackfillResult", "backfill", "build_scheduler", "run", "send_test_notice"]

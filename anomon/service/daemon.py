@@ -1,8 +1,8 @@
 """``anomon run``: the scheduler, its jobs, and a clean stop on SIGTERM / SIGINT.
 
 The only module that imports APScheduler. Jobs are built from the config at start
-(never pickled into a job store): one collection job per enabled source, and the
-detection job.
+(never pickled into a job store): one collection job per enabled source, the
+detection job, and the delivery job when receivers are configured.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -20,7 +20,10 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from anomon.alerts.model import Notifier
+from anomon.alerts.notifiers import build_notifiers
 from anomon.config import Config, SourceConfig
+from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
 from anomon.service.jobs import CollectJob
 from anomon.sources import Source, SourceUnavailable, build_source
@@ -87,7 +90,8 @@ def run(config: Config, *, migrate: bool = False) -> int:
     log.info("database %s: %s", redact(config.database.url), outcome)
     inflight = _InFlight()
     sources = build_sources(config)
-    scheduler = build_scheduler(config, engine, inflight, sources)
+    notifiers = build_notifiers(config.alerts) if config.alerts.enabled else {}
+    scheduler = build_scheduler(config, engine, inflight, sources, notifiers)
     _stop_on_signals(scheduler)
     log.info("anomon running: %d job(s); stop with Ctrl-C or SIGTERM", len(scheduler.get_jobs()))
     scheduler.start()  # blocks until a signal shuts the scheduler down
@@ -101,6 +105,8 @@ def run(config: Config, *, migrate: bool = False) -> int:
         close = getattr(source, "close", None)
         if close is not None:
             close()  # HTTP sources hold connections
+    for notifier in notifiers.values():
+        notifier.close()
     engine.dispose()
     log.info("anomon stopped")
     return 0
@@ -125,12 +131,14 @@ def build_scheduler(
     engine: Engine,
     inflight: _InFlight,
     sources: list[tuple[SourceConfig, Source]],
+    notifiers: Mapping[str, Notifier] | None = None,
 ) -> BlockingScheduler:
-    """Return a scheduler with one collection job per built source (first run now) and
-    the detection job (first run one interval from now)."""
+    """Return a scheduler with one collection job per built source (first run now), the
+    detection job (first run one interval from now) and, with ``notifiers``, the
+    delivery job draining the outbox."""
     scheduler = BlockingScheduler(
         timezone=UTC,
-        executors={"default": ThreadPoolExecutor(max_workers=max(2, min(8, len(sources) + 1)))},
+        executors={"default": ThreadPoolExecutor(max_workers=max(3, min(8, len(sources) + 2)))},
         job_defaults={"coalesce": True, "max_instances": 1},
     )
     registry = SeriesRegistry()
@@ -138,12 +146,22 @@ def build_scheduler(
     detection = config.detection
     if detection.enabled:
         scheduler.add_job(
-            inflight.wrap(DetectJob(engine, detection)),
+            inflight.wrap(DetectJob(engine, detection, alerts=config.alerts)),
             IntervalTrigger(seconds=detection.interval.total_seconds(), timezone=UTC),
             id="detect",
             name="detect",
             next_run_time=now + detection.interval,
             misfire_grace_time=max(1, int(detection.interval.total_seconds())),
+        )
+    if notifiers:
+        every = config.alerts.delivery.interval
+        scheduler.add_job(
+            inflight.wrap(DeliverJob(engine, config.alerts, notifiers)),
+            IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
+            id="deliver",
+            name="deliver",
+            next_run_time=now,
+            misfire_grace_time=max(1, int(every.total_seconds())),
         )
     for source_config, source in sources:
         job = CollectJob(source, engine, registry, max_series=source_config.max_series)

@@ -16,17 +16,17 @@ from datetime import datetime
 import numpy as np
 
 from anomon import store
-from anomon.config import DetectionConfig
+from anomon.alerts.routing import Silence, stored_silence
+from anomon.config import AlertsConfig, DetectionConfig
 from anomon.detect import DETECTOR_VERSION
 from anomon.detect.entity import Scores
 from anomon.detect.fleet import Fleet
 from anomon.errors import AnomonError
 from anomon.model import AnomalyRecord
+from anomon.service.alerting import CRITICAL_SCORE, Alarms, plan_incidents
 from anomon.timeutil import Clock, to_epoch, utcnow
 
 log = logging.getLogger("anomon.detect")
-
-CRITICAL_SCORE = 95.0  # p below about 1e-7: page someone
 
 
 def config_hash(config: DetectionConfig) -> str:
@@ -36,15 +36,18 @@ def config_hash(config: DetectionConfig) -> str:
 
 @dataclass
 class DetectJob:
-    """Score every series' new samples; write anomalies, watermarks and a run row."""
+    """Score every series' new samples; write anomalies, incident changes (with their
+    notifications), watermarks and a run row, all in one transaction."""
 
     engine: store.Engine
     config: DetectionConfig
     clock: Clock = field(default=utcnow)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     fleet: Fleet[int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.fleet = Fleet[int](self.config)
+        self.alarms = Alarms(self.config, self.alerts)
         self._hash = config_hash(self.config)
 
     def __call__(self) -> None:
@@ -75,6 +78,10 @@ class DetectJob:
         anomalies = [
             a for sid, scores in results.items() for a in _records(sid, batch[sid], scores)
         ]
+        cycle = {sid: (batch[sid][0], scores.combined) for sid, scores in results.items()}
+        incidents, anomalies = plan_incidents(
+            self.engine, self.alarms, cycle, anomalies, now=started, silences=self._silences()
+        )
         new = store.save_detection(
             self.engine,
             anomalies=anomalies,
@@ -85,21 +92,33 @@ class DetectJob:
             points=sum(p[0].size for p in batch.values()),
             config_hash=self._hash,
             detector_version=DETECTOR_VERSION,
+            incidents=incidents,
         )
         return sum(p[0].size for p in batch.values()), new
 
+    def _silences(self) -> list[Silence]:
+        now = self.clock()
+        return [stored_silence(*row) for row in store.stored_silences(self.engine, now=now)]
+
     def _warm_up(self, series: list[store.ScoredSeries]) -> None:
-        """Add new series to the fleet; rebuild the windows of those scored before."""
+        """Add new series to the fleet; rebuild the windows and alarm state of those
+        scored before (the store says which have a firing incident)."""
         for s in series:
             self.fleet.add(s.id, [s.metric])
         seen = [s.id for s in series if s.scored_until is not None]
-        if not seen or self.config.warmup_rows == 0:
+        if not seen:
             return
-        with self.engine.connect() as conn:
-            history = store.read_recent(conn, seen, rows=self.config.warmup_rows)
+        firing = store.firing_series(self.engine)
+        history = {}
+        if self.config.warmup_rows:
+            with self.engine.connect() as conn:
+                history = store.read_recent(conn, seen, rows=self.config.warmup_rows)
         batch = {sid: (p.ts, p.values[:, None]) for sid, p in history.items() if p.ts.size}
-        if batch:
-            self.fleet.update(batch)  # results dropped: these rows were scored before
+        # rows scored before: only the windows and the alarm rules' state are kept
+        scored = self.fleet.update(batch) if batch else {}
+        for sid in seen:
+            combined = scored[sid].combined if sid in scored else np.empty(0)
+            self.alarms.warm(sid, combined, firing=sid in firing)
 
 
 def _records(

@@ -17,8 +17,9 @@ from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from anomon.model import AnomalyRecord
+from anomon.model import AnomalyRecord, IncidentWrite
 from anomon.store.engine import translated
+from anomon.store.incidents import write_incidents
 from anomon.store.samples import SERIES_PER_QUERY, Points, split_by_series
 from anomon.store.schema import Anomaly, DetectionRun, Series, SeriesState
 
@@ -99,9 +100,12 @@ def save_detection(
     config_hash: str,
     detector_version: str,
     error: str | None = None,
+    incidents: Sequence[IncidentWrite] = (),
 ) -> int:
-    """Write a cycle's anomalies, watermarks and run row in one transaction.
+    """Write a cycle's incident changes (with their outbox rows), anomalies, watermarks
+    and run row in one transaction.
 
+    An anomaly whose ``incident`` indexes into ``incidents`` is linked to that incident.
     Returns how many anomalies were new (re-running a cycle stores none twice).
     """
     insert_for = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
@@ -115,7 +119,6 @@ def save_detection(
             "detector_scores": json.dumps(dict(a.detector_scores), sort_keys=True),
             "direction": a.direction,
             "severity": a.severity,
-            "incident_id": None,
             "config_hash": config_hash,
             "detector_version": detector_version,
             "detected_at": finished_at,
@@ -132,6 +135,9 @@ def save_detection(
         for sid, until in scored_until.items()
     ]
     with translated(engine, "storing a detection cycle"), engine.begin() as conn:
+        ids = write_incidents(conn, incidents, now=finished_at)
+        for row, anomaly in zip(rows, anomalies, strict=True):
+            row["incident_id"] = None if anomaly.incident is None else ids[anomaly.incident]
         new = 0
         if rows:
             statement = insert_for(Anomaly).on_conflict_do_nothing().returning(Anomaly.id)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -124,13 +125,27 @@ class Incident(Base):
     """An episode of anomalies of one series (or entity): the unit people are notified about."""
 
     __tablename__ = "incidents"
-    __table_args__ = (Index("ix_incidents_status_opened_at", "status", "opened_at"),)
+    __table_args__ = (
+        Index("ix_incidents_status_opened_at", "status", "opened_at"),
+        # one firing incident per series: a second writer's open loses, not duplicates
+        Index(
+            "uq_incidents_firing_series_id",
+            "series_id",
+            unique=True,
+            sqlite_where=text("status = 'firing'"),
+            postgresql_where=text("status = 'firing'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     series_id: Mapped[int | None] = mapped_column(
         ForeignKey("series.id", ondelete="SET NULL"), index=True
     )
     entity: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(200), default="")
+    labels: Mapped[str] = mapped_column(
+        Text, default="{}", doc="canonical JSON: the routing labels (series labels, metric, ...)"
+    )
     status: Mapped[str] = mapped_column(String(20), doc="firing | resolved")
     severity: Mapped[str] = mapped_column(String(20))
     peak_score: Mapped[float] = mapped_column(Float(precision=53))
@@ -175,13 +190,21 @@ class Notification(Base):
     __table_args__ = (
         UniqueConstraint("idempotency_key"),
         Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_notifications_receiver_group_key", "receiver", "group_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
     receiver: Mapped[str] = mapped_column(String(200))
+    group_key: Mapped[str] = mapped_column(
+        String(400), default="", doc="notifications with the same receiver and key go together"
+    )
     event: Mapped[str] = mapped_column(String(20), doc="firing | resolved | repeat")
-    status: Mapped[str] = mapped_column(String(20), doc="pending | sending | sent | dead")
+    status: Mapped[str] = mapped_column(
+        String(20), doc="pending | sending | sent | dead | silenced"
+    )
     idempotency_key: Mapped[str] = mapped_column(String(100))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]

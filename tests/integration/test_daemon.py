@@ -197,3 +197,87 @@ def test_it_runs_the_sql_predictions_logs_and_gpu_kinds_from_config(tmp_path: Pa
         assert "skipped" in stderr
     else:
         assert "gpu_memory_used_bytes" in values
+
+
+def test_an_incident_reaches_a_webhook_and_a_mailbox_and_resolves(tmp_path: Path) -> None:
+    """The whole loop in the real daemon: stored history with a shift is scored, the
+    incident opens and resolves, and both notices reach both receivers, once each."""
+    import email
+    from datetime import UTC, datetime
+    from email.policy import default as default_policy
+
+    import numpy as np
+
+    from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+    from tests.integration.test_email import smtp_server
+    from tests.loopback import receive
+
+    url = f"sqlite:///{tmp_path / 'alerts.db'}"
+    engine = store.open_engine(url)
+    store.upgrade(engine)
+    now = int(time.time()) // 60 * 60
+    rng = np.random.default_rng(5)
+    values = 120 + rng.normal(0, 2, 600)
+    values[560:566] += 90  # a latency shift, then calm again
+    info = SeriesInfo("model-server", "churn-model", SeriesKind.LATENCY, "ms")
+    key = SeriesKey.of("latency_p99", {"model": "churn"})
+    samples = [Sample(key, info, now - 60 * (600 - i), float(v)) for i, v in enumerate(values)]
+
+    def save(rows: list[Sample]) -> None:
+        at = datetime.now(UTC)
+        store.save_collection(
+            engine,
+            store.SeriesRegistry(),
+            source="model-server",
+            started_at=at,
+            finished_at=at,
+            samples=rows,
+        )
+
+    save(samples[:564])  # up to the middle of the shift: the incident opens
+    with receive() as hook, smtp_server() as smtp:
+        config = (
+            '[database]\nurl = "{url}"\n'
+            '[detection]\ninterval = "1s"\nseasonality = []\n'
+            "[detection.forest]\nmin_train = 200\n"
+            '[alerts]\nreceiver = "hook"\ngroup_wait = "0s"\ngroup_interval = "1s"\n'
+            '[alerts.delivery]\ninterval = "1s"\n'
+            '[[alerts.routes]]\nreceiver = "hook"\nmatch = { model = "churn" }\ncontinue = true\n'
+            '[[alerts.routes]]\nreceiver = "mail"\nmatch = { entity = "churn-model" }\n'
+            f'[[alerts.receivers]]\nname = "hook"\nkind = "webhook"\nurl = "{hook.url}/hook"\n'
+            'format = "alertmanager"\n'
+            '[[alerts.receivers]]\nname = "mail"\nkind = "email"\nto = ["ml@example.org"]\n'
+            f"smtp_port = {smtp.port}\n"
+        )
+        daemon = start_daemon(tmp_path, url, config)
+        try:
+
+            def wait_for(count: int) -> None:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and daemon.poll() is None:
+                    if len(hook.requests) >= count and len(smtp.mailbox.envelopes) >= count:
+                        return
+                    time.sleep(0.3)
+
+            wait_for(1)
+            save(samples[564:])  # calm again: the incident resolves
+            wait_for(2)
+            engine.dispose()
+            time.sleep(2)  # anything more would be a duplicate
+            daemon.send_signal(signal.SIGTERM)
+            _, stderr = daemon.communicate(timeout=30)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+        assert daemon.returncode == 0, stderr
+        statuses = [json.loads(r.body)["status"] for r in hook.requests]
+        assert statuses == ["firing", "resolved"], stderr
+        alert = json.loads(hook.requests[0].body)["alerts"][0]
+        assert alert["labels"]["alertname"] == "latency_p99"
+        assert alert["labels"]["model"] == "churn"
+        mails = [
+            email.message_from_bytes(e.original_content or b"", policy=default_policy)
+            for e in smtp.mailbox.envelopes
+        ]
+        assert [m["Subject"].split("]")[0] for m in mails] == ["[FIRING:1", "[RESOLVED:1"]
+        assert any(part.get_content_type() == "image/png" for part in mails[0].walk())

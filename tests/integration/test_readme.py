@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from anomon import store
-from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.model import IncidentWrite, Sample, SeriesInfo, SeriesKey, SeriesKind
 from tests.conftest import ROOT
 
 
@@ -44,9 +44,33 @@ def test_the_readme_example_queries_answer_their_questions(tmp_path: Path) -> No
         samples=[],
         error="NVML not found",
     )
+
+    with engine.begin() as conn:  # one firing and one resolved incident, one anomaly
+        opened = datetime(2026, 11, 22, 11, 45, tzinfo=UTC)
+        writes = [
+            IncidentWrite(
+                1,
+                "my-host",
+                "system_cpu_percent",
+                "{}",
+                status,
+                "critical",
+                peak,
+                opened,
+                opened,
+                outbox=(),
+            )
+            for status, peak in (("firing", 97.0), ("resolved", 99.0))
+        ]
+        first, _ = store.write_incidents(conn, writes, now=now)
+        conn.exec_driver_sql(
+            "INSERT INTO anomalies (series_id, ts, value, score, detector_scores, direction, "
+            "severity, incident_id, config_hash, detector_version, detected_at) VALUES "
+            f"(1, 5, 1.0, 97.0, '{{}}', 'up', 'critical', {first}, 'h', 'v', '2026-11-22')"
+        )
     engine.dispose()
 
-    latest, per_minute, failing = readme_queries()
+    latest, per_minute, failing, incidents = readme_queries()
     with sqlite3.connect(path) as db:
         assert [(row[0], row[4]) for row in db.execute(latest)] == [
             ("system_cpu_percent", 5.0),
@@ -55,3 +79,6 @@ def test_the_readme_example_queries_answer_their_questions(tmp_path: Path) -> No
         rows = db.execute(per_minute).fetchall()
         assert [value for _, value in rows] == [55.0, 45.0, 35.0, 25.0, 15.0, 5.0]
         assert [(row[0], row[2]) for row in db.execute(failing)] == [("gpu", "NVML not found")]
+        assert [(row[1], row[4], row[6]) for row in db.execute(incidents)] == [
+            ("system_cpu_percent", 97.0, 1)
+        ]

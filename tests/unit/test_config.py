@@ -9,12 +9,18 @@ import pytest
 from anomon.config import (
     SOURCE_MODELS,
     AlarmConfig,
+    AlertsConfig,
     Config,
     DaemonConfig,
     DatabaseConfig,
+    DeliveryConfig,
     DetectionConfig,
+    EmailReceiverConfig,
     ForestConfig,
+    RouteConfig,
+    SilenceConfig,
     SystemSourceConfig,
+    WebhookReceiverConfig,
     load_config,
 )
 from anomon.errors import ConfigError
@@ -74,6 +80,15 @@ def test_it_documents_every_key_with_its_default_in_the_example() -> None:
         documented = set(data[section]) | ({"limits"} if section == "detection" else set())
         assert documented == set(model.model_fields), section
         assert getattr(config, section) == model(), section
+    documented = set(data["alerts"]) | {"receiver", "receivers", "routes", "silences"}
+    assert documented == set(AlertsConfig.model_fields)
+    assert config.alerts == AlertsConfig()
+    assert set(data["alerts"]["delivery"]) == set(DeliveryConfig.model_fields)
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for model in (WebhookReceiverConfig, EmailReceiverConfig, RouteConfig, SilenceConfig):
+        keys = {info.alias or key for key, info in model.model_fields.items()}
+        missing = {key for key in keys if f"# {key} =" not in text}
+        assert not missing, f"keys of {model.__name__} missing from the example: {missing}"
     assert set(data["detection"]["forest"]) == set(ForestConfig.model_fields)
     assert set(data["detection"]["alarm"]) == set(AlarmConfig.model_fields)
     assert "[[detection.limits]]" in EXAMPLE.read_text(encoding="utf-8")  # commented: no default
@@ -172,6 +187,22 @@ def test_it_is_frozen() -> None:
         (
             LOGS + 'patterns = { broken = "ERROR(" }\n',
             "sources[0].patterns.broken.regex: not a valid regular expression",
+        ),
+        (
+            '[alerts]\nreceiver = "pager"\n[[alerts.routes]]\nreceiver = "slack"\n',
+            "alerts: unknown receiver 'pager', 'slack' (receivers: none)",
+        ),
+        (
+            '[[alerts.silences]]\ncomment = "all"\n',
+            "alerts.silences[0]: a silence needs match or match_re",
+        ),
+        (
+            '[[alerts.silences]]\nmatch = { a = "b" }\nends_at = 2026-12-01T10:00:00\n',
+            "alerts.silences[0]: silence times need a zone (e.g. Z)",
+        ),
+        (
+            '[[alerts.receivers]]\nname = "m"\nkind = "email"\nto = ["not an address"]\n',
+            "alerts.receivers[0].to[0]: expected to match pattern",
         ),
         (
             '[[sources]]\nname = "w"\nkind = "sql"\nurl = "warehouse.db"\nquery = "SELECT 1"\n',

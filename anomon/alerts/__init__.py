@@ -1,0 +1,1 @@
+"""Alerts: the incident state machine, routing, and the notifiers (webhook, email)."""

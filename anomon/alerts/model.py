@@ -1,0 +1,95 @@
+"""What the notifiers are given: incidents as people see them, grouped into one notice.
+
+Plain frozen data, built by the daemon from the store and handed to a notifier; the
+notifiers never read the database. Times are aware UTC datetimes; point times in
+``Points`` are epoch seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Points:
+    """A series around an incident, for charts: times (epoch s), values, expected values
+    (NaN where unknown) and the times of its anomalous points."""
+
+    ts: Sequence[int]
+    values: Sequence[float]
+    expected: Sequence[float] = ()
+    anomalies: Sequence[int] = ()
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    """One incident as a notification shows it.
+
+    ``labels`` are the routing labels: the series' own plus ``metric``, ``entity``,
+    ``source``, ``kind`` and ``severity``. ``status`` is ``firing`` or ``resolved``.
+    ``value`` / ``expected`` are those of its strongest anomaly (None if unknown).
+    """
+
+    id: int
+    metric: str
+    entity: str
+    labels: Mapping[str, str]
+    status: str
+    severity: str
+    peak_score: float
+    opened_at: datetime
+    last_seen_at: datetime
+    resolved_at: datetime | None = None
+    acknowledged: bool = False
+    value: float | None = None
+    expected: float | None = None
+    direction: str | None = None
+    detector_scores: Mapping[str, float] = field(default_factory=dict)
+    points: Points | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One message to one receiver about a group of incidents.
+
+    ``event`` is ``firing``, ``resolved`` or ``repeat`` (the newest change in the
+    group); ``key`` is stable for the same notifications, so a receiver can drop a
+    duplicate sent again after a crash; ``group_labels`` are the ``group_by`` labels the
+    incidents share.
+    """
+
+    receiver: str
+    event: str
+    key: str
+    group_key: str
+    group_labels: Mapping[str, str]
+    incidents: Sequence[IncidentView]
+    sent_at: datetime
+    test: bool = False
+
+    @property
+    def status(self) -> str:
+        """``firing`` if any incident in the notice still fires, else ``resolved``."""
+        return "firing" if any(i.status == "firing" for i in self.incidents) else "resolved"
+
+
+class Notifier(Protocol):
+    """Sends notices to one receiver.
+
+    ``send`` raises :class:`~anomon.errors.DeliveryError` with ``permanent`` set when
+    retrying cannot help (HTTP 4xx other than 408 / 429, a refused recipient, a bad
+    login); messages never contain secrets.
+    """
+
+    name: str
+
+    def send(self, notice: Notice) -> None:
+        """Deliver ``notice`` or raise DeliveryError."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

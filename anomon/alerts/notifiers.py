@@ -1,0 +1,22 @@
+"""One notifier per configured receiver."""
+
+from __future__ import annotations
+
+from anomon.alerts.model import Notifier
+from anomon.config import AlertsConfig, EmailReceiverConfig, WebhookReceiverConfig
+
+
+def build_notifier(config: WebhookReceiverConfig | EmailReceiverConfig) -> Notifier:
+    """Return the notifier of one ``[[alerts.receivers]]`` entry (nothing connects yet)."""
+    if isinstance(config, WebhookReceiverConfig):
+        from anomon.alerts.webhook import WebhookNotifier
+
+        return WebhookNotifier(config)
+    from anomon.alerts.email import EmailNotifier
+
+    return EmailNotifier(config)
+
+
+def build_notifiers(config: AlertsConfig) -> dict[str, Notifier]:
+    """Return a notifier per receiver, by name."""
+    return {receiver.name: build_notifier(receiver) for receiver in config.receivers}

@@ -1,0 +1,119 @@
+"""Routing and silences: which receivers hear of an incident, in which group, and when.
+
+Alertmanager's model and vocabulary: routes are tried in order and the first whose
+matchers all hold takes the incident (``continue = true`` lets the next ones try too);
+an incident no route takes goes to ``[alerts] receiver``. Each route's ``group_by``
+labels make the group key: incidents of one group go out together, the first time after
+``group_wait``, later changes at most every ``group_interval``, and a firing,
+unacknowledged incident is sent again every ``repeat_interval``. Silences are label
+matchers with a time range: a matching incident is recorded but not notified.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from anomon.config import AlertsConfig, RouteConfig
+
+Labels = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where and how one incident is notified: a receiver, its group and the timing."""
+
+    receiver: str
+    group_key: str
+    group_labels: dict[str, str]
+    group_wait: timedelta
+    group_interval: timedelta
+    repeat_interval: timedelta
+    send_resolved: bool
+
+
+@dataclass(frozen=True)
+class Silence:
+    """Label matchers (exact and regex) and the time range they silence."""
+
+    match: Mapping[str, str]
+    match_re: Mapping[str, str]
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+    def silences(self, labels: Labels, at: datetime) -> bool:
+        """Whether this silence covers an incident with ``labels`` at ``at``."""
+        if self.starts_at is not None and at < self.starts_at:
+            return False
+        if self.ends_at is not None and at >= self.ends_at:
+            return False
+        return matches(labels, self.match, self.match_re)
+
+
+def matches(labels: Labels, match: Mapping[str, str], match_re: Mapping[str, str]) -> bool:
+    """Whether every exact and every regex matcher holds (a missing label is ``""``)."""
+    return all(labels.get(name, "") == value for name, value in match.items()) and all(
+        re.fullmatch(pattern, labels.get(name, "")) for name, pattern in match_re.items()
+    )
+
+
+def route(labels: Labels, config: AlertsConfig) -> list[Delivery]:
+    """Return the deliveries of an incident with ``labels`` (empty: nobody is told)."""
+    found: list[Delivery] = []
+    for index, candidate in enumerate(config.routes):
+        if not matches(labels, candidate.match, candidate.match_re):
+            continue
+        found.append(_delivery(labels, config, candidate, f"route{index}"))
+        if not candidate.continue_:
+            return found
+    if not found and config.receiver is not None:
+        found.append(_delivery(labels, config, None, "default"))
+    return found
+
+
+def _delivery(
+    labels: Labels, config: AlertsConfig, chosen: RouteConfig | None, where: str
+) -> Delivery:
+    def pick(name: str) -> object:
+        value = getattr(chosen, name, None) if chosen is not None else None
+        return getattr(config, name) if value is None else value
+
+    receiver = chosen.receiver if chosen is not None else config.receiver
+    assert receiver is not None
+    group_by: Sequence[str] = pick("group_by")  # type: ignore[assignment]
+    group_labels = {name: labels.get(name, "") for name in group_by}
+    key = f"{where}:{json.dumps(group_labels, sort_keys=True, separators=(',', ':'))}"
+    return Delivery(
+        receiver=receiver,
+        group_key=key,
+        group_labels=group_labels,
+        group_wait=pick("group_wait"),  # type: ignore[arg-type]
+        group_interval=pick("group_interval"),  # type: ignore[arg-type]
+        repeat_interval=pick("repeat_interval"),  # type: ignore[arg-type]
+        send_resolved=bool(pick("send_resolved")),
+    )
+
+
+def silenced(labels: Labels, silences: Sequence[Silence], at: datetime) -> bool:
+    """Whether any of ``silences`` covers ``labels`` at ``at``."""
+    return any(silence.silences(labels, at) for silence in silences)
+
+
+def config_silences(config: AlertsConfig) -> list[Silence]:
+    """The silences written in the config file."""
+    return [
+        Silence(dict(s.match), dict(s.match_re), s.starts_at, s.ends_at) for s in config.silences
+    ]
+
+
+def stored_silence(
+    matchers: Sequence[Mapping[str, str]], starts: datetime, ends: datetime
+) -> Silence:
+    """A silence from the ``silences`` table: matchers ``{name, value, op}``, op ``=`` or
+    ``=~``."""
+    exact = {m["name"]: m["value"] for m in matchers if m.get("op", "=") == "="}
+    regex = {m["name"]: m["value"] for m in matchers if m.get("op") == "=~"}
+    return Silence(exact, regex, starts, ends)

@@ -1,0 +1,178 @@
+"""From a detection cycle's scores to incident writes with their notifications.
+
+Joins the packages: the alarm rules (detect) turn each series' undamped scores into
+open / reopen / resolve events, the incident state machine (alerts) turns those and
+the series' latest stored incident (store) into episodes, routing (alerts) decides who
+hears of each change, and the result is a list of :class:`~anomon.model.IncidentWrite`
+that the store writes in the detection cycle's own transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import numpy as np
+
+from anomon import store
+from anomon.alerts.incidents import Episode, track
+from anomon.alerts.routing import Silence, config_silences, route, silenced
+from anomon.config import AlertsConfig, DetectionConfig
+from anomon.detect.rules import AlarmState, apply_rules
+from anomon.model import AnomalyRecord, IncidentWrite, OutboxEntry, canonical_labels
+from anomon.timeutil import to_epoch
+
+CRITICAL_SCORE = 95.0  # p below about 1e-7: page someone
+
+
+@dataclass
+class Alarms:
+    """The alarm rules' state of every series, kept between cycles."""
+
+    detection: DetectionConfig
+    alerts: AlertsConfig
+    states: dict[int, AlarmState] = field(default_factory=dict)
+
+    def warm(self, series_id: int, combined: np.ndarray, *, firing: bool) -> None:
+        """Rebuild a series' rule state from rows scored before; ``firing`` is the store's
+        word on whether it has a firing incident (it wins over the replay)."""
+        state = self.states.setdefault(series_id, AlarmState())
+        apply_rules(combined, self.detection.threshold, self.detection.alarm, state)
+        state.firing = firing
+        state.normal_streak = 0
+
+    def events(self, series_id: int, combined: np.ndarray) -> tuple[bool, list[tuple[int, str]]]:
+        """Advance the rules over new rows; return (was firing before, events)."""
+        state = self.states.setdefault(series_id, AlarmState())
+        before = state.firing
+        found = apply_rules(combined, self.detection.threshold, self.detection.alarm, state)
+        return before, [(row, str(event)) for row, event in found]
+
+
+def plan_incidents(
+    engine: store.Engine,
+    alarms: Alarms,
+    cycle: Mapping[int, tuple[np.ndarray, np.ndarray]],
+    anomalies: list[AnomalyRecord],
+    *,
+    now: datetime,
+    silences: Sequence[Silence] = (),
+) -> tuple[list[IncidentWrite], list[AnomalyRecord]]:
+    """Return the incident writes of a cycle and the anomalies linked to them.
+
+    ``cycle`` maps each scored series to (times, undamped scores) of its new rows.
+    """
+    tracked: dict[int, list[tuple[int, str]]] = {}
+    for sid, (_, combined) in cycle.items():
+        was_firing, events = alarms.events(sid, combined)
+        if events or was_firing:
+            tracked[sid] = events
+    if not tracked:
+        return [], anomalies
+    latest, meta = store.incident_context(engine, list(tracked))
+    writes: list[IncidentWrite] = []
+    spans: dict[int, list[tuple[int, int, int]]] = {}  # series -> (from, to, write index)
+    every_silence = [*config_silences(alarms.alerts), *silences]
+    for sid, events in tracked.items():
+        ts, combined = cycle[sid]
+        episodes = track(
+            latest.get(sid),
+            ts,
+            combined,
+            events,
+            threshold=alarms.detection.threshold,
+            critical=CRITICAL_SCORE,
+        )
+        for episode in episodes:
+            spans.setdefault(sid, []).append(_span(episode, len(writes)))
+            writes.append(_write(sid, meta[sid], episode, alarms.alerts, every_silence, now))
+    return writes, [_link(a, spans.get(a.series_id, ())) for a in anomalies]
+
+
+def routing_labels(meta: store.SeriesMeta, severity: str) -> dict[str, str]:
+    """The labels routes and silences match: the series' own plus what anomon knows."""
+    return {
+        **meta.labels,
+        "metric": meta.metric,
+        "entity": meta.entity,
+        "source": meta.source,
+        "kind": meta.kind,
+        "severity": severity,
+    }
+
+
+def _write(
+    sid: int,
+    meta: store.SeriesMeta,
+    episode: Episode,
+    config: AlertsConfig,
+    silences: Sequence[Silence],
+    now: datetime,
+) -> IncidentWrite:
+    labels = routing_labels(meta, episode.severity)
+    quiet = episode.silenced or silenced(labels, silences, now)
+    outbox = (
+        () if quiet or not config.enabled else tuple(_outbox(sid, episode, labels, config, now))
+    )
+    return IncidentWrite(
+        series_id=sid,
+        entity=meta.entity,
+        metric=meta.metric,
+        labels=canonical_labels(labels),
+        status=episode.status,
+        severity=episode.severity,
+        peak_score=episode.peak_score,
+        opened_at=episode.opened_at,
+        last_seen_at=episode.last_seen_at,
+        resolved_at=episode.resolved_at,
+        silenced=quiet,
+        incident_id=episode.incident_id,
+        version=episode.version,
+        outbox=outbox,
+    )
+
+
+def _outbox(
+    sid: int, episode: Episode, labels: dict[str, str], config: AlertsConfig, now: datetime
+) -> list[OutboxEntry]:
+    entries = []
+    for delivery in route(labels, config):
+        for index, (event, at) in enumerate(episode.notices):
+            if event == "resolved" and not delivery.send_resolved:
+                continue
+            first = index == 0 and episode.incident_id is None
+            entries.append(
+                OutboxEntry(
+                    receiver=delivery.receiver,
+                    group_key=delivery.group_key,
+                    event=event,
+                    key=notification_key(
+                        sid, to_epoch(episode.opened_at), event, at, delivery.receiver
+                    ),
+                    not_before=now + delivery.group_wait if first else now,
+                    group_interval=delivery.group_interval,
+                )
+            )
+    return entries
+
+
+def notification_key(series_id: int, opened: int, event: str, at: int, receiver: str) -> str:
+    """The idempotency key of one notification: the same change gives the same key."""
+    text = json.dumps([series_id, opened, event, at, receiver])
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def _span(episode: Episode, index: int) -> tuple[int, int, int]:
+    end = episode.resolved_at
+    return to_epoch(episode.opened_at), to_epoch(end) if end else 2**62, index
+
+
+def _link(anomaly: AnomalyRecord, spans: Sequence[tuple[int, int, int]]) -> AnomalyRecord:
+    """The anomaly with its incident (the write whose span holds its time), if any."""
+    for start, end, index in spans:
+        if start <= anomaly.ts <= end:
+            return replace(anomaly, incident=index)
+    return anomaly

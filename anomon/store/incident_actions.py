@@ -1,0 +1,69 @@
+"""What people do to incidents: list them, acknowledge them, give feedback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, select, update
+
+from anomon.errors import UsageError
+from anomon.store.engine import translated
+from anomon.store.schema import Incident
+
+FEEDBACK = ("confirmed", "false_alarm", "expected")
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    """One incident as ``anomon incidents list`` shows it."""
+
+    id: int
+    status: str
+    severity: str
+    metric: str
+    entity: str
+    peak_score: float
+    opened_at: datetime
+    resolved_at: datetime | None
+    acknowledged: bool
+    silenced: bool
+    feedback: str | None
+
+
+def list_incidents(
+    engine: Engine, *, everything: bool = False, limit: int = 50
+) -> list[IncidentRow]:
+    """Return the firing incidents (with ``everything``, the newest ``limit`` of all)."""
+    query = select(
+        Incident.id, Incident.status, Incident.severity, Incident.metric, Incident.entity,
+        Incident.peak_score, Incident.opened_at, Incident.resolved_at,
+        Incident.acknowledged_at.is_not(None), Incident.silenced, Incident.feedback,
+    ).order_by(Incident.id.desc()).limit(limit)  # fmt: skip
+    if not everything:
+        query = query.where(Incident.status == "firing")
+    with translated(engine, "listing incidents"), engine.connect() as conn:
+        return [IncidentRow(*row) for row in conn.execute(query)]
+
+
+def acknowledge(engine: Engine, incident_id: int, *, now: datetime) -> None:
+    """Mark an incident acknowledged: it is no longer repeated. Raises UsageError."""
+    _change(engine, incident_id, acknowledged_at=now)
+
+
+def give_feedback(engine: Engine, incident_id: int, label: str) -> None:
+    """Store a verdict on an incident (confirmed, false_alarm or expected)."""
+    if label not in FEEDBACK:
+        raise UsageError(f"feedback must be one of {', '.join(FEEDBACK)}, got: {label!r}")
+    _change(engine, incident_id, feedback=label)
+
+
+def _change(engine: Engine, incident_id: int, **values: object) -> None:
+    statement = (
+        update(Incident)
+        .where(Incident.id == incident_id)
+        .values(version=Incident.version + 1, **values)
+    )
+    with translated(engine, "changing an incident"), engine.begin() as conn:
+        if conn.execute(statement).rowcount != 1:
+            raise UsageError(f"no incident with id {incident_id}")

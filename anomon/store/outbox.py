@@ -1,0 +1,327 @@
+"""The outbox: claim due notifications atomically, record what became of them.
+
+A claim is one ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``:
+on PostgreSQL two delivery workers never claim the same row; SQLite has one writer at
+a time anyway. A claimed row is ``sending`` until its lease (``next_attempt_at``) ends;
+a worker that dies mid-send leaves it to be claimed again once the lease is over, and
+the idempotency key lets the receiver drop the second copy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session
+
+from anomon.model import OutboxEntry
+from anomon.store.engine import translated
+from anomon.store.incidents import enqueue
+from anomon.store.samples import read_history
+from anomon.store.schema import Anomaly, Incident, Notification, Silence
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A notification this worker now holds."""
+
+    id: int
+    incident_id: int
+    receiver: str
+    group_key: str
+    event: str
+    key: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentData:
+    """An incident with what a message shows of it (its strongest anomaly, its series)."""
+
+    id: int
+    series_id: int | None
+    metric: str
+    entity: str
+    labels: dict[str, str]
+    status: str
+    severity: str
+    peak_score: float
+    opened_at: datetime
+    last_seen_at: datetime
+    resolved_at: datetime | None
+    acknowledged: bool
+    silenced: bool
+    value: float | None
+    expected: float | None
+    direction: str | None
+    detector_scores: dict[str, float]
+
+
+def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) -> list[Claimed]:
+    """Claim up to ``limit`` due notifications (oldest first) until ``now + lease``."""
+    due = (
+        select(Notification.id)
+        .where(
+            Notification.status.in_(("pending", "sending")),
+            Notification.next_attempt_at <= now,
+        )
+        .order_by(Notification.next_attempt_at, Notification.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        update(Notification)
+        .where(Notification.id.in_(due.scalar_subquery()))
+        .values(status="sending", attempts=Notification.attempts + 1, next_attempt_at=now + lease)
+        .returning(
+            Notification.id,
+            Notification.incident_id,
+            Notification.receiver,
+            Notification.group_key,
+            Notification.event,
+            Notification.idempotency_key,
+            Notification.attempts,
+        )
+    )
+    with translated(engine, "claiming notifications"), engine.begin() as conn:
+        rows = conn.execute(statement).all()
+    return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+
+
+def record_outcomes(
+    engine: Engine,
+    *,
+    sent: Sequence[int],
+    retry: Mapping[int, tuple[str, datetime]],
+    dead: Mapping[int, str],
+    silenced: Sequence[int],
+    silenced_incidents: Sequence[int],
+    now: datetime,
+) -> None:
+    """Record a delivery run's outcomes in one transaction (a few statements, not one
+    per notification where they share a value)."""
+    with translated(engine, "recording notification outcomes"), engine.begin() as conn:
+
+        def set_rows(ids: Sequence[int], **values: object) -> None:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                conn.execute(
+                    update(Notification).where(Notification.id.in_(chunk)).values(**values)
+                )
+
+        set_rows(sent, status="sent", sent_at=now, last_error=None)
+        set_rows(silenced, status="silenced", last_error=None)
+        for error, ids in _by_value(dict(dead)).items():
+            set_rows(ids, status="dead", last_error=error)
+        for (error, at), ids in _by_value(dict(retry)).items():
+            set_rows(ids, status="pending", last_error=error, next_attempt_at=at)
+        if silenced_incidents:
+            conn.execute(
+                update(Incident)
+                .where(Incident.id.in_(list(silenced_incidents)))
+                .values(silenced=True)
+            )
+
+
+def _by_value(mapping: Mapping[int, Any]) -> dict[Any, list[int]]:
+    grouped: dict[Any, list[int]] = {}
+    for key, value in mapping.items():
+        grouped.setdefault(value, []).append(key)
+    return grouped
+
+
+def enqueue_many(
+    engine: Engine, entries: Mapping[int, Sequence[OutboxEntry]], *, now: datetime
+) -> int:
+    """Enqueue outbox entries per incident in one transaction; return how many were new."""
+    with translated(engine, "enqueueing notifications"), engine.begin() as conn:
+        return sum(enqueue(conn, iid, rows, now=now) for iid, rows in entries.items())
+
+
+def mark_sent(engine: Engine, ids: Sequence[int], *, now: datetime) -> None:
+    """Record ``ids`` as delivered."""
+    _set(engine, ids, status="sent", sent_at=now, last_error=None)
+
+
+def mark_retry(engine: Engine, ids: Sequence[int], *, error: str, at: datetime) -> None:
+    """Put ``ids`` back in the queue until ``at``, keeping the error line."""
+    _set(engine, ids, status="pending", next_attempt_at=at, last_error=error)
+
+
+def mark_dead(engine: Engine, ids: Sequence[int], *, error: str) -> None:
+    """Give up on ``ids``: permanent failures, or out of attempts."""
+    _set(engine, ids, status="dead", last_error=error)
+
+
+def mark_silenced(engine: Engine, ids: Sequence[int], incident_ids: Sequence[int]) -> None:
+    """Record ``ids`` as not sent because a silence covers their incidents."""
+    _set(engine, ids, status="silenced", last_error=None)
+    if incident_ids:
+        with translated(engine, "marking incidents silenced"), engine.begin() as conn:
+            conn.execute(
+                update(Incident).where(Incident.id.in_(list(incident_ids))).values(silenced=True)
+            )
+
+
+def _set(engine: Engine, ids: Sequence[int], **values: object) -> None:
+    if not ids:
+        return
+    with translated(engine, "recording notification outcomes"), engine.begin() as conn:
+        conn.execute(update(Notification).where(Notification.id.in_(list(ids))).values(**values))
+
+
+def incidents_for_notice(engine: Engine, incident_ids: Sequence[int]) -> dict[int, IncidentData]:
+    """Return each incident with its strongest anomaly's value, expectation and scores."""
+    ids = sorted(set(incident_ids))
+    found: dict[int, IncidentData] = {}
+    strongest = (
+        select(Anomaly.incident_id, func.max(Anomaly.score).label("score"))
+        .where(Anomaly.incident_id.in_(ids))
+        .group_by(Anomaly.incident_id)
+        .subquery()
+    )
+    query = (
+        select(Incident, Anomaly)
+        .outerjoin(strongest, strongest.c.incident_id == Incident.id)
+        .outerjoin(
+            Anomaly,
+            (Anomaly.incident_id == Incident.id) & (Anomaly.score == strongest.c.score),
+        )
+        .where(Incident.id.in_(ids))
+        .order_by(Incident.id, Anomaly.ts.desc())
+    )
+    with translated(engine, "reading incidents"), Session(engine) as session:
+        for incident, anomaly in session.execute(query).tuples():
+            if incident.id not in found:
+                found[incident.id] = _incident_data(incident, anomaly)
+    return found
+
+
+def _incident_data(incident: Incident, anomaly: Anomaly | None) -> IncidentData:
+    return IncidentData(
+        id=incident.id,
+        series_id=incident.series_id,
+        metric=incident.metric,
+        entity=incident.entity,
+        labels=json.loads(incident.labels),
+        status=incident.status,
+        severity=incident.severity,
+        peak_score=incident.peak_score,
+        opened_at=incident.opened_at,
+        last_seen_at=incident.last_seen_at,
+        resolved_at=incident.resolved_at,
+        acknowledged=incident.acknowledged_at is not None,
+        silenced=incident.silenced,
+        value=anomaly.value if anomaly else None,
+        expected=anomaly.expected if anomaly else None,
+        direction=anomaly.direction if anomaly else None,
+        detector_scores=json.loads(anomaly.detector_scores) if anomaly else {},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesAround:
+    """A series' points around an incident, its expected values and anomalous times."""
+
+    ts: list[int]
+    values: list[float]
+    expected: list[float]
+    anomalies: list[int]
+
+
+def series_around(engine: Engine, series_id: int, *, since: int, until: int) -> SeriesAround:
+    """Return the points of ``series_id`` in ``[since, until)`` and its anomalies there."""
+    with translated(engine, "reading a series for a chart"), engine.connect() as conn:
+        points = read_history(conn, [series_id], since=since, until=until)[series_id]
+        marked = conn.execute(
+            select(Anomaly.ts, Anomaly.expected)
+            .where(Anomaly.series_id == series_id, Anomaly.ts >= since, Anomaly.ts < until)
+            .order_by(Anomaly.ts)
+        ).all()
+    expected = np.full(points.ts.size, np.nan)
+    where = {int(ts): e for ts, e in marked if e is not None}
+    for i, ts in enumerate(points.ts.tolist()):
+        if ts in where:
+            expected[i] = where[ts]
+    return SeriesAround(
+        points.ts.tolist(),
+        points.values.tolist(),
+        expected.tolist(),
+        [int(ts) for ts, _ in marked],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatCandidate:
+    """A firing, unacknowledged, unsilenced incident and its receivers' last sends."""
+
+    incident_id: int
+    labels: dict[str, str]
+    version: int
+    last_sent: dict[str, datetime]  # receiver -> last notification sent
+    pending: frozenset[str]  # receivers with a notification still queued
+
+
+def repeat_candidates(engine: Engine, *, sent_before: datetime) -> list[RepeatCandidate]:
+    """Return the firing, unacknowledged, unsilenced incidents that some receiver last
+    heard of at or before ``sent_before``, with every receiver's last send and those
+    with a notification still queued."""
+    live = (
+        Incident.status == "firing",
+        Incident.acknowledged_at.is_(None),
+        Incident.silenced.is_(False),
+    )
+    sends = (
+        select(
+            Notification.incident_id,
+            Notification.receiver,
+            Notification.status,
+            func.max(Notification.sent_at),
+        )
+        .join(Incident, Incident.id == Notification.incident_id)
+        .where(*live)
+        .group_by(Notification.incident_id, Notification.receiver, Notification.status)
+    )
+    with translated(engine, "reading incidents for repeats"), engine.connect() as conn:
+        last: dict[int, dict[str, datetime]] = {}
+        pending: dict[int, set[str]] = {}
+        for incident_id, receiver, status, sent_at in conn.execute(sends):
+            if status in ("pending", "sending"):
+                pending.setdefault(incident_id, set()).add(receiver)
+            elif status == "sent" and sent_at is not None:
+                known = last.setdefault(incident_id, {})
+                known[receiver] = max(sent_at, known.get(receiver, sent_at))
+        due = [iid for iid, sent in last.items() if min(sent.values()) <= sent_before]
+        labels: dict[int, tuple[str, int]] = {}
+        for start in range(0, len(due), 500):
+            query = select(Incident.id, Incident.labels, Incident.version).where(
+                Incident.id.in_(due[start : start + 500])
+            )
+            labels |= {iid: (text, version) for iid, text, version in conn.execute(query)}
+    return [
+        RepeatCandidate(iid, json.loads(text), version, last[iid], frozenset(pending.get(iid, ())))
+        for iid, (text, version) in sorted(labels.items())
+    ]
+
+
+def outbox_counts(engine: Engine) -> dict[str, int]:
+    """Return how many notifications there are in each status."""
+    query = select(Notification.status, func.count()).group_by(Notification.status)
+    with translated(engine, "counting notifications"), engine.connect() as conn:
+        return {status: int(count) for status, count in conn.execute(query)}
+
+
+def stored_silences(
+    engine: Engine, *, now: datetime
+) -> list[tuple[list[dict[str, str]], datetime, datetime]]:
+    """Return the matchers, start and end of every silence not yet over at ``now``."""
+    query = select(Silence.matchers, Silence.starts_at, Silence.ends_at).where(
+        Silence.ends_at > now
+    )
+    with translated(engine, "reading silences"), engine.connect() as conn:
+        return [(json.loads(m), start, end) for m, start, end in conn.execute(query)]

@@ -1,0 +1,98 @@
+"""What ``anomon status`` shows: sources, series, incidents and the outbox, in a few queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select
+
+from anomon.store.engine import translated
+from anomon.store.schema import CollectionRun, Incident, Notification, Series, SeriesState
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """A source's last collection, and its last successful one."""
+
+    source: str
+    last_at: datetime
+    last_error: str | None
+    last_ok_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadNotification:
+    """A notification anomon gave up on."""
+
+    id: int
+    receiver: str
+    event: str
+    incident_id: int
+    attempts: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The whole picture."""
+
+    sources: list[SourceStatus]
+    series_by_quality: dict[str, int]
+    open_incidents: int
+    outbox: dict[str, int]
+    dead: list[DeadNotification]
+
+
+def read_status(engine: Engine, *, dead_limit: int = 10) -> Status:
+    """Return the status of every part (one query each)."""
+    last = select(func.max(CollectionRun.id)).group_by(CollectionRun.source).scalar_subquery()
+    ok = (
+        select(CollectionRun.source, func.max(CollectionRun.started_at))
+        .where(CollectionRun.error.is_(None))
+        .group_by(CollectionRun.source)
+    )
+    quality = (
+        select(func.coalesce(SeriesState.quality, "unscored"), func.count())
+        .select_from(Series)
+        .outerjoin(SeriesState, SeriesState.series_id == Series.id)
+        .group_by(func.coalesce(SeriesState.quality, "unscored"))
+    )
+    dead = (
+        select(
+            Notification.id,
+            Notification.receiver,
+            Notification.event,
+            Notification.incident_id,
+            Notification.attempts,
+            Notification.last_error,
+        )
+        .where(Notification.status == "dead")
+        .order_by(Notification.id.desc())
+        .limit(dead_limit)
+    )
+    with translated(engine, "reading the status"), engine.connect() as conn:
+        oks = dict(conn.execute(ok).tuples().all())
+        runs = conn.execute(
+            select(CollectionRun.source, CollectionRun.started_at, CollectionRun.error)
+            .where(CollectionRun.id.in_(last))
+            .order_by(CollectionRun.source)
+        ).all()
+        return Status(
+            sources=[SourceStatus(s, at, error, oks.get(s)) for s, at, error in runs],
+            series_by_quality=dict(conn.execute(quality).tuples().all()),
+            open_incidents=conn.execute(
+                select(func.count()).select_from(Incident).where(Incident.status == "firing")
+            ).scalar_one(),
+            outbox=dict(
+                conn.execute(
+                    select(Notification.status, func.count()).group_by(Notification.status)
+                )
+                .tuples()
+                .all()
+            ),
+            dead=[
+                DeadNotification(nid, receiver, event, incident, attempts, error or "")
+                for nid, receiver, event, incident, attempts, error in conn.execute(dead)
+            ],
+        )

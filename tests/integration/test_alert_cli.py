@@ -1,0 +1,112 @@
+"""The alerting commands as a user runs them: notify test, silence, status."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import run_cli
+from tests.loopback import free_port, receive
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "anomon.toml"
+    path.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "anomon.db"}"\n'
+        '[alerts]\nreceiver = "hook"\n'
+        f'[[alerts.receivers]]\nname = "hook"\nkind = "webhook"\nurl = "{url}"\n'
+        'secret = "s3cr3t-value"\n'
+        f'[[alerts.receivers]]\nname = "down"\nkind = "webhook"\n'
+        f'url = "http://user:pw@127.0.0.1:{free_port()}/x?token=abc"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_notify_test_sends_one_message_and_reports_a_failure_in_one_line(tmp_path: Path) -> None:
+    with receive() as hook:
+        config = _config(tmp_path, f"{hook.url}/hook")
+        sent = run_cli("notify", "test", "hook", "-c", str(config))
+        assert sent.returncode == 0, sent.stderr
+        assert "test notification sent to hook" in sent.stdout
+        (request,) = hook.requests
+        body = json.loads(request.body)
+        assert body["test"] is True and body["incidents"][0]["metric"] == "anomon_test"
+        assert request.headers["x-anomon-signature"].startswith("sha256=")
+    down = run_cli("notify", "test", "down", "-c", str(config))
+    assert down.returncode == 1
+    assert down.stderr.startswith("Error: ") and down.stderr.count("\n") == 1
+    assert "pw" not in down.stderr and "token" not in down.stderr
+    unknown = run_cli("notify", "test", "nope", "-c", str(config))
+    assert unknown.returncode == 2
+    assert "no receiver named 'nope' in the config (receivers: hook, down)" in unknown.stderr
+
+
+def test_silences_are_added_listed_and_expired(tmp_path: Path) -> None:
+    config = _config(tmp_path, "http://127.0.0.1:9/hook")
+    added = run_cli(
+        "silence",
+        "add",
+        "entity=churn",
+        "metric=~acc.*",
+        "--for",
+        "1h",
+        "--comment",
+        "deploy",
+        "-c",
+        str(config),
+    )
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("silence 1 until ")
+    listed = run_cli("silence", "list", "-c", str(config))
+    assert "entity=churn metric=~acc.*  deploy" in listed.stdout
+    assert run_cli("silence", "expire", "1", "-c", str(config)).returncode == 0
+    assert "no active silences" in run_cli("silence", "list", "-c", str(config)).stdout
+    again = run_cli("silence", "expire", "1", "-c", str(config))
+    assert again.returncode == 2 and "no active silence with id 1" in again.stderr
+    bad = run_cli("silence", "add", "metric=~acc(", "-c", str(config))
+    assert bad.returncode == 2 and "not a valid regular expression" in bad.stderr
+
+
+def test_status_shows_sources_incidents_and_the_outbox(tmp_path: Path) -> None:
+    config = _config(tmp_path, "http://127.0.0.1:9/hook")
+    result = run_cli("status", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "(no collections yet)" in result.stdout
+    assert "open incidents: 0" in result.stdout
+    assert "notifications: none" in result.stdout
+
+
+def test_incidents_are_listed_acknowledged_and_judged(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from anomon import store
+    from anomon.model import IncidentWrite
+
+    config = _config(tmp_path, "http://127.0.0.1:9/hook")
+    engine = store.open_engine(f"sqlite:///{tmp_path / 'anomon.db'}")
+    store.upgrade(engine)
+    opened = datetime(2026, 11, 22, 11, 45, tzinfo=UTC)
+    with engine.begin() as conn:
+        store.write_incidents(
+            conn,
+            [
+                IncidentWrite(
+                    None, "churn", "accuracy", "{}", "firing", "critical", 97.0, opened, opened
+                )
+            ],
+            now=opened,
+        )
+    engine.dispose()
+    listed = run_cli("incidents", "list", "-c", str(config))
+    assert "#1  firing   critical accuracy on churn  peak 97  opened 2026-11-22 11:45Z" in (
+        listed.stdout
+    )
+    assert run_cli("incidents", "ack", "1", "-c", str(config)).returncode == 0
+    assert run_cli("incidents", "feedback", "1", "false_alarm", "-c", str(config)).returncode == 0
+    again = run_cli("incidents", "list", "-c", str(config))
+    assert again.stdout.rstrip().endswith("ack false_alarm")
+    missing = run_cli("incidents", "ack", "9", "-c", str(config))
+    assert missing.returncode == 2 and "no incident with id 9" in missing.stderr
+    wrong = run_cli("incidents", "feedback", "1", "meh", "-c", str(config))
+    assert wrong.returncode == 2 and "invalid choice: 'meh'" in wrong.stderr

@@ -1,0 +1,319 @@
+"""Incidents and notifications end to end on real databases and a real HTTP receiver:
+the detection job opens and resolves incidents and fills the outbox in its own
+transaction; the delivery job groups, waits, retries, repeats and never sends twice."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from anomon import store
+from anomon.alerts.notifiers import build_notifiers
+from anomon.config import AlertsConfig, DetectionConfig
+from anomon.model import IncidentWrite, OutboxEntry, Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.service.delivery import DeliverJob
+from anomon.service.detection import DetectJob
+from anomon.store.schema import Anomaly, Incident, Notification
+from tests.loopback import Receiver, free_port, receive
+
+START = 1_795_000_000 // 86_400 * 86_400
+SHIFT = range(1000, 1012)  # a latency shift of twelve minutes
+DETECTION = DetectionConfig.model_validate({"forest": {"min_train": 200}, "seasonality": []})
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **span: float) -> None:
+        self.now += timedelta(**span)
+
+
+def alerts(url: str, **extra: Any) -> AlertsConfig:
+    return AlertsConfig.model_validate(
+        {
+            "receiver": "hook",
+            "receivers": [{"name": "hook", "kind": "webhook", "url": f"{url}/hook"}],
+            "group_wait": "30s",
+            "group_interval": "1m",
+            "delivery": {"backoff_initial": "10s"},
+            **extra,
+        }
+    )
+
+
+def collect(engine: store.Engine, first: int, last: int, *, entity: str = "churn") -> None:
+    rng = np.random.default_rng(3)
+    values = 200 + rng.normal(0, 2, 1300)
+    values[list(SHIFT)] += 80
+    info = SeriesInfo("model-server", entity, SeriesKind.LATENCY, "ms")
+    key = SeriesKey.of("latency_p99", {"model": entity})
+    samples = [Sample(key, info, START + 60 * i, float(values[i])) for i in range(first, last)]
+    at = datetime.fromtimestamp(START + 60 * last, UTC)
+    store.save_collection(
+        engine,
+        store.SeriesRegistry(),
+        source="model-server",
+        started_at=at,
+        finished_at=at,
+        samples=samples,
+    )
+
+
+def incidents(engine: store.Engine) -> list[Incident]:
+    with Session(engine) as session:
+        return list(session.scalars(select(Incident).order_by(Incident.id)))
+
+
+def notifications(engine: store.Engine) -> list[Notification]:
+    with Session(engine) as session:
+        return list(session.scalars(select(Notification).order_by(Notification.id)))
+
+
+def bodies(receiver: Receiver) -> list[dict[str, Any]]:
+    return [json.loads(request.body) for request in receiver.requests]
+
+
+@pytest.fixture
+def hook() -> Iterator[Receiver]:
+    with receive() as receiver:
+        yield receiver
+
+
+def test_an_incident_opens_notifies_resolves_and_notifies_again(
+    engine: store.Engine, hook: Receiver
+) -> None:
+    config = alerts(hook.url)
+    clock = Clock(datetime.fromtimestamp(START + 60 * 1005, UTC))
+    detect = DetectJob(engine, DETECTION, clock=clock, alerts=config)
+    deliver = DeliverJob(engine, config, build_notifiers(config), clock=clock)
+    collect(engine, 0, 1005)
+    detect()
+    (incident,) = incidents(engine)
+    assert (incident.status, incident.metric, incident.entity) == ("firing", "latency_p99", "churn")
+    assert json.loads(incident.labels)["model"] == "churn"
+    with engine.connect() as conn:  # the anomalies of the shift belong to it
+        linked = conn.execute(select(Anomaly.incident_id).where(Anomaly.ts >= START + 60 * 1000))
+        assert set(linked.scalars()) == {incident.id}
+    (queued,) = notifications(engine)
+    assert (queued.event, queued.status, queued.receiver) == ("firing", "pending", "hook")
+
+    deliver.run_once()
+    assert hook.requests == []  # group_wait: 30 s
+    clock.advance(seconds=30)
+    deliver.run_once()
+    (firing,) = bodies(hook)
+    assert firing["event"] == "firing" and firing["incidents"][0]["id"] == incident.id
+    assert hook.requests[0].headers["idempotency-key"] == firing["key"]
+
+    collect(engine, 1005, 1100)  # back to normal: five normal rows resolve it
+    detect()
+    (resolved,) = incidents(engine)
+    assert resolved.status == "resolved" and resolved.version == incident.version + 1
+    deliver.run_once()
+    assert len(hook.requests) == 1  # group_interval: a minute after the last send
+    clock.advance(minutes=1)
+    deliver.run_once()
+    assert [b["event"] for b in bodies(hook)] == ["firing", "resolved"]
+    assert bodies(hook)[1]["status"] == "resolved"
+    assert {n.status for n in notifications(engine)} == {"sent"}
+
+
+def test_running_a_cycle_again_after_a_crash_queues_nothing_twice(engine: store.Engine) -> None:
+    config = alerts("http://127.0.0.1:9")
+    clock = Clock(datetime.fromtimestamp(START + 60 * 1100, UTC))
+    collect(engine, 0, 1100)
+    DetectJob(engine, DETECTION, clock=clock, alerts=config)()
+    first = [(n.event, n.idempotency_key) for n in notifications(engine)]
+    assert [event for event, _ in first] == ["firing", "resolved"]
+    with engine.begin() as conn:  # as if the cycle's transaction never happened
+        conn.exec_driver_sql("DELETE FROM notifications")
+        conn.exec_driver_sql("UPDATE anomalies SET incident_id = NULL")
+        conn.exec_driver_sql("DELETE FROM incidents")
+        conn.exec_driver_sql("DELETE FROM anomalies")
+        conn.exec_driver_sql("DELETE FROM series_state")
+    DetectJob(engine, DETECTION, clock=clock, alerts=config)()
+    DetectJob(engine, DETECTION, clock=clock, alerts=config)()  # and nothing new after
+    assert [(n.event, n.idempotency_key) for n in notifications(engine)] == first
+    assert len(incidents(engine)) == 1
+
+
+def _firing_incidents(engine: store.Engine, count: int, at: datetime, **group: str) -> None:
+    """Store ``count`` firing incidents with one queued firing notification each."""
+    writes = [
+        IncidentWrite(
+            series_id=None,
+            entity=f"model-{i}",
+            metric="accuracy",
+            labels=json.dumps({"metric": "accuracy", "entity": f"model-{i}"}),
+            status="firing",
+            severity="warning",
+            peak_score=90.0,
+            opened_at=at,
+            last_seen_at=at,
+            outbox=(
+                OutboxEntry(
+                    "hook",
+                    group.get("key", f'default:{{"entity":"model-{i}"}}'),
+                    "firing",
+                    f"k{i}",
+                    at,
+                ),
+            ),
+        )
+        for i in range(count)
+    ]
+    with engine.begin() as conn:
+        store.write_incidents(conn, writes, now=at)
+
+
+def test_a_receiver_that_is_down_gets_every_notification_once_when_back(
+    engine: store.Engine, hook: Receiver
+) -> None:
+    config = alerts(hook.url)
+    clock = Clock(datetime(2026, 12, 1, tzinfo=UTC))
+    _firing_incidents(engine, 5, clock.now)
+    deliver = DeliverJob(engine, config, build_notifiers(config), clock=clock, jitter=lambda: 1.0)
+    hook.status = 503
+    for minutes in range(4):  # backoff 10 s, 20 s, 40 s, 80 s
+        done = deliver.run_once()
+        assert len(done.retry) == 5 and not done.sent, minutes
+        clock.advance(minutes=3)
+    rows = notifications(engine)
+    assert {(n.status, n.attempts) for n in rows} == {("pending", 4)}
+    assert all("HTTP 503" in (n.last_error or "") for n in rows)
+    hook.status = 200
+    assert len(deliver.run_once().sent) == 5
+    assert deliver.run_once().sent == []
+    delivered = [b["incidents"][0]["entity"] for b in bodies(hook)[-5:]]
+    assert delivered == [f"model-{i}" for i in range(5)]  # in incident order
+    ok = {r.headers["idempotency-key"] for r in hook.requests[-5:]}
+    assert len(ok) == 5
+
+
+def test_a_permanent_failure_is_dead_at_once_and_a_transient_one_after_max_attempts(
+    engine: store.Engine, hook: Receiver
+) -> None:
+    clock = Clock(datetime(2026, 12, 1, tzinfo=UTC))
+    _firing_incidents(engine, 1, clock.now)
+    config = alerts(hook.url)
+    hook.status = 400
+    done = DeliverJob(engine, config, build_notifiers(config), clock=clock).run_once()
+    (error,) = done.dead.values()
+    assert error.startswith("permanent: ")
+    assert "HTTP 400" in notifications(engine)[0].last_error  # type: ignore[operator]
+    assert store.outbox_counts(engine) == {"dead": 1}
+
+    down = alerts(f"http://127.0.0.1:{free_port()}", delivery={"max_attempts": 2})
+    with engine.begin() as conn:  # free the key k0 for the next incident
+        conn.exec_driver_sql("UPDATE notifications SET idempotency_key = 'x' WHERE status = 'dead'")
+    _firing_incidents(engine, 1, clock.now, key="other")
+    job = DeliverJob(engine, down, build_notifiers(down), clock=clock)
+    assert len(job.run_once().retry) == 1
+    clock.advance(hours=1)
+    (error,) = job.run_once().dead.values()
+    assert error.startswith("gave up after 2 attempts") and "connection" in error
+
+
+def test_incidents_of_one_group_go_out_in_one_message(engine: store.Engine, hook: Receiver) -> None:
+    clock = Clock(datetime(2026, 12, 1, tzinfo=UTC))
+    _firing_incidents(engine, 3, clock.now, key='default:{"metric":"accuracy"}')
+    config = alerts(
+        hook.url,
+        receivers=[
+            {"name": "hook", "kind": "webhook", "url": f"{hook.url}/am", "format": "alertmanager"}
+        ],
+    )
+    DeliverJob(engine, config, build_notifiers(config), clock=clock).run_once()
+    (message,) = bodies(hook)
+    assert message["version"] == "4" and len(message["alerts"]) == 3
+    assert message["groupLabels"] == {"metric": "accuracy"}
+
+
+def test_a_silence_records_the_incident_and_sends_nothing(
+    engine: store.Engine, hook: Receiver
+) -> None:
+    config = alerts(hook.url, silences=[{"match": {"entity": "churn"}, "comment": "deploy"}])
+    clock = Clock(datetime.fromtimestamp(START + 60 * 1100, UTC))
+    collect(engine, 0, 1100)
+    DetectJob(engine, DETECTION, clock=clock, alerts=config)()
+    (incident,) = incidents(engine)
+    assert incident.silenced and notifications(engine) == []
+    # a silence added while a notification waits: it is dropped at delivery, recorded
+    _firing_incidents(engine, 1, clock.now)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE incidents SET entity = 'churn', labels = "
+            '\'{"entity":"churn"}\' WHERE silenced = false'
+        )
+    done = DeliverJob(engine, config, build_notifiers(config), clock=clock).run_once()
+    assert len(done.silenced) == 1 and hook.requests == []
+    assert store.outbox_counts(engine) == {"silenced": 1}
+
+
+def test_a_firing_incident_is_repeated_every_repeat_interval_until_acknowledged(
+    engine: store.Engine, hook: Receiver
+) -> None:
+    config = alerts(hook.url, repeat_interval="1h")
+    clock = Clock(datetime(2026, 12, 1, tzinfo=UTC))
+    _firing_incidents(engine, 1, clock.now)
+    job = DeliverJob(engine, config, build_notifiers(config), clock=clock)
+    job.run_once()
+    clock.advance(minutes=59)
+    job.run_once()
+    assert len(hook.requests) == 1
+    clock.advance(minutes=2)
+    job.run_once()
+    job.run_once()
+    assert [b["event"] for b in bodies(hook)] == ["firing", "repeat"]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE incidents SET acknowledged_at = '2026-12-01 01:00:00'")
+    clock.advance(hours=2)
+    job.run_once()
+    assert len(hook.requests) == 2
+
+
+@pytest.mark.postgres
+def test_two_delivery_workers_on_postgresql_never_send_the_same_notification(
+    postgres_schema_url: str, hook: Receiver
+) -> None:
+    engine = store.open_engine(postgres_schema_url)
+    store.upgrade(engine)
+    clock = Clock(datetime(2026, 12, 1, tzinfo=UTC))
+    _firing_incidents(engine, 300, clock.now)
+    config = alerts(hook.url, delivery={"batch_size": 20})
+    workers = [
+        DeliverJob(
+            store.open_engine(postgres_schema_url), config, build_notifiers(config), clock=clock
+        )
+        for _ in range(2)
+    ]
+
+    def drain(job: DeliverJob) -> None:
+        for _ in range(40):
+            job.run_once()
+
+    threads = [threading.Thread(target=drain, args=(job,)) for job in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    keys = [request.headers["idempotency-key"] for request in hook.requests]
+    assert len(keys) == 300 and len(set(keys)) == 300
+    assert store.outbox_counts(engine) == {"sent": 300}
+    for job in workers:
+        job.engine.dispose()
+    engine.dispose()
