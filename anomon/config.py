@@ -204,6 +204,18 @@ class SystemSourceConfig(SourceBase):
     pid_file: str | None = None
 
 
+def _headers(headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ValueError(f"not a valid HTTP header name: {name!r}")
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"the value of header {name!r} contains a line break")
+    return headers
+
+
+HeaderMap = Annotated[dict[str, str], AfterValidator(_headers)]
+
+
 def _http_url(url: str) -> str:
     if not re.match(r"^https?://[^/\s]+", url):
         raise ValueError(f"expected an http:// or https:// URL, got: {url!r}")
@@ -227,7 +239,7 @@ class HttpSourceBase(SourceBase):
     """Keys every source that pulls over HTTP shares."""
 
     url: Annotated[str, AfterValidator(_http_url)]
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: HeaderMap = Field(default_factory=dict)
     bearer_token: str | None = None
     series_kind: Literal["quality", "latency", "resource", "custom"] = "custom"
     max_bytes: Annotated[int, Field(ge=1024)] = 1_000_000
@@ -418,7 +430,7 @@ class WebhookReceiverConfig(Section):
     url: Annotated[str, AfterValidator(_http_url)]
     format: Literal["anomon", "alertmanager", "slack"] = "anomon"
     secret: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: HeaderMap = Field(default_factory=dict)
     timeout: PositiveDuration = timedelta(seconds=10)
 
 
@@ -498,7 +510,7 @@ class DeliveryConfig(Section):
     interval: PositiveDuration = timedelta(seconds=5)
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
     concurrency: Annotated[int, Field(ge=1, le=64)] = 1
-    max_attempts: Annotated[int, Field(ge=1)] = 12
+    max_attempts: Annotated[int, Field(ge=1)] = 24
     backoff_initial: PositiveDuration = timedelta(seconds=10)
     backoff_max: PositiveDuration = timedelta(minutes=30)
     claim_timeout: PositiveDuration = timedelta(minutes=5)

@@ -118,6 +118,7 @@ class IncidentWrite:
     last_seen_at: datetime
     resolved_at: datetime | None = None
     silenced: bool = False
+    reopened: bool = False  # fires again: a past acknowledgement no longer holds
     incident_id: int | None = None
     version: int | None = None
     outbox: tuple[OutboxEntry, ...] = field(default=())

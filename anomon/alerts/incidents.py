@@ -49,6 +49,7 @@ class Episode:
     silenced: bool = False
     notices: list[tuple[str, int]] = field(default_factory=list)
     changed: bool = True
+    reopened: bool = False
 
 
 def severity_of(score: float, critical: float) -> str:
@@ -114,6 +115,7 @@ def _open(event: str, resolved: Episode | None, episodes: list[Episode], at: int
         if resolved not in episodes:
             episodes.append(resolved)
         resolved.status, resolved.resolved_at, resolved.changed = "firing", None, True
+        resolved.reopened = True
         resolved.last_seen_at = max(resolved.last_seen_at, moment)
         resolved.notices.append(("firing", at))
         return resolved

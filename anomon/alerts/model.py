@@ -56,9 +56,10 @@ class Notice:
     """One message to one receiver about a group of incidents.
 
     ``event`` is ``firing``, ``resolved`` or ``repeat`` (the newest change in the
-    group); ``key`` is stable for the same notifications, so a receiver can drop a
-    duplicate sent again after a crash; ``group_labels`` are the ``group_by`` labels the
-    incidents share.
+    group); ``key`` is the same whenever the same notifications are sent together (a
+    message sent again after a crash), and ``notification_keys`` are each
+    notification's own stable key, for a receiver that deduplicates per change even when
+    a retry groups them differently; ``group_labels`` are the ``group_by`` labels.
     """
 
     receiver: str
@@ -69,6 +70,7 @@ class Notice:
     incidents: Sequence[IncidentView]
     sent_at: datetime
     test: bool = False
+    notification_keys: Sequence[str] = ()  # each notification's own stable key
 
     @property
     def status(self) -> str:

@@ -18,7 +18,13 @@ from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 MAX_DRAIN = 64 * 1024
-STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+# what a kept-alive connection the receiver closed while idle raises on reuse
+STALE = (
+    http.client.RemoteDisconnected,
+    BrokenPipeError,
+    ConnectionResetError,
+    ssl.SSLEOFError,
+)
 
 
 class Poster:

@@ -4,8 +4,8 @@ Formats (``format`` in the receiver's config):
 
 ``anomon``
     ``{"version": "1", "key", "receiver", "event", "status", "group_key",
-    "group_labels", "sent_at", "test", "incidents": [...]}``; times are RFC 3339 UTC,
-    unknown or non-finite numbers are ``null``.
+    "group_labels", "sent_at", "test", "notification_keys", "incidents": [...]}``;
+    times are RFC 3339 UTC, unknown or non-finite numbers are ``null``.
 ``alertmanager``
     Alertmanager's webhook payload, version 4, so its existing receivers work: one alert
     per incident, ``alertname`` = the metric, ``fingerprint`` computed from the labels as
@@ -113,6 +113,10 @@ class WebhookNotifier:
             status = self._poster.post(body, headers)
         except (OSError, http.client.HTTPException) as exc:
             raise transport_error(self._where, exc, self._seconds) from None
+        except ValueError:  # http.client refuses a header with a line break: never echo it
+            raise DeliveryError(
+                f"{self._where}: a configured header is not a valid HTTP header", permanent=True
+            ) from None
         if not 200 <= status < 300:
             raise status_error(self._where, status)
 
@@ -130,11 +134,13 @@ def encode(payload: JSON) -> bytes:
 
 
 def safe_url(url: str) -> str:
-    """The URL without credentials or query string, for messages."""
+    """The URL's scheme, host and port only, for messages: webhook paths carry secrets
+    (a Slack or Teams incoming webhook's path *is* its token), as queries and
+    credentials do. A path, if any, shows as ``/…``."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return urlunsplit((parts.scheme, netloc, "/…" if parts.path not in ("", "/") else "", "", ""))
 
 
 # --- errors -------------------------------------------------------------------------
@@ -204,6 +210,7 @@ def anomon_payload(notice: Notice) -> JSON:
         "group_labels": dict(notice.group_labels),
         "sent_at": render.rfc3339(notice.sent_at),
         "test": notice.test,
+        "notification_keys": list(notice.notification_keys),
         "incidents": [_anomon_incident(incident) for incident in notice.incidents],
     }
 

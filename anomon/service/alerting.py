@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -113,7 +113,7 @@ def _write(
     now: datetime,
 ) -> IncidentWrite:
     labels = routing_labels(meta, episode.severity)
-    quiet = episode.silenced or silenced(labels, silences, now)
+    quiet = silenced(labels, silences, now)  # as of this change: silences end
     outbox = (
         () if quiet or not config.enabled else tuple(_outbox(sid, episode, labels, config, now))
     )
@@ -129,6 +129,7 @@ def _write(
         last_seen_at=episode.last_seen_at,
         resolved_at=episode.resolved_at,
         silenced=quiet,
+        reopened=episode.reopened,
         incident_id=episode.incident_id,
         version=episode.version,
         outbox=outbox,
@@ -139,20 +140,25 @@ def _outbox(
     sid: int, episode: Episode, labels: dict[str, str], config: AlertsConfig, now: datetime
 ) -> list[OutboxEntry]:
     entries = []
+    opened = to_epoch(episode.opened_at)
     for delivery in route(labels, config):
-        for index, (event, at) in enumerate(episode.notices):
+        # a new incident waits group_wait; all of one cycle's notices of an incident share
+        # the first one's time, so an incident that came and went in one cycle goes out
+        # as one message (resolved), never resolved first and firing after
+        wait = delivery.group_wait if episode.incident_id is None else timedelta(0)
+        for event, at in episode.notices:
             if event == "resolved" and not delivery.send_resolved:
                 continue
-            first = index == 0 and episode.incident_id is None
+            key = notification_key(
+                sid, opened, event, at, f"{delivery.receiver}|{delivery.group_key}"
+            )
             entries.append(
                 OutboxEntry(
                     receiver=delivery.receiver,
                     group_key=delivery.group_key,
                     event=event,
-                    key=notification_key(
-                        sid, to_epoch(episode.opened_at), event, at, delivery.receiver
-                    ),
-                    not_before=now + delivery.group_wait if first else now,
+                    key=key,
+                    not_before=now + wait,
                     group_interval=delivery.group_interval,
                 )
             )

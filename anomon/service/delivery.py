@@ -46,10 +46,12 @@ class Outcomes:
     dead: dict[int, str] = field(default_factory=dict)
     silenced: list[int] = field(default_factory=list)
     silenced_incidents: set[int] = field(default_factory=set)
+    released: list[int] = field(default_factory=list)  # claimed, not tried: lease ran short
 
     def merge(self, other: Outcomes) -> None:
         """Add ``other``'s outcomes to these."""
         self.sent += other.sent
+        self.released += other.released
         self.retry |= other.retry
         self.dead |= other.dead
         self.silenced += other.silenced
@@ -103,8 +105,14 @@ class DeliverJob:
         incidents = store.incidents_for_notice(self.engine, [c.incident_id for c in claimed])
         silences = [*config_silences(self.config), *self._stored_silences(now)]
 
+        # stop starting sends well before the claim's lease ends: past it another worker
+        # may claim the same rows; what is left goes back to the queue untouched
+        stop_at = now + delivery.claim_timeout / 2
+
         def deliver(group: tuple[tuple[str, str], list[store.Claimed]]) -> Outcomes:
             (receiver, group_key), rows = group
+            if self.clock() >= stop_at:
+                return Outcomes(released=[row.id for row in rows])
             return self._deliver(receiver, group_key, rows, incidents, silences)
 
         groups = list(_groups(claimed).items())
@@ -115,7 +123,7 @@ class DeliverJob:
                 outcomes = list(pool.map(deliver, groups))
         for outcome in outcomes:
             done.merge(outcome)
-        self._record(done)
+        self._record(done, {row.id: row.attempts for row in claimed})
         return done
 
     def _deliver(
@@ -201,6 +209,7 @@ class DeliverJob:
             group_labels=group_labels(group_key),
             incidents=views,
             sent_at=now,
+            notification_keys=sorted(row.key for row in rows),
         )
 
     def _view(self, data: store.IncidentData, *, charts: bool) -> IncidentView:
@@ -228,15 +237,24 @@ class DeliverJob:
             [self.config.repeat_interval]
             + [r.repeat_interval for r in self.config.routes if r.repeat_interval is not None]
         )
-        for candidate in store.repeat_candidates(self.engine, sent_before=now - shortest):
+        for candidate in store.repeat_candidates(self.engine, heard_before=now - shortest):
             for delivery in route(candidate.labels, self.config):
-                last = candidate.last_sent.get(delivery.receiver)
-                if delivery.receiver in candidate.pending or last is None:
+                if delivery.receiver in candidate.pending:
                     continue
+                # never heard of it (silenced, or dead while the receiver was down): count
+                # from its opening, so it is told once the silence or the outage is over
+                last = candidate.last_heard.get(delivery.receiver, candidate.opened_at)
                 if now - last < delivery.repeat_interval:
                     continue
+                # one key per repeat period: two workers make the same one, and a repeat
+                # that died does not block the next period's
+                period = int((now - last) / delivery.repeat_interval)
                 key = notification_key(
-                    candidate.incident_id, to_epoch(last), "repeat", 0, delivery.receiver
+                    candidate.incident_id,
+                    to_epoch(last),
+                    "repeat",
+                    period,
+                    f"{delivery.receiver}|{delivery.group_key}",
                 )
                 due.setdefault(candidate.incident_id, []).append(
                     OutboxEntry(delivery.receiver, delivery.group_key, "repeat", key, now)
@@ -247,9 +265,11 @@ class DeliverJob:
     def _stored_silences(self, now: datetime) -> list[Silence]:
         return [stored_silence(*row) for row in store.stored_silences(self.engine, now=now)]
 
-    def _record(self, done: Outcomes) -> None:
+    def _record(self, done: Outcomes, claims: Mapping[int, int]) -> None:
         store.record_outcomes(
             self.engine,
+            claims=claims,
+            released=done.released,
             sent=done.sent,
             retry=done.retry,
             dead=done.dead,

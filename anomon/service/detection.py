@@ -46,9 +46,14 @@ class DetectJob:
     fleet: Fleet[int] = field(init=False)
 
     def __post_init__(self) -> None:
+        self._hash = config_hash(self.config)
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop the in-memory windows and alarm state; the next cycle rebuilds both from
+        the store, which is the truth (watermarks, scored rows, firing incidents)."""
         self.fleet = Fleet[int](self.config)
         self.alarms = Alarms(self.config, self.alerts)
-        self._hash = config_hash(self.config)
 
     def __call__(self) -> None:
         started = self.clock()
@@ -56,9 +61,11 @@ class DetectJob:
             points, anomalies = self._cycle(started)
         except AnomonError as exc:
             log.error("detection cycle failed: %s", exc)
+            self._forget()  # the windows took in rows the store did not keep
             return
         except Exception:  # the scheduler must never see an exception
             log.exception("detection cycle failed unexpectedly")
+            self._forget()
             return
         log.debug("detection: %d points scored, %d new anomalies", points, anomalies)
 
@@ -82,6 +89,7 @@ class DetectJob:
         incidents, anomalies = plan_incidents(
             self.engine, self.alarms, cycle, anomalies, now=started, silences=self._silences()
         )
+        lost: list[int] = []
         new = store.save_detection(
             self.engine,
             anomalies=anomalies,
@@ -93,7 +101,11 @@ class DetectJob:
             config_hash=self._hash,
             detector_version=DETECTOR_VERSION,
             incidents=incidents,
+            lost=lost,
         )
+        if lost:  # another writer changed these incidents first: start again from its truth
+            log.info("detection: %d incident change(s) lost to another writer", len(lost))
+            self._forget()
         return sum(p[0].size for p in batch.values()), new
 
     def _silences(self) -> list[Silence]:

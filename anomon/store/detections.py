@@ -101,12 +101,14 @@ def save_detection(
     detector_version: str,
     error: str | None = None,
     incidents: Sequence[IncidentWrite] = (),
+    lost: list[int] | None = None,
 ) -> int:
     """Write a cycle's incident changes (with their outbox rows), anomalies, watermarks
     and run row in one transaction.
 
     An anomaly whose ``incident`` indexes into ``incidents`` is linked to that incident.
-    Returns how many anomalies were new (re-running a cycle stores none twice).
+    Returns how many anomalies were new (re-running a cycle stores none twice); the
+    series of incident writes that lost to another writer are appended to ``lost``.
     """
     insert_for = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
     rows = [
@@ -136,6 +138,12 @@ def save_detection(
     ]
     with translated(engine, "storing a detection cycle"), engine.begin() as conn:
         ids = write_incidents(conn, incidents, now=finished_at)
+        if lost is not None:
+            lost += [
+                w.series_id
+                for w, i in zip(incidents, ids, strict=True)
+                if i is None and w.series_id is not None
+            ]
         for row, anomaly in zip(rows, anomalies, strict=True):
             row["incident_id"] = None if anomaly.incident is None else ids[anomaly.incident]
         new = 0

@@ -59,11 +59,9 @@ def give_feedback(engine: Engine, incident_id: int, label: str) -> None:
 
 
 def _change(engine: Engine, incident_id: int, **values: object) -> None:
-    statement = (
-        update(Incident)
-        .where(Incident.id == incident_id)
-        .values(version=Incident.version + 1, **values)
-    )
+    # No version bump: these columns are people's, not the state machine's, so an
+    # acknowledgement never makes the detection job's next change of the incident lose.
+    statement = update(Incident).where(Incident.id == incident_id).values(**values)
     with translated(engine, "changing an incident"), engine.begin() as conn:
         if conn.execute(statement).rowcount != 1:
             raise UsageError(f"no incident with id {incident_id}")

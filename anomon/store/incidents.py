@@ -101,11 +101,12 @@ def write_incidents(
     are not written). Runs in the caller's transaction.
     """
     ids: list[int | None] = []
+    last_sent: dict[tuple[str, str], datetime | None] = {}  # one lookup per group
     for write in writes:
         incident_id = _insert(conn, write) if write.incident_id is None else _update(conn, write)
         ids.append(incident_id)
         if incident_id is not None and write.outbox:
-            enqueue(conn, incident_id, write.outbox, now=now)
+            enqueue(conn, incident_id, write.outbox, now=now, last_sent=last_sent)
     return ids
 
 
@@ -140,16 +141,24 @@ def _insert(conn: Connection, write: IncidentWrite) -> int | None:
 
 
 def _update(conn: Connection, write: IncidentWrite) -> int | None:
+    values = _values(write)
+    if write.reopened:
+        values["acknowledged_at"] = None
     statement = (
         update(Incident)
         .where(Incident.id == write.incident_id, Incident.version == write.version)
-        .values(version=Incident.version + 1, **_values(write))
+        .values(version=Incident.version + 1, **values)
     )
     return write.incident_id if conn.execute(statement).rowcount == 1 else None
 
 
 def enqueue(
-    conn: Connection, incident_id: int, entries: Sequence[OutboxEntry], *, now: datetime
+    conn: Connection,
+    incident_id: int,
+    entries: Sequence[OutboxEntry],
+    *,
+    now: datetime,
+    last_sent: dict[tuple[str, str], datetime | None] | None = None,
 ) -> int:
     """Insert outbox rows for ``incident_id``; return how many were new.
 
@@ -158,7 +167,7 @@ def enqueue(
     """
     insert_for = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     rows = []
-    last_sent: dict[tuple[str, str], datetime | None] = {}
+    last_sent = {} if last_sent is None else last_sent
     for entry in entries:
         due = entry.not_before
         if entry.group_interval > timedelta(0):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -96,23 +96,37 @@ def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) ->
 def record_outcomes(
     engine: Engine,
     *,
+    claims: Mapping[int, int],
     sent: Sequence[int],
     retry: Mapping[int, tuple[str, datetime]],
     dead: Mapping[int, str],
     silenced: Sequence[int],
     silenced_incidents: Sequence[int],
+    released: Sequence[int] = (),
     now: datetime,
 ) -> None:
     """Record a delivery run's outcomes in one transaction (a few statements, not one
-    per notification where they share a value)."""
+    per notification where they share a value).
+
+    ``claims`` maps each claimed id to its attempt count when claimed: an outcome is
+    written only while the row is still this claim (``sending`` with that count), so a
+    worker whose lease ran out never overwrites what the next claimer recorded.
+    ``released`` rows were claimed but not tried: they go back as they were.
+    """
     with translated(engine, "recording notification outcomes"), engine.begin() as conn:
 
         def set_rows(ids: Sequence[int], **values: object) -> None:
-            for start in range(0, len(ids), 500):
-                chunk = list(ids[start : start + 500])
-                conn.execute(
-                    update(Notification).where(Notification.id.in_(chunk)).values(**values)
-                )
+            for attempts, same in _by_value({i: claims[i] for i in ids}).items():
+                for start in range(0, len(same), 500):
+                    conn.execute(
+                        update(Notification)
+                        .where(
+                            Notification.id.in_(same[start : start + 500]),
+                            Notification.status == "sending",
+                            Notification.attempts == attempts,
+                        )
+                        .values(**values)
+                    )
 
         set_rows(sent, status="sent", sent_at=now, last_error=None)
         set_rows(silenced, status="silenced", last_error=None)
@@ -120,6 +134,9 @@ def record_outcomes(
             set_rows(ids, status="dead", last_error=error)
         for (error, at), ids in _by_value(dict(retry)).items():
             set_rows(ids, status="pending", last_error=error, next_attempt_at=at)
+        set_rows(
+            released, status="pending", attempts=Notification.attempts - 1, next_attempt_at=now
+        )
         if silenced_incidents:
             conn.execute(
                 update(Incident)
@@ -139,8 +156,11 @@ def enqueue_many(
     engine: Engine, entries: Mapping[int, Sequence[OutboxEntry]], *, now: datetime
 ) -> int:
     """Enqueue outbox entries per incident in one transaction; return how many were new."""
+    last_sent: dict[tuple[str, str], datetime | None] = {}
     with translated(engine, "enqueueing notifications"), engine.begin() as conn:
-        return sum(enqueue(conn, iid, rows, now=now) for iid, rows in entries.items())
+        return sum(
+            enqueue(conn, iid, rows, now=now, last_sent=last_sent) for iid, rows in entries.items()
+        )
 
 
 def mark_sent(engine: Engine, ids: Sequence[int], *, now: datetime) -> None:
@@ -258,55 +278,62 @@ def series_around(engine: Engine, series_id: int, *, since: int, until: int) -> 
 
 @dataclass(frozen=True, slots=True)
 class RepeatCandidate:
-    """A firing, unacknowledged, unsilenced incident and its receivers' last sends."""
+    """A firing, unacknowledged incident and when each receiver last heard of it."""
 
     incident_id: int
     labels: dict[str, str]
-    version: int
-    last_sent: dict[str, datetime]  # receiver -> last notification sent
+    opened_at: datetime
+    last_heard: dict[str, datetime]  # receiver -> last sent (or silenced) notification
     pending: frozenset[str]  # receivers with a notification still queued
 
 
-def repeat_candidates(engine: Engine, *, sent_before: datetime) -> list[RepeatCandidate]:
-    """Return the firing, unacknowledged, unsilenced incidents that some receiver last
-    heard of at or before ``sent_before``, with every receiver's last send and those
-    with a notification still queued."""
+def repeat_candidates(engine: Engine, *, heard_before: datetime) -> list[RepeatCandidate]:
+    """Return the firing, unacknowledged incidents opened at or before ``heard_before``,
+    with when each receiver last heard of them (a notification sent, or dropped by a
+    silence) and which receivers have one still queued. Dead notifications do not
+    count as heard: the incident is repeated once the receiver is back."""
     live = (
         Incident.status == "firing",
         Incident.acknowledged_at.is_(None),
-        Incident.silenced.is_(False),
+        Incident.opened_at <= heard_before,
     )
     sends = (
         select(
             Notification.incident_id,
             Notification.receiver,
             Notification.status,
-            func.max(Notification.sent_at),
+            func.max(func.coalesce(Notification.sent_at, Notification.created_at)),
         )
         .join(Incident, Incident.id == Notification.incident_id)
         .where(*live)
         .group_by(Notification.incident_id, Notification.receiver, Notification.status)
     )
     with translated(engine, "reading incidents for repeats"), engine.connect() as conn:
-        last: dict[int, dict[str, datetime]] = {}
+        incidents = conn.execute(
+            select(Incident.id, Incident.labels, Incident.opened_at).where(*live)
+        ).all()
+        heard: dict[int, dict[str, datetime]] = {}
         pending: dict[int, set[str]] = {}
-        for incident_id, receiver, status, sent_at in conn.execute(sends):
+        for incident_id, receiver, status, at in conn.execute(sends):
             if status in ("pending", "sending"):
                 pending.setdefault(incident_id, set()).add(receiver)
-            elif status == "sent" and sent_at is not None:
-                known = last.setdefault(incident_id, {})
-                known[receiver] = max(sent_at, known.get(receiver, sent_at))
-        due = [iid for iid, sent in last.items() if min(sent.values()) <= sent_before]
-        labels: dict[int, tuple[str, int]] = {}
-        for start in range(0, len(due), 500):
-            query = select(Incident.id, Incident.labels, Incident.version).where(
-                Incident.id.in_(due[start : start + 500])
-            )
-            labels |= {iid: (text, version) for iid, text, version in conn.execute(query)}
+            elif status in ("sent", "silenced") and at is not None:
+                known = heard.setdefault(incident_id, {})
+                at = _aware(at)
+                known[receiver] = max(at, known.get(receiver, at))
     return [
-        RepeatCandidate(iid, json.loads(text), version, last[iid], frozenset(pending.get(iid, ())))
-        for iid, (text, version) in sorted(labels.items())
+        RepeatCandidate(
+            iid, json.loads(labels), opened, heard.get(iid, {}), frozenset(pending.get(iid, ()))
+        )
+        for iid, labels, opened in incidents
     ]
+
+
+def _aware(moment: datetime | str) -> datetime:
+    # coalesce() loses the column type on SQLite: its ISO text comes back as it is stored
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def outbox_counts(engine: Engine) -> dict[str, int]:

@@ -190,7 +190,8 @@ class Notification(Base):
     __table_args__ = (
         UniqueConstraint("idempotency_key"),
         Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
-        Index("ix_notifications_receiver_group_key", "receiver", "group_key"),
+        # the last send of a group (group_interval): an index-only max(sent_at)
+        Index("ix_notifications_receiver_group_key", "receiver", "group_key", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

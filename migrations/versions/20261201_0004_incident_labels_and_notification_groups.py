@@ -27,7 +27,7 @@ def upgrade() -> None:
     with op.batch_alter_table('notifications', schema=None) as batch_op:
         batch_op.add_column(sa.Column('group_key', sa.String(length=400), nullable=False, server_default=''))
         batch_op.create_index(batch_op.f('ix_notifications_incident_id'), ['incident_id'], unique=False)
-        batch_op.create_index('ix_notifications_receiver_group_key', ['receiver', 'group_key'], unique=False)
+        batch_op.create_index('ix_notifications_receiver_group_key', ['receiver', 'group_key', 'sent_at'], unique=False)
 
     # ### end Alembic commands ###
 

@@ -317,3 +317,116 @@ def test_two_delivery_workers_on_postgresql_never_send_the_same_notification(
     for job in workers:
         job.engine.dispose()
     engine.dispose()
+
+
+def test_an_incident_that_came_and_went_in_one_cycle_is_one_resolved_message(
+    engine: store.Engine, hook: Receiver
+) -> None:
+    config = alerts(hook.url)
+    clock = Clock(datetime.fromtimestamp(START + 60 * 1100, UTC))
+    collect(engine, 0, 1100)
+    DetectJob(engine, DETECTION, clock=clock, alerts=config)()
+    deliver = DeliverJob(engine, config, build_notifiers(config), clock=clock)
+    deliver.run_once()
+    assert hook.requests == []  # both wait group_wait: resolved never goes first
+    clock.advance(seconds=30)
+    deliver.run_once()
+    (message,) = bodies(hook)
+    assert (message["event"], message["status"]) == ("resolved", "resolved")
+    assert store.outbox_counts(engine) == {"sent": 2}
+
+
+def test_a_failed_save_rebuilds_the_alarm_state_so_the_incident_still_opens(
+    engine: store.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anomon.errors import StoreError
+
+    config = alerts("http://127.0.0.1:9")
+    clock = Clock(datetime.fromtimestamp(START + 60 * 1005, UTC))
+    collect(engine, 0, 1005)
+    job = DetectJob(engine, DETECTION, clock=clock, alerts=config)
+    real = store.save_detection
+
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise StoreError("database is locked")
+
+    monkeypatch.setattr(store, "save_detection", refuse)
+    job()  # the rules saw the shift open, but nothing was stored
+    monkeypatch.setattr(store, "save_detection", real)
+    job()
+    (incident,) = incidents(engine)
+    assert incident.status == "firing"
+    assert [n.event for n in notifications(engine)] == ["firing"]
+
+
+def test_an_outcome_is_not_recorded_over_a_later_claim(engine: store.Engine) -> None:
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    _firing_incidents(engine, 1, now)
+    (first,) = store.claim_due(engine, now=now, limit=10, lease=timedelta(0))
+    (second,) = store.claim_due(engine, now=now, limit=10, lease=timedelta(minutes=5))
+    assert (first.id, first.attempts, second.attempts) == (second.id, 1, 2)
+    store.record_outcomes(  # the first worker, late: its lease is over
+        engine,
+        claims={first.id: 1},
+        sent=[],
+        retry={first.id: ("HTTP 503", now)},
+        dead={},
+        silenced=[],
+        silenced_incidents=[],
+        now=now,
+    )
+    store.record_outcomes(
+        engine,
+        claims={second.id: 2},
+        sent=[second.id],
+        retry={},
+        dead={},
+        silenced=[],
+        silenced_incidents=[],
+        now=now,
+    )
+    (row,) = notifications(engine)
+    assert (row.status, row.attempts, row.last_error) == ("sent", 2, None)
+
+
+def test_a_batch_that_outlives_half_its_lease_puts_the_rest_back(
+    engine: store.Engine, hook: Receiver
+) -> None:
+    class Ticking(Clock):
+        def __call__(self) -> datetime:
+            self.now += timedelta(minutes=1)  # every look at the clock: a minute later
+            return self.now
+
+    config = alerts(hook.url, delivery={"claim_timeout": "4m"})
+    clock = Ticking(datetime(2026, 12, 1, tzinfo=UTC))
+    _firing_incidents(engine, 6, clock.now - timedelta(hours=1))
+    done = DeliverJob(engine, config, build_notifiers(config), clock=clock).run_once()
+    assert done.sent and done.released
+    assert len(done.sent) + len(done.released) == 6
+    released = [n for n in notifications(engine) if n.id in done.released]
+    assert {(n.status, n.attempts) for n in released} == {("pending", 0)}
+
+
+def test_an_incident_silenced_while_it_fired_is_told_after_the_silence(
+    engine: store.Engine, hook: Receiver
+) -> None:
+    noon = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    config = alerts(hook.url, repeat_interval="1h")
+    clock = Clock(noon)
+    _firing_incidents(engine, 1, noon)
+    with engine.begin() as conn:
+        conn.exec_driver_sql('UPDATE incidents SET labels = \'{"entity":"churn"}\'')
+    store.add_silence(
+        engine,
+        [{"name": "entity", "value": "churn", "op": "="}],
+        starts_at=noon,
+        ends_at=noon + timedelta(minutes=30),
+        comment="deploy",
+        created_by="test",
+        now=noon,
+    )
+    job = DeliverJob(engine, config, build_notifiers(config), clock=clock)
+    assert len(job.run_once().silenced) == 1 and hook.requests == []
+    clock.advance(minutes=61)  # the silence is over and a repeat interval has passed
+    job.run_once()
+    assert [b["event"] for b in bodies(hook)] == ["repeat"]

@@ -268,7 +268,7 @@ def test_it_tells_transient_from_permanent_http_failures(
     receiver.status = status
     error = delivery_error(notifier(f"{receiver.url}/hook"))
     assert error.permanent is permanent
-    assert str(error).startswith(f"{receiver.url}/hook: HTTP {status} ")
+    assert str(error).startswith(f"{receiver.url}/…: HTTP {status} ")
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
@@ -289,10 +289,10 @@ def test_it_calls_a_timeout_transient(receiver: Receiver) -> None:
 
 
 def test_it_calls_a_refused_connection_transient() -> None:
-    url = f"http://127.0.0.1:{free_port()}/hook"
-    error = delivery_error(notifier(url))
+    url = f"http://127.0.0.1:{free_port()}"
+    error = delivery_error(notifier(f"{url}/hook"))
     assert error.permanent is False
-    assert str(error) == f"{url}: connection refused or host unreachable"
+    assert str(error) == f"{url}/…: connection refused or host unreachable"
 
 
 def test_it_calls_a_failed_tls_handshake_transient(receiver: Receiver) -> None:
@@ -320,7 +320,34 @@ def test_it_keeps_secrets_out_of_error_messages(receiver: Receiver, failure: str
     )
     error = delivery_error(hook)
     text = f"{error} {error!r} {error.__cause__!r}"
-    for secret in (SECRET, TOKEN, HEADER_VALUE, "header-secret", PASSWORD):
-        assert secret not in text
-    assert "/hook" in text
+    for secret in (SECRET, TOKEN, HEADER_VALUE, "header-secret", PASSWORD, "/hook"):
+        assert secret not in text  # the path too: a Slack webhook's path is its token
+    assert "127.0.0.1" in text
     assert "\n" not in str(error)
+
+
+def test_it_keeps_a_slack_style_token_in_the_path_out_of_errors(receiver: Receiver) -> None:
+    receiver.status = 404
+    error = delivery_error(notifier(f"{receiver.url}/services/T000/B000/s3cr3tT0ken"))
+    assert "s3cr3tT0ken" not in str(error) and str(error).startswith(f"{receiver.url}/…: ")
+
+
+def test_the_config_refuses_a_header_value_with_a_line_break() -> None:
+    from anomon.config import parse_config
+    from anomon.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"header 'X-Token' contains a line break"):
+        parse_config(
+            {
+                "alerts": {
+                    "receivers": [
+                        {
+                            "name": "h",
+                            "kind": "webhook",
+                            "url": "http://x/y",
+                            "headers": {"X-Token": "abc\r\nInjected: 1"},
+                        }
+                    ]
+                }
+            }
+        )
