@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="upgrade a database that is behind the migrations instead of refusing",
     )
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=None,
+        help="text lines (default) or one JSON object per line ([daemon] log_format)",
+    )
 
     backfill = _command(
         commands,
@@ -190,16 +196,33 @@ def _load(args: argparse.Namespace) -> Config:
 
 def _run(args: argparse.Namespace) -> int:
     config = _load(args)
-    logging.basicConfig(
-        level=config.daemon.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    if (args.log_format or config.daemon.log_format) == "json":
+        handler.setFormatter(_JsonLines())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.daemon.log_level.upper(), handlers=[handler])
     # one line per job run (APScheduler) and per migration step (Alembic) is noise
     for chatty in ("apscheduler", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     from anomon import service  # the detectors and sources load slowly: only when needed
 
     return service.run(config, migrate=args.migrate)
+
+
+class _JsonLines(logging.Formatter):
+    """One JSON object per log line: time (UTC, ISO 8601), level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
 
 
 def _duration(text: str) -> object:

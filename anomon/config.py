@@ -92,11 +92,34 @@ class DatabaseConfig(Section):
         return url
 
 
+def _listen(address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9464, got: {address!r}")
+    return address
+
+
 class DaemonConfig(Section):
     """``[daemon]``: how the long-running process behaves."""
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     shutdown_timeout: PositiveDuration = timedelta(seconds=30)
+    metrics: bool = True
+    metrics_listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
+    metrics_max_series: Annotated[int, Field(ge=0)] = 1000
+
+
+class RetentionConfig(Section):
+    """``[retention]``: how long stored rows are kept (deleted in batches, hourly)."""
+
+    enabled: bool = True
+    interval: PositiveDuration = timedelta(hours=1)
+    samples: PositiveDuration = timedelta(days=90)
+    runs: PositiveDuration = timedelta(days=30)
+    anomalies: PositiveDuration = timedelta(days=365)
+    incidents: PositiveDuration = timedelta(days=365)
+    batch_size: Annotated[int, Field(ge=100)] = 50_000
 
 
 Direction = Literal["up", "down", "both"]
@@ -556,6 +579,7 @@ class Config(Section):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -2,7 +2,9 @@
 
 The only module that imports APScheduler. Jobs are built from the config at start
 (never pickled into a job store): one collection job per enabled source, the
-detection job, and the delivery job when receivers are configured.
+detection job, the delivery job when receivers are configured, and the retention job.
+It also serves anomon's own /metrics and /healthz (``[daemon] metrics_listen``) and,
+on SQLite, holds the one-writer lock.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 from anomon.alerts.model import Notifier
 from anomon.alerts.notifiers import build_notifiers
 from anomon.config import Config, SourceConfig
+from anomon.errors import AnomonError
 from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
 from anomon.service.jobs import CollectJob
+from anomon.service.retention import RetainJob
+from anomon.service.telemetry import Telemetry
 from anomon.sources import Source, SourceUnavailable, build_source
 from anomon.store import (
     Engine,
@@ -34,7 +39,9 @@ from anomon.store import (
     ensure_schema,
     open_database,
     open_engine,
+    ping,
     redact,
+    writer_lock,
 )
 
 log = logging.getLogger("anomon.daemon")
@@ -85,13 +92,17 @@ def run(config: Config, *, migrate: bool = False) -> int:
     SchemaError before scheduling anything if the database is not usable.
     """
     engine = open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
+    lock = writer_lock(engine)  # a second daemon on the same SQLite file stops here
     outcome = ensure_schema(engine, migrate=migrate or config.database.migrate_on_start)
     check_writable(engine)
     log.info("database %s: %s", redact(config.database.url), outcome)
     inflight = _InFlight()
     sources = build_sources(config)
     notifiers = build_notifiers(config.alerts) if config.alerts.enabled else {}
-    scheduler = build_scheduler(config, engine, inflight, sources, notifiers)
+    telemetry = Telemetry(engine, max_series=config.daemon.metrics_max_series)
+    scheduler = build_scheduler(config, engine, inflight, sources, notifiers, telemetry)
+    if config.daemon.metrics:
+        telemetry.serve(config.daemon.metrics_listen, lambda: _health(scheduler, engine))
     _stop_on_signals(scheduler)
     log.info("anomon running: %d job(s); stop with Ctrl-C or SIGTERM", len(scheduler.get_jobs()))
     scheduler.start()  # blocks until a signal shuts the scheduler down
@@ -107,6 +118,9 @@ def run(config: Config, *, migrate: bool = False) -> int:
             close()  # HTTP sources hold connections
     for notifier in notifiers.values():
         notifier.close()
+    telemetry.close()
+    if lock is not None:
+        lock.release()
     engine.dispose()
     log.info("anomon stopped")
     return 0
@@ -132,6 +146,7 @@ def build_scheduler(
     inflight: _InFlight,
     sources: list[tuple[SourceConfig, Source]],
     notifiers: Mapping[str, Notifier] | None = None,
+    telemetry: Telemetry | None = None,
 ) -> BlockingScheduler:
     """Return a scheduler with one collection job per built source (first run now), the
     detection job (first run one interval from now) and, with ``notifiers``, the
@@ -146,7 +161,7 @@ def build_scheduler(
     detection = config.detection
     if detection.enabled:
         scheduler.add_job(
-            inflight.wrap(DetectJob(engine, detection, alerts=config.alerts)),
+            inflight.wrap(DetectJob(engine, detection, alerts=config.alerts, telemetry=telemetry)),
             IntervalTrigger(seconds=detection.interval.total_seconds(), timezone=UTC),
             id="detect",
             name="detect",
@@ -156,15 +171,27 @@ def build_scheduler(
     if notifiers:
         every = config.alerts.delivery.interval
         scheduler.add_job(
-            inflight.wrap(DeliverJob(engine, config.alerts, notifiers)),
+            inflight.wrap(DeliverJob(engine, config.alerts, notifiers, telemetry=telemetry)),
             IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
             id="deliver",
             name="deliver",
             next_run_time=now,
             misfire_grace_time=max(1, int(every.total_seconds())),
         )
+    if config.retention.enabled:
+        every = config.retention.interval
+        scheduler.add_job(
+            inflight.wrap(RetainJob(engine, config.retention)),
+            IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
+            id="retain",
+            name="retain",
+            next_run_time=now + min(every, timedelta(minutes=1)),
+            misfire_grace_time=max(1, int(every.total_seconds())),
+        )
     for source_config, source in sources:
-        job = CollectJob(source, engine, registry, max_series=source_config.max_series)
+        job = CollectJob(
+            source, engine, registry, max_series=source_config.max_series, telemetry=telemetry
+        )
         scheduler.add_job(
             inflight.wrap(job),
             IntervalTrigger(seconds=source_config.interval.total_seconds(), timezone=UTC),
@@ -174,6 +201,17 @@ def build_scheduler(
             misfire_grace_time=max(1, int(source_config.interval.total_seconds())),
         )
     return scheduler
+
+
+def _health(scheduler: BlockingScheduler, engine: Engine) -> str | None:
+    """None when the scheduler runs and the database answers, else the reason."""
+    if not scheduler.running:
+        return "scheduler not running"
+    try:
+        ping(engine)
+    except AnomonError as exc:
+        return str(exc)
+    return None
 
 
 def _stop_on_signals(scheduler: BlockingScheduler) -> None:

@@ -29,6 +29,7 @@ from anomon.config import AlertsConfig, EmailReceiverConfig
 from anomon.errors import AnomonError, DeliveryError, UsageError
 from anomon.model import OutboxEntry
 from anomon.service.alerting import notification_key
+from anomon.service.telemetry import Telemetry
 from anomon.timeutil import Clock, to_epoch, utcnow
 
 log = logging.getLogger("anomon.deliver")
@@ -67,6 +68,7 @@ class DeliverJob:
     notifiers: Mapping[str, Notifier]
     clock: Clock = field(default=utcnow)
     jitter: Callable[[], float] = field(default=random.random)
+    telemetry: Telemetry | None = None
     _repeats_checked: datetime | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +126,12 @@ class DeliverJob:
         for outcome in outcomes:
             done.merge(outcome)
         self._record(done, {row.id: row.attempts for row in claimed})
+        if self.telemetry is not None and done.sent:
+            sent = set(done.sent)
+            for row in claimed:
+                if row.id in sent:
+                    latency = (self.clock() - row.created_at).total_seconds()
+                    self.telemetry.delivery_latency.observe(max(0.0, latency))
         return done
 
     def _deliver(

@@ -24,6 +24,7 @@ from anomon.detect.fleet import Fleet
 from anomon.errors import AnomonError
 from anomon.model import AnomalyRecord
 from anomon.service.alerting import CRITICAL_SCORE, Alarms, plan_incidents
+from anomon.service.telemetry import Telemetry
 from anomon.timeutil import Clock, to_epoch, utcnow
 
 log = logging.getLogger("anomon.detect")
@@ -43,6 +44,7 @@ class DetectJob:
     config: DetectionConfig
     clock: Clock = field(default=utcnow)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    telemetry: Telemetry | None = None
     fleet: Fleet[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +69,8 @@ class DetectJob:
             log.exception("detection cycle failed unexpectedly")
             self._forget()
             return
+        if self.telemetry is not None:
+            self.telemetry.detection_seconds.observe((self.clock() - started).total_seconds())
         log.debug("detection: %d points scored, %d new anomalies", points, anomalies)
 
     def _cycle(self, started: datetime) -> tuple[int, int]:
@@ -86,6 +90,19 @@ class DetectJob:
             a for sid, scores in results.items() for a in _records(sid, batch[sid], scores)
         ]
         cycle = {sid: (batch[sid][0], scores.combined) for sid, scores in results.items()}
+        if self.telemetry is not None:
+            known = {s.id: s for s in series}
+            self.telemetry.record_scores(
+                (
+                    sid,
+                    known[sid].metric,
+                    known[sid].entity,
+                    known[sid].labels,
+                    float(scores.score[-1]),
+                )
+                for sid, scores in results.items()
+                if sid in known and scores.score.size and np.isfinite(scores.score[-1])
+            )
         incidents, anomalies = plan_incidents(
             self.engine, self.alarms, cycle, anomalies, now=started, silences=self._silences()
         )

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from anomon.errors import AnomonError, SourceError
 from anomon.model import Sample
+from anomon.service.telemetry import Telemetry
 from anomon.sources import PartialCollection, Source
 from anomon.store import Engine, SeriesRegistry, save_collection
 from anomon.timeutil import Clock, utcnow
@@ -25,6 +26,7 @@ class CollectJob:
     registry: SeriesRegistry
     clock: Clock = field(default=utcnow)
     max_series: int | None = None
+    telemetry: Telemetry | None = None
 
     def __call__(self) -> None:
         started = self.clock()
@@ -50,6 +52,8 @@ class CollectJob:
         except Exception:  # the scheduler must never see an exception
             log.exception("source %s: unexpected error while storing", self.source.name)
             return
+        if self.telemetry is not None:
+            self.telemetry.record_collection(self.source.name, result.points, bool(result.error))
         if result.error:
             log.warning(
                 "source %s: %s (%d points stored)", self.source.name, result.error, result.points

@@ -14,7 +14,7 @@ from anomon.store.detections import (
     save_detection,
     series_to_score,
 )
-from anomon.store.engine import check_writable, open_engine, redact
+from anomon.store.engine import check_writable, open_engine, ping, redact
 from anomon.store.external import ExternalDatabase, open_database
 from anomon.store.incident_actions import (
     FEEDBACK,
@@ -32,6 +32,7 @@ from anomon.store.incidents import (
     series_meta,
     write_incidents,
 )
+from anomon.store.lock import WriterLock, writer_lock
 from anomon.store.migrate import (
     check,
     current_revision,
@@ -58,6 +59,7 @@ from anomon.store.outbox import (
     series_around,
     stored_silences,
 )
+from anomon.store.retention import Cutoffs, delete_old
 from anomon.store.samples import Points, insert_samples, read_history
 from anomon.store.series import SeriesRegistry
 from anomon.store.silences import SilenceRow, add_silence, expire_silence, list_silences
@@ -67,6 +69,7 @@ __all__ = [
     "FEEDBACK",
     "Claimed",
     "CollectionResult",
+    "Cutoffs",
     "DeadNotification",
     "Engine",
     "ExternalDatabase",
@@ -81,12 +84,14 @@ __all__ = [
     "SilenceRow",
     "SourceStatus",
     "Status",
+    "WriterLock",
     "acknowledge",
     "add_silence",
     "check",
     "check_writable",
     "claim_due",
     "current_revision",
+    "delete_old",
     "downgrade",
     "enqueue",
     "enqueue_many",
@@ -109,6 +114,7 @@ __all__ = [
     "open_database",
     "open_engine",
     "outbox_counts",
+    "ping",
     "read_history",
     "read_recent",
     "read_status",
@@ -124,4 +130,5 @@ __all__ = [
     "stored_silences",
     "upgrade",
     "write_incidents",
+    "writer_lock",
 ]

@@ -33,12 +33,20 @@ class ScoredSeries:
     entity: str
     kind: str
     scored_until: int | None
+    labels: str = "{}"
 
 
 def series_to_score(engine: Engine) -> list[ScoredSeries]:
     """Return every series with its watermark (None: never scored)."""
     query = (
-        select(Series.id, Series.metric, Series.entity, Series.kind, SeriesState.scored_until)
+        select(
+            Series.id,
+            Series.metric,
+            Series.entity,
+            Series.kind,
+            SeriesState.scored_until,
+            Series.labels,
+        )
         .outerjoin(SeriesState, SeriesState.series_id == Series.id)
         .order_by(Series.id)
     )

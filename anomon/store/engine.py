@@ -121,3 +121,9 @@ def _reason(exc: DBAPIError) -> str:
     if isinstance(original, sqlite3.OperationalError) and "readonly" in message:
         return f"{message} (is the database file or its folder read-only?)"
     return message
+
+
+def ping(engine: Engine) -> None:
+    """Raise StoreError unless the database answers a trivial query."""
+    with translated(engine, "checking the database"), engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")

@@ -37,6 +37,7 @@ class Claimed:
     event: str
     key: str
     attempts: int
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) ->
             Notification.event,
             Notification.idempotency_key,
             Notification.attempts,
+            Notification.created_at,
         )
     )
     with translated(engine, "claiming notifications"), engine.begin() as conn:

@@ -15,7 +15,7 @@ import pytest
 from anomon import store
 from anomon.errors import StoreError
 from tests.conftest import ROOT
-from tests.loopback import serve
+from tests.loopback import free_port, serve
 
 CONFIG = """
 [database]
@@ -32,12 +32,18 @@ per_cpu = true
 """
 
 
-def start_daemon(tmp_path: Path, url: str, text: str = CONFIG) -> subprocess.Popen[str]:
-    """Write ``text`` (with ``{url}``) as the config and start ``anomon run`` on it."""
+def start_daemon(tmp_path: Path, url: str, text: str = CONFIG, *args: str) -> subprocess.Popen[str]:
+    """Write ``text`` (with ``{url}``) as the config and start ``anomon run ARGS`` on it.
+
+    Without a ``[daemon]`` table of its own, the daemon serves its metrics on a free
+    port (not 9464: another anomon may hold it).
+    """
+    if "[daemon]" not in text:
+        text += f'\n[daemon]\nmetrics_listen = "127.0.0.1:{free_port()}"\n'
     config = tmp_path / "anomon.toml"
     config.write_text(text.replace("{url}", url), encoding="utf-8")
     return subprocess.Popen(
-        [sys.executable, "-m", "anomon", "run", "--config", str(config)],
+        [sys.executable, "-m", "anomon", "run", "--config", str(config), *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -281,3 +287,46 @@ def test_an_incident_reaches_a_webhook_and_a_mailbox_and_resolves(tmp_path: Path
         ]
         assert [m["Subject"].split("]")[0] for m in mails] == ["[FIRING:1", "[RESOLVED:1"]
         assert any(part.get_content_type() == "image/png" for part in mails[0].walk())
+
+
+def test_it_serves_metrics_and_health_logs_json_and_refuses_a_second_writer(
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    port = free_port()
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    text = CONFIG + f'\n[daemon]\nmetrics_listen = "127.0.0.1:{port}"\n'
+    daemon = start_daemon(tmp_path, url, text, "--log-format", "json")
+    try:
+        assert wait_for_runs(url, 2, daemon) >= 2
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert (health.status_code, health.text) == (200, "ok\n")
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        ingested = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith('anomon_samples_ingested_total{source="host"}')
+        ]
+        assert ingested and float(ingested[0].split()[-1]) > 0
+        assert 'anomon_notifications{status="dead"} 0.0' in metrics
+        assert "anomon_open_incidents 0.0" in metrics
+        second = subprocess.run(
+            [sys.executable, "-m", "anomon", "run", "--config", str(tmp_path / "anomon.toml")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "ANOMON_DATABASE_URL": ""},
+        )
+        assert second.returncode == 1
+        assert f"another anomon (pid {daemon.pid}) is already running" in second.stderr
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=30)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0
+    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    assert any(line["message"] == "anomon stopped" for line in lines)

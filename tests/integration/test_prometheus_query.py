@@ -163,7 +163,16 @@ def test_backfill_pulls_history_in_chunks_and_stores_it_once(
     )
     engine = store.open_engine(config.database.url)
     store.upgrade(engine)
-    time.sleep(3)  # a few scrapes of history
+    deadline = time.monotonic() + 40  # wait (bounded) for 15 s of scraped history
+    while time.monotonic() < deadline:
+        reply = httpx.get(
+            f"{prometheus}/api/v1/query",
+            params={"query": "min(count_over_time(model_accuracy[1m]))"},
+            timeout=5,
+        ).json()["data"]["result"]
+        if reply and float(reply[0]["value"][1]) >= 15:
+            break
+        time.sleep(0.5)
     seen: list[tuple[int, int, int]] = []
     PrometheusQuerySource.max_points_per_query = 4  # force several query_range chunks
     try:
@@ -183,9 +192,9 @@ def test_backfill_pulls_history_in_chunks_and_stores_it_once(
     assert [step[:2] for step in seen] == [(n, first.chunks) for n in range(1, first.chunks + 1)]
     assert first.failures == []
     assert first.series_created == 2
-    # Prometheus answers each step with the latest scrape (lookback): about one point
-    # per step and series, for the steps since it started scraping
-    assert 2 * 3 <= first.points <= 2 * 12
+    # Prometheus answers each step with the latest scrape (lookback): one point per step
+    # and series once it has history, less the newest second or two not yet queryable
+    assert 2 * 9 <= first.points <= 2 * 13  # 12 s from a whole second: 12 or 13 steps
     assert again.points == 0  # idempotent: nothing new the second time
     with engine.connect() as conn:
         runs = conn.exec_driver_sql("SELECT count(*) FROM collection_runs").scalar()

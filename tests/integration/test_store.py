@@ -255,3 +255,43 @@ def test_a_replacing_collection_overwrites_stored_values_and_counts_only_changes
     with engine.connect() as conn:
         values = conn.exec_driver_sql("SELECT value FROM samples ORDER BY ts").scalars().all()
     assert values == [0.9, 0.85, 0.7]
+
+
+def test_retention_deletes_only_what_is_past_its_cutoff_in_batches(engine: store.Engine) -> None:
+    from anomon.config import RetentionConfig
+    from anomon.model import IncidentWrite
+    from anomon.service.retention import RetainJob
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    day = 86_400
+    info = SeriesInfo("system", "host", SeriesKind.RESOURCE)
+    key = SeriesKey.of("cpu", {"host": "h"})
+    today = int(now.timestamp())
+    samples = [Sample(key, info, today - day * d - i, 1.0) for d in (1, 100) for i in range(300)]
+    store.save_collection(
+        engine,
+        store.SeriesRegistry(),
+        source="system",
+        started_at=now - timedelta(days=40),
+        finished_at=now,
+        samples=samples,
+    )
+    old = now - timedelta(days=400)
+    with engine.begin() as conn:
+        store.write_incidents(
+            conn,
+            [
+                IncidentWrite(None, "h", "cpu", "{}", "resolved", "warning", 85, old, old, old),
+                IncidentWrite(None, "h", "cpu", "{}", "firing", "warning", 85, old, old),
+            ],
+            now=old,
+        )
+    config = RetentionConfig.model_validate({"batch_size": 100})
+    deleted = RetainJob(engine, config, clock=lambda: now).run_once()
+    assert deleted["samples"] == 300  # in three batches of 100 (and one empty look)
+    assert deleted["collection_runs"] == 1 and deleted["incidents"] == 1
+    with engine.connect() as conn:
+        kept = conn.exec_driver_sql("SELECT min(ts), count(*) FROM samples").one()
+        statuses = conn.exec_driver_sql("SELECT status FROM incidents").scalars().all()
+    assert tuple(kept) == (today - day - 299, 300)
+    assert statuses == ["firing"]  # a firing incident is never deleted, however old

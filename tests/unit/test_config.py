@@ -17,6 +17,7 @@ from anomon.config import (
     DetectionConfig,
     EmailReceiverConfig,
     ForestConfig,
+    RetentionConfig,
     RouteConfig,
     SilenceConfig,
     SystemSourceConfig,
@@ -76,6 +77,7 @@ def test_it_documents_every_key_with_its_default_in_the_example() -> None:
         ("database", DatabaseConfig),
         ("daemon", DaemonConfig),
         ("detection", DetectionConfig),
+        ("retention", RetentionConfig),
     ):
         documented = set(data[section]) | ({"limits"} if section == "detection" else set())
         assert documented == set(model.model_fields), section
