@@ -207,7 +207,8 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     from anomon import service  # the detectors and sources load slowly: only when needed
 
-    return service.run(config, migrate=args.migrate)
+    path = _config_path(args.config)
+    return service.run(config, migrate=args.migrate, reload=lambda: load_config(path))
 
 
 class _JsonLines(logging.Formatter):

@@ -25,7 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from anomon.alerts.model import Notifier
 from anomon.alerts.notifiers import build_notifiers
 from anomon.config import Config, SourceConfig
-from anomon.errors import AnomonError
+from anomon.errors import AnomonError, ConfigError
 from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
 from anomon.service.jobs import CollectJob
@@ -45,6 +45,8 @@ from anomon.store import (
 )
 
 log = logging.getLogger("anomon.daemon")
+
+MAX_BACKOFF = timedelta(minutes=10)  # the longest gap between tries of a failing source
 
 
 class _InFlight:
@@ -84,46 +86,74 @@ class _InFlight:
             return self._idle.wait_for(lambda: self._running == 0, timeout.total_seconds())
 
 
-def run(config: Config, *, migrate: bool = False) -> int:
+def run(
+    config: Config, *, migrate: bool = False, reload: Callable[[], Config] | None = None
+) -> int:
     """Run the daemon until SIGTERM or SIGINT; return the process exit code.
 
     Creates the schema on an empty database; refuses a database behind the migrations
     unless ``migrate`` (or ``database.migrate_on_start``) is set. Raises StoreError or
-    SchemaError before scheduling anything if the database is not usable.
+    SchemaError before scheduling anything if the database is not usable. On SIGHUP,
+    ``reload`` reads the config again: an invalid one is refused (its problems logged)
+    and the running jobs go on untouched; a valid one replaces the jobs (the detection
+    windows are rebuilt from the store). ``database.url`` changes need a restart.
     """
     engine = open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
     lock = writer_lock(engine)  # a second daemon on the same SQLite file stops here
-    outcome = ensure_schema(engine, migrate=migrate or config.database.migrate_on_start)
-    check_writable(engine)
-    log.info("database %s: %s", redact(config.database.url), outcome)
+    try:
+        outcome = ensure_schema(engine, migrate=migrate or config.database.migrate_on_start)
+        check_writable(engine)
+        log.info("database %s: %s", redact(config.database.url), outcome)
+        while True:
+            fresh = _serve(config, engine, reload)
+            if fresh is None:
+                break
+            if fresh.database != config.database:
+                log.warning("config reloaded, but [database] changes need a restart: kept")
+                fresh = fresh.model_copy(update={"database": config.database})
+            config = fresh
+            log.info("config reloaded: %d source(s)", len(config.sources))
+    finally:
+        if lock is not None:
+            lock.release()
+        engine.dispose()
+    log.info("anomon stopped")
+    return 0
+
+
+def _serve(config: Config, engine: Engine, reload: Callable[[], Config] | None) -> Config | None:
+    """Run the jobs of ``config`` until a stop (return None) or a valid reload (return
+    the new config)."""
     inflight = _InFlight()
     sources = build_sources(config)
     notifiers = build_notifiers(config.alerts) if config.alerts.enabled else {}
     telemetry = Telemetry(engine, max_series=config.daemon.metrics_max_series)
     scheduler = build_scheduler(config, engine, inflight, sources, notifiers, telemetry)
-    if config.daemon.metrics:
-        telemetry.serve(config.daemon.metrics_listen, lambda: _health(scheduler, engine))
-    _stop_on_signals(scheduler)
-    log.info("anomon running: %d job(s); stop with Ctrl-C or SIGTERM", len(scheduler.get_jobs()))
-    scheduler.start()  # blocks until a signal shuts the scheduler down
-    if not inflight.stop_and_wait(config.daemon.shutdown_timeout):
-        log.error(
-            "jobs still running after %s; exiting without them", config.daemon.shutdown_timeout
+    try:
+        if config.daemon.metrics:
+            telemetry.serve(config.daemon.metrics_listen, lambda: _health(scheduler, engine))
+        reloaded = _signals(scheduler, reload)
+        log.info(
+            "anomon running: %d job(s); stop with Ctrl-C or SIGTERM, reload with SIGHUP",
+            len(scheduler.get_jobs()),
         )
-        logging.shutdown()
-        os._exit(1)  # the worker threads would otherwise keep the process alive
-    for _, source in sources:
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()  # HTTP sources hold connections
-    for notifier in notifiers.values():
-        notifier.close()
-    telemetry.close()
-    if lock is not None:
-        lock.release()
-    engine.dispose()
-    log.info("anomon stopped")
-    return 0
+        scheduler.start()  # blocks until a signal shuts the scheduler down
+        if not inflight.stop_and_wait(config.daemon.shutdown_timeout):
+            log.error(
+                "jobs still running after %s; exiting without them",
+                config.daemon.shutdown_timeout,
+            )
+            logging.shutdown()
+            os._exit(1)  # the worker threads would otherwise keep the process alive
+    finally:
+        for _, source in sources:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()  # HTTP sources hold connections
+        for notifier in notifiers.values():
+            notifier.close()
+        telemetry.close()
+    return reloaded[0] if reloaded else None
 
 
 def build_sources(config: Config) -> list[tuple[SourceConfig, Source]]:
@@ -189,8 +219,14 @@ def build_scheduler(
             misfire_grace_time=max(1, int(every.total_seconds())),
         )
     for source_config, source in sources:
+        interval = source_config.interval.total_seconds()
         job = CollectJob(
-            source, engine, registry, max_series=source_config.max_series, telemetry=telemetry
+            source,
+            engine,
+            registry,
+            max_series=source_config.max_series,
+            telemetry=telemetry,
+            max_skip=int(MAX_BACKOFF.total_seconds() // interval),
         )
         scheduler.add_job(
             inflight.wrap(job),
@@ -214,12 +250,37 @@ def _health(scheduler: BlockingScheduler, engine: Engine) -> str | None:
     return None
 
 
-def _stop_on_signals(scheduler: BlockingScheduler) -> None:
+def _signals(scheduler: BlockingScheduler, reload: Callable[[], Config] | None) -> list[Config]:
+    """Stop on SIGTERM / SIGINT; on SIGHUP, stop for a reload if the new config is valid.
+
+    Returns a list that holds the new config once a reload is accepted.
+    """
+    accepted: list[Config] = []
+
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info(
             "%s received: finishing the running jobs, then stopping", signal.Signals(signum).name
         )
+        accepted.clear()
+        scheduler.shutdown(wait=False)
+
+    def hang_up(_signum: int, _frame: FrameType | None) -> None:
+        if reload is None:
+            log.warning("SIGHUP received, but there is no config file to reload")
+            return
+        try:
+            fresh = reload()
+        except ConfigError as exc:
+            log.error(
+                "SIGHUP: config reload refused, the running config is kept: %s",
+                "; ".join(exc.problems),
+            )
+            return
+        log.info("SIGHUP received: the new config is valid; replacing the jobs")
+        accepted[:] = [fresh]
         scheduler.shutdown(wait=False)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hang_up)
+    return accepted

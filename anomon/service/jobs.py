@@ -18,8 +18,36 @@ log = logging.getLogger("anomon.collect")
 
 
 @dataclass
+class Backoff:
+    """Skip runs of something that keeps failing: after the n-th failure in a row, the
+    next 2^(n-1) - 1 runs are skipped (0, 1, 3, 7, ...), at most ``max_skip``; the first
+    success ends it. So a dead endpoint is tried less and less often, never in a loop,
+    and is back within ``max_skip`` runs of coming back."""
+
+    max_skip: int
+    failures: int = 0
+    skip: int = 0
+
+    def should_skip(self) -> bool:
+        """Whether this run is skipped (and count it)."""
+        if self.skip > 0:
+            self.skip -= 1
+            return True
+        return False
+
+    def record(self, failed: bool) -> None:
+        """Note the outcome of a run that was not skipped."""
+        self.failures = self.failures + 1 if failed else 0
+        self.skip = min(self.max_skip, 2 ** max(0, self.failures - 1) - 1) if failed else 0
+
+
+@dataclass
 class CollectJob:
-    """Collect one source and store what it returned, with its ``collection_runs`` row."""
+    """Collect one source and store what it returned, with its ``collection_runs`` row.
+
+    A source whose collections fail completely (nothing collected) is backed off: see
+    :class:`Backoff`; ``max_skip`` caps the gap (the daemon makes it about ten minutes).
+    """
 
     source: Source
     engine: Engine
@@ -27,10 +55,25 @@ class CollectJob:
     clock: Clock = field(default=utcnow)
     max_series: int | None = None
     telemetry: Telemetry | None = None
+    max_skip: int = 0
+    backoff: Backoff = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.backoff = Backoff(self.max_skip)
 
     def __call__(self) -> None:
+        if self.backoff.should_skip():
+            return
         started = self.clock()
         samples, error = self._collect(started)
+        self.backoff.record(failed=error is not None and not samples)
+        if self.backoff.skip:
+            log.info(
+                "source %s: %d failures in a row; skipping the next %d collection(s)",
+                self.source.name,
+                self.backoff.failures,
+                self.backoff.skip,
+            )
         finished = self.clock()
         try:
             result = save_collection(

@@ -52,6 +52,12 @@ def start_daemon(tmp_path: Path, url: str, text: str = CONFIG, *args: str) -> su
     )
 
 
+def stop(daemon: subprocess.Popen[str]) -> str:
+    """SIGTERM the daemon; return what it wrote on stderr once it has exited."""
+    daemon.send_signal(signal.SIGTERM)
+    return daemon.communicate(timeout=30)[1]
+
+
 def wait_for_runs(url: str, runs: int, process: subprocess.Popen[str], limit: float = 30) -> int:
     """Poll the database until ``runs`` collections are recorded; return how many there are."""
     engine = store.open_engine(url)
@@ -179,8 +185,7 @@ def test_it_runs_the_sql_predictions_logs_and_gpu_kinds_from_config(tmp_path: Pa
         with log.open("a", encoding="utf-8") as out:
             out.write("INFO ok\nERROR boom\nERROR again\n")
         time.sleep(2.5)
-        daemon.send_signal(signal.SIGTERM)
-        _, stderr = daemon.communicate(timeout=30)
+        stderr = stop(daemon)
     finally:
         if daemon.poll() is None:
             daemon.kill()
@@ -270,8 +275,7 @@ def test_an_incident_reaches_a_webhook_and_a_mailbox_and_resolves(tmp_path: Path
             wait_for(2)
             engine.dispose()
             time.sleep(2)  # anything more would be a duplicate
-            daemon.send_signal(signal.SIGTERM)
-            _, stderr = daemon.communicate(timeout=30)
+            stderr = stop(daemon)
         finally:
             if daemon.poll() is None:
                 daemon.kill()
@@ -321,8 +325,7 @@ def test_it_serves_metrics_and_health_logs_json_and_refuses_a_second_writer(
         )
         assert second.returncode == 1
         assert f"another anomon (pid {daemon.pid}) is already running" in second.stderr
-        daemon.send_signal(signal.SIGTERM)
-        _, stderr = daemon.communicate(timeout=30)
+        stderr = stop(daemon)
     finally:
         if daemon.poll() is None:
             daemon.kill()
@@ -330,3 +333,36 @@ def test_it_serves_metrics_and_health_logs_json_and_refuses_a_second_writer(
     lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
     assert {"time", "level", "logger", "message"} <= set(lines[0])
     assert any(line["message"] == "anomon stopped" for line in lines)
+
+
+def test_sighup_refuses_a_broken_config_and_applies_a_valid_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'reload.db'}"
+    daemon = start_daemon(tmp_path, url)
+    config = tmp_path / "anomon.toml"
+    good = config.read_text(encoding="utf-8")
+    try:
+        assert wait_for_runs(url, 2, daemon) >= 2
+        config.write_text(good + '[[sources]]\nname = "bad"\nkind = "system"\ninterval = "x"\n')
+        daemon.send_signal(signal.SIGHUP)
+        before = wait_for_runs(url, 1, daemon)
+        assert wait_for_runs(url, before + 2, daemon) >= before + 2  # still collecting
+        extra = good.replace(
+            "[daemon]",
+            '[[sources]]\nname = "second"\nkind = "system"\n'
+            'interval = "1s"\nload = false\n\n[daemon]',
+        )
+        config.write_text(extra, encoding="utf-8")
+        daemon.send_signal(signal.SIGHUP)
+        engine = store.open_engine(url)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not store.last_collections(engine, "second"):
+            time.sleep(0.3)
+        assert store.last_collections(engine, "second"), "the reloaded source never ran"
+        engine.dispose()
+        stderr = stop(daemon)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0, stderr
+    assert "config reload refused, the running config is kept: sources[1].interval" in stderr
+    assert "config reloaded: 2 source(s)" in stderr

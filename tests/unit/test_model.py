@@ -27,3 +27,24 @@ def test_canonical_labels_are_compact_sorted_json() -> None:
 def test_a_sample_refuses_non_finite_values(value: float) -> None:
     with pytest.raises(ValueError, match="finite"):
         Sample(SeriesKey.of("m", {}), SeriesInfo("s", "e"), 0, value)
+
+
+def test_backoff_skips_more_runs_after_each_failure_and_stops_at_a_success() -> None:
+    from anomon.service.jobs import Backoff
+
+    backoff = Backoff(max_skip=5)
+    outcomes = iter([True] * 8 + [False, True])  # the tries: 8 failures, a success, a failure
+    runs = []
+    for _ in range(60):
+        if backoff.should_skip():
+            runs.append("-")
+            continue
+        failed = next(outcomes, None)
+        if failed is None:
+            break
+        backoff.record(failed=failed)
+        runs.append("F" if failed else "ok")
+    assert "".join(r[0] for r in runs[:8]) == "FF-F---F"  # skips 0, 1, 3, ...
+    gaps = "".join("-" if r == "-" else " " for r in runs).split()
+    assert max(map(len, gaps)) == 5  # ... at most max_skip
+    assert runs[-2:] == ["ok", "F"] and backoff.skip == 0  # after a success: no skip
