@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,9 @@ from anomon.service.telemetry import Telemetry
 from anomon.timeutil import Clock, to_epoch, utcnow
 
 log = logging.getLogger("anomon.detect")
+
+READ_SERIES = 1000  # series read per query batch
+SLICE_POINTS = 250_000  # rows scored per fleet call when there is a backlog
 
 
 def config_hash(config: DetectionConfig) -> str:
@@ -76,33 +81,25 @@ class DetectJob:
     def _cycle(self, started: datetime) -> tuple[int, int]:
         series = store.series_to_score(self.engine)
         self._warm_up([s for s in series if s.id not in self.fleet.entities])
-        with self.engine.connect() as conn:
-            unscored = store.read_unscored(conn, [s.id for s in series])
-        batch = {sid: (p.ts, p.values[:, None]) for sid, p in unscored.items() if p.ts.size}
-        results = self.fleet.update(batch)
         now = to_epoch(self.clock())
         stale_after = 10 * int(self.config.interval.total_seconds())
-        quality = {
-            sid: self.fleet.entities[sid].quality(now, stale_after=stale_after)[0]
-            for sid in results
-        }
-        anomalies = [
-            a for sid, scores in results.items() for a in _records(sid, batch[sid], scores)
-        ]
-        cycle = {sid: (batch[sid][0], scores.combined) for sid, scores in results.items()}
-        if self.telemetry is not None:
-            known = {s.id: s for s in series}
-            self.telemetry.record_scores(
-                (
-                    sid,
-                    known[sid].metric,
-                    known[sid].entity,
-                    known[sid].labels,
-                    float(scores.score[-1]),
+        known = {s.id: s for s in series}
+        anomalies: list[AnomalyRecord] = []
+        cycle: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        quality: dict[int, str] = {}
+        for batch in self._slices(list(known), store.read_unscored):
+            results = self.fleet.update(batch)
+            for sid, scores in results.items():
+                anomalies += _records(sid, batch[sid], scores)
+                cycle[sid] = (batch[sid][0], scores.combined)
+                quality[sid] = self.fleet.entities[sid].quality(now, stale_after=stale_after)[0]
+            if self.telemetry is not None:
+                self.telemetry.record_scores(
+                    (sid, known[sid].metric, known[sid].entity, known[sid].labels, last)
+                    for sid, scores in results.items()
+                    if scores.score.size and np.isfinite(last := float(scores.score[-1]))
                 )
-                for sid, scores in results.items()
-                if sid in known and scores.score.size and np.isfinite(scores.score[-1])
-            )
+        points = sum(ts.size for ts, _ in cycle.values())
         incidents, anomalies = plan_incidents(
             self.engine, self.alarms, cycle, anomalies, now=started, silences=self._silences()
         )
@@ -110,11 +107,11 @@ class DetectJob:
         new = store.save_detection(
             self.engine,
             anomalies=anomalies,
-            scored_until={sid: int(batch[sid][0][-1]) for sid in results},
+            scored_until={sid: int(ts[-1]) for sid, (ts, _) in cycle.items()},
             quality=quality,
             started_at=started,
             finished_at=self.clock(),
-            points=sum(p[0].size for p in batch.values()),
+            points=points,
             config_hash=self._hash,
             detector_version=DETECTOR_VERSION,
             incidents=incidents,
@@ -123,7 +120,31 @@ class DetectJob:
         if lost:  # another writer changed these incidents first: start again from its truth
             log.info("detection: %d incident change(s) lost to another writer", len(lost))
             self._forget()
-        return sum(p[0].size for p in batch.values()), new
+        return points, new
+
+    def _slices(
+        self, ids: list[int], read: Callable[[Any, list[int]], dict[int, store.Points]]
+    ) -> Iterator[dict[int, tuple[np.ndarray, np.ndarray]]]:
+        """Read the rows of ``ids`` and yield them in batches of about SLICE_POINTS points.
+
+        A steady cycle (a few rows per series) is one batch, so the fleet scores it in
+        one call; a cold start or a restart (thousands of rows per series) is scored in
+        slices, so memory stays bounded by a slice, not by the backlog.
+        """
+        batch: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        size = 0
+        for start in range(0, len(ids), READ_SERIES):
+            with self.engine.connect() as conn:
+                points = read(conn, ids[start : start + READ_SERIES])
+            for sid, p in points.items():
+                if p.ts.size:
+                    batch[sid] = (p.ts, p.values[:, None])
+                    size += p.ts.size
+            if size >= SLICE_POINTS:
+                yield batch
+                batch, size = {}, 0
+        if batch:
+            yield batch
 
     def _silences(self) -> list[Silence]:
         now = self.clock()
@@ -138,15 +159,18 @@ class DetectJob:
         if not seen:
             return
         firing = store.firing_series(self.engine)
-        history = {}
+        scored: dict[int, np.ndarray] = {}
         if self.config.warmup_rows:
-            with self.engine.connect() as conn:
-                history = store.read_recent(conn, seen, rows=self.config.warmup_rows)
-        batch = {sid: (p.ts, p.values[:, None]) for sid, p in history.items() if p.ts.size}
-        # rows scored before: only the windows and the alarm rules' state are kept
-        scored = self.fleet.update(batch) if batch else {}
+            rows = self.config.warmup_rows
+
+            def recent(conn: Any, ids: list[int]) -> dict[int, store.Points]:
+                return store.read_recent(conn, ids, rows=rows)
+
+            # rows scored before: only the windows and the alarm rules' state are kept
+            for batch in self._slices(seen, recent):
+                scored |= {sid: s.combined for sid, s in self.fleet.update(batch).items()}
         for sid in seen:
-            combined = scored[sid].combined if sid in scored else np.empty(0)
+            combined = scored.get(sid, np.empty(0))
             self.alarms.warm(sid, combined, firing=sid in firing)
 
 

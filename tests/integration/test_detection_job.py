@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sqlalchemy import select
 
 from anomon import store
@@ -104,3 +105,24 @@ def test_a_restart_scores_exactly_like_an_uninterrupted_daemon(tmp_path: Path) -
     uninterrupted = run(restart=False)
     assert any(ts == START + 60 * SPIKE for _, ts, _, _ in uninterrupted)
     assert run(restart=True) == uninterrupted
+
+
+def test_a_backlog_scored_in_slices_gives_the_anomalies_of_one_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anomon.service.detection as detection
+
+    def run(name: str) -> list[tuple[int, int, float]]:
+        engine = store.open_engine(f"sqlite:///{tmp_path / f'{name}.db'}")
+        store.upgrade(engine)
+        collect(engine, 0, ROWS)
+        DetectJob(engine, CONFIG, clock=lambda: NOW)()
+        found = [(a.series_id, a.ts, round(a.score, 9)) for a in anomalies(engine)]
+        engine.dispose()
+        return found
+
+    whole = run("whole")
+    monkeypatch.setattr(detection, "READ_SERIES", 1)  # one series per read ...
+    monkeypatch.setattr(detection, "SLICE_POINTS", 100)  # ... and per fleet call
+    assert any(ts == START + 60 * SPIKE for _, ts, _ in whole)
+    assert run("sliced") == whole

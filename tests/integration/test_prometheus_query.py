@@ -163,28 +163,32 @@ def test_backfill_pulls_history_in_chunks_and_stores_it_once(
     )
     engine = store.open_engine(config.database.url)
     store.upgrade(engine)
-    deadline = time.monotonic() + 40  # wait (bounded) for 15 s of scraped history
+    deadline = time.monotonic() + 45  # wait (bounded) for 20 s of scraped history
     while time.monotonic() < deadline:
         reply = httpx.get(
             f"{prometheus}/api/v1/query",
             params={"query": "min(count_over_time(model_accuracy[1m]))"},
             timeout=5,
         ).json()["data"]["result"]
-        if reply and float(reply[0]["value"][1]) >= 15:
+        if reply and float(reply[0]["value"][1]) >= 20:
             break
         time.sleep(0.5)
     seen: list[tuple[int, int, int]] = []
+    # a range that ended a few seconds ago: its newest samples are surely queryable, and
+    # the same clock for both runs asks for the same instants
+    now = datetime.now(UTC) - timedelta(seconds=5)
     PrometheusQuerySource.max_points_per_query = 4  # force several query_range chunks
     try:
         first = service.backfill(
-            engine=engine,
-            config=config,
-            source_name="prom",
+            config,
+            engine,
+            "prom",
             since=timedelta(seconds=12),
             progress=lambda *step: seen.append(step),
+            clock=lambda: now,
         )
         again = service.backfill(
-            engine=engine, config=config, source_name="prom", since=timedelta(seconds=12)
+            config, engine, "prom", since=timedelta(seconds=12), clock=lambda: now
         )
     finally:
         PrometheusQuerySource.max_points_per_query = 10_000
@@ -193,8 +197,8 @@ def test_backfill_pulls_history_in_chunks_and_stores_it_once(
     assert first.failures == []
     assert first.series_created == 2
     # Prometheus answers each step with the latest scrape (lookback): one point per step
-    # and series once it has history, less the newest second or two not yet queryable
-    assert 2 * 9 <= first.points <= 2 * 13  # 12 s from a whole second: 12 or 13 steps
+    # and series once it has history
+    assert 2 * 11 <= first.points <= 2 * 13  # 12 s from a whole second: 12 or 13 steps
     assert again.points == 0  # idempotent: nothing new the second time
     with engine.connect() as conn:
         runs = conn.exec_driver_sql("SELECT count(*) FROM collection_runs").scalar()
