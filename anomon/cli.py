@@ -16,7 +16,7 @@ from pathlib import Path
 from anomon import __version__, store
 from anomon.config import DEFAULT_CONFIG_PATH, Config, DetectionConfig, load_config
 from anomon.errors import AnomonError, UsageError
-from anomon.timeutil import parse_duration
+from anomon.timeutil import format_duration, parse_duration
 
 CONFIG_ENV = "ANOMON_CONFIG"
 
@@ -80,6 +80,16 @@ def _parser() -> argparse.ArgumentParser:
         notify_commands, "test", "send a test notification to RECEIVER once", _notify_test
     )
     test.add_argument("receiver", help="an [[alerts.receivers]] name")
+
+    plot = _command(
+        commands, "plot", "draw a series, its expected values and anomalies to a PNG", _plot
+    )
+    plot.add_argument("series", help="a series id, or a metric name (with --label to pick)")
+    plot.add_argument(
+        "--label", action="append", default=[], metavar="K=V", help="a label the series has"
+    )
+    plot.add_argument("--since", type=_duration, default=timedelta(days=2), help="e.g. 2d")
+    plot.add_argument("--out", type=Path, default=None, help="PNG file (default: METRIC.png)")
 
     incidents = commands.add_parser("incidents", help="list, acknowledge, judge incidents")
     incident_commands = incidents.add_subparsers(title="incidents commands", metavar="COMMAND")
@@ -295,6 +305,53 @@ def _status(args: argparse.Namespace) -> int:
             f" {dead.attempts} attempt(s)): {dead.error}"
         )
     return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from anomon.alerts.chart import render_series
+    from anomon.alerts.model import Points
+
+    labels = dict(_pair(text) for text in args.label)
+    engine = _engine(args)
+    store.ensure_schema(engine, migrate=False)
+    by_id = args.series.isdigit()
+    found = store.find_series(
+        engine,
+        series_id=int(args.series) if by_id else None,
+        metric=None if by_id else args.series,
+        labels=labels,
+    )
+    if len(found) != 1:
+        engine.dispose()
+        shown = "; ".join(f"{r.id} {r.metric}{json.dumps(r.labels)}" for r in found[:10])
+        what = f"{len(found)} series match" + (f": {shown}" if found else "")
+        raise UsageError(f"{what}; name one by id or add --label K=V")
+    (series,) = found
+    until = int(datetime.now(UTC).timestamp()) + 1
+    since = until - int(args.since.total_seconds())
+    around = store.series_around(engine, series.id, since=since, until=until)
+    spans = store.incident_spans(engine, series.id, since=since, until=until)
+    engine.dispose()
+    if not around.ts:
+        raise UsageError(
+            f"series {series.id} has no points in the last {format_duration(args.since)}"
+        )
+    points = Points(around.ts, around.values, around.expected, around.anomalies)
+    heading = f"{series.metric} {json.dumps(series.labels)} ({series.unit or 'no unit'})"
+    out = args.out or Path(f"{series.metric}.png")
+    out.write_bytes(render_series(points, heading, spans=spans, width_px=960, height_px=320))
+    print(
+        f"{out}: {len(around.ts)} points, {len(around.anomalies)} anomalies, "
+        f"{len(spans)} incident(s)"
+    )
+    return 0
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not name or not sep:
+        raise UsageError(f"expected K=V, got: {text!r}")
+    return name, value
 
 
 def _incidents(args: argparse.Namespace) -> int:

@@ -39,6 +39,26 @@ def render_chart(
     Raises ValueError if there are no points or their times and values differ in number.
     """
     points = _checked_points(incident)
+    end = incident.resolved_at or incident.last_seen_at
+    return render_series(
+        points,
+        f"{incident.metric} on {incident.entity}",
+        spans=[(to_epoch(incident.opened_at), to_epoch(end))],
+        width_px=width_px,
+        height_px=height_px,
+    )
+
+
+def render_series(
+    points: Points,
+    heading: str,
+    *,
+    spans: Sequence[tuple[int, int]] = (),
+    width_px: int = WIDTH_PX,
+    height_px: int = HEIGHT_PX,
+) -> bytes:
+    """Return a PNG of a series: values, expected values, anomalies, and ``spans``
+    (epoch-second ranges, e.g. incidents) shaded. Needs at least one point."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -46,8 +66,9 @@ def render_chart(
     FigureCanvasAgg(figure)  # attaches itself: the figure draws with Agg, no GUI, no pyplot
     axes = figure.add_subplot()
     _draw_series(axes, points)
-    _shade_incident(axes, incident)
-    _style(axes, f"{incident.metric} on {incident.entity}")
+    for start, stop in spans:
+        _shade(axes, start, stop)
+    _style(axes, heading)
     figure.subplots_adjust(left=0.09, right=0.98, top=0.88, bottom=0.16)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
@@ -101,9 +122,8 @@ def _aligned(expected: Sequence[float], size: int) -> list[float]:
     return values + [math.nan] * (size - len(values))
 
 
-def _shade_incident(axes: Axes, incident: IncidentView) -> None:
-    end = incident.resolved_at or incident.last_seen_at
-    start, stop = _dates([to_epoch(incident.opened_at), to_epoch(end)])
+def _shade(axes: Axes, start_s: int, stop_s: int) -> None:
+    start, stop = _dates([start_s, stop_s])
     if stop <= start:  # a one-point incident still gets a visible line
         axes.axvline(start, color=ANOMALY_COLOUR, alpha=0.3, linewidth=2)
         return

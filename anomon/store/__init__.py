@@ -33,6 +33,7 @@ from anomon.store.incidents import (
     write_incidents,
 )
 from anomon.store.lock import WriterLock, writer_lock
+from anomon.store.lookup import SeriesRow, find_series, incident_spans
 from anomon.store.migrate import (
     check,
     current_revision,
@@ -81,6 +82,7 @@ __all__ = [
     "SeriesAround",
     "SeriesMeta",
     "SeriesRegistry",
+    "SeriesRow",
     "SilenceRow",
     "SourceStatus",
     "Status",
@@ -97,10 +99,12 @@ __all__ = [
     "enqueue_many",
     "ensure_schema",
     "expire_silence",
+    "find_series",
     "firing_series",
     "give_feedback",
     "head_revision",
     "incident_context",
+    "incident_spans",
     "incidents_for_notice",
     "insert_samples",
     "last_collections",

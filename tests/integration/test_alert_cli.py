@@ -110,3 +110,65 @@ def test_incidents_are_listed_acknowledged_and_judged(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no incident with id 9" in missing.stderr
     wrong = run_cli("incidents", "feedback", "1", "meh", "-c", str(config))
     assert wrong.returncode == 2 and "invalid choice: 'meh'" in wrong.stderr
+
+
+def test_plot_draws_a_series_with_its_anomalies_and_asks_which_when_ambiguous(
+    tmp_path: Path,
+) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    from anomon import store
+    from anomon.model import AnomalyRecord, Sample, SeriesInfo, SeriesKey, SeriesKind
+
+    config = _config(tmp_path, "http://127.0.0.1:9/hook")
+    engine = store.open_engine(f"sqlite:///{tmp_path / 'anomon.db'}")
+    store.upgrade(engine)
+    now = int(time.time())
+    info = SeriesInfo("model-server", "churn", SeriesKind.LATENCY, "ms")
+    samples = [
+        Sample(SeriesKey.of("latency_p99", {"model": model}), info, now - 60 * i, 100.0 + i)
+        for model in ("churn", "fraud")
+        for i in range(120)
+    ]
+    at = datetime.now(UTC)
+    store.save_collection(
+        engine,
+        store.SeriesRegistry(),
+        source="model-server",
+        started_at=at,
+        finished_at=at,
+        samples=samples,
+    )
+    spike = AnomalyRecord(1, now - 600, 300.0, 110.0, 97.0, {"zscore": 97.0}, "up", "critical")
+    store.save_detection(
+        engine,
+        anomalies=[spike],
+        scored_until={},
+        quality={},
+        started_at=at,
+        finished_at=at,
+        points=0,
+        config_hash="h",
+        detector_version="v",
+    )
+    engine.dispose()
+    ambiguous = run_cli("plot", "latency_p99", "-c", str(config))
+    assert ambiguous.returncode == 2
+    assert "2 series match: 1 latency_p99" in ambiguous.stderr and "--label" in ambiguous.stderr
+    out = tmp_path / "churn.png"
+    drawn = run_cli(
+        "plot",
+        "latency_p99",
+        "--label",
+        "model=churn",
+        "--since",
+        "3h",
+        "--out",
+        str(out),
+        "-c",
+        str(config),
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    assert f"{out}: 120 points, 1 anomalies, 0 incident(s)" in drawn.stdout
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -1,0 +1,60 @@
+"""Finding series by what people know of them, and their incidents' time spans."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
+
+from anomon.store.engine import translated
+from anomon.store.schema import Incident, Series
+from anomon.timeutil import to_epoch
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    """One series: its id, name, labels, entity and unit."""
+
+    id: int
+    metric: str
+    labels: dict[str, str]
+    entity: str
+    unit: str
+
+
+def find_series(
+    engine: Engine, *, series_id: int | None = None, metric: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> list[SeriesRow]:  # fmt: skip
+    """Return the series with ``series_id``, or named ``metric`` whose labels include
+    ``labels``, ordered by id."""
+    query = select(Series.id, Series.metric, Series.labels, Series.entity, Series.unit)
+    if series_id is not None:
+        query = query.where(Series.id == series_id)
+    if metric is not None:
+        query = query.where(Series.metric == metric)
+    wanted = dict(labels or {})
+    with translated(engine, "finding series"), engine.connect() as conn:
+        rows = [
+            SeriesRow(sid, name, json.loads(text), entity, unit)
+            for sid, name, text, entity, unit in conn.execute(query.order_by(Series.id))
+        ]
+    return [r for r in rows if all(r.labels.get(k) == v for k, v in wanted.items())]
+
+
+def incident_spans(
+    engine: Engine, series_id: int, *, since: int, until: int
+) -> list[tuple[int, int]]:
+    """Return (opened, resolved or last seen) in epoch seconds of the series' incidents
+    that overlap ``[since, until)``."""
+    query = select(Incident.opened_at, Incident.resolved_at, Incident.last_seen_at).where(
+        Incident.series_id == series_id
+    )
+    with translated(engine, "reading incidents"), engine.connect() as conn:
+        spans = [
+            (to_epoch(opened), to_epoch(resolved or seen))
+            for opened, resolved, seen in conn.execute(query)
+        ]
+    return [(a, b) for a, b in spans if b >= since and a < until]
