@@ -7,12 +7,14 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from anomon import store
+from anomon.model import Sample
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -75,6 +77,21 @@ def run_cli(
         text=True,
         timeout=timeout,
         check=False,
+    )
+
+
+def save_samples(
+    engine: store.Engine, samples: list[Sample], *, at: datetime | None = None
+) -> None:
+    """Store ``samples`` as one collection of their source, made at ``at`` (now)."""
+    moment = at or datetime.now(UTC)
+    store.save_collection(
+        engine,
+        store.SeriesRegistry(),
+        source=samples[0].info.source,
+        started_at=moment,
+        finished_at=moment,
+        samples=samples,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, save_samples
 from tests.loopback import free_port, receive
 
 
@@ -131,15 +131,8 @@ def test_plot_draws_a_series_with_its_anomalies_and_asks_which_when_ambiguous(
         for model in ("churn", "fraud")
         for i in range(120)
     ]
+    save_samples(engine, samples)
     at = datetime.now(UTC)
-    store.save_collection(
-        engine,
-        store.SeriesRegistry(),
-        source="model-server",
-        started_at=at,
-        finished_at=at,
-        samples=samples,
-    )
     spike = AnomalyRecord(1, now - 600, 300.0, 110.0, 97.0, {"zscore": 97.0}, "up", "critical")
     store.save_detection(
         engine,

@@ -22,6 +22,7 @@ from anomon.model import IncidentWrite, OutboxEntry, Sample, SeriesInfo, SeriesK
 from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
 from anomon.store.schema import Anomaly, Incident, Notification
+from tests.conftest import save_samples
 from tests.loopback import Receiver, free_port, receive
 
 START = 1_795_000_000 // 86_400 * 86_400
@@ -62,15 +63,7 @@ def collect(engine: store.Engine, first: int, last: int, *, entity: str = "churn
     info = SeriesInfo("model-server", entity, SeriesKind.LATENCY, "ms")
     key = SeriesKey.of("latency_p99", {"model": entity})
     samples = [Sample(key, info, START + 60 * i, float(values[i])) for i in range(first, last)]
-    at = datetime.fromtimestamp(START + 60 * last, UTC)
-    store.save_collection(
-        engine,
-        store.SeriesRegistry(),
-        source="model-server",
-        started_at=at,
-        finished_at=at,
-        samples=samples,
-    )
+    save_samples(engine, samples, at=datetime.fromtimestamp(START + 60 * last, UTC))
 
 
 def incidents(engine: store.Engine) -> list[Incident]:

@@ -14,7 +14,7 @@ import pytest
 
 from anomon import store
 from anomon.errors import StoreError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, save_samples
 from tests.loopback import free_port, serve
 
 CONFIG = """
@@ -214,7 +214,6 @@ def test_an_incident_reaches_a_webhook_and_a_mailbox_and_resolves(tmp_path: Path
     """The whole loop in the real daemon: stored history with a shift is scored, the
     incident opens and resolves, and both notices reach both receivers, once each."""
     import email
-    from datetime import UTC, datetime
     from email.policy import default as default_policy
 
     import numpy as np
@@ -235,15 +234,7 @@ def test_an_incident_reaches_a_webhook_and_a_mailbox_and_resolves(tmp_path: Path
     samples = [Sample(key, info, now - 60 * (600 - i), float(v)) for i, v in enumerate(values)]
 
     def save(rows: list[Sample]) -> None:
-        at = datetime.now(UTC)
-        store.save_collection(
-            engine,
-            store.SeriesRegistry(),
-            source="model-server",
-            started_at=at,
-            finished_at=at,
-            samples=rows,
-        )
+        save_samples(engine, rows)
 
     save(samples[:564])  # up to the middle of the shift: the incident opens
     with receive() as hook, smtp_server() as smtp:

@@ -14,13 +14,13 @@ import json
 import signal
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from anomon import store
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from tests.conftest import save_samples
 from tests.integration.test_daemon import start_daemon
 from tests.loopback import receive
 
@@ -65,15 +65,7 @@ def _history(url: str) -> None:
     values[590:] += 90
     info = SeriesInfo("model-server", "churn-model", SeriesKind.LATENCY, "ms")
     key = SeriesKey.of("latency_p99", {"model": "churn"})
-    at = datetime.now(UTC)
-    store.save_collection(
-        engine,
-        store.SeriesRegistry(),
-        source="model-server",
-        started_at=at,
-        finished_at=at,
-        samples=[Sample(key, info, now - 600 + i, float(v)) for i, v in enumerate(values)],
-    )
+    save_samples(engine, [Sample(key, info, now - 600 + i, float(v)) for i, v in enumerate(values)])
     engine.dispose()
 
 
