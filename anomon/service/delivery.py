@@ -167,7 +167,9 @@ class DeliverJob:
             self._failed(live, str(exc), exc.permanent, now, done)
         except Exception as exc:  # a notifier bug must not stop the others
             log.debug("receiver %s: send raised", receiver, exc_info=True)
-            self._failed(live, f"unexpected {type(exc).__name__}: {exc}", False, now, done)
+            # the type only: an unexpected error's text may carry what it was given
+            error = f"unexpected {type(exc).__name__} from the {receiver} notifier"
+            self._failed(live, error, False, now, done)
         else:
             done.sent += [row.id for row in live]
         return done
