@@ -19,7 +19,7 @@ import numpy as np
 
 from anomon import store
 from anomon.alerts.incidents import Episode, track
-from anomon.alerts.routing import Silence, config_silences, route, silenced
+from anomon.alerts.routing import Silence, config_silences, route, silenced, stored_silence
 from anomon.config import AlertsConfig, DetectionConfig
 from anomon.detect.rules import AlarmState, apply_rules
 from anomon.model import AnomalyRecord, IncidentWrite, OutboxEntry, canonical_labels
@@ -63,7 +63,6 @@ def plan_incidents(
     anomalies: list[AnomalyRecord],
     *,
     now: datetime,
-    silences: Sequence[Silence] = (),
 ) -> tuple[list[IncidentWrite], list[AnomalyRecord]]:
     """Return the incident writes of a cycle and the anomalies linked to them.
 
@@ -79,7 +78,7 @@ def plan_incidents(
     latest, meta = store.incident_context(engine, list(tracked))
     writes: list[IncidentWrite] = []
     spans: dict[int, list[tuple[int, int, int]]] = {}  # series -> (from, to, write index)
-    every_silence = [*config_silences(alarms.alerts), *silences]
+    every_silence = active_silences(engine, alarms.alerts, now)
     for sid, events in tracked.items():
         ts, combined = cycle[sid]
         episodes = track(
@@ -94,6 +93,12 @@ def plan_incidents(
             spans.setdefault(sid, []).append(_span(episode, len(writes)))
             writes.append(_write(sid, meta[sid], episode, alarms.alerts, every_silence, now))
     return writes, [_link(a, spans.get(a.series_id, ())) for a in anomalies]
+
+
+def active_silences(engine: store.Engine, config: AlertsConfig, now: datetime) -> list[Silence]:
+    """The silences of the config file and of the database not over at ``now``."""
+    stored = [stored_silence(*row) for row in store.stored_silences(engine, now=now)]
+    return [*config_silences(config), *stored]
 
 
 def routing_labels(meta: store.SeriesMeta, severity: str) -> dict[str, str]:

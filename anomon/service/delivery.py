@@ -24,11 +24,11 @@ from datetime import datetime, timedelta
 from anomon import store
 from anomon.alerts.model import IncidentView, Notice, Notifier, Points
 from anomon.alerts.notifiers import build_notifier
-from anomon.alerts.routing import Silence, config_silences, route, silenced, stored_silence
+from anomon.alerts.routing import Silence, route, silenced
 from anomon.config import AlertsConfig, EmailReceiverConfig
 from anomon.errors import AnomonError, DeliveryError, UsageError
 from anomon.model import OutboxEntry
-from anomon.service.alerting import notification_key
+from anomon.service.alerting import active_silences, notification_key
 from anomon.service.telemetry import Telemetry
 from anomon.timeutil import Clock, to_epoch, utcnow
 
@@ -105,7 +105,7 @@ class DeliverJob:
         if not claimed:
             return done
         incidents = store.incidents_for_notice(self.engine, [c.incident_id for c in claimed])
-        silences = [*config_silences(self.config), *self._stored_silences(now)]
+        silences = active_silences(self.engine, self.config, now)
 
         # stop starting sends well before the claim's lease ends: past it another worker
         # may claim the same rows; what is left goes back to the queue untouched
@@ -271,9 +271,6 @@ class DeliverJob:
                 )
         if due:
             store.enqueue_many(self.engine, due, now=now)
-
-    def _stored_silences(self, now: datetime) -> list[Silence]:
-        return [stored_silence(*row) for row in store.stored_silences(self.engine, now=now)]
 
     def _record(self, done: Outcomes, claims: Mapping[int, int]) -> None:
         store.record_outcomes(

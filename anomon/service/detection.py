@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from anomon import store
-from anomon.alerts.routing import Silence, stored_silence
 from anomon.config import AlertsConfig, DetectionConfig
 from anomon.detect import DETECTOR_VERSION
 from anomon.detect.entity import Scores
@@ -101,7 +100,7 @@ class DetectJob:
                 )
         points = sum(ts.size for ts, _ in cycle.values())
         incidents, anomalies = plan_incidents(
-            self.engine, self.alarms, cycle, anomalies, now=started, silences=self._silences()
+            self.engine, self.alarms, cycle, anomalies, now=started
         )
         lost: list[int] = []
         new = store.save_detection(
@@ -145,10 +144,6 @@ class DetectJob:
                 batch, size = {}, 0
         if batch:
             yield batch
-
-    def _silences(self) -> list[Silence]:
-        now = self.clock()
-        return [stored_silence(*row) for row in store.stored_silences(self.engine, now=now)]
 
     def _warm_up(self, series: list[store.ScoredSeries]) -> None:
         """Add new series to the fleet; rebuild the windows and alarm state of those

@@ -34,6 +34,20 @@ class PartialCollection(SourceError):
         self.samples = list(samples)
 
 
+def split_range(
+    since: datetime, until: datetime, step: timedelta
+) -> list[tuple[datetime, datetime]]:
+    """Return consecutive ``[start, end)`` ranges of at most ``step`` covering the span
+    (what a backfill pulls one query at a time)."""
+    chunks = []
+    start = since
+    while start < until:
+        end = min(start + step, until)
+        chunks.append((start, end))
+        start = end
+    return chunks
+
+
 def summarise(problems: Sequence[str], shown: int = 5) -> str:
     """Join the first ``shown`` problems into one line and count the rest."""
     more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""

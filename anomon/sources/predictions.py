@@ -35,7 +35,7 @@ import pandas as pd
 from anomon.config import PredictionsSourceConfig
 from anomon.errors import SourceError, StoreError
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
-from anomon.sources.base import OpenDatabase, PartialCollection, summarise
+from anomon.sources.base import OpenDatabase, PartialCollection, split_range, summarise
 from anomon.sources.quality import Labelled, classification_metrics
 from anomon.timeutil import Clock, from_epoch, to_epoch, utcnow
 
@@ -85,11 +85,7 @@ class PredictionsSource:
         step = timedelta(
             seconds=self._window * max(1, SQL_BACKFILL_CHUNK.total_seconds() // self._window)
         )
-        chunks, at = [], start
-        while at < end:
-            chunks.append((at, min(at + step, end)))
-            at += step
-        return chunks
+        return split_range(start, end, step)
 
     def collect_range(self, start: datetime, end: datetime) -> list[Sample]:
         """Return the samples of the ready windows inside ``[start, end)``."""

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 from anomon.config import PrometheusQuerySourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesKey
+from anomon.sources.base import split_range
 from anomon.sources.http import HttpSource
 from anomon.timeutil import from_epoch
 
@@ -40,11 +41,7 @@ class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
         span = step * self.max_points_per_query
         # whole steps since the epoch: a second backfill asks for the same instants
         start = from_epoch(0) + (since - from_epoch(0)) // step * step
-        chunks = []
-        while start < until:
-            chunks.append((start, min(start + span, until)))
-            start += span
-        return chunks
+        return split_range(start, until, span)
 
     def collect_range(self, start: datetime, end: datetime) -> list[Sample]:
         """Evaluate every query at each step of ``[start, end)`` through ``query_range``."""

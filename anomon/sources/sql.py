@@ -20,7 +20,7 @@ from typing import Any
 from anomon.config import SqlSourceConfig
 from anomon.errors import SourceError, StoreError
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
-from anomon.sources.base import OpenDatabase, PartialCollection, summarise
+from anomon.sources.base import OpenDatabase, PartialCollection, split_range, summarise
 from anomon.timeutil import parse_instant, to_epoch
 
 BACKFILL_CHUNK = timedelta(days=1)
@@ -125,16 +125,3 @@ def _finite(value: Any) -> float:
     if not math.isfinite(number):
         raise ValueError(f"value is not a finite number: {value!r}")
     return number
-
-
-def split_range(
-    since: datetime, until: datetime, step: timedelta
-) -> list[tuple[datetime, datetime]]:
-    """Return consecutive ``[start, end)`` ranges of at most ``step`` covering the span."""
-    chunks = []
-    start = since
-    while start < until:
-        end = min(start + step, until)
-        chunks.append((start, end))
-        start = end
-    return chunks

@@ -165,38 +165,6 @@ def enqueue_many(
         )
 
 
-def mark_sent(engine: Engine, ids: Sequence[int], *, now: datetime) -> None:
-    """Record ``ids`` as delivered."""
-    _set(engine, ids, status="sent", sent_at=now, last_error=None)
-
-
-def mark_retry(engine: Engine, ids: Sequence[int], *, error: str, at: datetime) -> None:
-    """Put ``ids`` back in the queue until ``at``, keeping the error line."""
-    _set(engine, ids, status="pending", next_attempt_at=at, last_error=error)
-
-
-def mark_dead(engine: Engine, ids: Sequence[int], *, error: str) -> None:
-    """Give up on ``ids``: permanent failures, or out of attempts."""
-    _set(engine, ids, status="dead", last_error=error)
-
-
-def mark_silenced(engine: Engine, ids: Sequence[int], incident_ids: Sequence[int]) -> None:
-    """Record ``ids`` as not sent because a silence covers their incidents."""
-    _set(engine, ids, status="silenced", last_error=None)
-    if incident_ids:
-        with translated(engine, "marking incidents silenced"), engine.begin() as conn:
-            conn.execute(
-                update(Incident).where(Incident.id.in_(list(incident_ids))).values(silenced=True)
-            )
-
-
-def _set(engine: Engine, ids: Sequence[int], **values: object) -> None:
-    if not ids:
-        return
-    with translated(engine, "recording notification outcomes"), engine.begin() as conn:
-        conn.execute(update(Notification).where(Notification.id.in_(list(ids))).values(**values))
-
-
 def incidents_for_notice(engine: Engine, incident_ids: Sequence[int]) -> dict[int, IncidentData]:
     """Return each incident with its strongest anomaly's value, expectation and scores."""
     ids = sorted(set(incident_ids))
