@@ -22,6 +22,7 @@ from anomon.alerts.incidents import Episode, track
 from anomon.alerts.routing import Silence, config_silences, route, silenced, stored_silence
 from anomon.config import AlertsConfig, DetectionConfig
 from anomon.detect.rules import AlarmState, apply_rules
+from anomon.errors import UsageError
 from anomon.model import AnomalyRecord, IncidentWrite, OutboxEntry, canonical_labels
 from anomon.timeutil import to_epoch
 
@@ -47,6 +48,12 @@ class Alarms:
         apply_rules(combined[-memory:], self.detection.threshold, alarm, state)
         state.firing = firing
         state.normal_streak = 0
+
+    def forget_firing(self, series_id: int) -> None:
+        """The rules say firing but the store has no firing incident (a person resolved
+        it): start over, so abnormal rows go on to open a new incident, not nothing."""
+        state = self.states[series_id]
+        state.firing, state.normal_streak, state.since_resolve = False, 0, None
 
     def events(self, series_id: int, combined: np.ndarray) -> tuple[bool, list[tuple[int, str]]]:
         """Advance the rules over new rows; return (was firing before, events)."""
@@ -92,6 +99,11 @@ def plan_incidents(
         for episode in episodes:
             spans.setdefault(sid, []).append(_span(episode, len(writes)))
             writes.append(_write(sid, meta[sid], episode, alarms.alerts, every_silence, now))
+        firing = any(e.status == "firing" for e in episodes) or (
+            latest.get(sid) is not None and latest[sid].status == "firing"
+        )
+        if alarms.states[sid].firing and not firing:
+            alarms.forget_firing(sid)
     return writes, [_link(a, spans.get(a.series_id, ())) for a in anomalies]
 
 
@@ -172,6 +184,32 @@ def _outbox(
                 )
             )
     return entries
+
+
+def resolve_incident(
+    engine: store.Engine, config: AlertsConfig, incident_id: int, *, now: datetime
+) -> store.IncidentDetail:
+    """Resolve a firing incident by hand and queue its ``resolved`` notifications for
+    the receivers its labels route to (none if it is silenced or alerting is off).
+    Returns the incident as it was. Raises UsageError if it is not firing."""
+    incident = store.incident_detail(engine, incident_id, anomaly_limit=0)
+    if incident.status != "firing":
+        raise UsageError(f"incident {incident_id} is {incident.status}, not firing")
+    entries: list[OutboxEntry] = []
+    if config.enabled and not incident.silenced:
+        at = to_epoch(now)
+        episode = Episode(
+            incident_id=incident.id,
+            version=incident.version,
+            opened_at=incident.opened_at,
+            last_seen_at=incident.last_seen_at,
+            peak_score=incident.peak_score,
+            severity=incident.severity,
+            notices=[("resolved", at)],
+        )
+        entries = _outbox(incident.series_id or 0, episode, incident.labels, config, now)
+    store.resolve_by_hand(engine, incident_id, version=incident.version, outbox=entries, now=now)
+    return incident
 
 
 def notification_key(series_id: int, opened: int, event: str, at: int, receiver: str) -> str:

@@ -87,7 +87,11 @@ class _InFlight:
 
 
 def run(
-    config: Config, *, migrate: bool = False, reload: Callable[[], Config] | None = None
+    config: Config,
+    *,
+    migrate: bool = False,
+    reload: Callable[[], Config] | None = None,
+    reloaded: Callable[[Config], None] | None = None,
 ) -> int:
     """Run the daemon until SIGTERM or SIGINT; return the process exit code.
 
@@ -96,7 +100,8 @@ def run(
     SchemaError before scheduling anything if the database is not usable. On SIGHUP,
     ``reload`` reads the config again: an invalid one is refused (its problems logged)
     and the running jobs go on untouched; a valid one replaces the jobs (the detection
-    windows are rebuilt from the store). ``database.url`` changes need a restart.
+    windows are rebuilt from the store) and is passed to ``reloaded`` (the command line
+    re-applies the log settings there). ``database.url`` changes need a restart.
     """
     engine = open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
     lock = writer_lock(engine)  # a second daemon on the same SQLite file stops here
@@ -112,6 +117,8 @@ def run(
                 log.warning("config reloaded, but [database] changes need a restart: kept")
                 fresh = fresh.model_copy(update={"database": config.database})
             config = fresh
+            if reloaded is not None:
+                reloaded(config)
             log.info("config reloaded: %d source(s)", len(config.sources))
     finally:
         if lock is not None:

@@ -22,6 +22,7 @@ from anomon.store.incident_actions import (
     acknowledge,
     give_feedback,
     list_incidents,
+    resolve_by_hand,
 )
 from anomon.store.incidents import (
     SeriesMeta,
@@ -56,6 +57,13 @@ from anomon.store.outbox import (
     series_around,
     stored_silences,
 )
+from anomon.store.reports import (
+    AnomalyRow,
+    IncidentDetail,
+    NotificationRow,
+    incident_detail,
+    list_anomalies,
+)
 from anomon.store.retention import Cutoffs, delete_old
 from anomon.store.samples import Points, insert_samples, read_history
 from anomon.store.series import SeriesRegistry
@@ -64,6 +72,7 @@ from anomon.store.status import DeadNotification, SourceStatus, Status, read_sta
 
 __all__ = [
     "FEEDBACK",
+    "AnomalyRow",
     "Claimed",
     "CollectionResult",
     "Cutoffs",
@@ -71,7 +80,9 @@ __all__ = [
     "Engine",
     "ExternalDatabase",
     "IncidentData",
+    "IncidentDetail",
     "IncidentRow",
+    "NotificationRow",
     "Points",
     "RepeatCandidate",
     "ScoredSeries",
@@ -100,11 +111,13 @@ __all__ = [
     "give_feedback",
     "head_revision",
     "incident_context",
+    "incident_detail",
     "incident_spans",
     "incidents_for_notice",
     "insert_samples",
     "last_collections",
     "latest_incidents",
+    "list_anomalies",
     "list_incidents",
     "list_silences",
     "open_database",
@@ -118,6 +131,7 @@ __all__ = [
     "record_outcomes",
     "redact",
     "repeat_candidates",
+    "resolve_by_hand",
     "save_collection",
     "save_detection",
     "series_around",

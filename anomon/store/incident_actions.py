@@ -1,14 +1,17 @@
-"""What people do to incidents: list them, acknowledge them, give feedback."""
+"""What people do to incidents: list them, acknowledge, resolve, give feedback."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine, select, update
 
 from anomon.errors import UsageError
+from anomon.model import OutboxEntry
 from anomon.store.engine import translated
+from anomon.store.incidents import enqueue
 from anomon.store.schema import Incident
 
 FEEDBACK = ("confirmed", "false_alarm", "expected")
@@ -56,6 +59,33 @@ def give_feedback(engine: Engine, incident_id: int, label: str) -> None:
     if label not in FEEDBACK:
         raise UsageError(f"feedback must be one of {', '.join(FEEDBACK)}, got: {label!r}")
     _change(engine, incident_id, feedback=label)
+
+
+def resolve_by_hand(
+    engine: Engine,
+    incident_id: int,
+    *,
+    version: int,
+    outbox: Sequence[OutboxEntry],
+    now: datetime,
+) -> None:
+    """Resolve firing incident ``incident_id`` as of ``now`` and queue ``outbox`` (its
+    ``resolved`` notifications) in one transaction, only if it is still at ``version``
+    (a state machine change in between wins). Raises UsageError otherwise."""
+    statement = (
+        update(Incident)
+        .where(
+            Incident.id == incident_id,
+            Incident.version == version,
+            Incident.status == "firing",
+        )
+        .values(status="resolved", resolved_at=now, version=Incident.version + 1)
+    )
+    with translated(engine, "resolving an incident"), engine.begin() as conn:
+        if conn.execute(statement).rowcount != 1:
+            raise UsageError(f"incident {incident_id} changed meanwhile: look again and retry")
+        if outbox:
+            enqueue(conn, incident_id, outbox, now=now)
 
 
 def _change(engine: Engine, incident_id: int, **values: object) -> None:

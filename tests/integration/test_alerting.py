@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from anomon import store
 from anomon.alerts.notifiers import build_notifiers
 from anomon.config import AlertsConfig, DetectionConfig
+from anomon.errors import UsageError
 from anomon.model import IncidentWrite, OutboxEntry, Sample, SeriesInfo, SeriesKey, SeriesKind
 from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
@@ -423,3 +424,39 @@ def test_an_incident_silenced_while_it_fired_is_told_after_the_silence(
     clock.advance(minutes=61)  # the silence is over and a repeat interval has passed
     job.run_once()
     assert [b["event"] for b in bodies(hook)] == ["repeat"]
+
+
+def test_an_incident_resolved_by_hand_is_told_resolved_and_opens_anew_if_still_anomalous(
+    engine: store.Engine, hook: Receiver
+) -> None:
+    from anomon.service import resolve_incident
+
+    config = alerts(hook.url, group_wait="0s", group_interval="1s")
+    clock = Clock(datetime.fromtimestamp(START + 60 * 1005, UTC))
+    detect = DetectJob(engine, DETECTION, clock=clock, alerts=config)
+    deliver = DeliverJob(engine, config, build_notifiers(config), clock=clock)
+    collect(engine, 0, 1005)
+    detect()
+    (first,) = incidents(engine)
+    deliver.run_once()
+    clock.advance(seconds=1)
+    resolve_incident(engine, config, first.id, now=clock())
+    deliver.run_once()
+    assert [(b["event"], b["incidents"][0]["id"]) for b in bodies(hook)] == [
+        ("firing", first.id),
+        ("resolved", first.id),
+    ]
+    with pytest.raises(UsageError, match=f"incident {first.id} is resolved, not firing"):
+        resolve_incident(engine, config, first.id, now=clock())
+
+    collect(engine, 1005, 1008)  # the shift goes on: the rules still say firing ...
+    clock.advance(minutes=3)
+    detect()
+    assert [i.status for i in incidents(engine)] == ["resolved"]  # ... and learn otherwise
+    collect(engine, 1008, 1011)
+    clock.advance(minutes=3)
+    detect()
+    assert [i.status for i in incidents(engine)] == ["resolved", "firing"]
+    clock.advance(seconds=1)
+    deliver.run_once()
+    assert [b["event"] for b in bodies(hook)] == ["firing", "resolved", "firing"]

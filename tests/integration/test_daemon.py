@@ -326,7 +326,9 @@ def test_it_serves_metrics_and_health_logs_json_and_refuses_a_second_writer(
     assert any(line["message"] == "anomon stopped" for line in lines)
 
 
-def test_sighup_refuses_a_broken_config_and_applies_a_valid_one(tmp_path: Path) -> None:
+def test_sighup_refuses_a_broken_config_and_applies_a_valid_one_and_its_logging(
+    tmp_path: Path,
+) -> None:
     url = f"sqlite:///{tmp_path / 'reload.db'}"
     daemon = start_daemon(tmp_path, url)
     config = tmp_path / "anomon.toml"
@@ -340,7 +342,7 @@ def test_sighup_refuses_a_broken_config_and_applies_a_valid_one(tmp_path: Path) 
         extra = good.replace(
             "[daemon]",
             '[[sources]]\nname = "second"\nkind = "system"\n'
-            'interval = "1s"\nload = false\n\n[daemon]',
+            'interval = "1s"\nload = false\n\n[daemon]\nlog_format = "json"',
         )
         config.write_text(extra, encoding="utf-8")
         daemon.send_signal(signal.SIGHUP)
@@ -356,4 +358,9 @@ def test_sighup_refuses_a_broken_config_and_applies_a_valid_one(tmp_path: Path) 
             daemon.kill()
     assert daemon.returncode == 0, stderr
     assert "config reload refused, the running config is kept: sources[1].interval" in stderr
-    assert "config reloaded: 2 source(s)" in stderr
+    # the reload re-applied the log settings: text lines before it, JSON lines after
+    assert not stderr.splitlines()[0].startswith("{")
+    lines = stderr.splitlines()
+    (reloaded,) = [i for i, line in enumerate(lines) if "config reloaded: 2 source(s)" in line]
+    after = [json.loads(line)["message"] for line in lines[reloaded:]]
+    assert after[0] == "config reloaded: 2 source(s)" and after[-1] == "anomon stopped"

@@ -82,19 +82,3 @@ def test_the_readme_example_queries_answer_their_questions(tmp_path: Path) -> No
         assert [(row[1], row[4], row[6]) for row in db.execute(incidents)] == [
             ("system_cpu_percent", 97.0, 1)
         ]
-
-
-def test_the_grafana_dashboards_queries_run_on_an_anomon_database(tmp_path: Path) -> None:
-    import json
-
-    dashboard = json.loads((ROOT / "config" / "grafana" / "anomon-sqlite.json").read_text())
-    path = tmp_path / "anomon.db"
-    engine = store.open_engine(f"sqlite:///{path}")
-    store.upgrade(engine)
-    engine.dispose()
-    queries = [t["rawQueryText"] for p in dashboard["panels"] for t in p["targets"]]
-    assert len(queries) == 4
-    with sqlite3.connect(path) as db:
-        for query in queries:
-            columns = [d[0] for d in db.execute(query).description]
-            assert columns, query

@@ -1,0 +1,111 @@
+"""Commands that change things: incidents ack|resolve|feedback, silences, notify test."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from datetime import UTC, datetime, timedelta
+
+from anomon import store
+from anomon.cli.common import load, open_store
+from anomon.cli.tables import emit
+from anomon.errors import UsageError
+
+
+def incident_ack(args: argparse.Namespace) -> int:
+    engine = open_store(args)
+    store.acknowledge(engine, args.id, now=datetime.now(UTC))
+    engine.dispose()
+    print(f"incident {args.id} acknowledged")
+    return 0
+
+
+def incident_resolve(args: argparse.Namespace) -> int:
+    config = load(args)
+    engine = open_store(args)
+    from anomon import service
+
+    try:
+        service.resolve_incident(engine, config.alerts, args.id, now=datetime.now(UTC))
+    finally:
+        engine.dispose()
+    print(f"incident {args.id} resolved; it opens again if the series stays anomalous")
+    return 0
+
+
+def incident_feedback(args: argparse.Namespace) -> int:
+    engine = open_store(args)
+    store.give_feedback(engine, args.id, args.label)
+    engine.dispose()
+    print(f"incident {args.id}: {args.label}")
+    return 0
+
+
+def notify_test(args: argparse.Namespace) -> int:
+    config = load(args)
+    from anomon import service
+
+    service.send_test_notice(config.alerts, args.receiver)
+    print(f"test notification sent to {args.receiver}")
+    return 0
+
+
+def silence_add(args: argparse.Namespace) -> int:
+    matchers = [_matcher(text) for text in args.matchers]
+    now = datetime.now(UTC)
+    engine = open_store(args)
+    span = args.span or timedelta(hours=2)
+    silence_id = store.add_silence(
+        engine,
+        matchers,
+        starts_at=now,
+        ends_at=now + span,
+        comment=args.comment,
+        created_by=args.by,
+        now=now,
+    )
+    engine.dispose()
+    print(f"silence {silence_id} until {(now + span).isoformat(timespec='seconds')}")
+    return 0
+
+
+def _matcher(text: str) -> dict[str, str]:
+    name, op, value = text.partition("=~") if "=~" in text else text.partition("=")
+    if not name or not op:
+        raise UsageError(f"expected LABEL=VALUE or LABEL=~REGEX, got: {text!r}")
+    if op == "=~":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise UsageError(f"{text!r}: not a valid regular expression ({exc})") from None
+    return {"name": name, "value": value, "op": op}
+
+
+def silence_list(args: argparse.Namespace) -> int:
+    engine = open_store(args)
+    rows = store.list_silences(engine, now=datetime.now(UTC), expired=args.all)
+    engine.dispose()
+    emit(
+        [
+            {
+                "id": row.id,
+                "starts": row.starts_at,
+                "ends": row.ends_at,
+                "matchers": " ".join(f"{m['name']}{m['op']}{m['value']}" for m in row.matchers),
+                "comment": row.comment,
+                "by": row.created_by or "unknown",
+            }
+            for row in rows
+        ],
+        args.format,
+        empty="no silences" if args.all else "no active silences",
+    )
+    return 0
+
+
+def silence_expire(args: argparse.Namespace) -> int:
+    engine = open_store(args)
+    store.expire_silence(engine, args.id, now=datetime.now(UTC))
+    engine.dispose()
+    print(f"silence {args.id} expired")
+    return 0

@@ -1,0 +1,94 @@
+"""Rows to standard output as an aligned text table, JSON or CSV.
+
+Every list command prints through :func:`emit`, so ``--format json`` and ``--format csv``
+give the same columns as the table, with full values (times in ISO 8601, UTC).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TextIO
+
+Row = Mapping[str, object]
+
+
+def emit(rows: Sequence[Row], fmt: str, *, empty: str, out: TextIO | None = None) -> None:
+    """Print ``rows`` (all with the same keys) as ``fmt``: text, json or csv.
+
+    ``empty`` is the line a text table prints when there are no rows; JSON prints ``[]``
+    and CSV nothing at all.
+    """
+    stream = out or sys.stdout
+    if fmt == "json":
+        stream.write(as_json([dict(r) for r in rows]) + "\n")
+    elif fmt == "csv":
+        if rows:
+            writer = csv.DictWriter(stream, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    elif rows:
+        stream.write(text_table(rows))
+    else:
+        stream.write(empty + "\n")
+
+
+def text_table(rows: Sequence[Row]) -> str:
+    """A header and one line per row, columns aligned; numbers to the right."""
+    headers = list(rows[0])
+    cells = [[_short(row[h]) for h in headers] for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    numeric = [_is_numeric([row[h] for row in rows]) for h in headers]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if right else v.ljust(w)
+            for v, w, right in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), *(line(c) for c in cells)]) + "\n"
+
+
+def _is_numeric(column: list[object]) -> bool:
+    present = [v for v in column if v is not None]
+    return bool(present) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in present
+    )
+
+
+def _short(value: object) -> str:
+    """A cell as a person reads it: minutes, rounded scores, ``-`` for nothing."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%SZ")
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return str(value)
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def as_json(value: object) -> str:
+    """``value`` as indented JSON, datetimes in ISO 8601."""
+    return json.dumps(value, indent=2, default=_iso)
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

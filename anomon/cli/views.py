@@ -1,0 +1,183 @@
+"""Commands that read: ``status``, ``anomalies``, ``incidents list|show``, ``plot``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from anomon import store
+from anomon.cli.common import label_pairs, open_store
+from anomon.cli.tables import as_json, emit, text_table
+from anomon.errors import UsageError
+from anomon.timeutil import format_duration, from_epoch
+
+
+def status(args: argparse.Namespace) -> int:
+    engine = open_store(args)
+    found = store.read_status(engine)
+    engine.dispose()
+    if args.format == "json":
+        print(as_json(dataclasses.asdict(found)))
+        return 0
+    print("sources:")
+    for source in found.sources:
+        state = "ok" if source.last_error is None else f"error: {source.last_error}"
+        ok = source.last_ok_at.isoformat(timespec="seconds") if source.last_ok_at else "never"
+        print(
+            f"  {source.source}: last run {source.last_at:%Y-%m-%d %H:%M:%S}Z, {state} "
+            f"(last success {ok})"
+        )
+    if not found.sources:
+        print("  (no collections yet)")
+    series = ", ".join(f"{n} {q}" for q, n in sorted(found.series_by_quality.items()))
+    print(f"series: {series or 'none'}")
+    print(f"open incidents: {found.open_incidents}")
+    outbox = ", ".join(f"{n} {state}" for state, n in sorted(found.outbox.items()))
+    print(f"notifications: {outbox or 'none'}")
+    for dead in found.dead:
+        print(
+            f"  dead #{dead.id} to {dead.receiver} ({dead.event}, incident {dead.incident_id},"
+            f" {dead.attempts} attempt(s)): {dead.error}"
+        )
+    return 0
+
+
+def anomalies(args: argparse.Namespace) -> int:
+    since = int(datetime.now(UTC).timestamp() - args.since.total_seconds())
+    engine = open_store(args)
+    rows = store.list_anomalies(
+        engine, since=since, metric=args.metric, labels=label_pairs(args.label), limit=args.limit
+    )
+    engine.dispose()
+    emit(
+        [_anomaly(row) for row in rows],
+        args.format,
+        empty=f"no anomalies in the last {format_duration(args.since)}",
+    )
+    return 0
+
+
+def _anomaly(row: store.AnomalyRow) -> dict[str, object]:
+    return {
+        "at": from_epoch(row.ts),
+        "metric": row.metric,
+        "labels": row.labels,
+        "entity": row.entity,
+        "value": row.value,
+        "expected": row.expected,
+        "score": round(row.score, 1),
+        "severity": row.severity,
+        "direction": row.direction,
+        "incident": row.incident_id,
+    }
+
+
+def incidents(args: argparse.Namespace) -> int:
+    engine = open_store(args)
+    rows = store.list_incidents(engine, everything=args.all)
+    engine.dispose()
+    emit(
+        [
+            {
+                "id": row.id,
+                "status": row.status,
+                "severity": row.severity,
+                "metric": row.metric,
+                "entity": row.entity,
+                "peak": round(row.peak_score, 1),
+                "opened": row.opened_at,
+                "resolved": row.resolved_at,
+                "ack": row.acknowledged,
+                "silenced": row.silenced,
+                "feedback": row.feedback,
+            }
+            for row in rows
+        ],
+        args.format,
+        empty="no incidents" if args.all else "no firing incidents",
+    )
+    return 0
+
+
+def incident_show(args: argparse.Namespace) -> int:
+    engine = open_store(args)
+    found = store.incident_detail(engine, args.id)
+    engine.dispose()
+    if args.format == "json":
+        print(as_json(dataclasses.asdict(found)))
+        return 0
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(found.labels.items()))
+    facts = [
+        ("status", found.status + (" (silenced)" if found.silenced else "")),
+        ("severity", found.severity),
+        ("metric", f"{found.metric} on {found.entity} (series {found.series_id})"),
+        ("labels", labels or "-"),
+        ("peak score", f"{found.peak_score:.1f}"),
+        ("opened", _when(found.opened_at)),
+        ("last seen", _when(found.last_seen_at)),
+        ("resolved", _when(found.resolved_at)),
+        ("acknowledged", _when(found.acknowledged_at)),
+        ("feedback", found.feedback or "-"),
+        ("anomalies", str(found.anomaly_count)),
+    ]
+    print(f"incident #{found.id}")
+    for name, value in facts:
+        print(f"  {name + ':':<14}{value}")
+    if found.anomalies:
+        print(f"\ntop {len(found.anomalies)} anomalies by score:")
+        sys.stdout.write(_indent(text_table([_anomaly(a) for a in found.anomalies])))
+    print("\nnotifications:" if found.notifications else "\nnotifications: none")
+    if found.notifications:
+        sys.stdout.write(_indent(text_table([dataclasses.asdict(n) for n in found.notifications])))
+    return 0
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
+
+
+def _indent(table: str) -> str:
+    return "".join(f"  {line}\n" for line in table.splitlines())
+
+
+def plot(args: argparse.Namespace) -> int:
+    from anomon.alerts.chart import render_series
+    from anomon.alerts.model import Points
+
+    labels = label_pairs(args.label)
+    engine = open_store(args)
+    by_id = args.series.isdigit()
+    found = store.find_series(
+        engine,
+        series_id=int(args.series) if by_id else None,
+        metric=None if by_id else args.series,
+        labels=labels,
+    )
+    if len(found) != 1:
+        engine.dispose()
+        shown = "; ".join(f"{r.id} {r.metric}{json.dumps(r.labels)}" for r in found[:10])
+        what = f"{len(found)} series match" + (f": {shown}" if found else "")
+        raise UsageError(f"{what}; name one by id or add --label K=V")
+    (series,) = found
+    until = int(datetime.now(UTC).timestamp()) + 1
+    since = until - int(args.since.total_seconds())
+    around = store.series_around(engine, series.id, since=since, until=until)
+    spans = store.incident_spans(engine, series.id, since=since, until=until)
+    engine.dispose()
+    if not around.ts:
+        raise UsageError(
+            f"series {series.id} has no points in the last {format_duration(args.since)}"
+        )
+    points = Points(around.ts, around.values, around.expected, around.anomalies)
+    heading = f"{series.metric} {json.dumps(series.labels)} ({series.unit or 'no unit'})"
+    out = args.out or Path(f"{series.metric}.png")
+    out.write_bytes(render_series(points, heading, spans=spans, width_px=960, height_px=320))
+    print(
+        f"{out}: {len(around.ts)} points, {len(around.anomalies)} anomalies, "
+        f"{len(spans)} incident(s)"
+    )
+    return 0
