@@ -62,8 +62,9 @@ class Receiver:
 
 
 @contextmanager
-def receive() -> Iterator[Receiver]:
-    """Serve POST requests: record each, wait ``delay`` s, answer ``status``."""
+def receive(port: int = 0) -> Iterator[Receiver]:
+    """Serve POST requests on ``port`` (0: any free one): record each, wait ``delay`` s,
+    answer ``status``."""
     receiver = Receiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -86,7 +87,7 @@ def receive() -> Iterator[Receiver]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
     # a short poll: shutdown() waits up to one poll, and tests start many receivers
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()

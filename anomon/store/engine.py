@@ -120,6 +120,10 @@ def _reason(exc: DBAPIError) -> str:
     message = str(original).strip().splitlines()[0] if str(original).strip() else repr(original)
     if isinstance(original, sqlite3.OperationalError) and "readonly" in message:
         return f"{message} (is the database file or its folder read-only?)"
+    if isinstance(original, sqlite3.OperationalError) and (
+        "disk I/O error" in message or "disk is full" in message
+    ):
+        return f"{message} (is the disk full, or a file size limit reached?)"
     return message
 
 
