@@ -40,6 +40,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got: {text}")
+    return value
+
+
 def _minutes(text: str) -> float:
     try:
         value = float(text)
@@ -117,7 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     anomalies.add_argument(
         "--label", action="append", default=[], metavar="K=V", help="only series with this label"
     )
-    anomalies.add_argument("--limit", type=int, default=100, help="at most this many (100)")
+    anomalies.add_argument(
+        "--limit", type=_positive, default=100, help="at most this many (default 100)"
+    )
 
     notify = commands.add_parser("notify", help="work with notification receivers")
     notify_commands = notify.add_subparsers(title="notify commands", metavar="COMMAND")

@@ -98,6 +98,7 @@ def silence_list(args: argparse.Namespace) -> int:
             for row in rows
         ],
         args.format,
+        columns=("id", "starts", "ends", "matchers", "comment", "by"),
         empty="no silences" if args.all else "no active silences",
     )
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -16,20 +17,26 @@ from typing import TextIO
 Row = Mapping[str, object]
 
 
-def emit(rows: Sequence[Row], fmt: str, *, empty: str, out: TextIO | None = None) -> None:
-    """Print ``rows`` (all with the same keys) as ``fmt``: text, json or csv.
+def emit(
+    rows: Sequence[Row],
+    fmt: str,
+    *,
+    columns: Sequence[str],
+    empty: str,
+    out: TextIO | None = None,
+) -> None:
+    """Print ``rows`` (each with exactly ``columns``) as ``fmt``: text, json or csv.
 
     ``empty`` is the line a text table prints when there are no rows; JSON prints ``[]``
-    and CSV nothing at all.
+    and CSV only its header.
     """
     stream = out or sys.stdout
     if fmt == "json":
         stream.write(as_json([dict(r) for r in rows]) + "\n")
     elif fmt == "csv":
-        if rows:
-            writer = csv.DictWriter(stream, fieldnames=list(rows[0]), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+        writer = csv.DictWriter(stream, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
     elif rows:
         stream.write(text_table(rows))
     else:
@@ -69,7 +76,7 @@ def _short(value: object) -> str:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%SZ")
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.4g}" if math.isfinite(value) else "-"
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
     return str(value)
@@ -84,8 +91,19 @@ def _cell(value: object) -> object:
 
 
 def as_json(value: object) -> str:
-    """``value`` as indented JSON, datetimes in ISO 8601."""
-    return json.dumps(value, indent=2, default=_iso)
+    """``value`` as indented JSON, datetimes in ISO 8601, NaN and infinities as null
+    (JSON has none; strict parsers such as jq refuse them)."""
+    return json.dumps(_finite(value), indent=2, default=_iso, allow_nan=False)
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _iso(value: object) -> str:

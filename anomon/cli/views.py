@@ -15,6 +15,12 @@ from anomon.cli.tables import as_json, emit, text_table
 from anomon.errors import UsageError
 from anomon.timeutil import format_duration, from_epoch
 
+# the columns of the list commands, in their order
+ANOMALY = ("at", "metric", "labels", "entity", "value", "expected", "score", "severity",
+           "direction", "incident")  # fmt: skip
+INCIDENT = ("id", "status", "severity", "metric", "entity", "peak", "opened", "resolved", "ack",
+            "silenced", "feedback")  # fmt: skip
+
 
 def status(args: argparse.Namespace) -> int:
     engine = open_store(args)
@@ -56,6 +62,7 @@ def anomalies(args: argparse.Namespace) -> int:
     emit(
         [_anomaly(row) for row in rows],
         args.format,
+        columns=ANOMALY,
         empty=f"no anomalies in the last {format_duration(args.since)}",
     )
     return 0
@@ -98,6 +105,7 @@ def incidents(args: argparse.Namespace) -> int:
             for row in rows
         ],
         args.format,
+        columns=INCIDENT,
         empty="no incidents" if args.all else "no firing incidents",
     )
     return 0
@@ -107,8 +115,10 @@ def incident_show(args: argparse.Namespace) -> int:
     engine = open_store(args)
     found = store.incident_detail(engine, args.id)
     engine.dispose()
-    if args.format == "json":
-        print(as_json(dataclasses.asdict(found)))
+    if args.format == "json":  # anomalies in the shape `anomon anomalies` gives them
+        shown = dataclasses.asdict(found)
+        shown["anomalies"] = [_anomaly(a) for a in found.anomalies]
+        print(as_json(shown))
         return 0
     labels = ", ".join(f"{k}={v}" for k, v in sorted(found.labels.items()))
     facts = [

@@ -10,6 +10,7 @@ notification as it happens, then what was found and how long it took.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import queue
@@ -19,9 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 import numpy as np
 
@@ -41,7 +44,7 @@ KINDS = {
 CONFIG = """\
 # written by `anomon demo`: the daemon's config for this run
 [database]
-url = "sqlite:///{db}"
+url = {db}
 
 [daemon]
 metrics_listen = "127.0.0.1:{metrics_port}"
@@ -61,13 +64,13 @@ interval = "1s"
 [[alerts.receivers]]
 name = "sink"
 kind = "webhook"
-url = "{sink}"
+url = {sink}
 {sources}"""
 SOURCE = """
 [[sources]]
 name = "{model}"
 kind = "prometheus_scrape"
-url = "{server}/metrics/{model}"
+url = {url}
 interval = "{step}s"
 timeout = "3s"
 entity = "{model}-model"
@@ -95,15 +98,19 @@ def run_demo(minutes: float, workdir: Path | None = None, out: Print = print) ->
         out(f"  webhook sink  {sink_url}")
         _history(config_path, out)
         daemon, log_path = _start_daemon(config_path, folder)
-        out(f"  daemon        pid {daemon.pid}, log {log_path}")
-        start = time.time()
-        live.append(Scenario.starting(start, seconds))
-        scenario = live[0]
-        out("schedule, from the start of the live part:")
-        for incident in scenario.incidents:
-            out(f"  {_clock(incident.start - start)}  {_describe(incident, start)}")
-        deliveries = _watch(daemon, scenario, received, start, start + seconds, out)
-        code = _stop(daemon, log_path, out)
+        try:
+            out(f"  daemon        pid {daemon.pid}, log {log_path}")
+            start = time.time()
+            live.append(Scenario.starting(start, seconds))
+            scenario = live[0]
+            out("schedule, from the start of the live part:")
+            for incident in scenario.incidents:
+                out(f"  {_clock(incident.start - start)}  {_describe(incident, start)}")
+            with _interrupted_by_signals():
+                deliveries = _watch(daemon, scenario, received, start, start + seconds, out)
+            code = _stop(daemon, log_path, out)
+        finally:  # Ctrl-C, SIGTERM, a closed pipe: never leave the daemon behind
+            _kill(daemon)
     _findings(config_path, scenario, deliveries, start, out)
     out("explore what it wrote:")
     out(f"  anomon incidents list --all -c {config_path}")
@@ -113,12 +120,15 @@ def run_demo(minutes: float, workdir: Path | None = None, out: Print = print) ->
 
 
 def _write_config(folder: Path, server: str, sink: str) -> Path:
-    sources = "".join(SOURCE.format(model=m, server=server, step=STEP) for m in MODELS)
+    # JSON strings are TOML basic strings: quotes and backslashes in a path stay intact
+    sources = "".join(
+        SOURCE.format(model=m, url=json.dumps(f"{server}/metrics/{m}"), step=STEP) for m in MODELS
+    )
     text = CONFIG.format(
-        db=folder / "anomon.db",
+        db=json.dumps(f"sqlite:///{folder / 'anomon.db'}"),
         metrics_port=_free_port(),
         step=STEP,
-        sink=sink,
+        sink=json.dumps(sink),
         sources=sources,
     )
     path = folder / "anomon.toml"
@@ -128,7 +138,7 @@ def _write_config(folder: Path, server: str, sink: str) -> Path:
 
 def _history(config_path: Path, out: Print) -> None:
     """A day of normal data at STEP seconds, stored as the sources would have, then
-    scored once with alerting off."""
+    scored once with no receivers; its incidents are resolved before the live part."""
     config = load_config(config_path)
     engine = store.open_engine(config.database.url)
     store.ensure_schema(engine, migrate=True)
@@ -150,16 +160,20 @@ def _history(config_path: Path, out: Print) -> None:
         )
         points += result.points
     began = time.monotonic()
-    job = DetectJob(engine, config.detection, alerts=AlertsConfig())
-    job()
+    DetectJob(engine, config.detection, alerts=AlertsConfig())()  # no receivers: no one told
     took = time.monotonic() - began
     found = store.list_anomalies(engine, since=0, limit=1_000_000)
     incidents = store.list_incidents(engine, everything=True, limit=1000)
+    moment = datetime.now(UTC)
+    for row in incidents:  # closed, so the live daemon never tells of one it never opened
+        if row.status == "firing":
+            version = store.incident_detail(engine, row.id, anomaly_limit=0).version
+            store.resolve_by_hand(engine, row.id, version=version, outbox=(), now=moment)
     engine.dispose()
     out(
         f"  history       {HISTORY // 3600} h at {STEP} s: {points:,} points stored and scored "
         f"in {took:.1f} s; {len(found)} anomalies, {len(incidents)} incident(s) "
-        "in this normal data"
+        "in this normal data (told to no one, closed before the live part)"
     )
 
 
@@ -173,6 +187,7 @@ def _start_daemon(config_path: Path, folder: Path) -> tuple[subprocess.Popen[byt
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
+        start_new_session=True,  # the terminal's SIGHUP would reload it: the demo stops it
     )
     log.close()
     return daemon, log_path
@@ -205,6 +220,31 @@ def _watch(
         deliveries.append(delivery)
         out(f"  {_clock(delivery.at - start)}  webhook: {_summary(delivery)}")
     return deliveries
+
+
+@contextmanager
+def _interrupted_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the demo as Ctrl-C does (the daemon is stopped after)."""
+
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _kill(daemon: subprocess.Popen[bytes]) -> None:
+    if daemon.poll() is None:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
 
 
 def _stop(daemon: subprocess.Popen[bytes], log_path: Path, out: Print) -> int:
@@ -288,10 +328,14 @@ def _summary(delivery: Delivery) -> str:
     body = delivery.body
     shown = [
         f"{i.get('metric')}{{model={i.get('labels', {}).get('model', '?')}}} "
-        f"{i.get('severity')} peak {float(i.get('peak_score', 0)):.0f}"
+        f"{i.get('severity')} peak {_number(i.get('peak_score'))}"
         for i in body.get("incidents", [])
     ]
     return f"{body.get('event', '?'):<8} " + "; ".join(shown)
+
+
+def _number(value: object) -> str:
+    return f"{value:.0f}" if isinstance(value, int | float) else "?"
 
 
 def _describe(incident: Incident, start: float) -> str:

@@ -27,6 +27,7 @@ from anomon.model import AnomalyRecord, IncidentWrite, OutboxEntry, canonical_la
 from anomon.timeutil import to_epoch
 
 CRITICAL_SCORE = 95.0  # p below about 1e-7: page someone
+RESOLVE_TRIES = 3  # a busy incident changes every detection cycle
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Alarms:
         it): start over, so abnormal rows go on to open a new incident, not nothing."""
         state = self.states[series_id]
         state.firing, state.normal_streak, state.since_resolve = False, 0, None
+        state.recent.clear()  # a new incident needs open_after fresh abnormal rows
+        state.reopenings = 0
 
     def events(self, series_id: int, combined: np.ndarray) -> tuple[bool, list[tuple[int, str]]]:
         """Advance the rules over new rows; return (was firing before, events)."""
@@ -190,26 +193,32 @@ def resolve_incident(
     engine: store.Engine, config: AlertsConfig, incident_id: int, *, now: datetime
 ) -> store.IncidentDetail:
     """Resolve a firing incident by hand and queue its ``resolved`` notifications for
-    the receivers its labels route to (none if it is silenced or alerting is off).
-    Returns the incident as it was. Raises UsageError if it is not firing."""
-    incident = store.incident_detail(engine, incident_id, anomaly_limit=0)
-    if incident.status != "firing":
-        raise UsageError(f"incident {incident_id} is {incident.status}, not firing")
-    entries: list[OutboxEntry] = []
-    if config.enabled and not incident.silenced:
-        at = to_epoch(now)
-        episode = Episode(
-            incident_id=incident.id,
-            version=incident.version,
-            opened_at=incident.opened_at,
-            last_seen_at=incident.last_seen_at,
-            peak_score=incident.peak_score,
-            severity=incident.severity,
-            notices=[("resolved", at)],
-        )
-        entries = _outbox(incident.series_id or 0, episode, incident.labels, config, now)
-    store.resolve_by_hand(engine, incident_id, version=incident.version, outbox=entries, now=now)
-    return incident
+    the receivers its labels (with its severity now) route to: none if it is silenced
+    or alerting is off. Returns the incident as it was. Raises UsageError if it is not
+    firing, or if the detection job changed it at every one of a few tries."""
+    for _ in range(RESOLVE_TRIES):
+        incident = store.incident_detail(engine, incident_id, anomaly_limit=0)
+        if incident.status != "firing":
+            raise UsageError(f"incident {incident_id} is {incident.status}, not firing")
+        entries: list[OutboxEntry] = []
+        if config.enabled and not incident.silenced:
+            episode = Episode(
+                incident_id=incident.id,
+                version=incident.version,
+                opened_at=incident.opened_at,
+                last_seen_at=incident.last_seen_at,
+                peak_score=incident.peak_score,
+                severity=incident.severity,
+                notices=[("resolved", to_epoch(now))],
+            )
+            # the stored labels are those of the opening; the routes match today's severity
+            labels = {**incident.labels, "severity": incident.severity}
+            entries = _outbox(incident.series_id or 0, episode, labels, config, now)
+        if store.resolve_by_hand(
+            engine, incident_id, version=incident.version, outbox=entries, now=now
+        ):
+            return incident
+    raise UsageError(f"incident {incident_id} kept changing: try again")
 
 
 def notification_key(series_id: int, opened: int, event: str, at: int, receiver: str) -> str:

@@ -68,10 +68,10 @@ def resolve_by_hand(
     version: int,
     outbox: Sequence[OutboxEntry],
     now: datetime,
-) -> None:
+) -> bool:
     """Resolve firing incident ``incident_id`` as of ``now`` and queue ``outbox`` (its
-    ``resolved`` notifications) in one transaction, only if it is still at ``version``
-    (a state machine change in between wins). Raises UsageError otherwise."""
+    ``resolved`` notifications) in one transaction, only if it is still firing at
+    ``version``; return False (nothing written) if a change came first."""
     statement = (
         update(Incident)
         .where(
@@ -83,9 +83,10 @@ def resolve_by_hand(
     )
     with translated(engine, "resolving an incident"), engine.begin() as conn:
         if conn.execute(statement).rowcount != 1:
-            raise UsageError(f"incident {incident_id} changed meanwhile: look again and retry")
+            return False
         if outbox:
             enqueue(conn, incident_id, outbox, now=now)
+    return True
 
 
 def _change(engine: Engine, incident_id: int, **values: object) -> None:

@@ -131,11 +131,15 @@ def incident_detail(engine: Engine, incident_id: int, *, anomaly_limit: int = 20
     marks = select(Incident.acknowledged_at, Incident.feedback, Incident.version).where(
         Incident.id == incident_id
     )
-    found = incidents_for_notice(engine, [incident_id]).get(incident_id)
-    if found is None:
-        raise UsageError(f"no incident with id {incident_id}")
     with translated(engine, "reading an incident"), engine.connect() as conn:
-        acknowledged_at, feedback, version = conn.execute(marks).one()
+        # the version first: the facts read after it are as new or newer, so a write
+        # conditioned on it (resolve_by_hand) never rests on older facts
+        marked = conn.execute(marks).one_or_none()
+    found = incidents_for_notice(engine, [incident_id]).get(incident_id)
+    if found is None or marked is None:
+        raise UsageError(f"no incident with id {incident_id}")
+    acknowledged_at, feedback, version = marked
+    with translated(engine, "reading an incident"), engine.connect() as conn:
         top = _rows(conn, [anomalies])
         sent = [NotificationRow(*n) for n in conn.execute(notifications)]
         total = conn.execute(count).scalar_one()

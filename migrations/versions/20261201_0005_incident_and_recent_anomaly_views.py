@@ -6,7 +6,9 @@ Create Date: 2026-12-01 09:50:00
 
 A later migration that rebuilds ``incidents``, ``anomalies`` or ``series`` with
 ``batch_alter_table`` on SQLite must drop these views first and create them again after:
-SQLite checks every view when the rebuilt table is renamed into place.
+SQLite checks every view when the rebuilt table is renamed into place. The columns
+are listed, not ``*``: PostgreSQL fixes a view's columns when it is created, SQLite
+when it is read, and the two must agree.
 """
 
 from collections.abc import Sequence
@@ -41,7 +43,10 @@ def upgrade() -> None:
     op.execute(
         f"""
         CREATE VIEW anomalies_recent AS
-        SELECT * FROM anomalies_named WHERE ts >= {day_ago}
+        SELECT id, series_id, metric, labels, entity, source, kind, unit, ts, at, value,
+               expected, score, severity, direction, detector_scores, incident_id,
+               config_hash, detector_version
+        FROM anomalies_named WHERE ts >= {day_ago}
         """
     )
 

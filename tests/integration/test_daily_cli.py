@@ -82,6 +82,10 @@ def test_anomalies_are_listed_filtered_and_formatted(engine: store.Engine, fille
 
     none = run_cli("anomalies", "--metric", "nope", "--since", "2h", "-c", str(filled))
     assert none.stdout == "no anomalies in the last 2h\n"
+    header_only = run_cli("anomalies", "--metric", "nope", "--format", "csv", "-c", str(filled))
+    assert header_only.stdout.splitlines() == [",".join(parsed[0])]  # the same columns
+    zero = run_cli("anomalies", "--limit", "0", "-c", str(filled))
+    assert zero.returncode == 2 and "must be at least 1, got: 0" in zero.stderr
     bad = run_cli("anomalies", "--label", "model", "-c", str(filled))
     assert bad.returncode == 2 and "expected K=V, got: 'model'" in bad.stderr
 

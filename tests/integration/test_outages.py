@@ -97,7 +97,7 @@ def test_a_receiver_down_for_a_while_gets_every_notification_once_when_back(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'hook.db'}"
     _history(url)
-    port = free_port()  # nothing listens here yet: connection refused
+    port = free_port()  # nothing listens here yet: connection refused (until receive(port))
     text = CONFIG.replace("{hook}", f"http://127.0.0.1:{port}").replace(
         '[alerts.delivery]\ninterval = "1s"',
         '[alerts.delivery]\ninterval = "1s"\nbackoff_initial = "1s"\nbackoff_max = "2s"',
@@ -106,8 +106,10 @@ def test_a_receiver_down_for_a_while_gets_every_notification_once_when_back(
     try:
         failed = "SELECT count(*) FROM notifications WHERE attempts >= 2 AND status = 'pending'"
         assert _wait(lambda: _query(url, failed)[0][0] >= 1, daemon, 40)
-        errors = _query(url, "SELECT last_error FROM notifications")
-        assert all("refused" in str(e).lower() or "connect" in str(e).lower() for (e,) in errors)
+        refused = _query(
+            url, "SELECT idempotency_key, last_error FROM notifications WHERE attempts >= 1"
+        )
+        assert all("refused" in str(error).lower() for _, error in refused), refused
         with receive(port) as hook:
             unsent = "SELECT count(*) FROM notifications WHERE status != 'sent'"
             assert _wait(lambda: _query(url, unsent)[0][0] == 0, daemon, 30)
@@ -121,10 +123,10 @@ def test_a_receiver_down_for_a_while_gets_every_notification_once_when_back(
         if daemon.poll() is None:
             daemon.kill()
     assert daemon.returncode == 0, stderr
-    rows = _query(url, "SELECT idempotency_key, attempts FROM notifications")
-    assert rows and set(keys) == {key for key, _ in rows}
+    rows = _query(url, "SELECT idempotency_key FROM notifications")
+    assert rows and set(keys) == {key for (key,) in rows}  # every one, the refused ones too
+    assert {key for key, _ in refused} <= set(keys)
     assert set(keys.values()) == {1} and set(messages.values()) == {1}  # no crash: no copy
-    assert all(attempts >= 2 for _, attempts in rows if attempts)
 
 
 def test_a_source_that_hangs_past_its_timeout_is_a_failed_run_and_recovers(
@@ -275,6 +277,7 @@ def _health(port: int) -> int:
         conn.close()
 
 
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="prlimit(2) is Linux only")
 def test_a_full_disk_fails_writes_cleanly_and_the_daemon_goes_on_when_there_is_room(
     tmp_path: Path,
 ) -> None:

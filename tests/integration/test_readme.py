@@ -82,3 +82,22 @@ def test_the_readme_example_queries_answer_their_questions(tmp_path: Path) -> No
         assert [(row[1], row[4], row[6]) for row in db.execute(incidents)] == [
             ("system_cpu_percent", 97.0, 1)
         ]
+
+
+def test_the_systemd_unit_is_valid_and_runs_anomon(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    import pytest
+
+    unit = (ROOT / "config" / "systemd" / "anomon.service").read_text(encoding="utf-8")
+    (exec_start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert exec_start.split("=", 1)[1].split()[1:] == ["run", "--config", "/etc/anomon/anomon.toml"]
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    copy = tmp_path / "anomon.service"  # verify wants the binary to exist
+    copy.write_text(unit.replace("/opt/anomon/bin/anomon", "/bin/true"), encoding="utf-8")
+    checked = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0 and "anomon.service" not in checked.stderr, checked.stderr
