@@ -148,7 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--since", type=duration, default=timedelta(days=2), help="e.g. 2d")
     plot.add_argument("--out", type=Path, default=None, help="PNG file (default: METRIC.png)")
 
-    incidents = commands.add_parser("incidents", help="list, acknowledge, judge incidents")
+    incidents = commands.add_parser(
+        "incidents", help="list, show, acknowledge, resolve and judge incidents"
+    )
     incident_commands = incidents.add_subparsers(title="incidents commands", metavar="COMMAND")
     shown = add_command(
         incident_commands,
