@@ -51,18 +51,16 @@ def load(args: argparse.Namespace) -> Config:
     return load_config(config_path(args.config))
 
 
+def engine_of(config: Config) -> store.Engine:
+    """The config's database as it is (for the schema commands)."""
+    return store.open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
+
+
 def open_store(args: argparse.Namespace) -> store.Engine:
     """The config's database, which must be at the newest schema revision."""
-    config = load(args)
-    engine = store.open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
+    engine = engine_of(load(args))
     store.ensure_schema(engine, migrate=False)
     return engine
-
-
-def engine_of(args: argparse.Namespace) -> store.Engine:
-    """The config's database as it is (for the schema commands)."""
-    config = load(args)
-    return store.open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
 
 
 def duration(text: str) -> object:

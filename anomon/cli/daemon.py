@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 
 from anomon import store
-from anomon.cli.common import config_path, load
+from anomon.cli.common import config_path, engine_of, load
 from anomon.config import Config, load_config
 
 
@@ -58,7 +58,7 @@ class JsonLines(logging.Formatter):
 
 def backfill(args: argparse.Namespace) -> int:
     config = load(args)
-    engine = store.open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
+    engine = engine_of(config)
     store.ensure_schema(engine, migrate=args.migrate or config.database.migrate_on_start)
     bar = ProgressBar(f"backfill {args.source}") if sys.stderr.isatty() else None
     from anomon import service

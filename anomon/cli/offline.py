@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from anomon import store
-from anomon.cli.common import config_path, engine_of
+from anomon.cli.common import config_path, engine_of, load
 from anomon.cli.tables import text_table
 from anomon.config import DetectionConfig, load_config
 
@@ -57,14 +57,14 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
-    engine = engine_of(args)
+    engine = engine_of(load(args))
     store.upgrade(engine, args.revision)
     print(f"{store.redact(engine.url)}: at revision {store.current_revision(engine)}")
     return 0
 
 
 def db_current(args: argparse.Namespace) -> int:
-    engine = engine_of(args)
+    engine = engine_of(load(args))
     current, head = store.current_revision(engine), store.head_revision()
     state = "up to date" if current == head else ("empty" if current is None else "behind")
     print(f"{store.redact(engine.url)}: revision {current or '(none)'}, newest {head} ({state})")
@@ -72,7 +72,7 @@ def db_current(args: argparse.Namespace) -> int:
 
 
 def db_check(args: argparse.Namespace) -> int:
-    engine = engine_of(args)
+    engine = engine_of(load(args))
     differences = store.check(engine)
     for line in differences:
         print(line)
@@ -84,7 +84,7 @@ def db_check(args: argparse.Namespace) -> int:
 
 
 def db_downgrade(args: argparse.Namespace) -> int:
-    engine = engine_of(args)
+    engine = engine_of(load(args))
     store.downgrade(engine, args.revision)
     print(f"{store.redact(engine.url)}: at revision {store.current_revision(engine) or '(none)'}")
     return 0

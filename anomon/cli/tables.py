@@ -46,7 +46,7 @@ def emit(
 def text_table(rows: Sequence[Row]) -> str:
     """A header and one line per row, columns aligned; numbers to the right."""
     headers = list(rows[0])
-    cells = [[_short(row[h]) for h in headers] for row in rows]
+    cells = [[cell_text(row[h]) for h in headers] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     numeric = [_is_numeric([row[h] for row in rows]) for h in headers]
 
@@ -67,8 +67,8 @@ def _is_numeric(column: list[object]) -> bool:
     )
 
 
-def _short(value: object) -> str:
-    """A cell as a person reads it: minutes, rounded scores, ``-`` for nothing."""
+def cell_text(value: object) -> str:
+    """A value as a person reads it: minutes, rounded scores, ``-`` for nothing."""
     if value is None:
         return "-"
     if isinstance(value, bool):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from anomon import store
 from anomon.cli.common import label_pairs, open_store
-from anomon.cli.tables import as_json, emit, text_table
+from anomon.cli.tables import as_json, cell_text, emit, text_table
 from anomon.errors import UsageError
 from anomon.timeutil import format_duration, from_epoch
 
@@ -127,10 +127,10 @@ def incident_show(args: argparse.Namespace) -> int:
         ("metric", f"{found.metric} on {found.entity} (series {found.series_id})"),
         ("labels", labels or "-"),
         ("peak score", f"{found.peak_score:.1f}"),
-        ("opened", _when(found.opened_at)),
-        ("last seen", _when(found.last_seen_at)),
-        ("resolved", _when(found.resolved_at)),
-        ("acknowledged", _when(found.acknowledged_at)),
+        ("opened", cell_text(found.opened_at)),
+        ("last seen", cell_text(found.last_seen_at)),
+        ("resolved", cell_text(found.resolved_at)),
+        ("acknowledged", cell_text(found.acknowledged_at)),
         ("feedback", found.feedback or "-"),
         ("anomalies", str(found.anomaly_count)),
     ]
@@ -144,10 +144,6 @@ def incident_show(args: argparse.Namespace) -> int:
     if found.notifications:
         sys.stdout.write(_indent(text_table([dataclasses.asdict(n) for n in found.notifications])))
     return 0
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
 
 
 def _indent(table: str) -> str:
