@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import math
 import os
 import re
 import tomllib
+import types
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -33,7 +35,8 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from anomon.errors import ConfigError
-from anomon.timeutil import format_duration, parse_duration
+from anomon.model import SampleWindow, escape_controls
+from anomon.timeutil import format_duration, parse_duration, to_epoch
 
 DATABASE_URL_ENV = "ANOMON_DATABASE_URL"
 DEFAULT_CONFIG_PATH = Path("config/anomon.toml")
@@ -67,9 +70,113 @@ LabelName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class Section(BaseModel):
-    """Base of every config model: immutable, unknown keys rejected."""
+    """Base of every config model: immutable, unknown keys rejected, numbers strict."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_numbers(cls, data: Any) -> Any:
+        # pydantic reads the text "1_000" as 1000 and " 7 " as 7; ${ENV} values are text.
+        # A refused value is swapped for a _Refused, which the field's own validation then
+        # rejects under its own path, so every other problem is still reported.
+        if not isinstance(data, dict):
+            return data
+        checked = dict(data)
+        for name, field in cls.model_fields.items():
+            key = field.alias or name
+            if key in checked:
+                checked[key] = _plain_number(checked[key], field.annotation)
+        return checked
+
+
+class _Refused:
+    """A value the strict number rule refused, standing in its place (see _explain)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return "<refused>"
+
+
+# numbers given as text (from ${ENV}) are plain ASCII decimals, as TOML writes them
+_WHOLE_TEXT = re.compile(r"[+-]?[0-9]+")
+_REAL_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _plain_number(value: object, annotation: Any) -> object:
+    """Return ``value``, or a :class:`_Refused` in its place when it does not suit a
+    numeric ``annotation`` strictly: text that is not a plain decimal (``"1_000"``,
+    ``" 7"``, ``"0x10"``, ``"nan"``) or a non-finite float. Lists are checked item by item;
+    other annotations pass."""
+    kind = _number_kind(annotation)
+    item = _list_item(annotation)
+    if kind is None and item is not None and isinstance(value, list):
+        return [_plain_number(each, item) for each in value]
+    if kind is not None and isinstance(value, str):
+        if not (_WHOLE_TEXT if kind is int else _REAL_TEXT).fullmatch(value):
+            what = "a whole number such as 1000" if kind is int else "a number such as 0.5"
+            return _Refused(f"expected {what} (plain digits), got: {value!r}")
+    elif kind is not None and isinstance(value, float) and not math.isfinite(value):
+        return _Refused(f"expected a finite number, got: {value!r}")
+    return value
+
+
+def _number_kind(annotation: Any) -> type | None:
+    """``int`` or ``float`` when ``annotation`` is one (optionally None, or Annotated)."""
+    if get_origin(annotation) is Annotated:
+        return _number_kind(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        kinds = {_number_kind(a) for a in get_args(annotation) if a is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else None
+    return annotation if annotation in (int, float) else None
+
+
+def _list_item(annotation: Any) -> Any:
+    """The item annotation of ``list[X]`` (through Annotated), else None."""
+    if get_origin(annotation) is Annotated:
+        return _list_item(get_args(annotation)[0])
+    return get_args(annotation)[0] if get_origin(annotation) is list else None
+
+
+_URL = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/?#]*@)?(?P<host>[^\s/?#]*)"
+    r"(?P<path>[^\s?#]*)(?P<query>\?[^\s#]*)?(?P<fragment>#\S*)?"
+)
+
+
+def safe_url(url: str, *, keep_path: bool = True) -> str:
+    """Return ``url`` fit for a message or a log line: credentials and query as ``***``.
+
+    ``user:pass@`` becomes ``***@`` and ``?token=...`` becomes ``?***``; with
+    ``keep_path=False`` the path goes too (``/…``: a Slack webhook's path is its secret).
+    Text that does not start with ``scheme://`` comes back as ``(not a URL)``.
+    """
+    parts = _URL.match(url)
+    if parts is None:
+        return "(not a URL)"
+    path = parts["path"] if keep_path or parts["path"] in ("", "/") else "/…"
+    return (
+        parts["scheme"]
+        + ("***@" if parts["user"] else "")
+        + parts["host"]
+        + path
+        + ("?***" if parts["query"] or parts["fragment"] else "")
+    )
+
+
+def _port_problem(url: str) -> str | None:
+    """Say what is wrong with the port of ``scheme://[user@]host[:port]/...``, if anything."""
+    authority = url.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+    _, at, host = authority.partition("@")  # at the first @, as SQLAlchemy splits it
+    host = host if at else authority
+    _, colon, port = (host.partition("]")[2] if host.startswith("[") else host).partition(":")
+    if not colon or not port or (re.fullmatch(r"[0-9]{1,5}", port) and 0 < int(port) < 65536):
+        return None
+    # "http://user:password/x" puts the password where the port goes: show digits only
+    shown = repr(port[:12]) if re.fullmatch(r"[0-9]+", port) else "text that is not a number"
+    return f"expected a port 1 to 65535 after the host, got: {shown}"
 
 
 class DatabaseConfig(Section):
@@ -78,6 +185,8 @@ class DatabaseConfig(Section):
     url: str = "sqlite:///anomon.db"
     busy_timeout: PositiveDuration = timedelta(seconds=5)
     migrate_on_start: bool = False
+    # PostgreSQL: the longest one statement of the daemon may run (a lock held elsewhere)
+    statement_timeout: PositiveDuration = timedelta(minutes=5)
 
     @field_validator("url")
     @classmethod
@@ -85,16 +194,18 @@ class DatabaseConfig(Section):
         scheme = url.split("://", 1)[0] if "://" in url else ""
         dialect = scheme.split("+", 1)[0]
         if dialect not in ("sqlite", "postgresql"):
+            shown = f"one starting with: {scheme!r}" if scheme else "text without a scheme"
             raise ValueError(
-                "expected a SQLAlchemy URL starting with sqlite:/// or postgresql://, "
-                f"got one starting with: {scheme or url[:12]!r}"
+                f"expected a SQLAlchemy URL starting with sqlite:/// or postgresql://, got {shown}"
             )
+        if problem := _port_problem(url):
+            raise ValueError(problem)
         return url
 
 
 def _listen(address: str) -> str:
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or _port_problem(f"tcp://{address}") or not port:
         raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9464, got: {address!r}")
     return address
 
@@ -108,6 +219,28 @@ class DaemonConfig(Section):
     metrics: bool = True
     metrics_listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
     metrics_max_series: Annotated[int, Field(ge=0)] = 1000
+    # /healthz: a part is stale after health_intervals of its intervals plus health_grace
+    health_intervals: Annotated[int, Field(ge=1)] = 3
+    health_grace: PositiveDuration = timedelta(minutes=1)
+    # collections run one thread per source, at most this many at once
+    collection_workers: Annotated[int, Field(ge=1, le=256)] = 16
+
+
+class SamplesConfig(Section):
+    """``[samples]``: which sample times are accepted where samples enter (collections
+    and backfills); a sample outside the window is refused and named in the run's error."""
+
+    max_age: PositiveDuration = timedelta(days=400)
+    max_ahead: PositiveDuration = timedelta(minutes=10)
+
+    def window(self, now: datetime, *, reach_back: timedelta = timedelta(0)) -> SampleWindow:
+        """The accepted window around ``now``; ``reach_back`` widens it into the past (a
+        backfill of a longer range)."""
+        seconds = to_epoch(now)
+        age = max(self.max_age, reach_back)
+        return SampleWindow(
+            seconds - int(age.total_seconds()), seconds + int(self.max_ahead.total_seconds())
+        )
 
 
 class RetentionConfig(Section):
@@ -229,8 +362,12 @@ class SystemSourceConfig(SourceBase):
 
 def _headers(headers: dict[str, str]) -> dict[str, str]:
     for name, value in headers.items():
-        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
-            raise ValueError(f"not a valid HTTP header name: {name!r}")
+        bad = re.search(r"[^!#$%&'*+.^_`|~0-9A-Za-z-]", name)
+        if bad or not name:  # shown up to its first bad character: a whole header given
+            # as a name ("Authorization: Bearer x") must not print its token
+            raise ValueError(
+                f"not a valid HTTP header name: {name[: bad.start() if bad else 0]!r}…"
+            )
         if "\r" in value or "\n" in value:
             raise ValueError(f"the value of header {name!r} contains a line break")
     return headers
@@ -241,7 +378,11 @@ HeaderMap = Annotated[dict[str, str], AfterValidator(_headers)]
 
 def _http_url(url: str) -> str:
     if not re.match(r"^https?://[^/\s]+", url):
-        raise ValueError(f"expected an http:// or https:// URL, got: {url!r}")
+        raise ValueError(
+            f"expected an http:// or https:// URL, got: {safe_url(url, keep_path=False)}"
+        )
+    if problem := _port_problem(url):
+        raise ValueError(problem)
     return url
 
 
@@ -300,8 +441,10 @@ def _sqlalchemy_url(url: str) -> str:
     if not re.match(r"^[A-Za-z][A-Za-z0-9+]*://", url):
         raise ValueError(
             "expected a SQLAlchemy URL such as sqlite:///logs.db or "
-            f"postgresql://user@host/db, got: {url[:12]!r}"
+            f"postgresql://user@host/db, got: {safe_url(url, keep_path=False)}"
         )
+    if problem := _port_problem(url):
+        raise ValueError(problem)
     return url
 
 
@@ -580,6 +723,7 @@ class Config(Section):
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    samples: SamplesConfig = Field(default_factory=SamplesConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -619,7 +763,9 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(error) for error in exc.errors()]) from None
+        # one refused value may fail several branches of a union: say it once
+        problems = dict.fromkeys(_describe(error) for error in exc.errors())
+        raise ConfigError(source, list(problems)) from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -664,17 +810,68 @@ def _interpolate(
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
-    """Render a location as ``sources[1].interval``."""
+    """Render a location as ``sources[1].interval`` (a key's control characters escaped:
+    a problem is one line)."""
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
+    return escape_controls(text) or "(top level)"
+
+
+# keys whose values may carry a credential: a message never shows their value, and shows a
+# URL without its credentials, query or path
+_SECRET_KEY = re.compile(r"pass|secret|token|auth|cookie|header|url|dsn|credential|_key|key_")
 
 
 def _describe(error: ErrorDetails) -> str:
+    """Turn one pydantic error into ``<field path>: <expected, found>``, without secrets."""
+    text, value = _explain(error), error["input"]
+    if not any(isinstance(part, str) and _SECRET_KEY.search(part.lower()) for part in error["loc"]):
+        return text
+    if not isinstance(value, str) and text.endswith(f", got: {value!r}"):  # a number, a table
+        text = (
+            text.removesuffix(f"{value!r}") + f"a value of type {type(value).__name__} (not shown)"
+        )
+    return _without_secrets(text, value)
+
+
+def _without_secrets(text: str, value: object) -> str:
+    """Return ``text`` with every string inside ``value`` (keys too) replaced by a safe
+    rendering: a URL without credentials, query or path, anything else as ``***``."""
+    found: list[str] = []
+    _strings(value, found)
+    for secret in sorted(set(found), key=len, reverse=True):
+        shown = repr(safe_url(secret, keep_path=False)) if "://" in secret else "'***'"
+        text = text.replace(repr(secret), shown)
+        if len(secret) >= 4:  # short ones could be any word of the message
+            text = text.replace(secret, shown)
+    return text
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _strings(value: object, found: list[str]) -> None:
+    """Collect every string in ``value``: itself, or the keys and values it holds (a key
+    that is a plain name, such as a header name, is kept: it names what is wrong)."""
+    if isinstance(value, str):
+        found.append(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not (isinstance(key, str) and _PLAIN_NAME.fullmatch(key)):
+                _strings(key, found)
+            _strings(item, found)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _strings(item, found)
+
+
+def _explain(error: ErrorDetails) -> str:
     """Turn one pydantic error into ``<field path>: <expected, found>``."""
     loc, model = _strip_tags(tuple(error["loc"]))
     kind, message = error["type"], error["msg"]
+    if isinstance(error["input"], _Refused):
+        return f"{_dotted(loc)}: {error['input'].reason}"
     if loc and loc[-1] == "[key]":  # pydantic's marker for a bad mapping key
         loc, message = loc[:-1], message.replace("String should", "key should", 1)
     if kind == "missing":
@@ -691,6 +888,8 @@ def _describe(error: ErrorDetails) -> str:
         message = message.removeprefix("Value error, ")
         if message.startswith("sources["):  # model-level check that names its own field
             return message
+        if message.startswith("."):  # model-level check naming a field of its model
+            return _dotted(loc) + message
         return f"{_dotted(loc)}: {message}"
     message = message.replace("Input should be", "expected", 1).replace("should", "expected to", 1)
     message = message.removeprefix("String ")

@@ -23,6 +23,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def summarise(problems: Sequence[str], shown: int = 5) -> str:
+    """Join the first ``shown`` problems into one line and count the rest."""
+    more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""
+    return "; ".join(problems[:shown]) + more
+
+
 class AnomonError(Exception):
     """Base class of every error anomon raises on purpose."""
 
@@ -72,9 +78,11 @@ class DeliveryError(AnomonError):
     """A notification could not be delivered; the reason is one line without secrets.
 
     ``permanent`` is True when retrying cannot help (a 4xx answer, a refused recipient,
-    a rejected login): the notification is then marked dead at once.
+    a rejected login): the notification is then marked dead at once. ``timed_out`` is
+    True when the receiver's deadline ended it (a slow or hung receiver).
     """
 
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+    def __init__(self, reason: str, *, permanent: bool = False, timed_out: bool = False) -> None:
         super().__init__(reason)
         self.permanent = permanent
+        self.timed_out = timed_out

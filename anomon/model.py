@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -65,6 +66,151 @@ class Sample:
     def __post_init__(self) -> None:
         if not math.isfinite(self.value):
             raise ValueError(f"sample value must be finite, got: {self.value!r}")
+
+
+# What a series name and its labels may hold: the same rules on every database, checked
+# where samples enter (a bad series is refused by name, the rest of its collection kept).
+MAX_METRIC_CHARS = 200
+MAX_LABEL_NAME_CHARS = 100
+MAX_LABEL_VALUE_CHARS = 1000
+MAX_LABELS = 32
+MAX_KEY_BYTES = 2400  # metric + canonical labels, UTF-8: inside PostgreSQL's btree row limit
+# C0 controls, DEL, C1 controls (0x9b is a one-byte CSI), the line and paragraph separators
+# and the bidirectional marks, embeddings, overrides and isolates: none is ever part of a
+# real name, and each can forge a line, drive a terminal (ESC, OSC) or reorder what a
+# reader sees (Trojan Source).
+CONTROLS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """Return ``text`` with every control character shown as a visible escape.
+
+    ``\\n``, ``\\r`` and ``\\t`` by name, other C0, DEL and C1 characters as ``\\xHH``,
+    line / paragraph separators and bidi controls as ``\\uHHHH``. The result holds no line
+    break and nothing a terminal interprets. Backslashes are left alone (they are printable).
+    """
+    return CONTROLS.sub(_escape_one, text)
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group(0)
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _text_problem(text: str, what: str, limit: int) -> str | None:
+    if not text:
+        return f"empty {what}"
+    if len(text) > limit:
+        return f"{what} longer than {limit} characters ({len(text)})"
+    if CONTROLS.search(text):
+        return f"{what} holds a control character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{what} is not valid Unicode (a lone surrogate)"
+    return None
+
+
+def series_key_problem(key: SeriesKey) -> str | None:
+    """Return why ``key`` cannot be stored (one short phrase), or None when it can.
+
+    A metric name is 1 to 200 characters; at most 32 labels, names of 1 to 100 and
+    values of up to 1,000 characters; no control, line-separator or bidi character
+    anywhere, no lone surrogate; metric and labels together at most 2,400 bytes of
+    UTF-8. The limits keep every key inside what both databases index.
+    """
+    problem = _text_problem(key.metric, "metric name", MAX_METRIC_CHARS)
+    if problem:
+        return problem
+    try:
+        labels = json.loads(key.labels)
+    except ValueError:
+        return "labels are not a JSON object"
+    if not isinstance(labels, dict):
+        return "labels are not a JSON object"
+    if len(labels) > MAX_LABELS:
+        return f"more than {MAX_LABELS} labels ({len(labels)})"
+    for name, value in labels.items():
+        if not isinstance(value, str):
+            return f"label {name[:40]!r} is not text"
+        problem = _text_problem(name, "label name", MAX_LABEL_NAME_CHARS) or (
+            _text_problem(value, f"label {name[:40]!r}", MAX_LABEL_VALUE_CHARS) if value else None
+        )
+        if problem:
+            return problem
+    size = len(key.metric.encode("utf-8")) + len(key.labels.encode("utf-8"))
+    if size > MAX_KEY_BYTES:
+        return f"metric and labels longer than {MAX_KEY_BYTES} bytes ({size})"
+    return None
+
+
+def describe_key(key: SeriesKey, limit: int = 80) -> str:
+    """``metric{labels}`` for a message: control characters escaped, cut at ``limit``."""
+    text = key.metric if key.labels == "{}" else f"{key.metric}{key.labels}"
+    shown = escape_controls(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class SampleWindow:
+    """The sample times accepted, in epoch seconds: ``[now - max_age, now + max_ahead]``.
+
+    A time outside it is a source's bug (milliseconds read as seconds, a zero for
+    "unknown", a clock years off) and is refused where samples enter; stored, it would
+    sit beyond every watermark or outside what a datetime can hold.
+    """
+
+    earliest: int
+    latest: int
+
+    def problem(self, ts: int) -> str | None:
+        """Why ``ts`` is refused, or None."""
+        if ts > self.latest:
+            in_ms = 1000 * self.earliest <= ts <= 1000 * self.latest
+            hint = " (milliseconds instead of seconds?)" if in_ms else ""
+            return f"time {ts} is {_span(ts - self.latest)} past the accepted window{hint}"
+        if ts < self.earliest:
+            return f"time {ts} is {_span(self.earliest - ts)} before the accepted window"
+        return None
+
+
+def _span(seconds: int) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds}s"
+
+
+def screen_samples(
+    samples: Sequence[Sample], window: SampleWindow | None, checked: Container[SeriesKey]
+) -> tuple[list[Sample], list[str]]:
+    """Split ``samples`` into those that may be stored and one problem line per refused
+    series (``metric{labels}: why``), in order of first appearance.
+
+    ``checked`` holds keys already known to be valid (stored before), which skip the
+    key rules; ``window`` None accepts any time.
+    """
+    verdict: dict[SeriesKey, str | None] = {}
+    kept: list[Sample] = []
+    problems: dict[SeriesKey, str] = {}
+    for sample in samples:
+        key = sample.key
+        if key not in verdict:
+            verdict[key] = None if key in checked else series_key_problem(key)
+        problem = verdict[key]
+        if problem is None and window is not None:
+            problem = window.problem(sample.ts)
+        if problem is None:
+            kept.append(sample)
+        elif key not in problems:
+            problems[key] = f"{describe_key(key)}: {problem}"
+    return kept, list(problems.values())
 
 
 @dataclass(frozen=True, slots=True)

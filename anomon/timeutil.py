@@ -18,8 +18,10 @@ _UNITS = {
     "d": timedelta(days=1),
     "w": timedelta(weeks=1),
 }
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+# ASCII digits only: \d would also take Arabic-Indic and other Unicode digits, which float()
+# reads as numbers
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")
+_WHOLE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d|w))+")
 
 
 def utcnow() -> datetime:
@@ -56,10 +58,13 @@ def parse_duration(text: str) -> timedelta:
             f"expected a duration such as 15s, 5m, 1h30m or 7d (units ms, s, m, h, d, w), "
             f"got: {text!r}"
         )
-    return sum(
-        (float(number) * _UNITS[unit] for number, unit in _PART.findall(compact)),
-        timedelta(),
-    )
+    try:
+        return sum(
+            (float(number) * _UNITS[unit] for number, unit in _PART.findall(compact)),
+            timedelta(),
+        )
+    except OverflowError:  # past timedelta's 999999999 days
+        raise ValueError(f"duration too long (at most 999999999d), got: {text!r}") from None
 
 
 def format_duration(span: timedelta) -> str:

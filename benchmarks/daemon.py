@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -93,17 +95,22 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--history", type=int, default=300, help="preloaded rows per series")
     args = parser.parse_args()
-    exporter = subprocess.Popen(
-        [sys.executable, "-c", EXPORTER, str(args.series)], stdout=subprocess.PIPE, text=True
+    with exporter(args.series) as port, tempfile.TemporaryDirectory() as tmp:
+        run(Path(tmp), port, args)
+
+
+@contextmanager
+def exporter(series: int) -> Iterator[int]:
+    """Run the exporter of ``series`` gauges on 127.0.0.1; yield its port."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", EXPORTER, str(series)], stdout=subprocess.PIPE, text=True
     )
     try:
-        assert exporter.stdout is not None
-        port = int(exporter.stdout.readline())
-        with tempfile.TemporaryDirectory() as tmp:
-            run(Path(tmp), port, args)
+        assert process.stdout is not None
+        yield int(process.stdout.readline())
     finally:
-        exporter.terminate()
-        exporter.wait(timeout=10)
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def run(folder: Path, port: int, args: argparse.Namespace) -> None:

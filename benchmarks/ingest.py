@@ -166,8 +166,8 @@ def create_series(engine: store.Engine, count: int) -> np.ndarray:
         SeriesKey.of("bench", {"i": str(i)}): SeriesInfo("bench", "bench") for i in range(count)
     }
     with engine.begin() as conn:
-        ids, _ = registry.resolve(conn, wanted, now=datetime.now(UTC))
-    return np.array(sorted(ids.values()), dtype=np.int64)
+        found = registry.resolve(conn, wanted, source="bench", now=datetime.now(UTC))
+    return np.array(sorted(found.ids.values()), dtype=np.int64)
 
 
 def _count(engine: store.Engine) -> int:

@@ -12,6 +12,11 @@ upgrades a plain connection (usually 587), ``none`` stays plain. With a ``userna
 notifier logs in with the configured ``password`` (from ``${ENV}`` in the config). One
 connection per notice: notices are rare and a held SMTP connection goes stale.
 
+``timeout`` is a wall-clock deadline for the whole SMTP conversation (connect, greeting,
+STARTTLS, login, the message, its answer): a server that stalls or trickles is cut off
+when it passes and the send fails "timed out after N s" (the conversation runs in a
+thread of its own, so nothing it blocks on can hold the caller past the deadline).
+
 ``send`` raises :class:`~anomon.errors.DeliveryError` with one line that never carries the
 password. Permanent: a rejected login, a refused sender or recipient, any other 5xx
 answer, a server without STARTTLS or AUTH when they are configured, some recipients
@@ -27,6 +32,7 @@ import html
 import logging
 import smtplib
 import ssl
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from email.message import EmailMessage, MIMEPart
@@ -36,12 +42,14 @@ from typing import cast
 from anomon import __version__
 from anomon.alerts import render
 from anomon.alerts.chart import render_chart
+from anomon.alerts.deadline import Deadline, shutdown
 from anomon.alerts.model import IncidentView, Notice
 from anomon.config import EmailReceiverConfig
 from anomon.errors import DeliveryError
 from anomon.timeutil import utcnow
 
 MAX_CHARTS = 10
+GRACE = 1.0  # seconds a conversation shut down at its deadline has to notice
 log = logging.getLogger("anomon.deliver")
 SmtpFactory = Callable[..., smtplib.SMTP]
 
@@ -84,23 +92,57 @@ class EmailNotifier:
         """Nothing to release: each notice has its own connection."""
 
     def _deliver(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
+        """Run the conversation in its own thread; give up on it at the deadline."""
+        deadline = Deadline(_seconds(self._config))
+        refused: list[dict[str, tuple[int, bytes]]] = []
+        failed: list[BaseException] = []
+
+        def converse() -> None:
+            try:
+                refused.append(self._converse(message, deadline))
+            except BaseException as exc:  # handed to the caller's thread
+                failed.append(exc)
+
+        worker = threading.Thread(target=converse, name=f"anomon-smtp-{self.name}", daemon=True)
+        worker.start()
+        worker.join(deadline.remaining() + GRACE)
+        # past the deadline the socket was cut: a torn answer ("250 acc" then EOF) reads
+        # as accepted, so a conversation the deadline ended is a timeout, never "sent"
+        if worker.is_alive() or deadline.expired:
+            raise TimeoutError(f"SMTP conversation past {deadline.seconds:g} s")
+        if refused:
+            return refused[0]
+        raise failed[0]
+
+    def _converse(self, message: EmailMessage, deadline: Deadline) -> dict[str, tuple[int, bytes]]:
         config = self._config
-        client = self._smtp(config.smtp_host, config.smtp_port, timeout=_seconds(config))
-        try:
-            if config.security == "starttls":
-                client.starttls(context=self._tls)
-            if config.username:
-                client.login(config.username, config.password or "")
-            return client.send_message(message)
-        finally:
-            _quit(client)
+        opened: list[smtplib.SMTP] = []
+        # the guard shuts the socket down at the deadline (and keeps doing so until the
+        # block ends, so a connection that opens late is cut as well)
+        with deadline.guard(lambda: shutdown(opened[0].sock if opened else None)):
+            left = max(deadline.remaining(), 0.001)  # 0 would make the socket non-blocking
+            client = self._smtp(config.smtp_host, config.smtp_port, timeout=left)
+            opened.append(client)
+            try:
+                if deadline.expired:
+                    raise TimeoutError("SMTP greeting past the deadline")
+                if config.security == "starttls":
+                    client.starttls(context=self._tls)
+                if config.username:
+                    client.login(config.username, config.password or "")
+                return client.send_message(message)
+            finally:
+                _quit(client)
 
     def _error(self, exc: smtplib.SMTPException | OSError) -> DeliveryError:
         reason, permanent = classify(exc, username=self._config.username)
+        timed_out = reason == "timed out"
+        if timed_out:
+            reason = f"timed out after {_seconds(self._config):g} s"
         text = f"{self._where}: {reason}"
         if self._config.password:  # belt and braces: no server text may echo it back
             text = text.replace(self._config.password, "***")
-        return DeliveryError(text, permanent=permanent)
+        return DeliveryError(text, permanent=permanent, timed_out=timed_out)
 
 
 def _default_factory(security: str, tls: ssl.SSLContext) -> SmtpFactory:

@@ -31,6 +31,8 @@ class IncidentView:
     ``labels`` are the routing labels: the series' own plus ``metric``, ``entity``,
     ``source``, ``kind`` and ``severity``. ``status`` is ``firing`` or ``resolved``.
     ``value`` / ``expected`` are those of its strongest anomaly (None if unknown).
+    ``notification_keys`` are the stable keys of the notifications about it that this
+    message carries (a receiver drops a change it has seen, however it was grouped).
     """
 
     id: int
@@ -49,6 +51,7 @@ class IncidentView:
     direction: str | None = None
     detector_scores: Mapping[str, float] = field(default_factory=dict)
     points: Points | None = None
+    notification_keys: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,11 @@ class Notice:
     """One message to one receiver about a group of incidents.
 
     ``event`` is ``firing``, ``resolved`` or ``repeat`` (the newest change in the
-    group); ``key`` is the same whenever the same notifications are sent together (a
-    message sent again after a crash), and ``notification_keys`` are each
-    notification's own stable key, for a receiver that deduplicates per change even when
-    a retry groups them differently; ``group_labels`` are the ``group_by`` labels.
+    group); ``key`` is derived from the sorted keys of the notifications it carries, so
+    it is the same whenever the same notifications are sent together (a retry, a message
+    sent again after a crash: the outbox keeps a failed message's notifications
+    together), and ``notification_keys`` are each notification's own stable key, for a
+    receiver that deduplicates per change; ``group_labels`` are the ``group_by`` labels.
     """
 
     receiver: str

@@ -6,6 +6,12 @@ delivery throughput with a fast receiver. Connections are reused (a small pool, 
 concurrent sends each get one); a kept-alive connection the receiver closed meanwhile
 is retried once on a fresh one. The answer's body is drained up to ``MAX_DRAIN`` bytes
 to reuse the connection, never returned (a receiver's words are not ours to echo).
+
+``timeout`` is a wall-clock deadline for the whole POST (connect, TLS, sending, reading
+the whole answer, and the one retry on a fresh connection), not a per-read timeout: a
+receiver trickling its answer a byte a second is cut off when it passes (see
+:mod:`anomon.alerts.deadline`). Resolving the host name is the system resolver's, and
+bounded by its own timeout.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import threading
 from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
+from anomon.alerts.deadline import Deadline, shutdown
+
 MAX_DRAIN = 64 * 1024
 # what a kept-alive connection the receiver closed while idle raises on reuse
 STALE = (
@@ -27,12 +35,31 @@ STALE = (
 )
 
 
+class PostFailed(Exception):
+    """A POST that got no answer.
+
+    ``stage`` says how far it went: ``connect`` (nothing was sent), ``request`` (while
+    sending it) or ``answer`` (sent: the receiver may have it); ``timed_out`` that the
+    deadline ended it; ``cause`` is what ``http.client`` or the socket raised.
+    """
+
+    def __init__(self, stage: str, cause: BaseException, *, timed_out: bool) -> None:
+        super().__init__(f"{stage}: {type(cause).__name__}")
+        self.stage = stage
+        self.cause = cause
+        self.timed_out = timed_out
+
+    @property
+    def stale(self) -> bool:
+        """Whether a kept-alive connection was found closed (worth one more try)."""
+        return not self.timed_out and self.stage != "connect" and isinstance(self.cause, STALE)
+
+
 class Poster:
-    """POST to ``url`` (http or https) with ``timeout`` seconds per socket operation.
+    """POST to ``url`` (http or https) within ``timeout`` seconds of wall-clock time.
 
     Credentials in the URL are sent as HTTP Basic auth. :meth:`post` returns the status
-    and raises what ``http.client`` raises: ``TimeoutError``, ``ssl.SSLError``, other
-    ``OSError`` (refused, unreachable) or ``http.client.HTTPException``.
+    and raises :class:`PostFailed` when no answer came.
     """
 
     def __init__(self, url: str, *, timeout: float, context: ssl.SSLContext | None = None) -> None:
@@ -51,27 +78,19 @@ class Poster:
         self._lock = threading.Lock()
 
     def post(self, body: bytes, headers: Mapping[str, str]) -> int:
-        """Send one POST; return the answer's status code."""
+        """Send one POST; return the answer's status code or raise PostFailed."""
         sent = dict(headers)
         if self._auth:
             sent["Authorization"] = self._auth
+        deadline = Deadline(self._timeout)
         connection, reused = self._take()
         try:
-            status = self._exchange(connection, body, sent)
-        except STALE:
-            connection.close()
-            if not reused:
+            return self._exchange(connection, body, sent, deadline)
+        except PostFailed as failed:
+            if not (reused and failed.stale):
                 raise
-            connection = self._connect()  # the receiver closed it while idle: once more
-            try:
-                status = self._exchange(connection, body, sent)
-            except BaseException:
-                connection.close()
-                raise
-        except BaseException:
-            connection.close()
-            raise
-        return status
+        # the receiver closed the kept-alive connection while idle: once more, same deadline
+        return self._exchange(self._connect(), body, sent, deadline)
 
     def close(self) -> None:
         """Close the idle connections."""
@@ -81,17 +100,49 @@ class Poster:
             connection.close()
 
     def _exchange(
-        self, connection: http.client.HTTPConnection, body: bytes, headers: dict[str, str]
+        self,
+        connection: http.client.HTTPConnection,
+        body: bytes,
+        headers: dict[str, str],
+        deadline: Deadline,
     ) -> int:
-        connection.request("POST", self._target, body=body, headers=headers)
-        reply = connection.getresponse()
-        drained = reply.read(MAX_DRAIN + 1)
+        stage = "connect"
+        try:
+            with deadline.guard(lambda: shutdown(connection.sock)):
+                self._ready(connection, deadline)
+                stage = "request"
+                connection.request("POST", self._target, body=body, headers=headers)
+                stage = "answer"
+                reply = connection.getresponse()
+                drained = reply.read(MAX_DRAIN + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            timed_out = deadline.expired or isinstance(exc, TimeoutError)
+            raise PostFailed(stage, exc, timed_out=timed_out) from exc
+        except BaseException:
+            connection.close()
+            raise
+        if deadline.expired:
+            # the socket was cut: what was read may be a torn answer ("HTTP/1.1 200 O"
+            # then EOF parses as a 200); past the deadline is a timeout, never "sent"
+            connection.close()
+            raise PostFailed(stage, TimeoutError("past the deadline"), timed_out=True)
         if reply.will_close or len(drained) > MAX_DRAIN:
             connection.close()
         else:
             with self._lock:
                 self._idle.append(connection)
         return reply.status
+
+    @staticmethod
+    def _ready(connection: http.client.HTTPConnection, deadline: Deadline) -> None:
+        # each socket operation gets at most what is left; the guard ends the whole
+        left = max(deadline.remaining(), 0.001)
+        if connection.sock is None:
+            connection.timeout = left
+            connection.connect()
+        else:
+            connection.sock.settimeout(left)
 
     def _take(self) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:

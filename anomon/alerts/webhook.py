@@ -9,9 +9,14 @@ Formats (``format`` in the receiver's config):
 ``alertmanager``
     Alertmanager's webhook payload, version 4, so its existing receivers work: one alert
     per incident, ``alertname`` = the metric, ``fingerprint`` computed from the labels as
-    Alertmanager does (FNV-1a 64), ``endsAt`` = ``0001-01-01T00:00:00Z`` while firing.
+    Alertmanager does (FNV-1a 64), ``endsAt`` = ``0001-01-01T00:00:00Z`` while firing;
+    the annotation ``anomon_notification_keys`` lists the keys of the notifications
+    about that alert's incident (space-separated).
 ``slack``
-    A Slack incoming-webhook message: ``text`` (the fallback line) and ``blocks``.
+    A Slack incoming-webhook message: ``text`` (the fallback line), ``blocks``, and
+    ``metadata`` (Slack's message metadata, not shown: ``event_type`` =
+    ``anomon_notice``, ``event_payload`` = the notice ``key`` and the space-separated
+    ``notification_keys``).
 
 Every request carries ``Content-Type: application/json``, ``User-Agent: anomon/<version>``,
 ``Idempotency-Key: <notice key>`` (the same for a notice sent again after a crash, so a
@@ -27,9 +32,14 @@ where ``body`` is the exact bytes of the request body. A receiver verifies by re
 comparing with :func:`hmac.compare_digest`, and refusing timestamps too far from its
 clock (say five minutes) so a captured request cannot be replayed later.
 
+``timeout`` is a wall-clock deadline for the whole request: connecting, sending and
+reading the whole answer (a receiver trickling it is cut off, see :mod:`~anomon.alerts.post`).
+
 ``send`` raises :class:`~anomon.errors.DeliveryError` with one line that names the URL
 without credentials or query and never carries the secret or a header value. Transient
-(``permanent=False``): timeouts, connection and TLS errors, HTTP 5xx, 408 and 429.
+(``permanent=False``): timeouts ("timed out after N s"), connection and TLS errors (a
+connection reset after the request was sent is named so: the receiver may have it),
+HTTP 5xx, 408 and 429.
 Permanent: other 4xx, and 3xx (redirects are not followed: a moved webhook is a config
 change to make, not a hop to take with our headers).
 """
@@ -40,6 +50,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import socket
 import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -50,7 +61,7 @@ from urllib.parse import urlsplit, urlunsplit
 from anomon import __version__
 from anomon.alerts import render
 from anomon.alerts.model import IncidentView, Notice
-from anomon.alerts.post import Poster
+from anomon.alerts.post import Poster, PostFailed
 from anomon.config import WebhookReceiverConfig
 from anomon.errors import DeliveryError
 from anomon.timeutil import utcnow
@@ -58,6 +69,8 @@ from anomon.timeutil import utcnow
 JSON = dict[str, Any]
 
 ALERTMANAGER_ZERO_TIME = "0001-01-01T00:00:00Z"
+AM_KEYS_ANNOTATION = "anomon_notification_keys"
+SLACK_EVENT_TYPE = "anomon_notice"
 SLACK_MAX_INCIDENTS = 20  # Slack allows 50 blocks a message; keep it readable well below
 SLACK_HEADER_MAX = 150  # Slack's limit for a header block's text
 SIGNATURE_HEADER = "X-Anomon-Signature"
@@ -111,8 +124,8 @@ class WebhookNotifier:
     def _post(self, body: bytes, headers: dict[str, str]) -> None:
         try:
             status = self._poster.post(body, headers)
-        except (OSError, http.client.HTTPException) as exc:
-            raise transport_error(self._where, exc, self._seconds) from None
+        except PostFailed as failed:
+            raise transport_error(self._where, failed, self._seconds) from None
         except ValueError:  # http.client refuses a header with a line break: never echo it
             raise DeliveryError(
                 f"{self._where}: a configured header is not a valid HTTP header", permanent=True
@@ -163,16 +176,33 @@ def _phrase(status: int) -> str:
         return "(non-standard status)"
 
 
-def transport_error(where: str, exc: BaseException, seconds: float) -> DeliveryError:
-    """Classify a failure before any answer: all transient (the next try may get through)."""
-    if isinstance(exc, TimeoutError):
-        return DeliveryError(f"{where}: timed out after {seconds:g} s")
+def transport_error(where: str, failed: PostFailed, seconds: float) -> DeliveryError:
+    """Name a failure before any answer; all transient (the next try may get through).
+
+    A failure after the request was sent says so: the receiver may have it, and the
+    retry carries the same Idempotency-Key for it to drop the copy.
+    """
+    exc = failed.cause
+    if failed.timed_out:
+        return DeliveryError(f"{where}: timed out after {seconds:g} s", timed_out=True)
     tls = _tls_cause(exc)
     if tls is not None:
         return DeliveryError(f"{where}: TLS handshake failed ({type(tls).__name__})")
-    if isinstance(exc, OSError):
-        return DeliveryError(f"{where}: connection refused or host unreachable")
-    return DeliveryError(f"{where}: {type(exc).__name__}")
+    if failed.stage == "connect":
+        if isinstance(exc, ConnectionRefusedError):
+            return DeliveryError(f"{where}: connection refused")
+        if isinstance(exc, socket.gaierror):
+            return DeliveryError(f"{where}: host name not resolved")
+        return DeliveryError(f"{where}: could not connect ({type(exc).__name__})")
+    if failed.stage == "request":
+        return DeliveryError(f"{where}: connection lost while sending the request")
+    if isinstance(exc, http.client.RemoteDisconnected):
+        what = "connection closed without an answer after the request was sent"
+    elif isinstance(exc, OSError):
+        what = "connection reset after the request was sent"
+    else:  # a malformed status line or headers
+        what = f"invalid HTTP answer ({type(exc).__name__}) after the request was sent"
+    return DeliveryError(f"{where}: {what} (the receiver may have it)")
 
 
 def _tls_cause(exc: BaseException) -> ssl.SSLError | None:
@@ -235,6 +265,7 @@ def _anomon_incident(incident: IncidentView) -> JSON:
         "detector_scores": {
             name: render.finite(score) for name, score in incident.detector_scores.items()
         },
+        "notification_keys": list(incident.notification_keys),
     }
 
 
@@ -265,13 +296,16 @@ def _alertmanager_alert(incident: IncidentView) -> JSON:
         "entity": incident.entity,
         "severity": incident.severity,
     }
+    annotations = {
+        "summary": render.summary(incident),
+        "description": render.description(incident),
+    }
+    if incident.notification_keys:  # annotations are free text: a receiver may dedupe on it
+        annotations[AM_KEYS_ANNOTATION] = " ".join(incident.notification_keys)
     return {
         "status": incident.status,
         "labels": labels,
-        "annotations": {
-            "summary": render.summary(incident),
-            "description": render.description(incident),
-        },
+        "annotations": annotations,
         "startsAt": render.rfc3339(incident.opened_at),
         "endsAt": _ends_at(incident),
         "generatorURL": "",
@@ -325,7 +359,15 @@ def slack_payload(notice: Notice) -> JSON:
     if hidden:
         footer = f"and {hidden} more incidents · {footer}"
     blocks.append({"type": "context", "elements": [_mrkdwn(footer)]})
-    return {"text": headline, "blocks": blocks}
+    # Slack's message metadata: not shown, kept with the message for apps that read it
+    metadata = {
+        "event_type": SLACK_EVENT_TYPE,
+        "event_payload": {
+            "key": notice.key,
+            "notification_keys": " ".join(notice.notification_keys),
+        },
+    }
+    return {"text": headline, "blocks": blocks, "metadata": metadata}
 
 
 def _slack_section(incident: IncidentView) -> JSON:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from anomon import __version__, store
 from anomon.cli import actions, daemon, offline, views
-from anomon.cli.common import add_command, duration
-from anomon.errors import AnomonError, UsageError
+from anomon.cli.common import add_command, duration, limit, real_number, record_id
+from anomon.cli.tables import escape_controls
+from anomon.errors import AnomonError, ConfigError, UsageError
 
 TABLE = ("json", "csv")  # the formats of list commands, besides text
 
@@ -33,31 +34,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except AnomonError as exc:
-        bare = exc.exit_code == 2 and not isinstance(exc, UsageError)  # config: PATH: field
-        print(str(exc) if bare else f"Error: {exc}", file=sys.stderr)
+        print(_error_text(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got: {text}")
-    return value
+def _error_text(exc: AnomonError) -> str:
+    """The lines to print for ``exc``; stored names in it cannot forge a line or drive the
+    terminal (each problem of a ConfigError is one escaped line)."""
+    if isinstance(exc, ConfigError):  # PATH: field: problem, one per line
+        return "\n".join(escape_controls(f"{exc.path}: {p}") for p in exc.problems)
+    bare = exc.exit_code == 2 and not isinstance(exc, UsageError)
+    return escape_controls(str(exc) if bare else f"Error: {exc}")
 
 
 def _minutes(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1 <= value <= 60:
-        raise argparse.ArgumentTypeError(f"must be 1 to 60, got: {text}")
-    return value
+        return real_number(text, 1, 60)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
         "--label", action="append", default=[], metavar="K=V", help="only series with this label"
     )
     anomalies.add_argument(
-        "--limit", type=_positive, default=100, help="at most this many (default 100)"
+        "--limit", type=limit, default=100, help="at most this many (default 100)"
     )
 
     notify = commands.add_parser("notify", help="work with notification receivers")
@@ -167,22 +163,22 @@ def _parser() -> argparse.ArgumentParser:
         views.incident_show,
         formats=("json",),
     )
-    detail.add_argument("id", type=int)
+    detail.add_argument("id", type=record_id)
     ack = add_command(
         incident_commands, "ack", "acknowledge an incident: no more repeats", actions.incident_ack
     )
-    ack.add_argument("id", type=int)
+    ack.add_argument("id", type=record_id)
     resolve = add_command(
         incident_commands,
         "resolve",
         "resolve a firing incident now and send its resolved notifications",
         actions.incident_resolve,
     )
-    resolve.add_argument("id", type=int)
+    resolve.add_argument("id", type=record_id)
     verdict = add_command(
         incident_commands, "feedback", "store a verdict on an incident", actions.incident_feedback
     )
-    verdict.add_argument("id", type=int)
+    verdict.add_argument("id", type=record_id)
     verdict.add_argument("label", choices=store.FEEDBACK)
 
     silence = commands.add_parser("silence", help="silence incidents by their labels")
@@ -204,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--all", action="store_true", help="expired ones too")
     expire = add_command(silence_commands, "expire", "end a silence now", actions.silence_expire)
-    expire.add_argument("id", type=int)
+    expire.add_argument("id", type=record_id)
 
     config = commands.add_parser("config", help="work with the config file")
     config_commands = config.add_subparsers(title="config commands", metavar="COMMAND")

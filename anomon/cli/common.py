@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +16,11 @@ from anomon.timeutil import parse_duration
 
 CONFIG_ENV = "ANOMON_CONFIG"
 Handler = Callable[[argparse.Namespace], int]
+MAX_ID = 2**63 - 1  # row ids are 64-bit on SQLite and PostgreSQL alike
+# Python's int() and float() also take "1_000", " 7 ", "٣" and "nan": numbers typed on the
+# command line are plain ASCII digits instead
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_REAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def add_command(
@@ -53,7 +60,11 @@ def load(args: argparse.Namespace) -> Config:
 
 def engine_of(config: Config) -> store.Engine:
     """The config's database as it is (for the schema commands)."""
-    return store.open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
+    try:
+        return store.open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
+    except ValueError:  # SQLAlchemy's URL parser lets int() fail on a port; its text may be
+        # a misplaced password, so the message names the key only
+        raise UsageError("database.url is not a valid SQLAlchemy URL (look at its port)") from None
 
 
 def open_store(args: argparse.Namespace) -> store.Engine:
@@ -67,6 +78,46 @@ def duration(text: str) -> object:
     """An argparse type: ``7d``, ``12h``, ``30m`` to a timedelta."""
     try:
         return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def whole_number(text: str, low: int, high: int) -> int:
+    """Read ``text`` as a whole number from ``low`` to ``high``.
+
+    Only ASCII digits with an optional sign; raises ValueError naming the text otherwise.
+    """
+    if not _WHOLE.fullmatch(text):
+        raise ValueError(f"expected a whole number (digits only), got: {text!r}")
+    value = int(text)
+    if value < low:
+        raise ValueError(f"must be at least {low}, got: {text}")
+    if value > high:
+        raise ValueError(f"must be at most {high}, got: {text}")
+    return value
+
+
+def real_number(text: str, low: float, high: float) -> float:
+    """Read ``text`` as a finite decimal number from ``low`` to ``high``; ValueError if not."""
+    if not _REAL.fullmatch(text) or not math.isfinite(value := float(text)):
+        raise ValueError(f"expected a number such as 2.5, got: {text!r}")
+    if not low <= value <= high:
+        raise ValueError(f"must be {low:g} to {high:g}, got: {text}")
+    return value
+
+
+def record_id(text: str) -> int:
+    """An argparse type: a row id (an incident, a silence), 1 to 2**63 - 1."""
+    try:
+        return whole_number(text, 1, MAX_ID)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an id: {exc}") from None
+
+
+def limit(text: str) -> int:
+    """An argparse type: a row count, at least 1."""
+    try:
+        return whole_number(text, 1, MAX_ID)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

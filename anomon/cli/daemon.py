@@ -5,12 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
+from types import TracebackType
 
 from anomon import store
 from anomon.cli.common import config_path, engine_of, load
-from anomon.config import Config, load_config
+from anomon.cli.tables import CONTROLS, escape_controls
+from anomon.config import Config, load_config, safe_url
+
+# Third-party loggers held at WARNING whatever the configured level: httpx logs every request
+# URL at INFO (with user:password@ and ?token=...), httpcore and urllib3 headers at DEBUG,
+# SQLAlchemy SQL parameters; the others are noise. anomon logs what matters about them itself.
+QUIET = ("alembic", "apscheduler", "h11", "h2", "hpack", "httpcore", "httpx", "matplotlib",
+         "PIL", "psycopg", "sqlalchemy", "urllib3")  # fmt: skip
+# a URL in a log line: its userinfo may hold anything but whitespace, / ? and #
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s/?#]*@)?[^\s'\"<>]*")
+# an Authorization value: a Bearer token, or Basic with base64 (so "Basic check" stays)
+_AUTH_IN_TEXT = re.compile(
+    r"\b(Bearer) [A-Za-z0-9._~+/-]+=*|\b(Basic) (?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2,3}=*)?\b"
+)
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,31 +45,77 @@ def run(args: argparse.Namespace) -> int:
 
 
 def configure_logging(level: str, log_format: str) -> None:
-    """Log to standard error: text lines, or one JSON object per line."""
+    """Log to standard error: text lines, or one JSON object per line.
+
+    Whatever the level, the :data:`QUIET` loggers give only warnings and errors, and every
+    line has URL credentials, query strings and Authorization tokens replaced by ``***``.
+    """
     handler = logging.StreamHandler()
-    if log_format == "json":
-        handler.setFormatter(JsonLines())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(QuietThirdParty())
+    handler.setFormatter(JsonLines() if log_format == "json" else TextLines())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    # one line per job run (APScheduler) and per migration step (Alembic) is noise
-    for chatty in ("apscheduler", "alembic"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def redact_secrets(text: str) -> str:
+    """Return ``text`` with each URL's ``user:pass@`` and ``?query`` and each ``Bearer`` or
+    ``Basic`` credential shown as ``***`` (a second line of defence behind :data:`QUIET`)."""
+    text = _URL_IN_TEXT.sub(lambda found: safe_url(found.group(0)), text)
+    return _AUTH_IN_TEXT.sub(lambda found: f"{found.group(1) or found.group(2)} ***", text)
+
+
+class QuietThirdParty(logging.Filter):
+    """Drop records below WARNING from the :data:`QUIET` loggers, even if one was lowered."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        quiet = any(record.name == n or record.name.startswith(n + ".") for n in QUIET)
+        return record.levelno >= logging.WARNING or not quiet
+
+
+class TextLines(logging.Formatter):
+    """``time LEVEL logger: message``, one line per record whatever the message holds.
+
+    The message is redacted and its control characters escaped, so a scraped name with a
+    line break cannot forge a record; a traceback follows on lines indented by four spaces.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return escape_controls(redact_secrets(super().formatMessage(record)))
+
+    def formatException(self, ei: ExcInfo) -> str:  # noqa: N802
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    """Each line of a traceback redacted, escaped and indented: never a record of its own."""
+    return "\n".join("    " + escape_controls(redact_secrets(line)) for line in text.split("\n"))
 
 
 class JsonLines(logging.Formatter):
-    """One JSON object per log line: time (UTC, ISO 8601), level, logger, message."""
+    """One JSON object per log line: time (UTC, ISO 8601), level, logger, message.
+
+    Message and exception are redacted like text lines; JSON escapes C0 controls itself,
+    and DEL, C1, line separators and bidi controls are written as ``\\uXXXX`` too.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact_secrets(record.getMessage()),
         }
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+            line["exception"] = redact_secrets(self.formatException(record.exc_info))
+        text = json.dumps(line, ensure_ascii=False)
+        return CONTROLS.sub(lambda found: f"\\u{ord(found.group(0)):04x}", text)
 
 
 def backfill(args: argparse.Namespace) -> int:
@@ -67,8 +129,8 @@ def backfill(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.finish()
     engine.dispose()
-    for failure in result.failures:
-        print(f"failed: {failure}", file=sys.stderr)
+    for failure in result.failures:  # the text a remote server sent: one escaped line
+        print(escape_controls(f"failed: {failure}"), file=sys.stderr)
     print(
         f"backfill {args.source}: {result.chunks} chunk(s), {result.points} new point(s), "
         f"{result.series_created} new series, {len(result.failures)} failed chunk(s)"

@@ -2,6 +2,11 @@
 
 Every list command prints through :func:`emit`, so ``--format json`` and ``--format csv``
 give the same columns as the table, with full values (times in ISO 8601, UTC).
+
+Stored names, labels and error texts come from scraped sources, so nothing stored reaches a
+terminal raw: text output passes through :func:`escape_controls`, JSON escapes every
+non-ASCII character, and CSV text cells that a spreadsheet would run as a formula are
+neutralised by :func:`_csv_text` (OWASP's rule).
 """
 
 from __future__ import annotations
@@ -14,7 +19,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TextIO
 
+from anomon.model import CONTROLS, escape_controls
+
+__all__ = ["CONTROLS", "Row", "as_json", "cell_text", "emit", "escape_controls", "text_table"]
+
 Row = Mapping[str, object]
+
+# OWASP CSV injection: a text cell starting with one of these is a formula to a spreadsheet
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def emit(
@@ -36,7 +48,7 @@ def emit(
     elif fmt == "csv":
         writer = csv.DictWriter(stream, fieldnames=list(columns), lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+        writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
     elif rows:
         stream.write(text_table(rows))
     else:
@@ -68,7 +80,14 @@ def _is_numeric(column: list[object]) -> bool:
 
 
 def cell_text(value: object) -> str:
-    """A value as a person reads it: minutes, rounded scores, ``-`` for nothing."""
+    """A value as a person reads it: minutes, rounded scores, ``-`` for nothing.
+
+    Text is passed through :func:`escape_controls`: a cell is always one printable line.
+    """
+    return escape_controls(_plain_text(value))
+
+
+def _plain_text(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -82,12 +101,29 @@ def cell_text(value: object) -> str:
     return str(value)
 
 
-def _cell(value: object) -> object:
+def _csv_cell(value: object) -> object:
+    """A CSV cell: times in ISO 8601, label maps as JSON, text made formula-safe.
+
+    Numbers stay numbers (a negative number is written as ``-1.5``, which no spreadsheet
+    runs); only text cells are neutralised, so a label value ``"-5"`` reads ``'-5``.
+    """
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
+        return _csv_text(json.dumps(value, sort_keys=True))
+    if isinstance(value, str):
+        return _csv_text(value)
     return value
+
+
+def _csv_text(text: str) -> str:
+    """Prefix a text cell that a spreadsheet would read as a formula with ``'`` (OWASP).
+
+    A carriage return is written as ``\\r``: with ``\\n`` line ends Python's CSV writer
+    leaves a cell holding one unquoted, and spreadsheets would split the row there.
+    """
+    text = "'" + text if text.startswith(_FORMULA_START) else text
+    return text.replace("\r", "\\r")
 
 
 def as_json(value: object) -> str:

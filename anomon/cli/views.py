@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from anomon import store
-from anomon.cli.common import label_pairs, open_store
-from anomon.cli.tables import as_json, cell_text, emit, text_table
+from anomon.cli.common import MAX_ID, label_pairs, open_store, whole_number
+from anomon.cli.tables import as_json, cell_text, emit, escape_controls, text_table
 from anomon.errors import UsageError
 from anomon.timeutil import format_duration, from_epoch
 
@@ -29,26 +30,28 @@ def status(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(as_json(dataclasses.asdict(found)))
         return 0
-    print("sources:")
+    lines = ["sources:"]
     for source in found.sources:
         state = "ok" if source.last_error is None else f"error: {source.last_error}"
         ok = source.last_ok_at.isoformat(timespec="seconds") if source.last_ok_at else "never"
-        print(
+        lines.append(
             f"  {source.source}: last run {source.last_at:%Y-%m-%d %H:%M:%S}Z, {state} "
             f"(last success {ok})"
         )
     if not found.sources:
-        print("  (no collections yet)")
+        lines.append("  (no collections yet)")
     series = ", ".join(f"{n} {q}" for q, n in sorted(found.series_by_quality.items()))
-    print(f"series: {series or 'none'}")
-    print(f"open incidents: {found.open_incidents}")
+    lines.append(f"series: {series or 'none'}")
+    lines.append(f"open incidents: {found.open_incidents}")
     outbox = ", ".join(f"{n} {state}" for state, n in sorted(found.outbox.items()))
-    print(f"notifications: {outbox or 'none'}")
+    lines.append(f"notifications: {outbox or 'none'}")
     for dead in found.dead:
-        print(
+        lines.append(
             f"  dead #{dead.id} to {dead.receiver} ({dead.event}, incident {dead.incident_id},"
             f" {dead.attempts} attempt(s)): {dead.error}"
         )
+    # error texts come from remote peers and may quote hostile names: one escaped line each
+    print("\n".join(escape_controls(line) for line in lines))
     return 0
 
 
@@ -136,7 +139,7 @@ def incident_show(args: argparse.Namespace) -> int:
     ]
     print(f"incident #{found.id}")
     for name, value in facts:
-        print(f"  {name + ':':<14}{value}")
+        print(f"  {name + ':':<14}{escape_controls(value)}")
     if found.anomalies:
         print(f"\ntop {len(found.anomalies)} anomalies by score:")
         sys.stdout.write(_indent(text_table([_anomaly(a) for a in found.anomalies])))
@@ -150,17 +153,35 @@ def _indent(table: str) -> str:
     return "".join(f"  {line}\n" for line in table.splitlines())
 
 
+def _series_id(text: str) -> int | None:
+    """The series id ``text`` names (ASCII digits), or None for a metric name.
+
+    Raises UsageError for digits that cannot be an id (0, or past 64 bits).
+    """
+    if not text.isascii() or not text.isdigit():
+        return None
+    try:
+        return whole_number(text, 1, MAX_ID)
+    except ValueError as exc:
+        raise UsageError(f"series id {exc}") from None
+
+
+def _file_name(metric: str) -> str:
+    """``metric`` as a file name in the current folder: no path, no control characters."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", metric).lstrip(".") or "series"
+
+
 def plot(args: argparse.Namespace) -> int:
     from anomon.alerts.chart import render_series
     from anomon.alerts.model import Points
 
     labels = label_pairs(args.label)
+    series_id = _series_id(args.series)
     engine = open_store(args)
-    by_id = args.series.isdigit()
     found = store.find_series(
         engine,
-        series_id=int(args.series) if by_id else None,
-        metric=None if by_id else args.series,
+        series_id=series_id,
+        metric=None if series_id is not None else args.series,
         labels=labels,
     )
     if len(found) != 1:
@@ -180,7 +201,7 @@ def plot(args: argparse.Namespace) -> int:
         )
     points = Points(around.ts, around.values, around.expected, around.anomalies)
     heading = f"{series.metric} {json.dumps(series.labels)} ({series.unit or 'no unit'})"
-    out = args.out or Path(f"{series.metric}.png")
+    out = args.out or Path(f"{_file_name(series.metric)}.png")
     out.write_bytes(render_series(points, heading, spans=spans, width_px=960, height_px=320))
     print(
         f"{out}: {len(around.ts)} points, {len(around.anomalies)} anomalies, "

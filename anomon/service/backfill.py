@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from anomon.config import Config
 from anomon.errors import SourceError, UsageError
+from anomon.model import SampleWindow
 from anomon.sources import Backfillable, PartialCollection, Source, build_source
 from anomon.store import Engine, SeriesRegistry, open_database, save_collection
 from anomon.timeutil import Clock, utcnow
@@ -52,9 +53,14 @@ def backfill(
     result = BackfillResult(chunks=len(chunks))
     registry = SeriesRegistry()
     limit = next(s.max_series for s in config.sources if s.name == source_name)
+    rules = _Rules(
+        limit,
+        config.samples.window(until, reach_back=since + timedelta(days=1)),
+        frozenset(s.name for s in config.sources),
+    )
     try:
         for done, (start, end) in enumerate(chunks, start=1):
-            _store_chunk(source, engine, registry, start, end, limit, result, clock)
+            _store_chunk(source, engine, registry, start, end, rules, result, clock)
             if progress is not None:
                 progress(done, len(chunks), result.points)
     finally:
@@ -81,13 +87,25 @@ def _backfillable(config: Config, name: str) -> Backfillable:
     return source  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class _Rules:
+    """What a backfill's samples must keep to, as the daemon's collections do."""
+
+    max_series: int
+    window: SampleWindow
+    configured: frozenset[str]
+
+    def adoptable(self, owner: str) -> bool:
+        return owner not in self.configured
+
+
 def _store_chunk(
     source: Backfillable,
     engine: Engine,
     registry: SeriesRegistry,
     start: datetime,
     end: datetime,
-    max_series: int,
+    rules: _Rules,
     result: BackfillResult,
     clock: Clock,
 ) -> None:
@@ -107,8 +125,10 @@ def _store_chunk(
         finished_at=clock(),
         samples=samples,
         error=error,
-        max_series=max_series,
+        max_series=rules.max_series,
         replace=getattr(source, "replaces_samples", False),
+        window=rules.window,
+        adoptable=rules.adoptable,
     )
     result.points += stored.points
     result.series_created += stored.series_created

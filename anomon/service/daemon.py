@@ -3,34 +3,48 @@
 The only module that imports APScheduler. Jobs are built from the config at start
 (never pickled into a job store): one collection job per enabled source, the
 detection job, the delivery job when receivers are configured, and the retention job.
-It also serves anomon's own /metrics and /healthz (``[daemon] metrics_listen``) and,
-on SQLite, holds the one-writer lock.
+Collections run in their own thread pool (one thread per source, up to
+``[daemon] collection_workers``), so slow sources never delay detection, delivery or
+retention, which have a pool of their own. It also serves anomon's own /metrics and
+/healthz (``[daemon] metrics_listen``) and, on SQLite, holds the one-writer lock.
+
+Signal handlers only note the signal and wake the main thread (a byte down a pipe);
+the main thread does the work, so no signal, however many and however close together,
+can interrupt a stop or a reload half-way. See :class:`_Control`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    JobEvent,
+)
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from anomon.alerts.model import Notifier
 from anomon.alerts.notifiers import build_notifiers
 from anomon.config import Config, SourceConfig
-from anomon.errors import AnomonError, ConfigError
+from anomon.errors import ConfigError
 from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
 from anomon.service.jobs import CollectJob
 from anomon.service.retention import RetainJob
-from anomon.service.telemetry import Telemetry
+from anomon.service.telemetry import Expect, Telemetry
 from anomon.sources import Source, SourceUnavailable, build_source
 from anomon.store import (
     Engine,
@@ -39,7 +53,6 @@ from anomon.store import (
     ensure_schema,
     open_database,
     open_engine,
-    ping,
     redact,
     writer_lock,
 )
@@ -47,6 +60,11 @@ from anomon.store import (
 log = logging.getLogger("anomon.daemon")
 
 MAX_BACKOFF = timedelta(minutes=10)  # the longest gap between tries of a failing source
+# A second SIGTERM / SIGINT this soon after the first is ignored (GNU timeout, a double
+# Ctrl-C); one later than this exits at once, without waiting for the running jobs.
+FORCE_AFTER = 2.0
+CORE_JOBS = 3  # detection, delivery, retention: one thread each, never shared
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class _InFlight:
@@ -79,11 +97,110 @@ class _InFlight:
                 self._running -= 1
                 self._idle.notify_all()
 
-    def stop_and_wait(self, timeout: timedelta) -> bool:
-        """Refuse new jobs; wait for running ones. Return False if they outlived ``timeout``."""
+    def refuse(self) -> None:
+        """Refuse new jobs from now on."""
         with self._idle:
             self._stopping = True
-            return self._idle.wait_for(lambda: self._running == 0, timeout.total_seconds())
+
+    def wait_idle(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the running jobs to end; return whether none runs."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, seconds)
+
+    @property
+    def running(self) -> int:
+        """How many jobs run now."""
+        return self._running
+
+
+class _Control:
+    """SIGTERM / SIGINT / SIGHUP as requests the main thread acts on.
+
+    A handler only appends the signal number to a list and writes a byte to a pipe (it
+    can neither block nor raise); :meth:`poll`, on the main thread, wakes on the pipe and
+    acts: the first stop signal starts the stop; a second within FORCE_AFTER seconds is
+    logged and ignored, a later one exits at once (status 1); SIGHUPs are coalesced into
+    one pending reload, taken with :meth:`take_reload`, and ignored once stopping.
+    """
+
+    def __init__(self) -> None:
+        self._wake_read, self._wake_write = os.pipe()
+        for fd in (self._wake_read, self._wake_write):
+            os.set_blocking(fd, False)
+        self._received: list[int] = []  # appended by handlers, consumed by poll
+        self._installed: list[int] = []
+        self.stop_at: float | None = None  # monotonic time of the first stop signal
+        self._reload = False
+
+    def install(self) -> None:
+        """Handle the signals from now on (the main thread only, as Python requires)."""
+        for signum in (*STOP_SIGNALS, signal.SIGHUP):
+            signal.signal(signum, self._note)
+            self._installed.append(signum)
+
+    def retire(self) -> None:
+        """Ignore the signals from now on and close the pipe: the daemon has stopped, and
+        a late second signal (``timeout`` sends two) must not turn a clean exit into a
+        kill or a KeyboardInterrupt."""
+        for signum in self._installed:
+            signal.signal(signum, signal.SIG_IGN)
+        self._installed.clear()
+        for fd in (self._wake_read, self._wake_write):
+            with suppress(OSError):
+                os.close(fd)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop signal came."""
+        return self.stop_at is not None
+
+    def take_reload(self) -> bool:
+        """Whether a SIGHUP came since the last call (any number of them count once)."""
+        pending, self._reload = self._reload, False
+        return pending and not self.stopping
+
+    def _note(self, signum: int, _frame: FrameType | None) -> None:
+        self._received.append(signum)
+        with suppress(OSError):  # the pipe is full: the loop is awake anyway
+            os.write(self._wake_write, b"\0")
+
+    def poll(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` seconds (None: until one comes) and act on the signals
+        received."""
+        with suppress(InterruptedError, OSError):
+            select.select([self._wake_read], [], [], timeout)
+            os.read(self._wake_read, 4096)
+        received = self._received[:]
+        del self._received[: len(received)]  # a handler may append meanwhile: keep those
+        for signum in received:
+            self._act(signum)
+
+    def _act(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            if self.stopping:
+                log.info("SIGHUP received while stopping: ignored")
+            elif self._reload:
+                log.info("SIGHUP received again: coalesced with the reload already due")
+            self._reload = True
+            return
+        if self.stop_at is None:
+            log.info("%s received: finishing the running jobs, then stopping", name)
+            self.stop_at = time.monotonic()
+            return
+        waited = time.monotonic() - self.stop_at
+        if waited < FORCE_AFTER:
+            log.warning(
+                "%s received again %.1f s into the stop: ignored (the stop goes on; one more "
+                "%g s or more after the first exits at once)",
+                name,
+                waited,
+                FORCE_AFTER,
+            )
+            return
+        log.error("%s received again: exiting now, without waiting for the running jobs", name)
+        logging.shutdown()
+        os._exit(1)
 
 
 def run(
@@ -101,17 +218,27 @@ def run(
     ``reload`` reads the config again: an invalid one is refused (its problems logged)
     and the running jobs go on untouched; a valid one replaces the jobs (the detection
     windows are rebuilt from the store) and is passed to ``reloaded`` (the command line
-    re-applies the log settings there). ``database.url`` changes need a restart.
+    re-applies the log settings there). ``database.url`` changes need a restart. Once
+    it returns, SIGTERM, SIGINT and SIGHUP are ignored (the process is ending).
     """
-    engine = open_engine(config.database.url, busy_timeout=config.database.busy_timeout)
+    engine = open_engine(
+        config.database.url,
+        busy_timeout=config.database.busy_timeout,
+        statement_timeout=config.database.statement_timeout,
+    )
     lock = writer_lock(engine)  # a second daemon on the same SQLite file stops here
+    control = _Control()
+    # one Telemetry for the whole run: counters and health history survive reloads
+    telemetry = Telemetry(engine, max_series=config.daemon.metrics_max_series)
+    logging.getLogger("apscheduler.scheduler").addFilter(_SKIP_NOISE)
     try:
+        control.install()
         outcome = ensure_schema(engine, migrate=migrate or config.database.migrate_on_start)
         check_writable(engine)
         log.info("database %s: %s", redact(config.database.url), outcome)
-        while True:
-            fresh = _serve(config, engine, reload)
-            if fresh is None:
+        while not control.stopping:
+            fresh = _serve(config, engine, telemetry, control, reload)
+            if fresh is None or control.stopping:
                 break
             if fresh.database != config.database:
                 log.warning("config reloaded, but [database] changes need a restart: kept")
@@ -121,6 +248,8 @@ def run(
                 reloaded(config)
             log.info("config reloaded: %d source(s)", len(config.sources))
     finally:
+        control.retire()
+        telemetry.close()
         if lock is not None:
             lock.release()
         engine.dispose()
@@ -128,39 +257,115 @@ def run(
     return 0
 
 
-def _serve(config: Config, engine: Engine, reload: Callable[[], Config] | None) -> Config | None:
+def _serve(
+    config: Config,
+    engine: Engine,
+    telemetry: Telemetry,
+    control: _Control,
+    reload: Callable[[], Config] | None,
+) -> Config | None:
     """Run the jobs of ``config`` until a stop (return None) or a valid reload (return
-    the new config)."""
+    the new config), then wait for the running jobs (at most ``shutdown_timeout``)."""
     inflight = _InFlight()
     sources = build_sources(config)
     notifiers = build_notifiers(config.alerts) if config.alerts.enabled else {}
-    telemetry = Telemetry(engine, max_series=config.daemon.metrics_max_series)
+    telemetry.max_series = config.daemon.metrics_max_series
+    telemetry.expect(expected_ages(config, sources, bool(notifiers)))
     scheduler = build_scheduler(config, engine, inflight, sources, notifiers, telemetry)
     try:
         if config.daemon.metrics:
-            telemetry.serve(config.daemon.metrics_listen, lambda: _health(scheduler, engine))
-        reloaded = _signals(scheduler, reload)
+            telemetry.serve(config.daemon.metrics_listen)
+        else:
+            telemetry.close()
         log.info(
             "anomon running: %d job(s); stop with Ctrl-C or SIGTERM, reload with SIGHUP",
             len(scheduler.get_jobs()),
         )
-        scheduler.start()  # blocks until a signal shuts the scheduler down
-        if not inflight.stop_and_wait(config.daemon.shutdown_timeout):
+        scheduler.start()
+        fresh = _next_config(config, control, reload)
+        scheduler.shutdown(wait=False)
+        if not _drain(inflight, control, config.daemon.shutdown_timeout):
             log.error(
-                "jobs still running after %s; exiting without them",
+                "%d job(s) still running after %s; exiting without them",
+                inflight.running,
                 config.daemon.shutdown_timeout,
             )
             logging.shutdown()
             os._exit(1)  # the worker threads would otherwise keep the process alive
     finally:
+        if scheduler.running:  # only when something above raised
+            scheduler.shutdown(wait=False)
         for _, source in sources:
             close = getattr(source, "close", None)
             if close is not None:
                 close()  # HTTP sources hold connections
         for notifier in notifiers.values():
             notifier.close()
-        telemetry.close()
-    return reloaded[0] if reloaded else None
+    return fresh
+
+
+def _next_config(
+    config: Config, control: _Control, reload: Callable[[], Config] | None
+) -> Config | None:
+    """Wait for a stop (return None) or a SIGHUP bringing a valid config that differs
+    from ``config`` (return it); a refused or unchanged one leaves the jobs running."""
+    while True:
+        control.poll(None)
+        if control.stopping:
+            return None
+        if control.take_reload():
+            fresh = _reread(reload)
+            if fresh == config:
+                log.info("SIGHUP received: the config is unchanged; the jobs go on")
+            elif fresh is not None:
+                log.info("SIGHUP received: the new config is valid; replacing the jobs")
+                return fresh
+
+
+def _reread(reload: Callable[[], Config] | None) -> Config | None:
+    """Read the config again; None (the reason logged) when there is none or it is invalid."""
+    if reload is None:
+        log.warning("SIGHUP received, but there is no config file to reload")
+        return None
+    try:
+        return reload()
+    except ConfigError as exc:
+        log.error(
+            "SIGHUP: config reload refused, the running config is kept: %s",
+            "; ".join(exc.problems),
+        )
+    except Exception:  # reading a file can fail in ways of its own; the daemon goes on
+        log.exception("SIGHUP: config reload failed, the running config is kept")
+    return None
+
+
+def _drain(inflight: _InFlight, control: _Control, timeout: timedelta) -> bool:
+    """Refuse new jobs and wait up to ``timeout`` for the running ones, acting on signals
+    meanwhile. Return False if some outlived it."""
+    inflight.refuse()
+    deadline = time.monotonic() + timeout.total_seconds()
+    while not inflight.wait_idle(min(0.1, max(0.0, deadline - time.monotonic()))):
+        control.poll(0)
+        if time.monotonic() >= deadline:
+            return False
+    return True
+
+
+def expected_ages(
+    config: Config, sources: list[tuple[SourceConfig, Source]], delivering: bool
+) -> Expect:
+    """How old each part's last success may be: ``health_intervals`` of its interval
+    plus ``health_grace``; detection and delivery only where they run."""
+    daemon = config.daemon
+
+    def age(interval: timedelta) -> timedelta:
+        return interval * daemon.health_intervals + daemon.health_grace
+
+    return Expect(
+        sources={source.name: age(source.interval) for source, _ in sources},
+        detection=age(config.detection.interval) if config.detection.enabled else None,
+        delivery=age(config.alerts.delivery.interval) if delivering else None,
+    )
 
 
 def build_sources(config: Config) -> list[tuple[SourceConfig, Source]]:
@@ -184,21 +389,42 @@ def build_scheduler(
     sources: list[tuple[SourceConfig, Source]],
     notifiers: Mapping[str, Notifier] | None = None,
     telemetry: Telemetry | None = None,
-) -> BlockingScheduler:
+) -> BackgroundScheduler:
     """Return a scheduler with one collection job per built source (first run now), the
     detection job (first run one interval from now) and, with ``notifiers``, the
-    delivery job draining the outbox."""
-    scheduler = BlockingScheduler(
+    delivery job draining the outbox.
+
+    Collections run in the ``collect`` pool (a thread per source, at most
+    ``collection_workers``); the other jobs in ``default``, a thread each. A job whose
+    previous run still runs is skipped, logged and, for a source, counted
+    (``anomon_collections_skipped_total``).
+    """
+    workers = max(1, min(len(sources), config.daemon.collection_workers))
+    scheduler = BackgroundScheduler(
         timezone=UTC,
-        executors={"default": ThreadPoolExecutor(max_workers=max(3, min(8, len(sources) + 2)))},
+        executors={
+            "default": ThreadPoolExecutor(max_workers=CORE_JOBS),
+            "collect": ThreadPoolExecutor(max_workers=workers),
+        },
         job_defaults={"coalesce": True, "max_instances": 1},
+    )
+    scheduler.add_listener(
+        _Skips(telemetry), EVENT_JOB_MAX_INSTANCES | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR
     )
     registry = SeriesRegistry()
     now = datetime.now(UTC)
     detection = config.detection
     if detection.enabled:
         scheduler.add_job(
-            inflight.wrap(DetectJob(engine, detection, alerts=config.alerts, telemetry=telemetry)),
+            inflight.wrap(
+                DetectJob(
+                    engine,
+                    detection,
+                    alerts=config.alerts,
+                    telemetry=telemetry,
+                    samples=config.samples,
+                )
+            ),
             IntervalTrigger(seconds=detection.interval.total_seconds(), timezone=UTC),
             id="detect",
             name="detect",
@@ -234,60 +460,61 @@ def build_scheduler(
             max_series=source_config.max_series,
             telemetry=telemetry,
             max_skip=int(MAX_BACKOFF.total_seconds() // interval),
+            deadline=source_config.timeout,
+            samples=config.samples,
+            configured=frozenset(s.name for s in config.sources),
         )
         scheduler.add_job(
             inflight.wrap(job),
             IntervalTrigger(seconds=source_config.interval.total_seconds(), timezone=UTC),
             id=f"collect:{source_config.name}",
             name=f"collect {source_config.name}",
+            executor="collect",
             next_run_time=now,
             misfire_grace_time=max(1, int(source_config.interval.total_seconds())),
         )
     return scheduler
 
 
-def _health(scheduler: BlockingScheduler, engine: Engine) -> str | None:
-    """None when the scheduler runs and the database answers, else the reason."""
-    if not scheduler.running:
-        return "scheduler not running"
-    try:
-        ping(engine)
-    except AnomonError as exc:
-        return str(exc)
-    return None
+class _Skips:
+    """Say when a job's run is skipped because its previous run still goes on: a warning
+    for the first of a streak (the rest at debug level: a hung source would log every
+    interval), and a count per source. A listener must never raise into the scheduler."""
 
+    def __init__(self, telemetry: Telemetry | None) -> None:
+        self._telemetry = telemetry
+        self._streaks: dict[str, int] = {}
+        self._lock = threading.Lock()
 
-def _signals(scheduler: BlockingScheduler, reload: Callable[[], Config] | None) -> list[Config]:
-    """Stop on SIGTERM / SIGINT; on SIGHUP, stop for a reload if the new config is valid.
-
-    Returns a list that holds the new config once a reload is accepted.
-    """
-    accepted: list[Config] = []
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info(
-            "%s received: finishing the running jobs, then stopping", signal.Signals(signum).name
-        )
-        accepted.clear()
-        scheduler.shutdown(wait=False)
-
-    def hang_up(_signum: int, _frame: FrameType | None) -> None:
-        if reload is None:
-            log.warning("SIGHUP received, but there is no config file to reload")
-            return
+    def __call__(self, event: JobEvent) -> None:
         try:
-            fresh = reload()
-        except ConfigError as exc:
-            log.error(
-                "SIGHUP: config reload refused, the running config is kept: %s",
-                "; ".join(exc.problems),
-            )
-            return
-        log.info("SIGHUP received: the new config is valid; replacing the jobs")
-        accepted[:] = [fresh]
-        scheduler.shutdown(wait=False)
+            self._on(event)
+        except Exception:
+            log.exception("job %s: handling a scheduler event failed", event.job_id)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, hang_up)
-    return accepted
+    def _on(self, event: JobEvent) -> None:
+        with self._lock:
+            if event.code != EVENT_JOB_MAX_INSTANCES:
+                self._streaks.pop(event.job_id, None)  # it ran: a later skip is news again
+                return
+            streak = self._streaks[event.job_id] = self._streaks.get(event.job_id, 0) + 1
+        kind, _, source = event.job_id.partition(":")
+        if kind == "collect" and self._telemetry is not None:
+            self._telemetry.record_skip(source)
+        what = f"source {source}: the previous collection" if kind == "collect" else None
+        log.log(
+            logging.WARNING if streak == 1 else logging.DEBUG,
+            "%s is still running; this run is skipped (%d in a row)",
+            what or f"job {event.job_id}: the previous run",
+            streak,
+        )
+
+
+class _SkipNoise(logging.Filter):
+    """Drop APScheduler's own line for a skipped run: :class:`_Skips` says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+_SKIP_NOISE = _SkipNoise()

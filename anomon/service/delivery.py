@@ -1,11 +1,18 @@
 """The delivery job: drain the outbox in batches, one message per receiver and group.
 
 Each run: enqueue the repeat notifications that are due, claim up to ``batch_size`` due
-notifications (atomically: two workers never hold the same row), group them by
-(receiver, group key), drop those a silence covers (recorded ``silenced``), send one
-notice per group, and record every outcome in one transaction at the end. A transient
-failure (connection, timeout, 5xx, 429) is retried with exponential backoff and jitter
-up to ``max_attempts``, then the row is ``dead`` with its last error; a permanent one
+notifications (atomically: two workers never hold the same row), group them into
+messages (a notification tried before goes again in the message it was first tried in,
+so a retry carries the same Idempotency-Key; the others one per receiver and group),
+drop those a silence covers (recorded ``silenced``), and send. Receivers are
+independent: each gets a worker of its own (up to :data:`RECEIVER_WORKERS` at once)
+that sends its messages, fresh ones first, and records their outcomes in its own
+transaction as soon as it is done, so a slow or hung receiver (cut off at its
+``timeout``, a wall-clock deadline) delays no other. After a send that timed out, a
+receiver's remaining messages wait, untried, for the same retry time: one that hangs
+costs one deadline per run, not one per message. A transient failure (connection,
+timeout, 5xx, 429) is retried with exponential backoff and jitter up to
+``max_attempts``, then the row is ``dead`` with its last error; a permanent one
 (another 4xx, a refused recipient or login) is ``dead`` at once. A crash between
 sending and recording re-sends the same notice with the same idempotency key.
 """
@@ -16,9 +23,9 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from anomon import store
@@ -34,6 +41,8 @@ from anomon.timeutil import Clock, to_epoch, utcnow
 
 log = logging.getLogger("anomon.deliver")
 
+RECEIVER_WORKERS = 8  # receivers served at once, each by its own worker
+LEASE_MARGIN = timedelta(seconds=30)  # left after a send's deadline to record its outcome
 CHART_SPAN = timedelta(hours=6)  # how much of the series an email's chart shows
 REPEAT_CHECK = timedelta(minutes=1)  # how often firing incidents are checked for repeats
 
@@ -48,15 +57,31 @@ class Outcomes:
     silenced: list[int] = field(default_factory=list)
     silenced_incidents: set[int] = field(default_factory=set)
     released: list[int] = field(default_factory=list)  # claimed, not tried: lease ran short
+    deferred: dict[int, datetime] = field(default_factory=dict)  # not tried: receiver failing
 
     def merge(self, other: Outcomes) -> None:
         """Add ``other``'s outcomes to these."""
         self.sent += other.sent
         self.released += other.released
+        self.deferred |= other.deferred
         self.retry |= other.retry
         self.dead |= other.dead
         self.silenced += other.silenced
         self.silenced_incidents |= other.silenced_incidents
+
+
+@dataclass(frozen=True)
+class Message:
+    """Claimed notifications that go to one receiver as one notice."""
+
+    receiver: str
+    group_key: str
+    rows: list[store.Claimed]
+
+    @property
+    def key(self) -> str:
+        """The message key of all its notifications (see :func:`message_key`)."""
+        return message_key(row.key for row in self.rows)
 
 
 @dataclass
@@ -85,6 +110,8 @@ class DeliverJob:
         except Exception:  # the scheduler must never see an exception
             log.exception("delivery failed unexpectedly")
             return
+        if self.telemetry is not None:
+            self.telemetry.record_delivery()
         if done.retry or done.dead:
             log.warning(
                 "delivery: %d sent, %d to retry, %d dead",
@@ -94,64 +121,120 @@ class DeliverJob:
             )
 
     def run_once(self) -> Outcomes:
-        """One pass: repeats, claim, send, record. Returns what happened."""
+        """One pass: repeats, claim, send (receivers at once), record. Returns what happened."""
         now = self.clock()
         self._enqueue_repeats(now)
         delivery = self.config.delivery
-        claimed = store.claim_due(
-            self.engine, now=now, limit=delivery.batch_size, lease=delivery.claim_timeout
-        )
+        lease = self._lease()
+        claimed = store.claim_due(self.engine, now=now, limit=delivery.batch_size, lease=lease)
         done = Outcomes()
         if not claimed:
             return done
         incidents = store.incidents_for_notice(self.engine, [c.incident_id for c in claimed])
         silences = active_silences(self.engine, self.config, now)
+        messages = _messages(claimed)
+        store.keep_messages(
+            self.engine,
+            {m.key: [r.id for r in m.rows if r.message_key is None] for m in messages},
+        )
+        by_receiver: dict[str, list[Message]] = {}
+        for message in messages:
+            by_receiver.setdefault(message.receiver, []).append(message)
+        claims = {row.id: row.attempts for row in claimed}
+        # stop starting sends at half the claim's lease: a send that starts ends at its
+        # deadline, well before the lease does (see _lease); past the lease another
+        # worker may claim the same rows; what is left goes back to the queue untouched
+        send_by = now + lease / 2
 
-        # stop starting sends well before the claim's lease ends: past it another worker
-        # may claim the same rows; what is left goes back to the queue untouched
-        stop_at = now + delivery.claim_timeout / 2
+        def serve(receiver: str) -> Outcomes:
+            outcome = self._serve(receiver, by_receiver[receiver], incidents, silences, send_by)
+            self._record(outcome, claims)  # at once: its outcomes wait for no other receiver
+            self._observe(outcome, claimed)
+            return outcome
 
-        def deliver(group: tuple[tuple[str, str], list[store.Claimed]]) -> Outcomes:
-            (receiver, group_key), rows = group
-            if self.clock() >= stop_at:
-                return Outcomes(released=[row.id for row in rows])
-            return self._deliver(receiver, group_key, rows, incidents, silences)
-
-        groups = list(_groups(claimed).items())
-        if delivery.concurrency == 1:
-            outcomes = [deliver(group) for group in groups]
-        else:  # groups are independent messages: several in flight hide slow receivers
-            with ThreadPoolExecutor(max_workers=delivery.concurrency) as pool:
-                outcomes = list(pool.map(deliver, groups))
+        workers = min(len(by_receiver), RECEIVER_WORKERS)
+        if workers == 1:
+            outcomes = [serve(receiver) for receiver in by_receiver]
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="anomon-deliver") as pool:
+                outcomes = list(pool.map(serve, by_receiver))
         for outcome in outcomes:
             done.merge(outcome)
-        self._record(done, {row.id: row.attempts for row in claimed})
-        if self.telemetry is not None and done.sent:
-            sent = set(done.sent)
-            for row in claimed:
-                if row.id in sent:
-                    latency = (self.clock() - row.created_at).total_seconds()
-                    self.telemetry.delivery_latency.observe(max(0.0, latency))
         return done
+
+    def _lease(self) -> timedelta:
+        """The claim's lease: ``claim_timeout``, or more where a receiver's timeout needs
+        it, so that a send started before half the lease ends (at worst at its deadline)
+        LEASE_MARGIN before the lease does."""
+        longest = max((r.timeout for r in self.config.receivers), default=timedelta(0))
+        return max(self.config.delivery.claim_timeout, 2 * (longest + LEASE_MARGIN))
+
+    def _serve(
+        self,
+        receiver: str,
+        messages: list[Message],
+        incidents: Mapping[int, store.IncidentData],
+        silences: Sequence[Silence],
+        send_by: datetime,
+    ) -> Outcomes:
+        """Send one receiver's messages, fresh ones first, ``concurrency`` at a time.
+
+        After a send that timed out, the messages not yet started are deferred to its
+        retry time, untried (their attempt is not counted); past ``send_by`` they are
+        released.
+        """
+        failing: list[datetime] = []
+
+        def one(message: Message) -> Outcomes:
+            if failing:
+                return Outcomes(deferred={row.id: failing[0] for row in message.rows})
+            if self.clock() >= send_by:
+                return Outcomes(released=[row.id for row in message.rows])
+            outcome, timed_out = self._deliver(message, incidents, silences)
+            if timed_out and outcome.retry and not failing:
+                failing.append(min(at for _, at in outcome.retry.values()))
+            return outcome
+
+        # fresh messages first: one that keeps failing never holds back the others
+        ordered = sorted(messages, key=lambda m: (max(r.attempts for r in m.rows), m.rows[0].id))
+        concurrency = self.config.delivery.concurrency
+        if concurrency == 1 or len(ordered) == 1:
+            outcomes = [one(message) for message in ordered]
+        else:
+            with ThreadPoolExecutor(min(concurrency, len(ordered))) as pool:
+                outcomes = list(pool.map(one, ordered))
+        done = Outcomes()
+        for outcome in outcomes:
+            done.merge(outcome)
+        return done
+
+    def _observe(self, done: Outcomes, claimed: Sequence[store.Claimed]) -> None:
+        if self.telemetry is None or not done.sent:
+            return
+        sent = set(done.sent)
+        for row in claimed:
+            if row.id in sent:
+                latency = (self.clock() - row.created_at).total_seconds()
+                self.telemetry.delivery_latency.observe(max(0.0, latency))
 
     def _deliver(
         self,
-        receiver: str,
-        group_key: str,
-        rows: list[store.Claimed],
+        message: Message,
         incidents: Mapping[int, store.IncidentData],
         silences: Sequence[Silence],
-    ) -> Outcomes:
-        """Send one group's notice; return the outcomes of its rows."""
+    ) -> tuple[Outcomes, bool]:
+        """Send one message's notice; return the outcomes of its rows, and whether the
+        send timed out."""
+        receiver = message.receiver
         now = self.clock()
         done = Outcomes()
         notifier = self.notifiers.get(receiver)
         if notifier is None:
-            for row in rows:
+            for row in message.rows:
                 done.dead[row.id] = f"receiver {receiver!r} is not in the config"
-            return done
+            return done, False
         live = []
-        for row in rows:
+        for row in message.rows:
             incident = incidents.get(row.incident_id)
             if incident is None or silenced(incident.labels, silences, now):
                 done.silenced.append(row.id)
@@ -160,11 +243,12 @@ class DeliverJob:
             else:
                 live.append(row)
         if not live:
-            return done
+            return done, False
         try:
-            notifier.send(self._notice(receiver, group_key, live, incidents, now))
+            notifier.send(self._notice(receiver, message.group_key, live, incidents, now))
         except DeliveryError as exc:
             self._failed(live, str(exc), exc.permanent, now, done)
+            return done, exc.timed_out
         except Exception as exc:  # a notifier bug must not stop the others
             log.debug("receiver %s: send raised", receiver, exc_info=True)
             # the type only: an unexpected error's text may carry what it was given
@@ -172,7 +256,7 @@ class DeliverJob:
             self._failed(live, error, False, now, done)
         else:
             done.sent += [row.id for row in live]
-        return done
+        return done, False
 
     def _failed(
         self, rows: list[store.Claimed], error: str, permanent: bool, now: datetime, done: Outcomes
@@ -203,18 +287,23 @@ class DeliverJob:
         charts = receiver in self._charts
         shown = sorted({row.incident_id for row in rows})
         events = {row.event for row in rows}
-        views = [self._view(incidents[i], charts=charts) for i in shown]
+        keys: dict[int, list[str]] = {}
+        for row in sorted(rows, key=lambda r: r.key):
+            keys.setdefault(row.incident_id, []).append(row.key)
+        views = [
+            replace(self._view(incidents[i], charts=charts), notification_keys=keys[i])
+            for i in shown
+        ]
         if all(view.status == "resolved" for view in views):
             event = "resolved"  # a firing and its resolution claimed together: say how it ended
         else:
             event = (
                 "firing" if "firing" in events else "repeat" if "repeat" in events else "resolved"
             )
-        key = hashlib.sha256("|".join(sorted(row.key for row in rows)).encode()).hexdigest()[:40]
         return Notice(
             receiver=receiver,
             event=event,
-            key=key,
+            key=message_key(row.key for row in rows),
             group_key=group_key,
             group_labels=group_labels(group_key),
             incidents=views,
@@ -282,15 +371,24 @@ class DeliverJob:
             dead=done.dead,
             silenced=done.silenced,
             silenced_incidents=sorted(done.silenced_incidents),
+            deferred=done.deferred,
             now=self.clock(),
         )
 
 
-def _groups(claimed: Sequence[store.Claimed]) -> dict[tuple[str, str], list[store.Claimed]]:
-    groups: dict[tuple[str, str], list[store.Claimed]] = {}
+def _messages(claimed: Sequence[store.Claimed]) -> list[Message]:
+    """Group claimed rows into messages: a row tried before goes with the others of the
+    message it was first tried in; the rest, one message per receiver and group."""
+    sets: dict[tuple[str, str, str | None], list[store.Claimed]] = {}
     for row in claimed:
-        groups.setdefault((row.receiver, row.group_key), []).append(row)
-    return groups
+        sets.setdefault((row.receiver, row.group_key, row.message_key), []).append(row)
+    return [Message(receiver, group, rows) for (receiver, group, _), rows in sets.items()]
+
+
+def message_key(notification_keys: Iterable[str]) -> str:
+    """The Idempotency-Key of a message: 40 hex digits of SHA-256 over its notifications'
+    sorted keys, so the same notifications give the same key however they were claimed."""
+    return hashlib.sha256("|".join(sorted(notification_keys)).encode()).hexdigest()[:40]
 
 
 def group_labels(group_key: str) -> dict[str, str]:

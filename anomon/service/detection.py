@@ -4,6 +4,12 @@ Each series is scored as an entity of one metric in one :class:`~anomon.detect.f
 (one pooled forest). The fleet's windows live in memory; after a restart they are
 rebuilt from the last ``warmup_rows`` scored samples of each series, and scoring goes on
 from each series' watermark, so nothing is lost or scored twice.
+
+One bad series never stops the fleet: a cycle that fails on the data (anything but a
+store error) is retried in halves until the series that fail it are found; they are set
+aside for an hour (named in the log, the run row and a counter) and the rest is scored.
+Samples stamped beyond ``[samples] max_ahead`` of now are never read, so no watermark
+moves past the samples still to come.
 """
 
 from __future__ import annotations
@@ -12,25 +18,26 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from anomon import store
-from anomon.config import AlertsConfig, DetectionConfig
+from anomon.config import AlertsConfig, DetectionConfig, SamplesConfig
 from anomon.detect import DETECTOR_VERSION
 from anomon.detect.entity import Scores
 from anomon.detect.fleet import Fleet
-from anomon.errors import AnomonError
-from anomon.model import AnomalyRecord
+from anomon.errors import AnomonError, summarise
+from anomon.model import AnomalyRecord, SeriesKey, describe_key
 from anomon.service.alerting import CRITICAL_SCORE, Alarms, plan_incidents
 from anomon.service.telemetry import Telemetry
-from anomon.timeutil import Clock, to_epoch, utcnow
+from anomon.timeutil import Clock, format_duration, to_epoch, utcnow
 
 log = logging.getLogger("anomon.detect")
 
 READ_SERIES = 1000  # series read per query batch
+QUARANTINE = timedelta(hours=1)  # how long a series that fails the cycle is set aside
 SLICE_POINTS = 250_000  # rows scored per fleet call when there is a backlog
 
 
@@ -49,7 +56,9 @@ class DetectJob:
     clock: Clock = field(default=utcnow)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     telemetry: Telemetry | None = None
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
     fleet: Fleet[int] = field(init=False)
+    quarantine: dict[int, tuple[datetime, str]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._hash = config_hash(self.config)
@@ -64,7 +73,7 @@ class DetectJob:
     def __call__(self) -> None:
         started = self.clock()
         try:
-            points, anomalies = self._cycle(started)
+            points, anomalies = self._isolating(started)
         except AnomonError as exc:
             log.error("detection cycle failed: %s", exc)
             self._forget()  # the windows took in rows the store did not keep
@@ -74,19 +83,87 @@ class DetectJob:
             self._forget()
             return
         if self.telemetry is not None:
-            self.telemetry.detection_seconds.observe((self.clock() - started).total_seconds())
+            self.telemetry.record_detection((self.clock() - started).total_seconds())
         log.debug("detection: %d points scored, %d new anomalies", points, anomalies)
 
-    def _cycle(self, started: datetime) -> tuple[int, int]:
-        series = store.series_to_score(self.engine)
+    def _isolating(self, started: datetime) -> tuple[int, int]:
+        """Run the cycle; if it fails on the data (not the store), find the series that
+        make it fail by halving, set them aside for :data:`QUARANTINE`, and score the rest.
+
+        A store failure (AnomonError) is the database's, not a series', and is raised: it
+        would fail every half alike.
+        """
+        now = self.clock()
+        self.quarantine = {sid: q for sid, q in self.quarantine.items() if q[0] > now}
+        series = [s for s in store.series_to_score(self.engine) if s.id not in self.quarantine]
+        try:
+            return self._cycle(started, series)
+        except AnomonError:
+            raise
+        except Exception as exc:
+            log.error(
+                "detection cycle failed (%s: %s); looking for the series that cause it",
+                type(exc).__name__,
+                exc,
+            )
+            self._forget()  # the windows took in rows that were not stored
+        return self._halves(started, series)
+
+    def _halves(self, started: datetime, series: list[store.ScoredSeries]) -> tuple[int, int]:
+        """Score ``series`` in halves, recursively; quarantine a single series that fails."""
+        if len(series) == 1:
+            self._set_aside(series[0], started)
+            return 0, 0
+        middle = len(series) // 2
+        points = anomalies = 0
+        for half in (series[:middle], series[middle:]):
+            if not half:
+                continue
+            try:
+                done = self._cycle(started, half)
+            except AnomonError:
+                raise
+            except Exception:
+                self._forget()
+                done = self._halves(started, half)
+            points, anomalies = points + done[0], anomalies + done[1]
+        return points, anomalies
+
+    def _set_aside(self, series: store.ScoredSeries, started: datetime) -> None:
+        try:
+            self._cycle(started, [series])
+        except AnomonError:
+            raise
+        except Exception as exc:
+            self._forget()
+            reason = f"{type(exc).__name__}: {exc}"[:200]
+            self.quarantine[series.id] = (started + QUARANTINE, reason)
+            if self.telemetry is not None:
+                self.telemetry.detection_quarantined.inc()
+            log.error(
+                "detection: series %d (%s) set aside for %s: it fails the cycle with %s",
+                series.id,
+                describe_key(SeriesKey(series.metric, series.labels)),
+                format_duration(QUARANTINE),
+                reason,
+            )
+
+    def _cycle(self, started: datetime, series: list[store.ScoredSeries]) -> tuple[int, int]:
         self._warm_up([s for s in series if s.id not in self.fleet.entities])
         now = to_epoch(self.clock())
+        latest = now + int(self.samples.max_ahead.total_seconds())
         stale_after = 10 * int(self.config.interval.total_seconds())
         known = {s.id: s for s in series}
         anomalies: list[AnomalyRecord] = []
         cycle: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         quality: dict[int, str] = {}
-        for batch in self._slices(list(known), store.read_unscored):
+
+        def unscored(conn: Any, ids: list[int]) -> dict[int, store.Points]:
+            # never past now: a stored future time would move the watermark beyond
+            # every correct sample still to come
+            return store.read_unscored(conn, ids, until=latest)
+
+        for batch in self._slices(list(known), unscored):
             results = self.fleet.update(batch)
             for sid, scores in results.items():
                 anomalies += _records(sid, batch[sid], scores)
@@ -111,6 +188,7 @@ class DetectJob:
             started_at=started,
             finished_at=self.clock(),
             points=points,
+            error=self._set_aside_line(),
             config_hash=self._hash,
             detector_version=DETECTOR_VERSION,
             incidents=incidents,
@@ -120,6 +198,13 @@ class DetectJob:
             log.info("detection: %d incident change(s) lost to another writer", len(lost))
             self._forget()
         return points, new
+
+    def _set_aside_line(self) -> str | None:
+        """The run row's error: the series detection skips, and why."""
+        if not self.quarantine:
+            return None
+        shown = [f"series {sid}: {reason}" for sid, (_, reason) in self.quarantine.items()]
+        return f"{len(shown)} series set aside: {summarise(shown, 3)}"
 
     def _slices(
         self, ids: list[int], read: Callable[[Any, list[int]], dict[int, store.Points]]

@@ -4,17 +4,23 @@ line with context, records what it can, and returns."""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from anomon.config import SamplesConfig
 from anomon.errors import AnomonError, SourceError
 from anomon.model import Sample
 from anomon.service.telemetry import Telemetry
 from anomon.sources import PartialCollection, Source
 from anomon.store import Engine, SeriesRegistry, save_collection
-from anomon.timeutil import Clock, utcnow
+from anomon.timeutil import Clock, format_duration, utcnow
 
 log = logging.getLogger("anomon.collect")
+
+# How long past its own deadline a source may take before the job gives up on it: the
+# HTTP kinds stop themselves at the deadline, so this only catches what cannot.
+DEADLINE_GRACE = timedelta(seconds=1)
 
 
 @dataclass
@@ -47,6 +53,13 @@ class CollectJob:
 
     A source whose collections fail completely (nothing collected) is backed off: see
     :class:`Backoff`; ``max_skip`` caps the gap (the daemon makes it about ten minutes).
+
+    ``deadline`` (the source's ``timeout``) bounds a whole collection, whatever the
+    kind: past it (and :data:`DEADLINE_GRACE`) the collection is recorded as timed out
+    and abandoned; its thread is left to finish on its own, and until it has, later
+    runs are recorded as skipped instead of calling the source again. ``samples``
+    bounds sample times; ``configured`` names the sources in the config, so a series
+    whose owner is no longer among them is adopted (a renamed source).
     """
 
     source: Source
@@ -56,7 +69,12 @@ class CollectJob:
     max_series: int | None = None
     telemetry: Telemetry | None = None
     max_skip: int = 0
+    deadline: timedelta | None = None
+    samples: SamplesConfig | None = None
+    configured: frozenset[str] | None = None
     backoff: Backoff = field(init=False)
+    _straggler: threading.Thread | None = field(init=False, default=None)
+    _straggler_since: datetime | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.backoff = Backoff(self.max_skip)
@@ -65,7 +83,7 @@ class CollectJob:
         if self.backoff.should_skip():
             return
         started = self.clock()
-        samples, error = self._collect(started)
+        samples, error = self._bounded(started)
         self.backoff.record(failed=error is not None and not samples)
         if self.backoff.skip:
             log.info(
@@ -86,6 +104,8 @@ class CollectJob:
                 error=error,
                 max_series=self.max_series,
                 replace=getattr(self.source, "replaces_samples", False),
+                window=self.samples.window(finished) if self.samples is not None else None,
+                adoptable=self._adoptable if self.configured is not None else None,
             )
         except AnomonError as exc:
             log.error(
@@ -103,6 +123,32 @@ class CollectJob:
             )
         else:
             log.debug("source %s: %d points stored", self.source.name, result.points)
+
+    def _adoptable(self, owner: str) -> bool:
+        return self.configured is not None and owner not in self.configured
+
+    def _bounded(self, now: datetime) -> tuple[list[Sample], str | None]:
+        """Run :meth:`_collect` within the deadline (see the class docstring)."""
+        if self._straggler is not None:
+            if self._straggler.is_alive():
+                stuck = (self.clock() - (self._straggler_since or now)).total_seconds()
+                ago = format_duration(timedelta(seconds=round(stuck)))
+                return [], f"skipped: the collection started {ago} ago has not returned yet"
+            self._straggler = self._straggler_since = None
+        if self.deadline is None:
+            return self._collect(now)
+        outcome: list[tuple[list[Sample], str | None]] = []
+        worker = threading.Thread(
+            target=lambda: outcome.append(self._collect(now)),
+            name=f"collect {self.source.name}",
+            daemon=True,  # an abandoned collection must not keep the process alive
+        )
+        worker.start()
+        worker.join((self.deadline + DEADLINE_GRACE).total_seconds())
+        if worker.is_alive() or not outcome:
+            self._straggler, self._straggler_since = worker, now
+            return [], f"timed out after {format_duration(self.deadline)} (collection abandoned)"
+        return outcome[0]
 
     def _collect(self, now: datetime) -> tuple[list[Sample], str | None]:
         """Return the samples collected and the error line (None when all went well)."""

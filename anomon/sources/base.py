@@ -6,8 +6,18 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from anomon.errors import SourceError
+from anomon.errors import SourceError, summarise
 from anomon.model import Sample
+
+__all__ = [
+    "Backfillable",
+    "Database",
+    "OpenDatabase",
+    "PartialCollection",
+    "Source",
+    "split_range",
+    "summarise",
+]
 
 
 class Source(Protocol):
@@ -46,12 +56,6 @@ def split_range(
         chunks.append((start, end))
         start = end
     return chunks
-
-
-def summarise(problems: Sequence[str], shown: int = 5) -> str:
-    """Join the first ``shown`` problems into one line and count the rest."""
-    more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""
-    return "; ".join(problems[:shown]) + more
 
 
 class Database(Protocol):

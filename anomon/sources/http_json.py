@@ -2,9 +2,10 @@
 
 One GET per collection (timeout from the config, body capped at ``max_bytes``), then
 one series per configured field: ``latency.p99`` walks objects, ``metrics[0].value``
-lists. A field that is missing, not a number, NaN or infinite is skipped and named in
-the collection's error line; the other fields are still stored. Errors never show the
-bearer token, header values or credentials in the URL.
+lists. A field that is missing, not a number, NaN, infinite or too large for a float
+(a 400-digit integer) is skipped and named in the collection's error line; the other
+fields are still stored. Errors never show the bearer token, header values or
+credentials in the URL.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from anomon.config import HttpJsonSourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesKey
-from anomon.sources.http import HttpSource
+from anomon.sources.http import HttpSource, load_json, number_text
 from anomon.timeutil import parse_instant, to_epoch
 
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -44,9 +45,9 @@ class HttpJsonSource(HttpSource[HttpJsonSourceConfig]):
 
     def _fetch(self) -> Any:
         try:
-            return json.loads(self._get())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SourceError(f"{self._where}: invalid JSON ({exc})") from None
+            return load_json(self._get())
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too deep
+            raise SourceError(f"{self._where}: invalid JSON ({str(exc)[:80]})") from None
 
     def _timestamp(self, document: Any, now: datetime) -> int:
         if self._config.timestamp is None:
@@ -58,6 +59,12 @@ class HttpJsonSource(HttpSource[HttpJsonSourceConfig]):
             return int(_number(raw, self._config.timestamp))
         except ValueError as exc:
             raise SourceError(f"{self._where}: timestamp: {exc}") from None
+        except OverflowError:  # an ISO time whose zone moves it out of datetime's range
+            path = self._config.timestamp
+            shown = number_text(raw)
+            raise SourceError(
+                f"{self._where}: timestamp: {path}: not a representable time: {shown}"
+            ) from None
 
 
 def pick(document: Any, path: str) -> Any:
@@ -80,9 +87,9 @@ def _number(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{path}: not a number: {json.dumps(value)[:40]}")
     try:
-        number = float(value)
+        number = float(value)  # from text never overflows: too large is inf
     except ValueError:
         raise ValueError(f"{path}: not a number: {str(value)[:40]!r}") from None
     if not math.isfinite(number):
-        raise ValueError(f"{path}: not a finite number: {value!r}")
+        raise ValueError(f"{path}: not a finite number: {number_text(value)}")
     return number

@@ -15,7 +15,9 @@ Per pattern: ``count`` gives the number of new lines that match (a line counts o
 ``float(match["value"])`` over every match in the new lines, and give no sample when
 nothing matched; a value that is not a finite number is skipped and named in the
 collection's error line. Bytes are decoded with ``encoding`` (undecodable bytes become
-U+FFFD); lines end at ``\\n`` and a ``\\r`` before it is dropped. A regex should match
+U+FFFD; an ``encoding`` that is no text encoding, such as ``base64``, is refused, and
+a codec that cannot replace, such as ``utf-16`` without a byte order mark, fails the
+collection by name); lines end at ``\\n`` and a ``\\r`` before it is dropped. A regex should match
 within one line: counts test each line alone, but values are searched in the whole chunk
 at once (for speed), so ``\\s`` or ``[^x]`` could reach across a newline there.
 """
@@ -78,6 +80,11 @@ class LogsSource:
             text, found = self._tail.read()
         except OSError as exc:
             raise SourceError(f"{self._config.path}: cannot read ({exc.strerror or exc})") from None
+        except UnicodeError as exc:  # a codec that refuses errors="replace" (utf-16, idna)
+            reason = repr(str(exc)[:80])[1:-1]
+            raise SourceError(
+                f"{self._config.path}: cannot decode as {self._config.encoding!r} ({reason})"
+            ) from None
         if not found and not text:
             raise SourceError(f"{self._config.path}: no such file")
         samples, problems = self._measure(text, to_epoch(now))
@@ -175,9 +182,13 @@ class _Tail:
         self._max_bytes = max_bytes
         self._skip_existing = not from_start  # only for the file there at the first read
         try:
-            self._decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+            codec = codecs.lookup(encoding)
         except LookupError:
             raise SourceError(f"{path}: unknown encoding {encoding!r}") from None
+        # base64, zlib, rot13 ... decode bytes to bytes (or refuse errors="replace")
+        if not codec._is_text_encoding:
+            raise SourceError(f"{path}: {encoding!r} is not a text encoding")
+        self._decoder = codec.incrementaldecoder(errors="replace")
         self._file: BufferedReader | None = None
         self._identity: tuple[int, int] | None = None  # (device, inode) of self._file
         self._pending = ""  # the start of a line whose newline has not been read yet

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any
@@ -43,6 +45,9 @@ SQL_BACKFILL_CHUNK = timedelta(days=1)
 EPOCH = "_anomon_epoch"  # the parsed time of a row, epoch seconds (NaN: unreadable)
 FINGERPRINT = 256  # bytes at the start of a tailed file that must not change
 METRICS = ("accuracy", "precision", "recall", "f1", "log_loss", "roc_auc")
+MAX_INT_CHARS = 64  # a longer JSON integer is read as a float (a float has 17 digits)
+# the epoch seconds a datetime can hold (years 1 to 9999): a time outside is unreadable
+EARLIEST, LATEST = -62_135_596_800, 253_402_300_799
 
 
 class PredictionsSource:
@@ -277,7 +282,8 @@ def _parse(
     try:
         return pd.read_csv(io.BytesIO((header or b"") + text)), []
     except (ValueError, pd.errors.ParserError) as exc:
-        return pd.DataFrame(), [f"unreadable csv ({str(exc).splitlines()[0][:80]})"]
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:80]
+        return pd.DataFrame(), [f"unreadable csv ({repr(reason)[1:-1]})"]
 
 
 def _parse_jsonl(text: bytes, columns: list[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -289,13 +295,17 @@ def _parse_jsonl(text: bytes, columns: list[str]) -> tuple[pd.DataFrame, list[st
     """
     lines = [line for line in text.split(b"\n") if line.strip()]
     try:
-        records = json.loads(b"[" + b",".join(lines) + b"]")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        records = _loads(b"[" + b",".join(lines) + b"]")
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, too deep
         records = [_json_or_none(line) for line in lines]
     objects = [record for record in records if isinstance(record, dict)]
     problems = []
     if len(objects) < len(lines):
         problems.append(f"{len(lines) - len(objects)} line(s) that are not JSON objects")
+    flat = [record for record in objects if not _nested(record, columns)]
+    if len(flat) < len(objects):  # a list or object is no time, class, score or label
+        problems.append(f"{len(objects) - len(flat)} line(s) with a list or object as a value")
+    objects = flat
     label, *others = columns
     data = {label: [record.get(label) for record in objects]}
     for column in others:  # a key no line has stays missing, so it is reported as such
@@ -304,11 +314,27 @@ def _parse_jsonl(text: bytes, columns: list[str]) -> tuple[pd.DataFrame, list[st
     return pd.DataFrame(data), problems
 
 
+def _nested(record: dict[str, Any], columns: list[str]) -> bool:
+    return any(isinstance(record.get(column), list | dict) for column in columns)
+
+
 def _json_or_none(line: bytes) -> Any:
     try:
-        return json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _loads(line)
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, too deep
         return None
+
+
+def _loads(text: bytes) -> Any:
+    """``json.loads``, reading an integer of more than ``MAX_INT_CHARS`` characters as a
+    float (infinite when too large): json.loads raises ValueError past 4,300 digits, and
+    pandas raises OverflowError on a 400-digit int. Raises ValueError for invalid JSON and
+    RecursionError for JSON nested too deeply."""
+    return json.loads(text, parse_int=_json_int)
+
+
+def _json_int(text: str) -> int | float:
+    return int(text) if len(text) <= MAX_INT_CHARS else float(text)
 
 
 def _with_epoch(frame: pd.DataFrame, column: str, problems: list[str]) -> pd.DataFrame:
@@ -325,18 +351,43 @@ def _with_epoch(frame: pd.DataFrame, column: str, problems: list[str]) -> pd.Dat
 
 def epoch_seconds(column: pd.Series[Any]) -> npt.NDArray[np.float64]:
     """Return whole epoch seconds of a column of epoch numbers, datetimes or ISO 8601
-    text (no zone means UTC); NaN where a value is none of these."""
+    text (no zone means UTC); NaN where a value is none of these or lies outside the
+    years 1 to 9999 (``1e400``, a 400-digit number: no time anomon can store)."""
     if pd.api.types.is_datetime64_any_dtype(column):
         return _datetime_seconds(column)
-    numbers = pd.to_numeric(column, errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan, copy=True
-    )
+    numbers = _numeric(column).to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     text = np.isnan(numbers) & column.notna().to_numpy()
     if text.any():
         numbers[text] = _datetime_seconds(
             pd.to_datetime(column[text], utc=True, errors="coerce", format="ISO8601")
         )
+    with np.errstate(invalid="ignore"):  # NaN compares False: it stays unreadable
+        numbers[~((numbers >= EARLIEST) & (numbers <= LATEST))] = np.nan
     return np.asarray(np.floor(numbers), dtype=np.float64)
+
+
+_DIGITS = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+def _numeric(column: pd.Series[Any]) -> pd.Series[Any]:
+    """``pd.to_numeric`` with ``errors="coerce"``, where an integer too large for a float
+    (400 digits, as a Python int or as text) becomes ±inf instead of an OverflowError."""
+    try:
+        return pd.to_numeric(column, errors="coerce")
+    except OverflowError:  # the rare slow path: one value at a time
+        values = [_huge_as_float(value) for value in column.to_numpy(dtype=object)]
+        return pd.to_numeric(pd.Series(values, index=column.index, dtype=object), errors="coerce")
+
+
+def _huge_as_float(value: Any) -> Any:
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        return float(value)  # from text never overflows (nor hits the 4,300-digit limit)
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    return value
 
 
 def _datetime_seconds(column: pd.Series[Any]) -> npt.NDArray[np.float64]:
@@ -390,12 +441,12 @@ def normalise(frame: pd.DataFrame, config: PredictionsSourceConfig) -> tuple[Row
     predicted = _recode(predicted_codes, predicted_names, classes)
     truth = _recode(truth_codes, truth_names, classes)
     known = (predicted >= 0) & ((truth >= 0) | (truth_codes < 0))
-    _count(problems, keep & ~known, f"a class outside {classes}")
+    _count(problems, keep & ~known, f"a class outside [{_names(classes)}]")
     keep &= known
     if config.average == "binary" and len(classes) > 2:
         raise SourceError(
             f"average = 'binary' but the log has {len(classes)} classes "
-            f"({', '.join(classes[:6])}); set average = 'macro' or 'weighted'"
+            f"({_names(classes)}); set average = 'macro' or 'weighted'"
         )
     group, group_values = _groups(frame, config.group_by, keep)
     return (
@@ -417,10 +468,7 @@ def _scores(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
     """The score columns as floats (1-D for one column) and which rows have valid ones."""
     table = np.column_stack(
-        [
-            pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64, na_value=np.nan)
-            for c in columns
-        ]
+        [_numeric(frame[c]).to_numpy(np.float64, na_value=np.nan) for c in columns]
     )
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(table).all(axis=1) & (table >= 0).all(axis=1) & (table <= 1).all(axis=1)
@@ -570,5 +618,11 @@ def _count(problems: list[str], mask: npt.NDArray[np.bool_], what: str) -> None:
 
 
 def _columns(frame: pd.DataFrame) -> str:
-    shown = [str(c) for c in frame.columns if c != EPOCH]
-    return ", ".join(shown[:12]) + (" ..." if len(shown) > 12 else "")
+    return _names([str(c) for c in frame.columns if c != EPOCH], most=12)
+
+
+def _names(names: list[str], most: int = 6) -> str:
+    """Names read from a log, for a message: the first ``most``, each cut to 24
+    characters, control characters escaped (a name could forge a log line)."""
+    shown = [repr(name[:24])[1:-1] + ("…" if len(name) > 24 else "") for name in names[:most]]
+    return ", ".join(shown) + (" ..." if len(names) > most else "")

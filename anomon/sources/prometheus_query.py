@@ -14,7 +14,6 @@ more than 11,000 points per series in one query).
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime
 from typing import Any
@@ -24,8 +23,11 @@ from anomon.config import PrometheusQuerySourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesKey
 from anomon.sources.base import split_range
-from anomon.sources.http import HttpSource
+from anomon.sources.http import Deadline, HttpSource, load_json, number_text, shorten
 from anomon.timeutil import from_epoch
+
+# what reading a well-formed JSON answer of the wrong shape raises
+_MALFORMED = (AttributeError, KeyError, TypeError, ValueError)
 
 
 class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
@@ -52,6 +54,8 @@ class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
                 samples += self._query_range(metric, query, start, end)
             except SourceError as exc:
                 problems.append(f"{metric}: {exc}")
+            except _MALFORMED:
+                problems.append(f"{metric}: the answer is not a Prometheus query result")
         return self._outcome(samples, problems)
 
     def _query_range(self, metric: str, query: str, start: datetime, end: datetime) -> list[Sample]:
@@ -78,26 +82,37 @@ class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
         return samples
 
     def collect(self, now: datetime) -> list[Sample]:
-        """Evaluate every query at ``now``; raise PartialCollection for the failed ones."""
+        """Evaluate every query at ``now``; raise PartialCollection for the failed ones.
+
+        The source's ``timeout`` bounds all the queries together: those not answered by
+        then fail as timed out."""
+        deadline = Deadline(self._config.timeout)
         samples: list[Sample] = []
         problems: list[str] = []
         for metric, query in self._config.queries.items():
             try:
-                samples += self._query(metric, query, now)
+                samples += self._query(metric, query, now, deadline)
             except SourceError as exc:
                 problems.append(f"{metric}: {exc}")
         return self._outcome(samples, problems)
 
-    def _query(self, metric: str, query: str, now: datetime) -> list[Sample]:
-        reply = self._api("query", {"query": query, "time": f"{now.timestamp():.3f}"})
-        return [self._sample(metric, labels, point) for labels, point in _points(reply["data"])]
+    def _query(self, metric: str, query: str, now: datetime, deadline: Deadline) -> list[Sample]:
+        params = {"query": query, "time": f"{now.timestamp():.3f}"}
+        reply = self._api("query", params, deadline=deadline)
+        try:
+            points = _points(reply["data"])
+            return [self._sample(metric, labels, point) for labels, point in points]
+        except _MALFORMED:
+            raise SourceError("the answer is not a Prometheus query result") from None
 
-    def _api(self, endpoint: str, params: dict[str, str]) -> dict[str, Any]:
+    def _api(
+        self, endpoint: str, params: dict[str, str], *, deadline: Deadline | None = None
+    ) -> dict[str, Any]:
         """GET ``/api/v1/<endpoint>``; return the successful answer or raise SourceError."""
         url = f"{self._config.url.rstrip('/')}/api/v1/{endpoint}?" + urlencode(params)
         try:
-            reply = json.loads(self._get(url))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            reply = load_json(self._get(url, deadline=deadline))
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError, too deep
             raise SourceError("the answer is not JSON") from None
         if not isinstance(reply, dict) or reply.get("status") != "success":
             error = reply.get("error", "unknown error") if isinstance(reply, dict) else "bad answer"
@@ -107,10 +122,12 @@ class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
     def _sample(self, metric: str, labels: dict[str, str], point: Any) -> Sample:
         try:
             ts, value = float(point[0]), float(point[1])
-        except (TypeError, ValueError, IndexError):
-            raise SourceError(f"not a [time, value] pair: {str(point)[:40]}") from None
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise SourceError(f"not a [time, value] pair: {shorten(str(point))}") from None
         if not math.isfinite(value):
-            raise SourceError(f"not a finite number: {point[1]}")
+            raise SourceError(f"not a finite number: {number_text(point[1])}")
+        if not math.isfinite(ts):
+            raise SourceError(f"not a representable time: {number_text(point[0])}")
         key = SeriesKey.of(metric, {**labels, **self._config.labels})
         return Sample(key, self._info, int(ts), value)
 

@@ -8,26 +8,31 @@ scrape, interpolated as ``histogram_quantile`` does) and ``<name>_average``; sum
 keep their quantiles and get ``<name>_average``; the ``<name>_created`` gauges client
 libraries add beside them are dropped. With ``rates = false`` counters and
 histograms are read as totals since the exporter started. Series are kept by metric
-name patterns and label values; NaN and infinite values are skipped and named.
+name patterns and label values; NaN, infinite and over-long values are skipped and
+named. Lines of unwanted metrics are never parsed, and reading stops once more than
+``max_series`` series were read (the cardinality guard would refuse the rest anyway).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Collection, Iterator, Mapping
 from datetime import datetime
 from fnmatch import fnmatchcase
 
 import httpx
 from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.parser import text_fd_to_metric_families
 from prometheus_client.samples import Sample as PromSample
 
 from anomon.config import PrometheusScrapeSourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesKey
-from anomon.sources.http import HttpSource
+from anomon.sources.http import MAX_NUMBER_CHARS, HttpSource, printable
 from anomon.timeutil import to_epoch
+
+MAX_BAD_LINES = 20  # unreadable lines set aside per page before the rest is given up
 
 LabelKey = tuple[tuple[str, str], ...]
 Totals = dict[tuple[str, LabelKey], float]
@@ -57,13 +62,16 @@ class PrometheusScrapeSource(HttpSource[PrometheusScrapeSourceConfig]):
             if family.name.endswith("_created") and family.name[: -len("_created")] in cumulative:
                 continue
             if self._wanted(family.name):
-                for name, labels, value in self._series(family, totals, elapsed):
-                    if (name, labels) in values:
-                        problems.append(f"duplicate series {name}{dict(labels)}")
-                    elif not math.isfinite(value):
-                        problems.append(f"{name}{dict(labels)}: not a finite number: {value}")
-                    else:
-                        values[(name, labels)] = value
+                try:
+                    for name, labels, value in self._series(family, totals, elapsed):
+                        if (name, labels) in values:
+                            problems.append(f"duplicate series {name}{dict(labels)}")
+                        elif not math.isfinite(value):
+                            problems.append(f"{name}{dict(labels)}: not a finite number: {value}")
+                        else:
+                            values[(name, labels)] = value
+                except (ValueError, LookupError, ArithmeticError) as exc:  # a bad `le` label
+                    problems.append(f"{family.name}: {str(exc)[:80]}")
         self._previous, self._previous_at = totals, at
         ts = to_epoch(now)
         samples = [
@@ -75,20 +83,37 @@ class PrometheusScrapeSource(HttpSource[PrometheusScrapeSourceConfig]):
         return self._outcome(samples, problems)
 
     def _parse(self, body: bytes) -> tuple[list[Metric], list[str]]:
+        """The families of the wanted metrics and what was wrong with the page; raise
+        SourceError when nothing could be read.
+
+        The parser gives up at the first line it cannot read, losing the family it was
+        building and every line after it; so that line is set aside and the page parsed
+        again without it, up to :data:`MAX_BAD_LINES` times.
+        """
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise SourceError(f"{self._where}: exposition text is not UTF-8") from None
-        families: list[Metric] = []
-        try:
-            for family in text_string_to_metric_families(text):
-                families.append(family)
-        except (ValueError, IndexError, TypeError) as exc:
-            reason = f"invalid exposition text: {str(exc)[:80]}"
-            if not families:
-                raise SourceError(f"{self._where}: {reason}") from None
-            return families, [reason]
-        return families, []
+        skipped: dict[int, str] = {}
+        while True:
+            families: list[Metric] = []
+            problems: list[str] = []
+            feed = _Feed(self._config, problems, skip=skipped.keys())
+            try:
+                # the parser only iterates over its argument's lines
+                for family in text_fd_to_metric_families(feed.lines(text)):  # type: ignore[arg-type]
+                    families.append(family)
+                break
+            except (ValueError, LookupError, TypeError, ArithmeticError) as exc:
+                reason = f"invalid exposition text: {str(exc)[:80]}"
+                line = feed.last
+                if line is None or line in skipped or len(skipped) >= MAX_BAD_LINES:
+                    if not families and not skipped:
+                        raise SourceError(f"{self._where}: {printable(reason)}") from None
+                    problems.append(reason)
+                    break
+                skipped[line] = f"line {line + 1}: {reason}"
+        return families, [*skipped.values(), *problems]
 
     def _wanted(self, name: str) -> bool:
         patterns = self._config.metrics
@@ -209,3 +234,126 @@ def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float | Non
 
 def _key(labels: Mapping[str, str]) -> LabelKey:
     return tuple(sorted(labels.items()))
+
+
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+# the sample names a TYPE line lets a family have (as prometheus_client's parser)
+_SUFFIXES = {
+    "counter": ("",),
+    "gauge": ("",),
+    "summary": ("_count", "_sum", ""),
+    "histogram": ("_count", "_sum", "_bucket"),
+}
+# a histogram has about a dozen buckets for the four series anomon makes of it
+_BUCKETS_PER_SERIES = 4
+
+
+class _Feed:
+    """The exposition text, line by line, as the parser should see it.
+
+    Mirrors the parser's idea of which family each sample line belongs to, so that the
+    lines of unwanted metrics (by name pattern or ``match_labels``) are never parsed;
+    drops a sample line carrying a number no float can hold (named in ``problems``); and
+    stops once more than ``max_series`` series were read (histogram buckets count a
+    quarter each): a page past the cardinality guard costs no more than the guard allows.
+    """
+
+    def __init__(
+        self,
+        config: PrometheusScrapeSourceConfig,
+        problems: list[str],
+        skip: Collection[int] = (),
+    ) -> None:
+        self._config = config
+        self._problems = problems
+        self._skip = skip
+        self.last: int | None = None  # the index of the last line handed to the parser
+        self._labels = [_label_pattern(k, v) for k, v in config.match_labels.items()]
+        self._family, self._type, self._allowed = "", "untyped", frozenset[str]()
+        self._series = self._buckets = 0
+
+    def lines(self, text: str) -> Iterator[str]:
+        """Yield the lines to parse, but those in ``skip``; stop (and say so) past the guard."""
+        for index, line in enumerate(_split(text)):
+            if index in self._skip:
+                continue
+            self.last = index
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                self._comment(stripped)
+                yield line
+            elif stripped and self._wanted(stripped):
+                if self._series + self._buckets // _BUCKETS_PER_SERIES > self._config.max_series:
+                    self._problems.append(
+                        f"stopped reading the page after {self._config.max_series} series "
+                        f"(max_series={self._config.max_series}): the rest was not read"
+                    )
+                    return
+                yield line
+
+    def _comment(self, line: str) -> None:
+        parts = line.split(None, 3)
+        if len(parts) < 3 or parts[1] not in ("HELP", "TYPE"):
+            return
+        name = parts[2]
+        if parts[1] == "HELP" and name != self._family:
+            self._family, self._type, self._allowed = name, "untyped", frozenset([name])
+        elif parts[1] == "TYPE" and len(parts) == 4:
+            self._family, self._type = name, parts[3]
+            suffixes = _SUFFIXES.get(self._type, ("",))
+            self._allowed = frozenset(name + suffix for suffix in suffixes)
+
+    def _wanted(self, line: str) -> bool:
+        """Whether to parse this sample line; counts it when so."""
+        found = _NAME.match(line)
+        if found is None:  # a quoted UTF-8 name: let the parser judge it
+            self._series += 1
+            return True
+        name = found.group()
+        family, kind = (self._family, self._type) if name in self._allowed else (name, "untyped")
+        if kind == "counter" and family.endswith("_total"):
+            family = family[: -len("_total")]
+        patterns = self._config.metrics
+        if patterns and not any(fnmatchcase(family, pattern) for pattern in patterns):
+            return False
+        if not all(pattern.search(line) for pattern in self._labels):
+            return False
+        if not self._numbers_fit(line, found.end()):
+            return False
+        if name not in self._allowed:  # the parser starts a family of its own
+            self._family, self._type, self._allowed = "", "untyped", frozenset()
+        if kind == "histogram" and name == f"{family}_bucket":
+            self._buckets += 1
+        else:
+            self._series += 1
+        return True
+
+    def _numbers_fit(self, line: str, name_end: int) -> bool:
+        """Whether the value and timestamp are short enough to be numbers a float holds
+        (the parser turns a 400-digit integer into an int that overflows later)."""
+        if len(line) <= MAX_NUMBER_CHARS:
+            return True
+        tail = line.rpartition("}")[2] if "}" in line else line[name_end:]
+        longest = max((len(token) for token in tail.split()), default=0)
+        if longest <= MAX_NUMBER_CHARS:
+            return True
+        self._problems.append(
+            f"{line[:name_end][:80]}: not a representable number ({longest} characters)"
+        )
+        return False
+
+
+def _split(text: str) -> Iterator[str]:
+    """The lines of ``text``, one at a time (StringIO would copy it at 4 bytes a char)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start) + 1 or len(text)
+        yield text[start:end]
+        start = end
+
+
+def _label_pattern(name: str, value: str) -> re.Pattern[str]:
+    """What a sample line with label ``name`` = ``value`` must contain (as the exposition
+    format escapes it); lines without it cannot match."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return re.compile(rf'(?:^|[{{,\s]){re.escape(name)}\s*=\s*"{re.escape(escaped)}"')

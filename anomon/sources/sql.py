@@ -7,7 +7,9 @@ every other column a label. The query may use the bind parameters ``:since`` and
 back for the first) and now, so a failed collection's range is read again by the next
 one. A row that is not a finite number, has no metric name or repeats a series and
 time already in the answer is skipped and named in the collection's error; the other
-rows are stored. The database is reached through a :class:`~.base.Database` passed in.
+rows are stored. The database is reached through a :class:`~.base.Database` passed in;
+the store's refuses a query of more than one statement and any write (see
+:mod:`anomon.store.external`), failing the collection with the reason.
 """
 
 from __future__ import annotations

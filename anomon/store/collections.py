@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
-from anomon.model import Sample, SeriesInfo, SeriesKey
+from anomon.errors import summarise
+from anomon.model import Sample, SampleWindow, SeriesInfo, SeriesKey, describe_key, screen_samples
 from anomon.store.engine import translated
 from anomon.store.samples import insert_samples
 from anomon.store.schema import CollectionRun, Series
@@ -36,6 +37,8 @@ def save_collection(
     error: str | None = None,
     max_series: int | None = None,
     replace: bool = False,
+    window: SampleWindow | None = None,
+    adoptable: Callable[[str], bool] | None = None,
 ) -> CollectionResult:
     """Store ``samples`` and the ``collection_runs`` row of one pull, in one transaction.
 
@@ -50,7 +53,16 @@ def save_collection(
 
     ``replace`` overwrites the values of points already stored (a source that
     recomputes past windows) instead of skipping them.
+
+    Samples are screened first, the same way on every database: a series whose name or
+    labels break the rules of :func:`~anomon.model.series_key_problem`, and a sample
+    whose time is outside ``window``, are refused and named in ``error``; so is a series
+    that belongs to another source (see :class:`SeriesRegistry` for ``adoptable``). The
+    rest of the collection is stored.
     """
+    samples, refused = screen_samples(samples, window, registry)
+    if refused:
+        error = _joined(error, f"{len(refused)} series refused: {summarise(refused, 3)}")
     wanted: dict[SeriesKey, SeriesInfo] = {sample.key: sample.info for sample in samples}
     try:
         with (
@@ -63,14 +75,19 @@ def save_collection(
                     select(func.count()).select_from(Series).where(Series.source == source)
                 ).scalar_one()
                 budget = max(0, max_series - int(owned))
-            ids, created = registry.resolve(conn, wanted, now=finished_at, max_new=budget)
-            refused = len(wanted) - len(ids)
-            if refused:
-                guard = (
-                    f"cardinality guard: {refused} new series refused "
-                    f"(source {source!r} may have at most max_series={max_series})"
+            found = registry.resolve(
+                conn, wanted, source=source, now=finished_at, max_new=budget, adoptable=adoptable
+            )
+            ids, created = found.ids, found.created
+            if found.foreign:
+                error = _joined(error, _foreign(found.foreign))
+            guarded = len(wanted) - len(ids) - len(found.foreign)
+            if guarded:
+                error = _joined(
+                    error,
+                    f"cardinality guard: {guarded} new series refused "
+                    f"(source {source!r} may have at most max_series={max_series})",
                 )
-                error = f"{error}; {guard}" if error else guard
             kept = [sample for sample in samples if sample.key in ids]
             points = insert_samples(
                 conn,
@@ -93,6 +110,20 @@ def save_collection(
         registry.forget(wanted)
         raise
     return CollectionResult(points=points, series_created=created, error=error)
+
+
+def _joined(error: str | None, more: str) -> str:
+    return f"{error}; {more}" if error else more
+
+
+def _foreign(owners: dict[SeriesKey, str]) -> str:
+    """One line for the series another source owns (a series belongs to one source)."""
+    first, owner = next(iter(owners.items()))
+    others = f" and {len(owners) - 1} more" if len(owners) > 1 else ""
+    return (
+        f"{len(owners)} series belong to another source: {describe_key(first)} is source "
+        f"{owner!r}'s{others}; give the sources labels that tell their series apart"
+    )
 
 
 def last_collections(engine: Engine, source: str, limit: int = 10) -> list[CollectionRun]:

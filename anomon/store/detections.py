@@ -54,12 +54,16 @@ def series_to_score(engine: Engine) -> list[ScoredSeries]:
         return [ScoredSeries(*row) for row in conn.execute(query)]
 
 
-def read_unscored(conn: Connection, series_ids: Sequence[int]) -> dict[int, Points]:
-    """Return each series' samples past its watermark, oldest first (one query per batch)."""
+def read_unscored(
+    conn: Connection, series_ids: Sequence[int], *, until: int | None = None
+) -> dict[int, Points]:
+    """Return each series' samples past its watermark (and at or before ``until``, epoch
+    seconds, when given), oldest first (one query per batch)."""
+    bound = "" if until is None else f" AND p.ts <= {int(until)}"
     sql = (
         "SELECT p.series_id, p.ts, p.value FROM samples p "
         "LEFT JOIN series_state w ON w.series_id = p.series_id "
-        "WHERE p.series_id IN ({marks}) AND p.ts > COALESCE(w.scored_until, -1) "
+        f"WHERE p.series_id IN ({{marks}}) AND p.ts > COALESCE(w.scored_until, -1){bound} "
         "ORDER BY p.series_id, p.ts"
     )
     return _batched(conn, sql, series_ids, ())

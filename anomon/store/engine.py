@@ -23,11 +23,18 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from anomon.errors import StoreError
 
 
-def open_engine(url: str, *, busy_timeout: timedelta = timedelta(seconds=5)) -> Engine:
+def open_engine(
+    url: str,
+    *,
+    busy_timeout: timedelta = timedelta(seconds=5),
+    statement_timeout: timedelta | None = None,
+) -> Engine:
     """Create an engine for ``url``; nothing connects until first use.
 
-    Raises StoreError for a malformed URL, a missing driver or a SQLite file whose
-    directory does not exist.
+    PostgreSQL connections give up connecting after CONNECT_TIMEOUT and, with
+    ``statement_timeout``, cancel any statement that runs longer (so a lock held
+    elsewhere cannot hang a job forever). Raises StoreError for a malformed URL, a
+    missing driver or a SQLite file whose directory does not exist.
     """
     parsed = _parse_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -35,11 +42,37 @@ def open_engine(url: str, *, busy_timeout: timedelta = timedelta(seconds=5)) -> 
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
-        return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        engine = create_engine(
+            parsed, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT}
+        )
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
         raise StoreError(
             f"no driver for {redact(parsed)}: install anomon[postgres] ({exc})"
         ) from None
+    if statement_timeout is not None:
+        _limit_statements(engine, statement_timeout)
+    return engine
+
+
+CONNECT_TIMEOUT = 10  # seconds a new PostgreSQL connection may take
+
+
+def _limit_statements(engine: Engine, timeout: timedelta) -> None:
+    """Set ``statement_timeout`` on every new PostgreSQL connection of ``engine``.
+
+    A SET, not the ``options`` connect parameter: the URL may carry its own options
+    (a search_path), and poolers refuse unknown startup parameters.
+    """
+    milliseconds = max(1, int(timeout.total_seconds() * 1000))
+
+    @event.listens_for(engine, "connect")
+    def _timeout(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET statement_timeout = {milliseconds}")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()  # a rolled-back SET would be undone
 
 
 def check_writable(engine: Engine) -> None:

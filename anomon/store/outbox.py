@@ -4,7 +4,8 @@ A claim is one ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETU
 on PostgreSQL two delivery workers never claim the same row; SQLite has one writer at
 a time anyway. A claimed row is ``sending`` until its lease (``next_attempt_at``) ends;
 a worker that dies mid-send leaves it to be claimed again once the lease is over, and
-the idempotency key lets the receiver drop the second copy.
+the idempotency key lets the receiver drop the second copy. A notification remembers the
+message it was first tried in (``message_key``), so a retry sends the same set again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from anomon.model import OutboxEntry
@@ -38,6 +39,7 @@ class Claimed:
     key: str
     attempts: int
     created_at: datetime
+    message_key: str | None = None  # the message it was first tried in, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +90,28 @@ def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) ->
             Notification.idempotency_key,
             Notification.attempts,
             Notification.created_at,
+            Notification.message_key,
         )
     )
     with translated(engine, "claiming notifications"), engine.begin() as conn:
         rows = conn.execute(statement).all()
     return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+
+
+def keep_messages(engine: Engine, messages: Mapping[str, Sequence[int]]) -> None:
+    """Record which message each claimed notification is about to be tried in
+    (message key -> ids), where it has none yet: a retry sends the same set again."""
+    pairs = [{"row": i, "key": key} for key, ids in messages.items() for i in ids]
+    if not pairs:
+        return
+    statement = (
+        update(Notification)
+        .where(Notification.id == bindparam("row"), Notification.message_key.is_(None))
+        .values(message_key=bindparam("key"))
+        .execution_options(synchronize_session=False)
+    )
+    with translated(engine, "recording notification messages"), engine.begin() as conn:
+        conn.execute(statement, pairs)  # one executemany
 
 
 def record_outcomes(
@@ -105,6 +124,7 @@ def record_outcomes(
     silenced: Sequence[int],
     silenced_incidents: Sequence[int],
     released: Sequence[int] = (),
+    deferred: Mapping[int, datetime] | None = None,
     now: datetime,
 ) -> None:
     """Record a delivery run's outcomes in one transaction (a few statements, not one
@@ -113,7 +133,8 @@ def record_outcomes(
     ``claims`` maps each claimed id to its attempt count when claimed: an outcome is
     written only while the row is still this claim (``sending`` with that count), so a
     worker whose lease ran out never overwrites what the next claimer recorded.
-    ``released`` rows were claimed but not tried: they go back as they were.
+    ``released`` rows were claimed but not tried: they go back as they were; so do the
+    ``deferred`` ones, due again at the time given (their receiver just failed).
     """
     with translated(engine, "recording notification outcomes"), engine.begin() as conn:
 
@@ -139,6 +160,8 @@ def record_outcomes(
         set_rows(
             released, status="pending", attempts=Notification.attempts - 1, next_attempt_at=now
         )
+        for at, ids in _by_value(dict(deferred or {})).items():
+            set_rows(ids, status="pending", attempts=Notification.attempts - 1, next_attempt_at=at)
         if silenced_incidents:
             conn.execute(
                 update(Incident)

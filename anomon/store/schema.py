@@ -212,6 +212,9 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    message_key: Mapped[str | None] = mapped_column(
+        String(100), doc="the message it was first tried in: a retry sends that message again"
+    )
 
 
 class Silence(Base):

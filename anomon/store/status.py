@@ -52,11 +52,13 @@ def read_status(engine: Engine, *, dead_limit: int = 10) -> Status:
         .where(CollectionRun.error.is_(None))
         .group_by(CollectionRun.source)
     )
+    # Grouped by the bare column and named in Python: a coalesce(quality, :param) in both
+    # SELECT and GROUP BY is two bind parameters, two expressions to PostgreSQL.
     quality = (
-        select(func.coalesce(SeriesState.quality, "unscored"), func.count())
+        select(SeriesState.quality, func.count())
         .select_from(Series)
         .outerjoin(SeriesState, SeriesState.series_id == Series.id)
-        .group_by(func.coalesce(SeriesState.quality, "unscored"))
+        .group_by(SeriesState.quality)
     )
     dead = (
         select(
@@ -80,7 +82,10 @@ def read_status(engine: Engine, *, dead_limit: int = 10) -> Status:
         ).all()
         return Status(
             sources=[SourceStatus(s, at, error, oks.get(s)) for s, at, error in runs],
-            series_by_quality=dict(conn.execute(quality).tuples().all()),
+            series_by_quality={
+                ("unscored" if state is None else state): count
+                for state, count in conn.execute(quality).tuples()
+            },
             open_incidents=conn.execute(
                 select(func.count()).select_from(Incident).where(Incident.status == "firing")
             ).scalar_one(),

@@ -9,10 +9,12 @@ from tests.conftest import run_cli, save_samples
 from tests.loopback import free_port, receive
 
 
-def _config(tmp_path: Path, url: str) -> Path:
+def _config(tmp_path: Path, url: str, database: str | None = None) -> Path:
+    """A config with two webhook receivers; the store is ``database`` (default: a SQLite file)."""
     path = tmp_path / "anomon.toml"
+    database = database or f"sqlite:///{tmp_path / 'anomon.db'}"
     path.write_text(
-        f'[database]\nurl = "sqlite:///{tmp_path / "anomon.db"}"\n'
+        f'[database]\nurl = "{database}"\n'
         '[alerts]\nreceiver = "hook"\n'
         f'[[alerts.receivers]]\nname = "hook"\nkind = "webhook"\nurl = "{url}"\n'
         'secret = "s3cr3t-value"\n'
@@ -42,8 +44,8 @@ def test_notify_test_sends_one_message_and_reports_a_failure_in_one_line(tmp_pat
     assert "no receiver named 'nope' in the config (receivers: hook, down)" in unknown.stderr
 
 
-def test_silences_are_added_listed_and_expired(tmp_path: Path) -> None:
-    config = _config(tmp_path, "http://127.0.0.1:9/hook")
+def test_silences_are_added_listed_and_expired(tmp_path: Path, database_url: str) -> None:
+    config = _config(tmp_path, "http://127.0.0.1:9/hook", database_url)
     added = run_cli(
         "silence",
         "add",
@@ -68,8 +70,8 @@ def test_silences_are_added_listed_and_expired(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "not a valid regular expression" in bad.stderr
 
 
-def test_status_shows_sources_incidents_and_the_outbox(tmp_path: Path) -> None:
-    config = _config(tmp_path, "http://127.0.0.1:9/hook")
+def test_status_shows_sources_incidents_and_the_outbox(tmp_path: Path, database_url: str) -> None:
+    config = _config(tmp_path, "http://127.0.0.1:9/hook", database_url)
     result = run_cli("status", "-c", str(config))
     assert result.returncode == 0, result.stderr
     assert "(no collections yet)" in result.stdout
@@ -77,14 +79,14 @@ def test_status_shows_sources_incidents_and_the_outbox(tmp_path: Path) -> None:
     assert "notifications: none" in result.stdout
 
 
-def test_incidents_are_listed_acknowledged_and_judged(tmp_path: Path) -> None:
+def test_incidents_are_listed_acknowledged_and_judged(tmp_path: Path, database_url: str) -> None:
     from datetime import UTC, datetime
 
     from anomon import store
     from anomon.model import IncidentWrite
 
-    config = _config(tmp_path, "http://127.0.0.1:9/hook")
-    engine = store.open_engine(f"sqlite:///{tmp_path / 'anomon.db'}")
+    config = _config(tmp_path, "http://127.0.0.1:9/hook", database_url)
+    engine = store.open_engine(database_url)
     store.upgrade(engine)
     opened = datetime(2026, 11, 22, 11, 45, tzinfo=UTC)
     with engine.begin() as conn:
@@ -118,7 +120,7 @@ def test_incidents_are_listed_acknowledged_and_judged(tmp_path: Path) -> None:
 
 
 def test_plot_draws_a_series_with_its_anomalies_and_asks_which_when_ambiguous(
-    tmp_path: Path,
+    tmp_path: Path, database_url: str
 ) -> None:
     import time
     from datetime import UTC, datetime
@@ -126,8 +128,8 @@ def test_plot_draws_a_series_with_its_anomalies_and_asks_which_when_ambiguous(
     from anomon import store
     from anomon.model import AnomalyRecord, Sample, SeriesInfo, SeriesKey, SeriesKind
 
-    config = _config(tmp_path, "http://127.0.0.1:9/hook")
-    engine = store.open_engine(f"sqlite:///{tmp_path / 'anomon.db'}")
+    config = _config(tmp_path, "http://127.0.0.1:9/hook", database_url)
+    engine = store.open_engine(database_url)
     store.upgrade(engine)
     now = int(time.time())
     info = SeriesInfo("model-server", "churn", SeriesKind.LATENCY, "ms")

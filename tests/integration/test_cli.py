@@ -71,9 +71,9 @@ def test_a_malformed_config_stops_every_command_with_exit_2(
     assert one_error_line(result).startswith(f"{path}: invalid TOML: ")
 
 
-def test_db_commands_upgrade_report_check_and_downgrade(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'a.db'}"
-    config = str(config_file(tmp_path, url))
+def test_db_commands_upgrade_report_check_and_downgrade(tmp_path: Path, database_url: str) -> None:
+    config = str(config_file(tmp_path, database_url))
+    url = store.redact(store.open_engine(database_url).url)  # as the commands name it
     head = store.head_revision()
     assert (
         f"revision (none), newest {head} (empty)" in run_cli("db", "current", "-c", config).stdout

@@ -343,7 +343,7 @@ def test_it_calls_a_silent_server_transient() -> None:
         port = silent.getsockname()[1]
         error = delivery_error(notifier(port, timeout=timedelta(milliseconds=300)))
     assert error.permanent is False
-    assert str(error) == f"smtp://127.0.0.1:{port}: timed out"
+    assert str(error) == f"smtp://127.0.0.1:{port}: timed out after 0.3 s"
 
 
 def test_it_calls_a_dropped_connection_transient() -> None:

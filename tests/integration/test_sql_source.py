@@ -94,7 +94,9 @@ def test_it_refuses_a_query_without_metric_and_value_columns(warehouse: str) -> 
         source.collect(NOW)
 
 
-def test_it_reports_a_broken_query_in_one_line_without_the_password(tmp_path: Path) -> None:
+def test_it_reports_a_broken_query_in_one_line_without_the_password(
+    tmp_path: Path, warehouse: str
+) -> None:
     source = _source(
         "postgresql://reader:hunter2@127.0.0.1:1/nowhere", "SELECT 'a' AS metric, 1 AS value"
     )
@@ -102,17 +104,21 @@ def test_it_reports_a_broken_query_in_one_line_without_the_password(tmp_path: Pa
         source.collect(NOW)
     assert "hunter2" not in str(caught.value)
     assert "\n" not in str(caught.value)
-    sqlite = _source(f"sqlite:///{tmp_path / 'x.db'}", "SELECT * FROM missing_table")
+    sqlite = _source(warehouse, "SELECT * FROM missing_table")
     with pytest.raises(SourceError, match="no such table: missing_table"):
         sqlite.collect(NOW)
+    missing = _source(f"sqlite:///{tmp_path / 'x.db'}", "SELECT 'a' AS metric, 1 AS value")
+    with pytest.raises(SourceError, match=r"x\.db failed: unable to open database file"):
+        missing.collect(NOW)
+    assert not (tmp_path / "x.db").exists()  # read-only: a wrong path is not a new file
 
 
-def test_it_stops_a_query_that_runs_past_its_timeout(tmp_path: Path) -> None:
+def test_it_stops_a_query_that_runs_past_its_timeout(warehouse: str) -> None:
     slow = (
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
         "SELECT 'n' AS metric, count(*) AS value FROM n"
     )
-    source = _source(f"sqlite:///{tmp_path / 'x.db'}", slow, timeout="300ms")
+    source = _source(warehouse, slow, timeout="300ms")
     started = datetime.now(UTC)
     with pytest.raises(SourceError, match="interrupted"):
         source.collect(NOW)
@@ -123,7 +129,8 @@ def test_it_never_writes_to_the_database(warehouse: str) -> None:
     source = _source(
         warehouse, "DELETE FROM jobs RETURNING 'deleted' AS metric, 1 AS value, rowid AS row"
     )
-    assert len(source.collect(NOW)) == 3
+    with pytest.raises(SourceError, match="not authorized"):  # more: test_sql_read_only.py
+        source.collect(NOW)
     with sqlite3.connect(warehouse.removeprefix("sqlite:///")) as conn:
         assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (3,)
 
@@ -149,7 +156,7 @@ def test_it_reads_postgresql_and_refuses_writes_there(postgres_schema_url: str) 
 
 
 def test_backfill_stores_a_sql_sources_history_once_and_explains_bad_requests(
-    tmp_path: Path,
+    tmp_path: Path, database_url: str
 ) -> None:
     warehouse = tmp_path / "warehouse.db"
     now = int(datetime.now(UTC).timestamp())
@@ -160,7 +167,7 @@ def test_backfill_stores_a_sql_sources_history_once_and_explains_bad_requests(
         )
     config = tmp_path / "anomon.toml"
     config.write_text(
-        f'[database]\nurl = "sqlite:///{tmp_path / "anomon.db"}"\n'
+        f'[database]\nurl = "{database_url}"\n'
         '[[sources]]\nname = "loads"\nkind = "sql"\n'
         f'url = "sqlite:///{warehouse}"\n'
         "query = \"SELECT 'rows_loaded' AS metric, n AS value, ts FROM loads "
@@ -173,8 +180,10 @@ def test_backfill_stores_a_sql_sources_history_once_and_explains_bad_requests(
     assert "backfill loads: 2 chunk(s), 47 new point(s), 1 new series, 0 failed" in first.stdout
     again = run_cli("backfill", "--source", "loads", "--since", "2d", "-c", str(config))
     assert "0 new point(s)" in again.stdout
-    with sqlite3.connect(tmp_path / "anomon.db") as conn:
-        assert conn.execute("SELECT count(*) FROM samples").fetchone() == (47,)
+    engine = store.open_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM samples").scalar_one() == 47
+    engine.dispose()
     unknown = run_cli("backfill", "--source", "nope", "--since", "1d", "-c", str(config))
     assert unknown.returncode == 2
     assert "Error: no source named 'nope' in the config (sources: loads, host)" in unknown.stderr

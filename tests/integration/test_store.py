@@ -94,12 +94,12 @@ def test_series_are_unique_on_metric_and_canonical_labels(engine: store.Engine) 
     first, second = store.SeriesRegistry(), store.SeriesRegistry()
     with engine.begin() as conn:
         wanted = {SeriesKey.of("m", {"a": "1", "b": "2"}): SeriesInfo("s", "e")}
-        ids_1, created_1 = first.resolve(conn, wanted, now=NOW)
+        found_1 = first.resolve(conn, wanted, source="s", now=NOW)
     with engine.begin() as conn:
         same = {SeriesKey.of("m", {"b": "2", "a": "1"}): SeriesInfo("s", "e")}
-        ids_2, created_2 = second.resolve(conn, same, now=NOW)
-    assert list(ids_1.values()) == list(ids_2.values())
-    assert (created_1, created_2) == (1, 0)
+        found_2 = second.resolve(conn, same, source="s", now=NOW)
+    assert list(found_1.ids.values()) == list(found_2.ids.values())
+    assert (found_1.created, found_2.created) == (1, 0)
     with engine.connect() as conn:
         row = conn.execute(select(Series.metric, Series.labels, Series.kind)).one()
     assert tuple(row) == ("m", '{"a":"1","b":"2"}', "custom")

@@ -1,0 +1,105 @@
+"""``anomon status`` and the daemon's store gauges over real stored data, on SQLite and
+PostgreSQL (issue 11, point 5: both failed on PostgreSQL with a GROUP BY error)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
+
+from anomon import store
+from anomon.model import IncidentWrite, OutboxEntry, Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.service.telemetry import Telemetry
+from anomon.store.schema import Series
+from tests.conftest import run_cli
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def stored(engine: store.Engine, tmp_path: Path) -> Path:
+    """Three series of one source (one ok, one stale, one never scored), a source that
+    only failed, a firing incident with one notification sent and one dead; the config."""
+    registry = store.SeriesRegistry()
+    info = SeriesInfo("model-server", "churn", SeriesKind.LATENCY, "ms")
+    ts = int(NOW.timestamp()) - 120
+    samples = [Sample(SeriesKey.of("latency_p99", {"model": m}), info, ts, 1.0) for m in "abc"]
+    for source, at, got, error in (
+        ("model-server", NOW - timedelta(minutes=2), samples, None),
+        ("model-server", NOW - timedelta(minutes=1), [], "HTTP 503 from the exporter"),
+        ("host", NOW - timedelta(minutes=1), [], "no such file: /proc/stat"),
+    ):
+        store.save_collection(
+            engine, registry, source=source, started_at=at, finished_at=at, samples=got, error=error
+        )
+    with engine.connect() as conn:
+        ids = conn.execute(select(Series.id).order_by(Series.id)).scalars().all()
+    entries = tuple(OutboxEntry(name, "g", "firing", f"k-{name}", NOW) for name in ("hook", "mail"))
+    incident = IncidentWrite(
+        ids[0], "churn", "latency_p99", '{"model":"a"}', "firing", "critical", 97.0, NOW, NOW,
+        outbox=entries,
+    )  # fmt: skip
+    store.save_detection(
+        engine, anomalies=[], scored_until={ids[0]: ts, ids[1]: ts}, quality={ids[1]: "stale"},
+        started_at=NOW, finished_at=NOW, points=3, config_hash="h", detector_version="v",
+        incidents=[incident],
+    )  # fmt: skip
+    claimed = store.claim_due(engine, now=NOW, limit=10, lease=timedelta(minutes=1))
+    hook, mail = sorted(claimed, key=lambda c: c.receiver)
+    store.record_outcomes(
+        engine, claims={c.id: c.attempts for c in claimed}, sent=[hook.id], retry={},
+        dead={mail.id: "HTTP 410 from mail"}, silenced=[], silenced_incidents=[], now=NOW,
+    )  # fmt: skip
+    config = tmp_path / "anomon.toml"
+    url = engine.url.render_as_string(hide_password=False)
+    config.write_text(f'[database]\nurl = "{url}"\n', encoding="utf-8")
+    return config
+
+
+def test_status_reads_every_part_on_both_databases(engine: store.Engine, stored: Path) -> None:
+    found = store.read_status(engine)
+    assert [(s.source, s.last_error is None, s.last_ok_at is None) for s in found.sources] == [
+        ("host", False, True),
+        ("model-server", False, False),
+    ]
+    assert found.series_by_quality == {"ok": 1, "stale": 1, "unscored": 1}
+    assert (found.open_incidents, found.outbox) == (1, {"dead": 1, "sent": 1})
+    assert [(d.receiver, d.error) for d in found.dead] == [("mail", "HTTP 410 from mail")]
+
+
+def test_the_status_command_prints_it_as_text_and_json(stored: Path) -> None:
+    text = run_cli("status", "-c", str(stored))
+    assert text.returncode == 0, text.stderr
+    assert "  host: last run " in text.stdout and "error: no such file" in text.stdout
+    assert "series: 1 ok, 1 stale, 1 unscored\n" in text.stdout
+    assert "open incidents: 1\n" in text.stdout and "notifications: 1 dead, 1 sent" in text.stdout
+    assert "dead #" in text.stdout and "to mail (firing, incident 1, 1 attempt(s))" in text.stdout
+    shown = json.loads(run_cli("status", "--format", "json", "-c", str(stored)).stdout)
+    assert shown["series_by_quality"] == {"ok": 1, "stale": 1, "unscored": 1}
+    assert shown["sources"][1]["last_error"] == "HTTP 503 from the exporter"
+
+
+def test_the_store_gauges_are_scraped_from_real_data(engine: store.Engine, stored: Path) -> None:
+    scraped = generate_latest(Telemetry(engine).registry).decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.values()))): sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name in ("anomon_series", "anomon_open_incidents", "anomon_notifications")
+    }
+    assert samples == {
+        ("anomon_series", ("ok",)): 1.0,
+        ("anomon_series", ("stale",)): 1.0,
+        ("anomon_series", ("unscored",)): 1.0,
+        ("anomon_open_incidents", ()): 1.0,
+        ("anomon_notifications", ("pending",)): 0.0,
+        ("anomon_notifications", ("sending",)): 0.0,
+        ("anomon_notifications", ("sent",)): 1.0,
+        ("anomon_notifications", ("dead",)): 1.0,
+        ("anomon_notifications", ("silenced",)): 0.0,
+    }
