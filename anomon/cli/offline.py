@@ -9,7 +9,7 @@ from pathlib import Path
 
 from anomon import store
 from anomon.cli.common import config_path, engine_of, load
-from anomon.cli.tables import text_table
+from anomon.cli.tables import escape_controls, text_table
 from anomon.config import DetectionConfig, load_config
 
 
@@ -34,6 +34,11 @@ def replay(args: argparse.Namespace) -> int:
 
     table = replaying.read_table(args.input)
     train = replaying.read_table(args.train) if args.train else None
+    if train is not None:
+        _warn(replaying.time_order(train).describe(args.train, train.labels))
+    _warn(
+        replaying.time_order(table, replaying.last_time(train)).describe(args.input, table.labels)
+    )
     scores = replaying.replay(table, config, train=train)
     if args.out:
         with args.out.open("w", encoding="utf-8", newline="") as out:
@@ -43,11 +48,19 @@ def replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn(line: str | None) -> None:
+    """Print a warning line (if any) on stderr, its controls escaped."""
+    if line:
+        print(escape_controls(line), file=sys.stderr)
+
+
 def evaluate(args: argparse.Namespace) -> int:
     config = _detection(args.config)
     from anomon.detect import evaluate as evaluation
 
     groups = evaluation.evaluate(args.data_dir, evaluation.load_windows(args.labels), config)
+    for result in groups[-1].files if groups else []:  # the last group holds every file
+        _warn(result.cleaned)
     rows = evaluation.report_rows(groups)
     if args.format == "json":
         print(json.dumps(rows, indent=2))

@@ -28,7 +28,7 @@ from sklearn.ensemble import IsolationForest
 
 from anomon.config import DetectionConfig, Limit
 from anomon.detect.calibration import CALIBRATION_QUANTILES, calibrate
-from anomon.detect.forest import fit_forest, forest_raw_score, summary_features
+from anomon.detect.forest import FEATURES, fit_forest, forest_raw_score, summary_features
 from anomon.detect.rolling import TrailingQuantiles, trailing_max
 from anomon.detect.seasonal import SEASONS, SeasonalProfile
 from anomon.detect.zscore import (
@@ -156,7 +156,7 @@ class EntityDetector:
         self._rows_seen = 0
         self._last_ts: int | None = None
         self._forest: IsolationForest | None = None
-        self._features = np.empty((0, 5))
+        self._features = np.empty((0, FEATURES))
         self._flags = np.empty(0, dtype=bool)
         # a pooled entity's forest scores are calibrated by its fleet, over all entities
         self._forest_raw = None if pooled else forest_calibration(config)
@@ -191,7 +191,7 @@ class EntityDetector:
             raise RuntimeError("a pooled detector is updated through its Fleet")
         times, data = self._checked(ts, values)
         parts = [self._segment(times[a:b], data[a:b]) for a, b in self._segments(times.size)]
-        return _concat(parts, len(self.metrics))
+        return concat_scores(parts, len(self.metrics))
 
     def validated(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
         """Return the rows as arrays; raise ValueError if they cannot follow the last ones."""
@@ -430,7 +430,8 @@ def default_direction(metric: str, config: DetectionConfig) -> Direction:
     return "both"
 
 
-def _concat(parts: list[Scores], metrics: int) -> Scores:
+def concat_scores(parts: list[Scores], metrics: int) -> Scores:
+    """The scores of consecutive parts of a batch, as one."""
     if not parts:
         empty = np.empty(0)
         return Scores(
@@ -449,9 +450,10 @@ def _concat(parts: list[Scores], metrics: int) -> Scores:
     )
 
 
-def fast_path_ok(detector: EntityDetector, rows: int) -> bool:
-    """Whether a fleet may score this entity with the whole-array path (one row, one metric)."""
-    return detector.pooled and rows == 1 and len(detector.metrics) == 1
+def fast_path_ok(detector: EntityDetector) -> bool:
+    """Whether a fleet may score this entity with the whole-array path (one metric; its
+    rows go through it one layer at a time)."""
+    return detector.pooled and len(detector.metrics) == 1
 
 
 def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArray) -> Pending:

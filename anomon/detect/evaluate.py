@@ -6,10 +6,15 @@ one configuration; the report gives NAB scores (three profiles, threshold swept 
 the whole corpus on the ``score`` column) and event metrics of the ``anomaly`` column
 (the configured decision rule): window recall, alarm precision, F1, mean delay from a
 window's start to its first alarm, and false alarms per day -- per category and overall.
+
+A file is measured on the rows the daemon would score (see :mod:`anomon.detect.replay`):
+rows whose time is not later than every row before it are dropped first, and the
+file's result says so in ``cleaned``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +26,7 @@ import pandas as pd
 
 from anomon.config import DetectionConfig
 from anomon.detect import nabscore
-from anomon.detect.replay import Table, read_table, replay
+from anomon.detect.replay import Table, read_table, replay, time_order
 from anomon.errors import DataError
 
 Bounds = list[tuple[int, int]]
@@ -39,6 +44,7 @@ class FileResult:
     true_alarms: int
     delays_s: list[float]
     scored_days: float
+    cleaned: str | None = None  # which rows were dropped and why; None: the file was clean
 
 
 @dataclass
@@ -119,7 +125,7 @@ def _epoch(text: str) -> int:
 
 
 def evaluate_file(name: str, table: Table, bounds: Bounds, config: DetectionConfig) -> FileResult:
-    """Replay one file and measure it."""
+    """Replay one file and measure it (``table``'s times must increase: see :func:`scored_rows`)."""
     scores = replay(table, config)
     probation = nabscore.probation_length(table.ts.size)
     alarm = scores.anomaly.copy()
@@ -163,8 +169,9 @@ def evaluate(
     root = Path(data_dir)
     results = []
     for name in sorted(windows):
-        table = read_table(root / name)
-        results.append(evaluate_file(name, table, window_bounds(table, windows[name]), config))
+        table, note = scored_rows(root / name, read_table(root / name))
+        result = evaluate_file(name, table, window_bounds(table, windows[name]), config)
+        results.append(dataclasses.replace(result, cleaned=note))
     overall = Group("overall", results)
     categories: dict[str, Group] = {}
     for result in results:
@@ -176,6 +183,13 @@ def evaluate(
         for group in categories.values():
             group.nab[profile_name] = _normalized_at(group, profile, best.threshold)
     return [*categories.values(), overall]
+
+
+def scored_rows(path: Path, table: Table) -> tuple[Table, str | None]:
+    """Keep the rows of ``table`` the daemon would score; say which were dropped, if any."""
+    order = time_order(table)
+    note = order.describe(path, table.labels)
+    return (table.take(order.scored), note) if note else (table, None)
 
 
 def _normalized_at(group: Group, profile: nabscore.Profile, threshold: float) -> float:

@@ -19,15 +19,20 @@ from anomon.detect.entity import (
     EntityDetector,
     Scores,
     calibrate_forest,
+    concat_scores,
     fast_path_ok,
     finish_many,
     forest_calibration,
     prepare_many,
 )
-from anomon.detect.forest import ForestPool
+from anomon.detect.forest import FEATURES, ForestPool
 from anomon.detect.zscore import Direction
 
 Key = TypeVar("Key", bound=Hashable)
+
+# Up to this many new rows, an entity of one metric is cheaper through the whole-array
+# path a row at a time (~0.13 ms a row) than alone (~0.45 ms plus ~0.01 ms a row).
+LAYERS = 4
 
 
 class Fleet(Generic[Key]):
@@ -57,36 +62,56 @@ class Fleet(Generic[Key]):
 
         Raises KeyError for an entity that was never added, ValueError for bad rows
         (before anything is scored, so a bad entity does not advance the others).
-        Entities with one metric and one new row -- a steady daemon cycle -- are scored
-        together with whole-array operations; the others one by one. Either way the
-        numbers are the same.
+        Entities with one metric and at most :data:`LAYERS` new rows are scored together
+        with whole-array operations, one layer of new rows at a time; the others one by
+        one. Either way the numbers are the same.
         """
         checked = {key: self.entities[key].validated(*batch) for key, batch in rows.items()}
         fast = [
-            key for key, (ts, _) in checked.items() if fast_path_ok(self.entities[key], ts.size)
+            key
+            for key, (ts, _) in checked.items()
+            if fast_path_ok(self.entities[key]) and ts.size <= LAYERS
         ]
         chosen = set(fast)
         slow = [key for key in checked if key not in chosen]
-        many = prepare_many(
-            [self.entities[key] for key in fast],
-            np.array([checked[key][0][0] for key in fast], dtype=np.int64),
-            np.array([checked[key][1][0, 0] for key in fast], dtype=np.float64),
-        )
-        pending = {key: self.entities[key].prepare(*checked[key]) for key in slow}
-        features = np.concatenate([many.features, *(p.features for p in pending.values())])
-        forest = calibrate_forest(self.pool.score(features), self.forest_history)
-        scores = dict(
-            zip(
-                fast,
-                finish_many([self.entities[k] for k in fast], many, forest[: len(fast)]),
-                strict=True,
+        # one-metric entities go through the whole-array path one layer of rows at a time
+        # (layer j: the j-th new row of each entity that has one): a cycle that fell a few
+        # rows behind costs a few whole-array passes, not a slow pass over every entity
+        depth = max((checked[key][0].size for key in fast), default=0)
+        layers = [[key for key in fast if checked[key][0].size > j] for j in range(depth)]
+        many = [
+            prepare_many(
+                [self.entities[key] for key in layer],
+                np.array([checked[key][0][j] for key in layer], dtype=np.int64),
+                np.array([checked[key][1][j, 0] for key in layer], dtype=np.float64),
             )
+            for j, layer in enumerate(layers)
+        ]
+        pending = {key: self.entities[key].prepare(*checked[key]) for key in slow}
+        features = np.concatenate(
+            [
+                np.empty((0, FEATURES)),
+                *(m.features for m in many),
+                *(p.features for p in pending.values()),
+            ]
         )
-        start = len(fast)
-        for key, part in pending.items():
-            size = part.times.size
-            scores[key] = self.entities[key].finish(part, forest[start : start + size])
+        forest = calibrate_forest(self.pool.score(features), self.forest_history)
+        parts: dict[Key, list[Scores]] = {key: [] for key in fast}
+        flags = []
+        start = 0
+        for layer, prepared in zip(layers, many, strict=True):
+            done = finish_many(
+                [self.entities[key] for key in layer], prepared, forest[start : start + len(layer)]
+            )
+            for key, part in zip(layer, done, strict=True):
+                parts[key].append(part)
+            flags += [part.anomaly for part in done]
+            start += len(layer)
+        scores = {key: concat_scores(parts[key], 1) for key in fast}
+        for key, waiting in pending.items():
+            size = waiting.times.size
+            scores[key] = self.entities[key].finish(waiting, forest[start : start + size])
+            flags.append(scores[key].anomaly)
             start += size
-        flags = [scores[key].anomaly for key in (*fast, *slow)]
         self.pool.learn(features, np.concatenate(flags) if flags else np.empty(0, dtype=bool))
         return {key: scores[key] for key in checked}

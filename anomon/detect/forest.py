@@ -22,6 +22,9 @@ FEATURE_NAMES = ("point_max", "point_second", "point_mean", "seasonal_max", "sea
 FEATURE_CLIP = 50.0  # beyond this many sigmas a point is simply extreme; keeps splits useful
 
 
+FEATURES = 5  # the columns of summary_features
+
+
 def summary_features(point: FloatArray, seasonal: FloatArray) -> FloatArray:
     """Return the ``(rows, 5)`` feature matrix from ``(rows, metrics)`` directional z-scores.
 

@@ -5,14 +5,24 @@ a zone -- none means UTC -- or epoch seconds), then one or more numeric columns.
 column is one series; several are one entity's metrics. Empty cells are missing values.
 Output: ``timestamp,score,anomaly`` and one ``<detector>_score`` column per detector,
 one row per input row, in input order, with the timestamps exactly as given.
+
+Real files are scored as the daemon would score them if their rows arrived in file
+order: the daemon keys samples by time (a repeated time is skipped) and scores only
+samples later than the series' watermark (an older one is stored, never scored). So a
+row is scored only if its time is later than every row before it; the others (a clock
+that steps back, a duplicate time) keep their place in the output with empty score
+cells and ``anomaly`` 0, and every scored row is scored from the scored rows before it,
+exactly as the same file without those rows. :func:`time_order` says which rows, and
+:meth:`TimeOrder.describe` gives the one-line warning the commands print.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +43,88 @@ class Table:
     ts: npt.NDArray[np.int64]
     metrics: list[str]
     values: npt.NDArray[np.float64]
+
+    def take(self, rows: npt.NDArray[np.bool_]) -> Table:
+        """Return the table of the rows where ``rows`` is true, in their order."""
+        labels = [label for label, keep in zip(self.labels, rows.tolist(), strict=True) if keep]
+        return Table(labels, self.ts[rows], self.metrics, self.values[rows])
+
+
+@dataclass(frozen=True, slots=True)
+class TimeOrder:
+    """Which rows of a table the daemon would score, and why the others are not.
+
+    ``scored``: true where a row's time is later than every time before it (and than
+    the ``after`` time it was computed with). ``back`` rows are older than that latest
+    time, ``duplicate`` rows equal it. ``first_back``: the first row that steps back and
+    the label of the latest time before it; ``first_duplicate``: the first duplicate
+    row (None where there is none).
+    """
+
+    scored: npt.NDArray[np.bool_]
+    back: int
+    duplicate: int
+    first_back: tuple[int, str] | None
+    first_duplicate: int | None
+
+    @property
+    def unscored(self) -> int:
+        """How many rows are not scored."""
+        return self.back + self.duplicate
+
+    def describe(self, name: object, labels: list[str]) -> str | None:
+        """One line for ``name``: how many rows are not scored and the first of each kind;
+        None when every row is scored.
+
+        ``labels`` are the table's timestamps as given; rows are counted as in the file
+        (the header is row 1).
+        """
+        if not self.unscored:
+            return None
+        parts = []
+        if self.first_back is not None:
+            row, latest = self.first_back
+            parts.append(
+                f"{self.back:,} whose time steps back (first at row {row + 2:,}: "
+                f"{labels[row]!r} after {latest!r})"
+            )
+        if self.first_duplicate is not None:
+            row = self.first_duplicate
+            parts.append(
+                f"{self.duplicate:,} duplicate time(s) (first at row {row + 2:,}: {labels[row]!r})"
+            )
+        return (
+            f"{name}: {self.unscored:,} of {self.scored.size:,} rows not scored, as the daemon "
+            f"would not score them: {', '.join(parts)}"
+        )
+
+
+def time_order(table: Table, after: tuple[int, str] | None = None) -> TimeOrder:
+    """Mark the rows of ``table`` the daemon would score if they arrived in file order.
+
+    ``after``: the time (epoch seconds) and label of history scored before the table
+    (a training file's last scored row), or None.
+    """
+    ts = table.ts
+    start = np.iinfo(np.int64).min if after is None else after[0]
+    before = np.maximum.accumulate(np.concatenate([[start], ts]))[:-1]  # latest earlier time
+    scored = ts > before
+    back, duplicate = ts < before, ts == before
+    # which row holds each row's latest earlier time (-1: the ``after`` time)
+    holder = np.maximum.accumulate(np.where(scored, np.arange(ts.size), -1))
+    holder = np.concatenate([[-1], holder])[:-1]
+
+    def latest(row: int) -> str:
+        return table.labels[int(holder[row])] if holder[row] >= 0 else after[1] if after else ""
+
+    first_back = int(np.argmax(back)) if back.any() else None
+    return TimeOrder(
+        scored=scored,
+        back=int(back.sum()),
+        duplicate=int(duplicate.sum()),
+        first_back=None if first_back is None else (first_back, latest(first_back)),
+        first_duplicate=int(np.argmax(duplicate)) if duplicate.any() else None,
+    )
 
 
 def read_table(path: Path | str) -> Table:
@@ -58,15 +150,9 @@ def read_table(path: Path | str) -> Table:
 
 
 def _parse_timestamps(path: Path | str, column: pd.Series) -> npt.NDArray[np.int64]:
-    """Return epoch seconds; raise DataError for an unreadable or backwards timestamp."""
-    stamps = _epoch_seconds(path, column.str.strip())
-    backwards = np.flatnonzero(np.diff(stamps) < 0)
-    if backwards.size:
-        row = int(backwards[0]) + 1
-        raise DataError(
-            f"{path}: row {row + 2}: timestamp {column.iloc[row]!r} is older than the row before it"
-        )
-    return stamps
+    """Return epoch seconds, in file order (which rows are scored is :func:`time_order`'s
+    business); raise DataError for an unreadable timestamp."""
+    return _epoch_seconds(path, column.str.strip())
 
 
 def _epoch_seconds(path: Path | str, text: pd.Series) -> npt.NDArray[np.int64]:
@@ -101,21 +187,54 @@ def _parse_numbers(path: Path | str, name: str, column: pd.Series) -> npt.NDArra
 
 
 def replay(table: Table, config: DetectionConfig, *, train: Table | None = None) -> Scores:
-    """Score every row of ``table`` as the daemon would, after warming up on ``train``."""
+    """Score every row of ``table`` as the daemon would, after warming up on ``train``.
+
+    One result row per input row, in input order; rows :func:`time_order` does not
+    score (nor warm up on, in ``train``) get NaN scores and no anomaly.
+    """
     detector = EntityDetector(table.metrics, config)
     if train is not None:
         if train.metrics != table.metrics:
             raise DataError(
                 f"the training file's columns {train.metrics} differ from {table.metrics}"
             )
-        if train.ts.size and table.ts.size and train.ts[-1] > table.ts[0]:
-            raise DataError("the training file must end before the input file starts")
-        detector.update(train.ts, train.values)
-    return detector.update(table.ts, table.values)
+        history = train.take(time_order(train).scored)
+        if history.ts.size:
+            detector.update(history.ts, history.values)
+    scored = time_order(table, last_time(train)).scored
+    return _spread(detector.update(table.ts[scored], table.values[scored]), scored)
+
+
+def last_time(table: Table | None) -> tuple[int, str] | None:
+    """The time and label ``table``'s scored rows end at (a training file's end), or None."""
+    if table is None or not table.ts.size:
+        return None
+    row = int(np.argmax(table.ts))  # the latest time is always a scored row, its first one
+    return int(table.ts[row]), table.labels[row]
+
+
+def _spread(scores: Scores, scored: npt.NDArray[np.bool_]) -> Scores:
+    """Put the scored rows' results back among all rows: NaN (False for flags) elsewhere."""
+    if scored.all():
+        return scores
+    rows = int(scored.sum())
+
+    def full(part: Any) -> Any:
+        if isinstance(part, dict):
+            return {key: full(value) for key, value in part.items()}
+        if isinstance(part, np.ndarray) and part.shape[:1] == (rows,):
+            empty = np.nan if part.dtype.kind in "fc" else 0
+            out = np.full((scored.size, *part.shape[1:]), empty, dtype=part.dtype)
+            out[scored] = part
+            return out
+        return part
+
+    fields = {f.name: full(getattr(scores, f.name)) for f in dataclasses.fields(scores)}
+    return dataclasses.replace(scores, **fields)
 
 
 def write_scores(table: Table, scores: Scores, out: TextIO) -> None:
-    """Write the replay output CSV for ``table``."""
+    """Write the replay output CSV for ``table``: rows not scored have empty score cells."""
     frame = pd.DataFrame(
         {
             TIMESTAMP: table.labels,

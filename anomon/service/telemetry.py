@@ -82,6 +82,11 @@ class Telemetry:
             ["source"],
             registry=self.registry,
         )
+        self.detection_skipped = Counter(
+            "anomon_detection_cycles_skipped",
+            "Detection cycles not started because the previous one still ran (falling behind)",
+            registry=self.registry,
+        )
         self.ingested = Counter(
             "anomon_samples_ingested", "Samples stored", ["source"], registry=self.registry
         )

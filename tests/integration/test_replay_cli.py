@@ -82,10 +82,12 @@ def test_replay_names_the_row_and_column_of_bad_input(tmp_path: Path) -> None:
     assert result.stderr.strip() == f"{bad}: row 3, column value: expected a number, got: 'abc'"
     bad.write_text("time,value\n1,2\n")
     assert "the first column must be 'timestamp'" in run_cli("replay", str(bad)).stderr
-    bad.write_text("timestamp,value\n2024-01-02,1\n2024-01-01,2\n")
-    assert (
-        "row 3: timestamp '2024-01-01' is older than the row before it"
-        in run_cli("replay", str(bad)).stderr
+    bad.write_text("timestamp,value\n2024-01-02,1\nyesterday,2\n")  # a time out of order is
+    result = run_cli("replay", str(bad))  # scored as the daemon would; a bad time is an error
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"{bad}: row 3, column timestamp: expected an ISO 8601 time or epoch seconds, "
+        "got: 'yesterday'"
     )
     assert run_cli("replay", str(tmp_path / "missing.csv")).returncode == 2
 

@@ -97,6 +97,13 @@ def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers() -> Non
             {k: (ts[row : row + 1], v[row : row + 1]) for k, v in data.items()}
         ).items():
             got[key].append(scores)
+    assert_like_alone(got, data, ts, config)
+
+
+def assert_like_alone(
+    got: dict[str, list], data: dict[str, np.ndarray], ts: np.ndarray, config: DetectionConfig
+) -> None:
+    """The fleet's scores of each entity, cycle after cycle, are its lone detector's."""
     for key, values in data.items():
         names = [key] if values.shape[1] == 1 else ["a", "b"]
         alone = EntityDetector(names, config).update(ts, values)
@@ -110,3 +117,40 @@ def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers() -> Non
             assert np.array_equal(
                 np.concatenate([s.detectors[name] for s in got[key]]), alone.detectors[name]
             ), (key, name)
+
+
+def test_a_cycle_that_fell_behind_takes_the_whole_array_path_row_by_row() -> None:
+    """A daemon that fell behind hands each series several rows: up to LAYERS of them go
+    through the whole-array path one layer at a time, more go one entity at a time; the
+    numbers are the lone detector's either way, whatever mix of row counts a cycle has."""
+    from anomon.detect.fleet import LAYERS
+
+    config = DetectionConfig.model_validate(
+        {
+            "forest": {"enabled": False},
+            "baseline_window": 100,
+            "calibration_window": 200,
+            "min_history": 10,
+            "damping": 20,
+        }
+    )
+    rows = 600
+    ts = START + 60 * np.arange(rows)
+    rng = np.random.default_rng(9)
+    data = {f"latency_{i}": rng.standard_t(3, (rows, 1)).cumsum(axis=0) for i in range(6)}
+    fleet = Fleet(config)
+    for key in data:
+        fleet.add(key, [key])
+    got: dict[str, list] = {key: [] for key in data}
+    cursor = dict.fromkeys(data, 0)
+    while any(position < rows for position in cursor.values()):
+        cycle = {}
+        for i, key in enumerate(data):  # 1 .. LAYERS + 2 rows, different per series
+            size = 1 + (i + cursor[key]) % (LAYERS + 2)
+            start = cursor[key]
+            if start < rows:
+                cycle[key] = (ts[start : start + size], data[key][start : start + size])
+                cursor[key] = start + size
+        for key, scores in fleet.update(cycle).items():
+            got[key].append(scores)
+    assert_like_alone(got, data, ts, config)

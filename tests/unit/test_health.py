@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from anomon import store
 from anomon.service.telemetry import Expect, Telemetry
 
@@ -98,3 +100,43 @@ def test_a_part_added_by_a_reload_starts_fresh_and_a_removed_one_is_not_judged(
     health.record_delivery()
     health.record_collection("fast", 1, failed=False)
     assert health.health() is None
+
+
+def test_skipped_runs_are_counted_and_said_once_a_streak(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A daemon that falls behind sheds runs: each skip is counted, the first of a streak
+    is a warning, and a run that goes ahead ends the streak."""
+    from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES, JobEvent
+
+    from anomon.service.daemon import _Skips
+
+    found = telemetry(tmp_path, Clock())
+    skips = _Skips(found)
+    with caplog.at_level("DEBUG", logger="anomon.daemon"):
+        for code, job in [
+            (EVENT_JOB_MAX_INSTANCES, "detect"),
+            (EVENT_JOB_MAX_INSTANCES, "detect"),
+            (EVENT_JOB_EXECUTED, "detect"),
+            (EVENT_JOB_MAX_INSTANCES, "detect"),
+            (EVENT_JOB_MAX_INSTANCES, "collect:web"),
+        ]:
+            skips(JobEvent(code, job, "default"))
+    assert found.detection_skipped._value.get() == 3
+    assert found.skipped.labels("web")._value.get() == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "detection is falling behind: the previous cycle is still running; "
+        "this run is skipped (1 in a row)",
+        "detection is falling behind: the previous cycle is still running; "
+        "this run is skipped (1 in a row)",
+        "source web: the previous collection is still running; this run is skipped (1 in a row)",
+    ]
+
+
+def test_the_allocator_is_tuned_where_it_is_glibc() -> None:
+    import platform
+
+    from anomon.service.daemon import tune_allocator
+
+    assert tune_allocator() is (platform.libc_ver()[0] == "glibc")
