@@ -316,7 +316,7 @@ class DetectionConfig(Section):
     min_history: Annotated[int, Field(ge=5)] = 50
     seasonality: list[Season] = Field(default_factory=lambda: list[Season](["daily"]))
     seasonal_periods: Annotated[int, Field(ge=1, le=12)] = 3
-    calibration_window: Annotated[int, Field(ge=50)] = 4000
+    calibration_window: Annotated[int, Field(ge=50)] = 40000
     min_deviation_abs: Annotated[float, Field(ge=0)] = 0.0
     min_deviation_rel: Annotated[float, Field(ge=0)] = 0.0
     direction: Direction | Literal["auto"] = "auto"

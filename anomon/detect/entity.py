@@ -10,9 +10,10 @@ many of them with one pooled forest (``pooled=True``), the rest being identical.
 Per metric: a robust z-score against the trailing median (``zscore``) and against the
 median of the same time of day / week over the last few periods (``seasonal``). Per
 entity: an IsolationForest over scale-free summaries of those z-scores (``forest``).
-Each detector is calibrated to 0-100 on its own trailing history; the ensemble combines
-them; a score that does not beat the recent maximum is damped, so one episode does not
-alert over and over.
+Each detector is calibrated to 0-100 against a long trailing reference of its own raw
+scores (the rarity of this deviation for this series); the ensemble combines them. The
+score is not damped: de-duplicating an episode is the alarm rules' work
+(:mod:`anomon.detect.rules`), not the score's.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -27,14 +29,15 @@ import numpy.typing as npt
 from sklearn.ensemble import IsolationForest
 
 from anomon.config import DetectionConfig, Limit
-from anomon.detect.calibration import CALIBRATION_QUANTILES, calibrate
+from anomon.detect.calibration import CALIBRATION_QUANTILES, RARITY_QUANTILES, calibrate
 from anomon.detect.forest import FEATURES, fit_forest, forest_raw_score, summary_features
-from anomon.detect.rolling import TrailingQuantiles, trailing_max
+from anomon.detect.rolling import TrailingQuantiles
 from anomon.detect.seasonal import SEASONS, SeasonalProfile
 from anomon.detect.zscore import (
     DIRECTION_WEIGHTS,
     Direction,
-    robust_deviation,
+    robust_offset,
+    robust_scale,
     weighted_directional,
 )
 
@@ -48,18 +51,34 @@ DETECTOR_VERSION = "1"
 BASELINE_QUANTILES = (0.25, 0.5, 0.75)
 Z_SPAN_FLOOR = 0.5  # calibration floor for z-score detectors, in sigmas
 FOREST_SPAN_FLOOR = 0.01  # calibration floor for the forest's score (range ~0.3-0.8)
-# What a directional z-score's q50, q90 and q99 are on ordinary (normal) data: the
-# calibration prior while a metric's own history is short.
-TWO_SIDED_NORMAL = (0.674, 1.645, 2.576)
-ONE_SIDED_NORMAL = (0.0, 1.282, 2.326)
 PRIOR_WEIGHT = 400.0
 # Trailing statistics are refreshed every window/16 rows, and at least every 128 rows so
 # that short series are not judged on stale baselines.
 REFRESHES_PER_WINDOW = 16
 MAX_REFRESH_STEP = 128
-# Calibration may keep only every n-th raw score of its window, for memory; on the NAB
-# files a stride of 2 costs 0.5 points and 4 costs 3.5, so the default keeps them all.
-CALIBRATION_STRIDE = 1
+# A calibration reference keeps its most recent REFERENCE_DENSE rows in full and about
+# REFERENCE_SPARSE of the older ones (every n-th row): the rarity of a score needs a long
+# memory, and a dense one only for the recent past.
+REFERENCE_DENSE = 4000
+REFERENCE_SPARSE = 4500
+# A reference is refreshed every REFERENCE_STEP rows: its dense part is long enough that
+# this staleness is immaterial, and each refresh sorts ~8,500 values.
+REFERENCE_STEP = 256
+
+
+def _normal_tail(levels: Sequence[float], *, one_sided: bool) -> tuple[float, ...]:
+    """The quantiles at ``levels`` (below 1) of a directional z-score on normal data."""
+    normal = NormalDist()
+    tail = [level for level in levels if level < levels[-1]]
+    if one_sided:  # max(z, 0): zero up to the median
+        return tuple(max(normal.inv_cdf(level), 0.0) for level in tail)
+    return tuple(normal.inv_cdf((1.0 + level) / 2.0) for level in tail)  # |z|
+
+
+# What a directional z-score's tail quantiles are on ordinary (normal) data: the
+# calibration prior while a metric's own history is short.
+TWO_SIDED_NORMAL = _normal_tail(RARITY_QUANTILES, one_sided=False)
+ONE_SIDED_NORMAL = _normal_tail(RARITY_QUANTILES, one_sided=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +95,13 @@ class Pending:
 class Scores:
     """The result for a batch of rows.
 
-    ``score`` 0-100 and ``anomaly`` per row; ``combined`` is the score before repeat
-    damping (what alarm rules read); ``detectors`` maps each detector to its calibrated
-    0-100 score per row (the largest over the metrics); ``expected`` is the value each
-    metric was expected to have, ``(rows, metrics)``.
+    ``score`` 0-100 (what the alarm rules read) and ``anomaly`` (``score >= threshold``)
+    per row; ``detectors`` maps each detector to its calibrated 0-100 score per row (the
+    largest over the metrics); ``expected`` is the value each metric was expected to
+    have, ``(rows, metrics)``.
     """
 
     score: FloatArray
-    combined: FloatArray
     anomaly: npt.NDArray[np.bool_]
     detectors: dict[str, FloatArray]
     expected: FloatArray
@@ -93,12 +111,15 @@ def _window(
     window: int, quantiles: Sequence[float], min_periods: int, *, single: bool = False
 ) -> TrailingQuantiles:
     step = max(1, min(window // REFRESHES_PER_WINDOW, MAX_REFRESH_STEP))
+    if single:
+        step = max(step, REFERENCE_STEP)
     return TrailingQuantiles(
         window=window,
         step=step,
         quantiles=quantiles,
         min_periods=min_periods,
-        stride=CALIBRATION_STRIDE if single else 1,
+        stride=max(1, -(-(window - REFERENCE_DENSE) // REFERENCE_SPARSE)) if single else 1,
+        dense=REFERENCE_DENSE if single else 0,
         dtype=np.float32 if single else np.float64,
     )
 
@@ -112,7 +133,7 @@ class _MetricState:
         self.valid_rows = 0  # rows with a value, ever
         self.spread = float("nan")  # the latest baseline interquartile range
         baseline, history = config.baseline_window, config.min_history
-        calibration = (config.calibration_window, CALIBRATION_QUANTILES, 2 * history)
+        calibration = (config.calibration_window, RARITY_QUANTILES, 2 * history)
         # metric values stay in double precision: a level of 1e12 with a spread of 1e3 needs it
         self.values = _window(baseline, BASELINE_QUANTILES, history)
         self.residuals = _window(baseline, BASELINE_QUANTILES, history, single=True)
@@ -160,7 +181,6 @@ class EntityDetector:
         self._flags = np.empty(0, dtype=bool)
         # a pooled entity's forest scores are calibrated by its fleet, over all entities
         self._forest_raw = None if pooled else forest_calibration(config)
-        self._combined = np.empty(0)
 
     def quality(self, now: int, *, stale_after: int) -> list[Quality]:
         """Return each metric's data-quality state at ``now`` (epoch seconds).
@@ -250,12 +270,19 @@ class EntityDetector:
         point, seasonal, expected = [], [], []
         per_detector: dict[str, list[FloatArray]] = {"zscore": [], "seasonal": [], "limit": []}
         for column, state in enumerate(self._metrics):
-            z_point, z_seasonal, expect = self._metric_scores(state, times, data[:, column])
-            point.append(z_point)
-            seasonal.append(z_seasonal)
-            expected.append(expect)
-            per_detector["zscore"].append(self._calibrated(state, "zscore", z_point))
-            per_detector["seasonal"].append(self._calibrated(state, "seasonal", z_seasonal))
+            found = self._metric_scores(state, times, data[:, column])
+            point.append(found.point)
+            seasonal.append(found.seasonal)
+            expected.append(found.expected)
+            one_sided = state.direction != "both"
+            for name, offset, scale in (
+                ("zscore", found.point_offset, found.point_scale),
+                ("seasonal", found.seasonal_offset, found.seasonal_scale),
+            ):
+                reference = state.raw[name].push(offset)
+                per_detector[name].append(
+                    calibrate_z(offset, reference, scale, one_sided=one_sided)
+                )
             per_detector["limit"].append(_limit_scores(state.limit, data[:, column]))
         detectors = {name: _largest(cols) for name, cols in per_detector.items()}
         features = summary_features(np.column_stack(point), np.column_stack(seasonal))
@@ -265,15 +292,12 @@ class EntityDetector:
         detectors = dict(pending.detectors)
         detectors["forest"] = forest_score
         combined = self._combine(detectors)
-        final = self._damped(combined)
-        anomaly = final >= self.config.threshold
+        anomaly = combined >= self.config.threshold
         self._remember(pending.times, pending.features, anomaly)
-        return Scores(final, combined, anomaly, detectors, pending.expected)
+        return Scores(combined, anomaly, detectors, pending.expected)
 
-    def _metric_scores(
-        self, state: _MetricState, times: IntArray, x: FloatArray
-    ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """Return the directional point and seasonal z-scores and the expected values."""
+    def _metric_scores(self, state: _MetricState, times: IntArray, x: FloatArray) -> Deviations:
+        """Return the deviations of ``x`` from its point and seasonal baselines."""
         q = state.values.push(x)
         state.valid_rows += int(np.count_nonzero(~np.isnan(x)))
         if q.shape[0]:
@@ -293,9 +317,6 @@ class EntityDetector:
             return expectations[0]
         stacked = np.column_stack(expectations)  # daily and weekly: the one seen more often
         return np.where(np.isnan(stacked[:, 0]), stacked[:, 1], stacked[:, 0])
-
-    def _calibrated(self, state: _MetricState, name: str, raw: FloatArray) -> FloatArray:
-        return calibrate_z(raw, state.raw[name].push(raw), one_sided=state.direction != "both")
 
     def _maybe_refit(self) -> None:
         config = self.config.forest
@@ -324,17 +345,6 @@ class EntityDetector:
             return any(state.limit is not None for state in self._metrics)
         return True
 
-    def _damped(self, combined: FloatArray) -> FloatArray:
-        """Keep a score whole only if it beats the maximum of the previous ``damping`` rows."""
-        span = self.config.damping
-        history = self._combined
-        self._combined = np.concatenate([history, combined])[-max(span, 1) :]
-        if span == 0:
-            return combined
-        recent = trailing_max(history, combined, window=span)
-        beaten = np.isnan(recent) | (combined > recent)
-        return np.where(beaten, combined, combined * self.config.damping_factor)
-
     def _remember(
         self, times: IntArray, features: FloatArray, anomaly: npt.NDArray[np.bool_]
     ) -> None:
@@ -346,6 +356,26 @@ class EntityDetector:
         self._last_ts = int(times[-1])
 
 
+@dataclass(frozen=True, slots=True)
+class Deviations:
+    """How far rows are from their baselines, per row (one series' times or one time of
+    many series).
+
+    ``point`` and ``seasonal`` are directional robust z-scores (the forest's features);
+    ``point_offset`` and ``seasonal_offset`` the same deviations in the metric's own unit
+    (what the calibrated detectors score) and ``point_scale`` / ``seasonal_scale`` the
+    robust spreads between the two; ``expected`` the value each row was expected to have.
+    """
+
+    point: FloatArray
+    seasonal: FloatArray
+    point_offset: FloatArray
+    seasonal_offset: FloatArray
+    point_scale: FloatArray
+    seasonal_scale: FloatArray
+    expected: FloatArray
+
+
 def deviation_scores(
     x: FloatArray,
     q: FloatArray,
@@ -354,41 +384,63 @@ def deviation_scores(
     up: FloatArray | float,
     down: FloatArray | float,
     config: DetectionConfig,
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Directional point and seasonal z-scores and the expected values of rows.
+) -> Deviations:
+    """The deviations of rows from their point and seasonal baselines.
 
     ``q`` and ``qr`` are the baseline quartiles of the values and of their seasonal
     residuals. Elementwise: rows can be one series' times or one time of many series.
     """
     least, relative = config.min_deviation_abs, config.min_deviation_rel
-    z_point = robust_deviation(
-        x, q[:, 0], q[:, 1], q[:, 2], min_deviation_abs=least, min_deviation_rel=relative
-    )
-    z_seasonal = robust_deviation(
+    level, seasonal_level = np.abs(q[:, 1]), np.abs(seasonal_expected)
+    offset = robust_offset(x, q[:, 1], level, min_deviation_abs=least, min_deviation_rel=relative)
+    seasonal_offset = robust_offset(
         x - seasonal_expected,
-        qr[:, 0],
         qr[:, 1],
-        qr[:, 2],
-        level=seasonal_expected,
+        seasonal_level,
         min_deviation_abs=least,
         min_deviation_rel=relative,
     )
-    point_score = weighted_directional(z_point, up, down)
-    seasonal_score = weighted_directional(z_seasonal, up, down)
+    scale = robust_scale(q[:, 0], q[:, 2], level)
+    seasonal_scale = robust_scale(qr[:, 0], qr[:, 2], seasonal_level)
+    point_offset = weighted_directional(offset, up, down)
+    seasonal_directional = weighted_directional(seasonal_offset, up, down)
+    point_score, seasonal_score = point_offset / scale, seasonal_directional / seasonal_scale
     seasonal_wins = np.fmax(seasonal_score, 0.0) > np.fmax(point_score, 0.0)  # NaN is 0
     expected = np.where(seasonal_wins & np.isfinite(seasonal_expected), seasonal_expected, q[:, 1])
-    return point_score, seasonal_score, expected
+    return Deviations(
+        point_score,
+        seasonal_score,
+        point_offset,
+        seasonal_directional,
+        scale,
+        seasonal_scale,
+        expected,
+    )
 
 
 def calibrate_z(
-    raw: FloatArray, reference: FloatArray, *, one_sided: npt.NDArray[np.bool_] | bool
+    offset: FloatArray,
+    reference: FloatArray,
+    scale: FloatArray,
+    *,
+    one_sided: npt.NDArray[np.bool_] | bool,
 ) -> FloatArray:
-    """Calibrate z-score detectors, shrinking short histories towards the normal prior."""
+    """Calibrate a deviation (in the metric's unit) against the reference of earlier ones.
+
+    While the history is short the reference is shrunk towards a normal distribution of
+    the robust spread ``scale``; no spacing of the reference counts as less than
+    ``Z_SPAN_FLOOR`` spreads per decade.
+    """
     prior = np.where(
         np.asarray(one_sided)[..., None], np.array(ONE_SIDED_NORMAL), np.array(TWO_SIDED_NORMAL)
     )
     return calibrate(
-        raw, reference, span_floor=Z_SPAN_FLOOR, prior=prior, prior_weight=PRIOR_WEIGHT
+        offset,
+        reference,
+        span_floor=Z_SPAN_FLOOR * scale,
+        levels=RARITY_QUANTILES,
+        prior=prior * scale[:, None],
+        prior_weight=PRIOR_WEIGHT,
     )
 
 
@@ -436,14 +488,12 @@ def concat_scores(parts: list[Scores], metrics: int) -> Scores:
         empty = np.empty(0)
         return Scores(
             empty,
-            empty,
             np.empty(0, dtype=bool),
             dict.fromkeys(DETECTORS, empty),
             np.empty((0, metrics)),
         )
     return Scores(
         score=np.concatenate([p.score for p in parts]),
-        combined=np.concatenate([p.combined for p in parts]),
         anomaly=np.concatenate([p.anomaly for p in parts]),
         detectors={n: np.concatenate([p.detectors[n] for p in parts]) for n in DETECTORS},
         expected=np.concatenate([p.expected for p in parts]),
@@ -465,7 +515,7 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
     """
     n = len(detectors)
     config = detectors[0].config if detectors else DetectionConfig()
-    q, qr = np.empty((n, 4)), np.empty((n, 4))
+    q, qr = np.empty((n, len(BASELINE_QUANTILES) + 1)), np.empty((n, len(BASELINE_QUANTILES) + 1))
     seasonal_expected, up, down = np.empty(n), np.empty(n), np.empty(n)
     low, high = np.full(n, -np.inf), np.full(n, np.inf)
     for i, detector in enumerate(detectors):
@@ -479,26 +529,31 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
         if state.limit is not None:
             low[i] = -np.inf if state.limit.min is None else state.limit.min
             high[i] = np.inf if state.limit.max is None else state.limit.max
-    point, seasonal, expected = deviation_scores(x, q, seasonal_expected, qr, up, down, config)
-    reference = {"zscore": np.empty((n, 4)), "seasonal": np.empty((n, 4))}
+    found = deviation_scores(x, q, seasonal_expected, qr, up, down, config)
+    columns = len(RARITY_QUANTILES) + 1
+    reference = {"zscore": np.empty((n, columns)), "seasonal": np.empty((n, columns))}
     for i, detector in enumerate(detectors):
         raw = detector._metrics[0].raw
-        reference["zscore"][i] = raw["zscore"].push(point[i : i + 1])[0]
-        reference["seasonal"][i] = raw["seasonal"].push(seasonal[i : i + 1])[0]
+        reference["zscore"][i] = raw["zscore"].push(found.point_offset[i : i + 1])[0]
+        reference["seasonal"][i] = raw["seasonal"].push(found.seasonal_offset[i : i + 1])[0]
     one_sided = up + down < 2
     scores = {
-        "zscore": calibrate_z(point, reference["zscore"], one_sided=one_sided),
-        "seasonal": calibrate_z(seasonal, reference["seasonal"], one_sided=one_sided),
+        "zscore": calibrate_z(
+            found.point_offset, reference["zscore"], found.point_scale, one_sided=one_sided
+        ),
+        "seasonal": calibrate_z(
+            found.seasonal_offset, reference["seasonal"], found.seasonal_scale, one_sided=one_sided
+        ),
         "limit": np.where((x < low) | (x > high), LIMIT_SCORE, 0.0),
     }
-    features = summary_features(point[:, None], seasonal[:, None])
-    return Pending(ts, scores, features, expected[:, None])
+    features = summary_features(found.point[:, None], found.seasonal[:, None])
+    return Pending(ts, scores, features, found.expected[:, None])
 
 
 def finish_many(
     detectors: Sequence[EntityDetector], pending: Pending, forest_score: FloatArray
 ) -> list[Scores]:
-    """Fleet fast path, step two: combine, damp and decide, as :meth:`EntityDetector.finish`."""
+    """Fleet fast path, step two: combine and decide, as :meth:`EntityDetector.finish`."""
     n = len(detectors)
     if n == 0:
         return []
@@ -513,21 +568,12 @@ def finish_many(
         combined = np.where(active, stacked, -np.inf).max(axis=1)
     else:
         combined = np.where(active, stacked, 0.0).sum(axis=1) / active.sum(axis=1)
-    span = config.damping
-    recent = np.full(n, np.nan)
-    for i, detector in enumerate(detectors):
-        history = detector._combined
-        if span and history.size and not np.all(np.isnan(history[-span:])):
-            recent[i] = np.nanmax(history[-span:])
-        detector._combined = np.concatenate([history, combined[i : i + 1]])[-max(span, 1) :]
+    for detector, ts in zip(detectors, pending.times.tolist(), strict=True):
         detector._rows_seen += 1
-        detector._last_ts = int(pending.times[i])
-    beaten = np.isnan(recent) | (combined > recent) if span else np.ones(n, dtype=bool)
-    final = np.where(beaten, combined, combined * config.damping_factor)
-    anomaly = final >= config.threshold
+        detector._last_ts = int(ts)
+    anomaly = combined >= config.threshold
     return [
         Scores(
-            final[i : i + 1],
             combined[i : i + 1],
             anomaly[i : i + 1],
             {name: values[i : i + 1] for name, values in scores.items()},

@@ -27,6 +27,7 @@ import pandas as pd
 from anomon.config import DetectionConfig
 from anomon.detect import nabscore
 from anomon.detect.replay import Table, read_table, replay, time_order
+from anomon.detect.rules import repeat_damped
 from anomon.errors import DataError
 
 Bounds = list[tuple[int, int]]
@@ -127,8 +128,9 @@ def _epoch(text: str) -> int:
 def evaluate_file(name: str, table: Table, bounds: Bounds, config: DetectionConfig) -> FileResult:
     """Replay one file and measure it (``table``'s times must increase: see :func:`scored_rows`)."""
     scores = replay(table, config)
+    alerts = repeat_damped(scores.score, span=config.damping, factor=config.damping_factor)
     probation = nabscore.probation_length(table.ts.size)
-    alarm = scores.anomaly.copy()
+    alarm = alerts >= config.threshold
     alarm[:probation] = False
     in_window = np.zeros(table.ts.size, dtype=bool)
     delays = []
@@ -146,7 +148,7 @@ def evaluate_file(name: str, table: Table, bounds: Bounds, config: DetectionConf
     )
     return FileResult(
         name=name,
-        scored=nabscore.prepare(scores.score, bounds),
+        scored=nabscore.prepare(alerts, bounds),
         windows=sum(1 for _, right in bounds if right >= probation),
         detected=detected,
         alarms=len(starts),

@@ -30,11 +30,13 @@ _FEW = 16  # up to this many new rows, a loop of np.max beats pandas' setup cost
 class TrailingQuantiles:
     """Quantiles of the trailing window of one stream, refreshed every ``step`` rows.
 
-    With ``stride`` > 1 only every ``stride``-th row (counted from the first) is kept, so
-    a long window costs ``window / stride`` values of memory; statistics are then taken
-    from the kept rows of the window, and counts are scaled back to rows. With ``dtype``
-    float32 values are rounded to single precision as they arrive (half the memory; fine
-    for scores, not for raw metric values whose level dwarfs their spread).
+    With ``stride`` > 1 only every ``stride``-th row (counted from the first) is kept
+    once it is older than the ``dense`` most recent rows, so a long window costs about
+    ``dense + window / stride`` values of memory: the recent past in full, the older past
+    sampled. Statistics are then weighted order statistics (a kept older row stands for
+    ``stride`` rows) and counts are in rows. With ``dtype`` float32 values are rounded to
+    single precision as they arrive (half the memory; fine for scores and deviations,
+    not for raw metric values whose level dwarfs their spread).
     """
 
     def __init__(
@@ -45,19 +47,23 @@ class TrailingQuantiles:
         quantiles: Sequence[float],
         min_periods: int,
         stride: int = 1,
+        dense: int = 0,
         dtype: type[np.floating[Any]] = np.float64,
     ) -> None:
-        if window < 1 or step < 1 or stride < 1:
+        if window < 1 or step < 1 or stride < 1 or dense < 0:
             raise ValueError(
-                f"window, step and stride must be positive, got: {window}, {step}, {stride}"
+                "window, step and stride must be positive and dense not negative, got: "
+                f"{window}, {step}, {stride}, {dense}"
             )
         self.window = window
         self.step = step
         self.stride = stride
+        self.dense = 0 if stride == 1 else min(dense, window)
         self.quantiles = tuple(quantiles)
         self.min_periods = max(min_periods, 1)
         self.dtype = dtype
         self._tail = np.empty(0, dtype=dtype)  # the last kept rows, enough to rebuild any window
+        self._recent = np.empty(0, dtype=dtype)  # the last dense + step rows, all of them
         self._count = 0  # rows pushed so far
         self._cache: tuple[int, FloatArray] | None = None  # (block start, its statistics)
 
@@ -75,15 +81,19 @@ class TrailingQuantiles:
         positions = self._count + np.arange(values.size)
         kept_before = -(-self._count // self.stride)  # kept rows so far: ceil(count / stride)
         context = np.concatenate([self._tail, values[positions % self.stride == 0]])
+        recent = np.concatenate([self._recent, values]) if self.dense else self._recent
         first = kept_before - self._tail.size  # kept-row index of context[0]
+        first_recent = self._count - self._recent.size  # row index of recent[0]
         starts = positions - positions % self.step
         out = np.empty((values.size, len(self.quantiles) + 1))
         blocks, begins = np.unique(starts, return_index=True)  # starts are sorted
         ends = np.append(begins[1:], values.size)
         for block, begin, end in zip(blocks.tolist(), begins.tolist(), ends.tolist(), strict=True):
-            out[begin:end] = self._block_stats(block, context, first)
+            out[begin:end] = self._block_stats(block, context, first, recent, first_recent)
         self._count += values.size
         self._tail = context[-self._keep :]
+        if self.dense:
+            self._recent = recent[-(self.dense + self.step) :]
         return out
 
     @property
@@ -99,18 +109,29 @@ class TrailingQuantiles:
         """The daemon's common case: one new row inside a block already computed."""
         if self._count % self.stride == 0:
             self._tail = np.concatenate([self._tail[-(self._keep - 1) :], values])
+        if self.dense:
+            self._recent = np.concatenate([self._recent[-(self.dense + self.step - 1) :], values])
         self._count += 1
         assert self._cache is not None
         return self._cache[1][None, :].copy()
 
-    def _block_stats(self, block: int, context: FloatArray, first: int) -> FloatArray:
+    def _block_stats(
+        self, block: int, context: FloatArray, first: int, recent: FloatArray, first_recent: int
+    ) -> FloatArray:
         if self._cache is not None and self._cache[0] == block:
             return self._cache[1]
-        lo = -(-max(block - self.window, 0) // self.stride)  # kept rows in [block - window, block)
-        hi = -(-block // self.stride)
-        rows = context[max(lo, first) - first : hi - first]
-        stats = order_statistics(rows, self.quantiles, -(-self.min_periods // self.stride))
-        stats[-1] *= self.stride
+        boundary = max(block - self.dense, 0)  # rows from here on are all kept
+        lo = -(-max(block - self.window, 0) // self.stride)  # kept rows in [block - window, ..)
+        hi = -(-boundary // self.stride)
+        sampled = context[max(lo, first) - first : max(hi, first) - first]
+        if self.dense:
+            full = recent[max(boundary, first_recent) - first_recent : block - first_recent]
+            stats = weighted_order_statistics(
+                sampled, self.stride, full, self.quantiles, self.min_periods
+            )
+        else:
+            stats = order_statistics(sampled, self.quantiles, -(-self.min_periods // self.stride))
+            stats[-1] *= self.stride
         self._cache = (block, stats)
         return stats
 
@@ -126,6 +147,32 @@ def order_statistics(rows: FloatArray, quantiles: Sequence[float], min_periods: 
     out[-1] = valid
     if valid >= max(min_periods, 1):
         out[:-1] = ordered[[int(q * (valid - 1)) for q in quantiles]]
+    return out
+
+
+def weighted_order_statistics(
+    sampled: FloatArray,
+    weight: int,
+    full: FloatArray,
+    quantiles: Sequence[float],
+    min_periods: int,
+) -> FloatArray:
+    """:func:`order_statistics` of ``full`` together with ``sampled`` rows that each stand
+    for ``weight`` rows; the count is in rows."""
+    if sampled.size == 0:
+        return order_statistics(full, quantiles, min_periods)
+    # each part sorted alone, then merged: a stable argsort of two sorted runs is a merge
+    # (a third of the cost of an argsort of the raw values); NaN sorts last
+    values = np.concatenate([np.sort(sampled), np.sort(full)])
+    order = np.argsort(values, kind="stable")
+    valid = int(np.count_nonzero(~np.isnan(values)))
+    cumulative = np.cumsum(np.where(order[:valid] < sampled.size, weight, 1))
+    total = int(cumulative[-1]) if valid else 0
+    out = np.full(len(quantiles) + 1, np.nan)
+    out[-1] = total
+    if total >= max(min_periods, 1):
+        ranks = np.array([int(q * (total - 1)) for q in quantiles], dtype=np.int64)
+        out[:-1] = values[order[np.searchsorted(cumulative, ranks, side="right")]]
     return out
 
 

@@ -10,6 +10,11 @@ no score (NaN, missing data), change nothing -- a gap never resolves an incident
 * resolve after ``resolve_after`` consecutive normal rows;
 * flap damping: an incident that reopens within ``cooldown`` rows of resolving is the
   same incident, reopened, and each reopening doubles the normal rows it needs to resolve.
+
+:func:`repeat_damped` is the same idea for a whole replayed file, as ``anomon evaluate``
+counts alerts (NAB's rules reward the first detection of an event and charge every
+later one outside it): a score counts fully only when it beats the previous ``damping``
+rows' maximum.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from anomon.config import AlarmConfig
+from anomon.detect.rolling import trailing_max
 
 
 class Event(StrEnum):
@@ -86,3 +92,15 @@ def _step(state: AlarmState, abnormal: bool, normal: bool, config: AlarmConfig) 
         return Event.REOPEN
     state.reopenings = 0
     return Event.OPEN
+
+
+def repeat_damped(scores: npt.ArrayLike, *, span: int, factor: float) -> npt.NDArray[np.float64]:
+    """Scores as alerts: a score that does not beat the maximum of the previous ``span``
+    rows is multiplied by ``factor`` (``span = 0``: unchanged), so one episode alerts
+    once. The detectors' own scores are never damped; this is for counting alerts."""
+    values = np.asarray(scores, dtype=np.float64)
+    if span == 0 or values.size == 0:
+        return values
+    recent = trailing_max(np.empty(0), values, window=span)
+    beaten = np.isnan(recent) | (values > recent)
+    return np.where(beaten, values, values * factor)

@@ -23,6 +23,38 @@ Direction = Literal["up", "down", "both"]
 IQR_TO_SIGMA = 1.349  # the interquartile range of a normal distribution, in sigmas
 
 
+def robust_scale(
+    q25: FloatArray,
+    q75: FloatArray,
+    magnitude: FloatArray,
+    *,
+    scale_floor_rel: float = 1e-3,
+) -> FloatArray:
+    """The robust spread behind a z-score: the interquartile range in sigmas.
+
+    Floored at ``scale_floor_rel`` of the series' level ``magnitude`` (and at the float
+    resolution) so a flat series does not divide by zero.
+    """
+    scale = np.maximum((q75 - q25) / IQR_TO_SIGMA, scale_floor_rel * magnitude)
+    return np.maximum(scale, np.finfo(np.float64).eps * np.maximum(magnitude, 1.0))
+
+
+def robust_offset(
+    values: FloatArray,
+    median: FloatArray,
+    magnitude: FloatArray,
+    *,
+    min_deviation_abs: float = 0.0,
+    min_deviation_rel: float = 0.0,
+) -> FloatArray:
+    """``values - median``, with a deviation smaller than ``max(min_deviation_abs,
+    min_deviation_rel * magnitude)`` counted as none: tiny wiggles on quiet series never
+    alert."""
+    offset = values - median
+    negligible = np.abs(offset) < np.maximum(min_deviation_abs, min_deviation_rel * magnitude)
+    return np.where(negligible, 0.0, offset)
+
+
 def robust_deviation(
     values: FloatArray,
     q25: FloatArray,
@@ -36,18 +68,19 @@ def robust_deviation(
 ) -> FloatArray:
     """Return ``(values - median) / scale``, signed, with two guards for quiet series.
 
-    ``scale`` is the interquartile range in sigmas, floored at ``scale_floor_rel`` of
-    the series' level (``level``, default ``|median|``; and at the float resolution)
-    so a flat series does not divide by zero. A deviation smaller than
-    ``max(min_deviation_abs, min_deviation_rel * level)`` is no deviation at all: tiny
-    wiggles on quiet series never alert.
+    ``scale`` is :func:`robust_scale` (the series' level is ``level``, default
+    ``|median|``) and small offsets count as none (:func:`robust_offset`).
     """
     magnitude = np.abs(median if level is None else level)
-    scale = np.maximum((q75 - q25) / IQR_TO_SIGMA, scale_floor_rel * magnitude)
-    scale = np.maximum(scale, np.finfo(np.float64).eps * np.maximum(magnitude, 1.0))
-    offset = values - median
-    negligible = np.abs(offset) < np.maximum(min_deviation_abs, min_deviation_rel * magnitude)
-    return np.where(negligible, 0.0, offset / scale)
+    scale = robust_scale(q25, q75, magnitude, scale_floor_rel=scale_floor_rel)
+    offset = robust_offset(
+        values,
+        median,
+        magnitude,
+        min_deviation_abs=min_deviation_abs,
+        min_deviation_rel=min_deviation_rel,
+    )
+    return offset / scale
 
 
 DIRECTION_WEIGHTS: dict[str, tuple[float, float]] = {

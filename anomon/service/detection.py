@@ -167,7 +167,7 @@ class DetectJob:
             results = self.fleet.update(batch)
             for sid, scores in results.items():
                 anomalies += _records(sid, batch[sid], scores)
-                cycle[sid] = (batch[sid][0], scores.combined)
+                cycle[sid] = (batch[sid][0], scores.score)
                 quality[sid] = self.fleet.entities[sid].quality(now, stale_after=stale_after)[0]
             if self.telemetry is not None:
                 self.telemetry.record_scores(
@@ -248,7 +248,7 @@ class DetectJob:
 
             # rows scored before: only the windows and the alarm rules' state are kept
             for batch in self._slices(seen, recent):
-                scored |= {sid: s.combined for sid, s in self.fleet.update(batch).items()}
+                scored |= {sid: s.score for sid, s in self.fleet.update(batch).items()}
         for sid in seen:
             combined = scored.get(sid, np.empty(0))
             self.alarms.warm(sid, combined, firing=sid in firing)

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from anomon.config import DetectionConfig
-from anomon.detect import EntityDetector, RobustZScoreDetector
+from anomon.detect import EntityDetector, RobustZScoreDetector, entity
 from anomon.detect.entity import default_direction
+from anomon.detect.rules import repeat_damped
 
 STEP = 300  # five-minute rows
 ROWS = 3000
@@ -131,6 +132,11 @@ SMALL = DetectionConfig.model_validate(
 @settings(max_examples=15, deadline=None)
 @given(st.integers(0, 10_000), st.lists(st.integers(1, 60), min_size=1, max_size=20))
 def test_scores_do_not_depend_on_batching_and_never_look_ahead(seed: int, sizes: list[int]) -> None:
+    assert_batching_invariant(seed, sizes)
+
+
+def assert_batching_invariant(seed: int, sizes: list[int]) -> None:
+    """Any batching gives the whole series' scores, and a prefix scores as it did."""
     rng = np.random.default_rng(seed)
     rows = 400
     ts = START + 60 * np.arange(rows)
@@ -146,6 +152,36 @@ def test_scores_do_not_depend_on_batching_and_never_look_ahead(seed: int, sizes:
     prefix = rng.integers(1, rows)
     again = EntityDetector(["a", "b"], SMALL).update(ts[:prefix], x[:prefix])
     assert np.array_equal(again.score, whole.score[:prefix])
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(0, 10_000), st.lists(st.integers(1, 60), min_size=1, max_size=20))
+def test_scores_against_a_sampled_reference_do_not_depend_on_batching(
+    seed: int, sizes: list[int]
+) -> None:
+    """The same with the calibration references' older rows sampled (small stand-ins for
+    the 4,000 dense rows and every n-th older one that long windows keep)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(entity, "REFERENCE_DENSE", 20)
+        patch.setattr(entity, "REFERENCE_SPARSE", 12)
+        patch.setattr(entity, "REFERENCE_STEP", 8)
+        probe = EntityDetector(["a"], SMALL)._metrics[0].raw["zscore"]
+        assert (probe.stride, probe.dense, probe.step) == (4, 20, 8)
+        assert_batching_invariant(seed, sizes)
+
+
+def test_a_long_level_shift_stays_anomalous_while_it_is_new() -> None:
+    """The score is not damped and the reference is long: a shift of 10 sigma held for
+    3,000 rows keeps the score above the threshold for most of its first 500 rows, on a
+    series with a full calibration reference of ordinary rows before it."""
+    before, after = DEFAULTS.calibration_window, 3000
+    ts = START + STEP * np.arange(before + after)
+    x = 50 + np.random.default_rng(7).normal(0.0, 1.0, before + after)
+    x[before:] += 10.0
+    result = EntityDetector(["value"], DEFAULTS).update(ts, x[:, None])
+    assert not result.anomaly[before - 2000 : before].any()
+    share = result.anomaly[before : before + 500].mean()
+    assert share >= 0.8, share
 
 
 @parametrize_with_checks(
@@ -203,9 +239,12 @@ def test_data_quality_states() -> None:
 
 
 def test_the_undamped_score_stays_high_through_an_episode() -> None:
+    """The score itself is never damped; repeat damping is for counting alerts only."""
     x = with_shift(50 + noise(), 15.0)
     result = EntityDetector(["value"], DEFAULTS).update(TS, x[:, None])
     assert result.anomaly[AT]
-    damped = result.score[AT + 1 : AT + 21] < result.combined[AT + 1 : AT + 21]
-    assert damped.sum() >= 10  # most of the episode is damped: one alarm, not twenty
-    assert np.all(result.combined[AT : AT + 20] >= DEFAULTS.threshold)
+    assert np.all(result.score[AT : AT + 20] >= DEFAULTS.threshold)
+    assert np.array_equal(result.anomaly, result.score >= DEFAULTS.threshold)
+    alerts = repeat_damped(result.score, span=DEFAULTS.damping, factor=DEFAULTS.damping_factor)
+    damped = alerts[AT + 1 : AT + 21] < result.score[AT + 1 : AT + 21]
+    assert damped.sum() >= 10  # most of the episode is damped: one alert, not twenty

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anomon.detect.rolling import TrailingQuantiles, trailing_max
+from anomon.detect.rolling import (
+    TrailingQuantiles,
+    order_statistics,
+    trailing_max,
+    weighted_order_statistics,
+)
 
 QUANTILES = (0.0, 0.25, 0.5, 0.99, 1.0)
 
@@ -77,3 +83,118 @@ def test_strided_windows_keep_every_nth_row_in_any_batching(
     )
     got = np.vstack([stream.push(x[i : i + chunk]) for i in range(0, x.size, chunk)])
     assert np.array_equal(got[:, :-1], expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weighted_order_statistics_are_those_of_the_rows_repeated(dtype: type) -> None:
+    """A sampled row of weight w counts as w copies of itself, NaNs count for nothing."""
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        sampled = rng.normal(0, 1, rng.integers(0, 40)).astype(dtype)
+        full = rng.normal(0, 1, rng.integers(0, 40)).astype(dtype)
+        for part in (sampled, full):  # ties and NaNs, in both parts
+            part[rng.random(part.size) < 0.2] = np.nan
+            part[rng.random(part.size) < 0.1] = dtype(0.5)
+        weight = int(rng.integers(1, 9))
+        min_periods = int(rng.integers(0, 60))
+        expected = order_statistics(
+            np.concatenate([np.repeat(sampled, weight), full]), QUANTILES, min_periods
+        )
+        got = weighted_order_statistics(sampled, weight, full, QUANTILES, min_periods)
+        assert got.dtype == np.float64
+        assert np.array_equal(got, expected, equal_nan=True), (sampled, weight, full)
+
+
+def sparse_brute_force(
+    x: np.ndarray, window: int, step: int, stride: int, dense: int, min_periods: int
+) -> np.ndarray:
+    """A trailing window whose last ``dense`` rows are all kept and whose older rows are
+    kept every ``stride``-th (counted from the first row), each standing for ``stride``."""
+    out = np.empty((x.size, len(QUANTILES) + 1))
+    for row in range(x.size):
+        block = row - row % step
+        boundary = max(block - min(dense, window), 0)
+        older = np.arange(max(block - window, 0), boundary)
+        sampled = x[older[older % stride == 0]]
+        rows = np.concatenate([np.repeat(sampled, stride), x[boundary:block]])
+        out[row] = order_statistics(rows, QUANTILES, min_periods)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values,
+    st.integers(1, 80),
+    st.integers(1, 9),
+    st.integers(1, 90),  # dense=0 is the plain strided window, tested above
+    st.integers(1, 12),
+    st.sampled_from([np.float32, np.float64]),
+    st.randoms(),
+)
+def test_dense_strided_windows_are_the_same_in_any_batching(
+    data: list[float],
+    window: int,
+    step: int,
+    dense: int,
+    min_periods: int,
+    dtype: type,
+    rnd: object,
+) -> None:
+    x = np.array(data).astype(dtype)
+    expected = sparse_brute_force(x, window, step, 4, dense, min_periods)
+
+    def stream() -> TrailingQuantiles:
+        return TrailingQuantiles(
+            window=window,
+            step=step,
+            quantiles=QUANTILES,
+            min_periods=min_periods,
+            stride=4,
+            dense=dense,
+            dtype=dtype,
+        )
+
+    whole = stream().push(x)
+    single = stream()
+    one_by_one = np.vstack([single.push(x[i : i + 1]) for i in range(x.size)])
+    chunked, parts, start = stream(), [], 0
+    while start < x.size:
+        size = rnd.randint(1, 40)  # type: ignore[attr-defined]
+        parts.append(chunked.push(x[start : start + size]))
+        start += size
+    assert np.array_equal(whole, expected, equal_nan=True)
+    assert np.array_equal(one_by_one, whole, equal_nan=True)
+    assert np.array_equal(np.vstack(parts), whole, equal_nan=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 30), st.integers(0, 30), st.integers(1, 10))
+def test_a_dense_strided_window_counts_its_rows(
+    seed: int, window_blocks: int, dense_blocks: int, step_blocks: int
+) -> None:
+    """The count column is in rows: a kept older row stands for ``stride`` rows, so with
+    the window, dense part and step on the stride's grid and no NaN it is exactly the
+    number of rows in the window; with NaNs it is the number of valid rows the kept rows
+    stand for."""
+    stride = 4
+    window, dense, step = stride * window_blocks, stride * dense_blocks, stride * step_blocks
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, 300)
+    stream = TrailingQuantiles(
+        window=window, step=step, quantiles=QUANTILES, min_periods=1, stride=stride, dense=dense
+    )
+    got = np.vstack([stream.push(x[i : i + 7]) for i in range(0, x.size, 7)])
+    blocks = np.arange(x.size) - np.arange(x.size) % step
+    in_window = np.minimum(blocks, window)
+    assert np.array_equal(got[:, -1], in_window)
+
+    x[rng.random(x.size) < 0.3] = np.nan
+    stream = TrailingQuantiles(
+        window=window, step=step, quantiles=QUANTILES, min_periods=1, stride=stride, dense=dense
+    )
+    got = np.vstack([stream.push(x[i : i + 7]) for i in range(0, x.size, 7)])
+    expected = sparse_brute_force(x, window, step, stride, dense, 1)
+    assert np.array_equal(got[:, -1], expected[:, -1])
+    if dense >= window:  # all rows kept: the count is the number of valid rows exactly
+        valid = [np.count_nonzero(~np.isnan(x[max(b - window, 0) : b])) for b in blocks]
+        assert np.array_equal(got[:, -1], valid)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from anomon.config import AlarmConfig
-from anomon.detect.rules import AlarmState, Event, apply_rules
+from anomon.detect.rules import AlarmState, Event, apply_rules, repeat_damped
 
 NAN = math.nan
 HIGH, MID, LOW = 90.0, 70.0, 10.0  # abnormal, in between (hysteresis), normal at threshold 80
@@ -78,3 +79,33 @@ def test_the_state_carries_across_batches() -> None:
 def test_open_after_cannot_exceed_open_within() -> None:
     with pytest.raises(ValueError, match="open_after must be at most open_within"):
         AlarmConfig(open_after=3, open_within=2)
+
+
+def test_a_lower_repeat_within_the_span_is_damped() -> None:
+    scores = [10.0, 90.0, 10.0, 85.0, 10.0]
+    assert repeat_damped(scores, span=5, factor=0.5).tolist() == [10.0, 90.0, 5.0, 42.5, 5.0]
+
+
+def test_a_higher_peak_is_not_damped_and_the_first_row_never_is() -> None:
+    scores = [90.0, 10.0, 95.0, 95.0]
+    # a tie does not beat the maximum: the second 95 is a repeat
+    assert repeat_damped(scores, span=5, factor=0.5).tolist() == [90.0, 5.0, 95.0, 47.5]
+
+
+def test_a_repeat_outside_the_span_counts_again() -> None:
+    scores = [90.0, 10.0, 10.0, 85.0]
+    assert repeat_damped(scores, span=2, factor=0.5).tolist() == [90.0, 5.0, 5.0, 85.0]
+    assert repeat_damped(scores, span=3, factor=0.5).tolist() == [90.0, 5.0, 5.0, 42.5]
+
+
+def test_missing_scores_are_no_maximum_to_beat() -> None:
+    scores = [NAN, NAN, 70.0, NAN, 60.0]
+    got = repeat_damped(scores, span=2, factor=0.5)
+    assert np.array_equal(got, [NAN, NAN, 70.0, NAN, 30.0], equal_nan=True)
+
+
+def test_span_zero_or_no_rows_changes_nothing() -> None:
+    scores = np.array([10.0, 90.0, 10.0, 85.0, NAN])
+    assert np.array_equal(repeat_damped(scores, span=0, factor=0.5), scores, equal_nan=True)
+    assert repeat_damped([], span=10, factor=0.5).size == 0
+    assert np.array_equal(repeat_damped(scores, span=10, factor=1.0), scores, equal_nan=True)
