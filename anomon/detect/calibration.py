@@ -68,9 +68,9 @@ def calibrate(
     its first unusual value nor ignores it.
 
     ``span_floor`` (one value, or one per row) is the smallest spacing per decade that
-    counts as a real spread in the raw score's units, so a detector whose history is nearly constant
-    does not call every small change a one-in-a-million event. Rows without reference
-    quantiles (NaN) or without a raw score score 0.
+    counts as a real spread in the raw score's units, so a detector whose history is
+    nearly constant does not call every small change a one-in-a-million event. Rows
+    without reference quantiles (NaN) or without a raw score score 0.
     """
     decades_of = calibrated_decades(
         raw,

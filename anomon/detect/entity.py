@@ -69,7 +69,7 @@ REFERENCE_STEP = 256
 def _normal_tail(levels: Sequence[float], *, one_sided: bool) -> tuple[float, ...]:
     """The quantiles at ``levels`` (below 1) of a directional z-score on normal data."""
     normal = NormalDist()
-    tail = [level for level in levels if level < levels[-1]]
+    tail = [level for level in levels if level < 1.0]  # 1.0, the maximum, has no prior
     if one_sided:  # max(z, 0): zero up to the median
         return tuple(max(normal.inv_cdf(level), 0.0) for level in tail)
     return tuple(normal.inv_cdf((1.0 + level) / 2.0) for level in tail)  # |z|
