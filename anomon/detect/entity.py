@@ -60,7 +60,7 @@ MAX_REFRESH_STEP = 128
 # REFERENCE_SPARSE of the older ones (every n-th row): the rarity of a score needs a long
 # memory, and a dense one only for the recent past.
 REFERENCE_DENSE = 4000
-REFERENCE_SPARSE = 4500
+REFERENCE_SPARSE = 3000
 # A reference is refreshed every REFERENCE_STEP rows: its dense part is long enough that
 # this staleness is immaterial, and each refresh sorts ~8,500 values.
 REFERENCE_STEP = 256
@@ -108,7 +108,12 @@ class Scores:
 
 
 def _window(
-    window: int, quantiles: Sequence[float], min_periods: int, *, single: bool = False
+    window: int,
+    quantiles: Sequence[float],
+    min_periods: int,
+    *,
+    single: bool = False,
+    compact: bool = False,
 ) -> TrailingQuantiles:
     step = max(1, min(window // REFRESHES_PER_WINDOW, MAX_REFRESH_STEP))
     if single:
@@ -121,6 +126,7 @@ def _window(
         stride=max(1, -(-(window - REFERENCE_DENSE) // REFERENCE_SPARSE)) if single else 1,
         dense=REFERENCE_DENSE if single else 0,
         dtype=np.float32 if single else np.float64,
+        compact=compact,
     )
 
 
@@ -137,9 +143,10 @@ class _MetricState:
         # metric values stay in double precision: a level of 1e12 with a spread of 1e3 needs it
         self.values = _window(baseline, BASELINE_QUANTILES, history)
         self.residuals = _window(baseline, BASELINE_QUANTILES, history, single=True)
+        # calibration references: the most memory a series has, rounded to bfloat16
         self.raw = {
-            "zscore": _window(*calibration, single=True),
-            "seasonal": _window(*calibration, single=True),
+            "zscore": _window(*calibration, single=True, compact=True),
+            "seasonal": _window(*calibration, single=True, compact=True),
         }
         self.profiles = [
             SeasonalProfile(SEASONS[name], periods=config.seasonal_periods)
@@ -350,8 +357,9 @@ class EntityDetector:
     ) -> None:
         if not self.pooled:  # a pooled entity's training rows live in its fleet's pool
             window = self.config.forest.train_window
-            self._features = np.concatenate([self._features, features])[-window:]
-            self._flags = np.concatenate([self._flags, anomaly])[-window:]
+            # copies: a view would keep the whole batch alive
+            self._features = np.concatenate([self._features, features])[-window:].copy()
+            self._flags = np.concatenate([self._flags, anomaly])[-window:].copy()
         self._rows_seen += times.size
         self._last_ts = int(times[-1])
 

@@ -68,6 +68,10 @@ class SeasonalProfile:
             # the daemon's common case: one more row in the open bin, same past cycles
             self._open_rows = np.concatenate([self._open_rows, values])
             return self._open_expected.copy()
+        if keys.size == 1 and int(keys[0]) > self._open_key:
+            # the daemon's other case: the row opens the next bin (every bin width, for
+            # every series at once): the same arithmetic without the batch machinery
+            return self._open_next(int(keys[0]), int(cycles[0]), int(bins[0]), values)
         self._close_bins(keys, values)
         lags = np.full((ts.size, self.periods), np.nan)
         if self._values:
@@ -83,6 +87,36 @@ class SeasonalProfile:
             self._open_expected = expected[-1:].copy()
         return expected
 
+    def _open_next(self, key: int, cycle: int, bin_: int, values: FloatArray) -> FloatArray:
+        """:meth:`expected` of one row that opens a new bin, closing the open one."""
+        if self._open_rows.size:
+            # the mean as _close_bins computes it (one reduceat segment), so that a
+            # row-by-row stream stores the same bits as a batch
+            rows = self._open_rows
+            valid = ~np.isnan(rows)
+            total = np.add.reduceat(np.where(valid, rows, 0.0), [0])[0]
+            count = int(np.count_nonzero(valid))
+            closed_cycle, closed_bin = divmod(self._open_key, self.season.bins)
+            stored = self._values.setdefault(closed_cycle, np.full(self.season.bins, np.nan))
+            stored[closed_bin] = total / count if count else np.nan
+        self._open_key, self._open_rows = key, np.array(values, dtype=np.float64)
+        lags = []
+        for k in range(1, self.periods + 1):
+            past = self._values.get(cycle - k)
+            if past is not None and not np.isnan(past[bin_]):
+                lags.append(float(past[bin_]))
+        self._forget(cycle)
+        lags.sort()
+        n = len(lags)  # the median as nan_median computes it
+        if n == 0:
+            median = np.nan
+        elif n % 2:
+            median = lags[n // 2]
+        else:
+            median = (lags[n // 2 - 1] + lags[n // 2]) / 2
+        self._open_expected = np.full(1, median)
+        return self._open_expected.copy()
+
     def _close_bins(self, keys: IntArray, values: FloatArray) -> None:
         """Store the mean of every bin that these rows complete; keep the last one open."""
         if keys.size == 0:
@@ -96,7 +130,7 @@ class SeasonalProfile:
         with np.errstate(invalid="ignore", divide="ignore"):
             means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
         self._open_key = int(all_keys[starts[-1]])
-        self._open_rows = all_values[starts[-1] :]
+        self._open_rows = all_values[starts[-1] :].copy()  # not a view of the whole batch
         closed_cycles, closed_bins = np.divmod(all_keys[starts[:-1]], self.season.bins)
         if closed_cycles.size == 0:
             return

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from anomon.detect.rolling import (
     TrailingQuantiles,
+    from_bfloat16,
     order_statistics,
+    to_bfloat16,
     trailing_max,
     weighted_order_statistics,
 )
@@ -198,3 +200,64 @@ def test_a_dense_strided_window_counts_its_rows(
     if dense >= window:  # all rows kept: the count is the number of valid rows exactly
         valid = [np.count_nonzero(~np.isnan(x[max(b - window, 0) : b])) for b in blocks]
         assert np.array_equal(got[:, -1], valid)
+
+
+def test_bfloat16_rounds_to_nearest_within_half_a_percent() -> None:
+    rng = np.random.default_rng(3)
+    x = np.concatenate(
+        [
+            rng.normal(0, 1, 2000) * 10.0 ** rng.integers(-30, 30, 2000),
+            [0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-42, 3.0e38],
+        ]
+    ).astype(np.float32)
+    stored = to_bfloat16(x)
+    assert stored.dtype == np.uint16
+    back = from_bfloat16(stored)
+    finite = np.isfinite(x) & (np.abs(x) > 1e-37) & (np.abs(x) < 3e38)
+    assert np.all(np.abs(back[finite] - x[finite]) <= np.abs(x[finite]) * 2.0**-8)
+    assert np.isnan(back[np.isnan(x)]).all()
+    assert back[np.isposinf(x)][0] == np.inf and back[np.isneginf(x)][0] == -np.inf
+    # one value at a time (the daemon's path) gives the same bits as a whole array
+    one_by_one = np.concatenate([to_bfloat16(x[i : i + 1]) for i in range(x.size)])
+    assert np.array_equal(one_by_one, stored)
+    assert from_bfloat16(to_bfloat16(np.array([1.0 + 2.0**-9], dtype=np.float32)))[0] == 1.0
+    assert from_bfloat16(to_bfloat16(np.array([1.0 + 3 * 2.0**-9], dtype=np.float32)))[0] == (
+        1.0 + 2.0**-7
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(values, st.integers(4, 60), st.integers(1, 9), st.integers(1, 40), st.integers(1, 30))
+def test_compact_windows_are_windows_of_the_rounded_values(
+    data: list[float], window: int, step: int, dense: int, chunk: int
+) -> None:
+    """bfloat16 storage: the statistics of the values as rounded, in any batching."""
+    x = np.array(data).astype(np.float32)
+    rounded = from_bfloat16(to_bfloat16(x)).astype(np.float64)
+    expected = sparse_brute_force(rounded, window, step, 4, dense, 1)
+
+    def stream() -> TrailingQuantiles:
+        return TrailingQuantiles(
+            window=window,
+            step=step,
+            quantiles=QUANTILES,
+            min_periods=1,
+            stride=4,
+            dense=dense,
+            dtype=np.float32,
+            compact=True,
+        )
+
+    whole = stream().push(x)
+    single = stream()
+    one_by_one = np.vstack([single.push(x[i : i + 1]) for i in range(x.size)])
+    chunked = stream()
+    parts = np.vstack([chunked.push(x[i : i + chunk]) for i in range(0, x.size, chunk)])
+    assert np.array_equal(whole, expected, equal_nan=True)
+    assert np.array_equal(one_by_one, whole, equal_nan=True)
+    assert np.array_equal(parts, whole, equal_nan=True)
+
+
+def test_compact_storage_needs_single_precision() -> None:
+    with pytest.raises(ValueError, match="float32"):
+        TrailingQuantiles(window=10, step=1, quantiles=QUANTILES, min_periods=1, compact=True)
