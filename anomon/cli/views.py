@@ -14,6 +14,7 @@ from anomon import store
 from anomon.cli.common import MAX_ID, label_pairs, open_store, whole_number
 from anomon.cli.tables import as_json, cell_text, emit, escape_controls, text_table
 from anomon.errors import UsageError
+from anomon.model import SeriesKey, describe_key
 from anomon.timeutil import format_duration, from_epoch
 
 # the columns of the list commands, in their order
@@ -42,6 +43,13 @@ def status(args: argparse.Namespace) -> int:
         lines.append("  (no collections yet)")
     series = ", ".join(f"{n} {q}" for q, n in sorted(found.series_by_quality.items()))
     lines.append(f"series: {series or 'none'}")
+    learning = found.series_by_quality.get("learning", 0)
+    for row in found.learning:
+        until = f"about {row.until:%Y-%m-%d %H:%M}Z" if row.until else "unknown"
+        name = describe_key(SeriesKey(row.metric, row.labels), limit=120)
+        lines.append(f"  learning until {until}: {name} on {row.entity}")
+    if learning > len(found.learning):
+        lines.append(f"  ... and {learning - len(found.learning)} more learning")
     lines.append(f"open incidents: {found.open_incidents}")
     outbox = ", ".join(f"{n} {state}" for state, n in sorted(found.outbox.items()))
     lines.append(f"notifications: {outbox or 'none'}")

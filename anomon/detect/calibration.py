@@ -65,7 +65,8 @@ def calibrate(
     floor. With a ``prior`` (the tail quantiles the raw score has when nothing is wrong),
     the quantiles of a short history are shrunk towards it, as if ``prior_weight`` rows
     of ordinary data had been seen: a detector with little history neither panics at
-    its first unusual value nor ignores it.
+    its first unusual value nor ignores it; a row with no reference at all is judged on
+    the prior alone.
 
     ``span_floor`` (one value, or one per row) is the smallest spacing per decade that
     counts as a real spread in the raw score's units, so a detector whose history is
@@ -99,7 +100,10 @@ def calibrated_decades(
     k = knots_at.size
     quantiles, count = reference[:, :k], reference[:, -1:]
     if prior is not None and prior_weight > 0:
-        quantiles = (count * quantiles + prior_weight * np.asarray(prior)) / (count + prior_weight)
+        expected = np.broadcast_to(np.asarray(prior, dtype=np.float64), quantiles.shape)
+        shrunk = (count * quantiles + prior_weight * expected) / (count + prior_weight)
+        # no reference yet (its first row): the prior alone
+        quantiles = np.where(np.isnan(quantiles), expected, shrunk)
     # knots never closer than span_floor per decade: a flat reference has a real slope
     floor = np.asarray(span_floor, dtype=np.float64)
     widths = np.diff(quantiles, axis=1)

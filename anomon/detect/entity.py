@@ -31,19 +31,20 @@ from sklearn.ensemble import IsolationForest
 from anomon.config import DetectionConfig, Limit
 from anomon.detect.calibration import CALIBRATION_QUANTILES, RARITY_QUANTILES, calibrate
 from anomon.detect.forest import FEATURES, fit_forest, forest_raw_score, summary_features
-from anomon.detect.rolling import TrailingQuantiles
+from anomon.detect.rolling import Holdout, Judge, TrailingQuantiles
 from anomon.detect.seasonal import SEASONS, SeasonalProfile
 from anomon.detect.zscore import (
     DIRECTION_WEIGHTS,
     Direction,
     robust_offset,
     robust_scale,
+    small_sample_inflation,
     weighted_directional,
 )
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-Quality = Literal["ok", "too_short", "stale", "flat"]
+Quality = Literal["ok", "too_short", "learning", "stale", "flat"]
 
 DETECTORS = ("zscore", "seasonal", "forest", "limit")
 LIMIT_SCORE = 100.0  # a broken static limit is as sure as a score can be
@@ -52,18 +53,28 @@ BASELINE_QUANTILES = (0.25, 0.5, 0.75)
 Z_SPAN_FLOOR = 0.5  # calibration floor for z-score detectors, in sigmas
 FOREST_SPAN_FLOOR = 0.01  # calibration floor for the forest's score (range ~0.3-0.8)
 PRIOR_WEIGHT = 400.0
+# A metric is "learning" until it has this many valid rows (its own reference then
+# outweighs the prior) and, with seasonality, has been seen for one whole cycle.
+LEARNED_ROWS = int(PRIOR_WEIGHT)
 # Trailing statistics are refreshed every window/16 rows, and at least every 128 rows so
 # that short series are not judged on stale baselines.
 REFRESHES_PER_WINDOW = 16
 MAX_REFRESH_STEP = 128
+# A sustained anomalous episode is kept out of a detector's calibration reference for
+# its first baseline_window / HOLDOUT_SHARE rows (Holdout): it keeps scoring as rare
+# instead of fading as the reference fills with it; one that lasts longer is the new
+# normal.
+HOLDOUT_SHARE = 4
+HOLDOUT_START = 20
 # A calibration reference keeps its most recent REFERENCE_DENSE rows in full and about
 # REFERENCE_SPARSE of the older ones (every n-th row): the rarity of a score needs a long
 # memory, and a dense one only for the recent past.
 REFERENCE_DENSE = 4000
 REFERENCE_SPARSE = 3000
 # A reference is refreshed every REFERENCE_STEP rows: its dense part is long enough that
-# this staleness is immaterial, and each refresh sorts ~8,500 values.
+# this staleness is immaterial, and each refresh sorts ~7,000 values.
 REFERENCE_STEP = 256
+FOREST_REFERENCE_STEP = 1024
 
 
 def _normal_tail(levels: Sequence[float], *, one_sided: bool) -> tuple[float, ...]:
@@ -114,10 +125,12 @@ def _window(
     *,
     single: bool = False,
     compact: bool = False,
+    holdout: Holdout | None = None,
+    reference_step: int = 0,
 ) -> TrailingQuantiles:
     step = max(1, min(window // REFRESHES_PER_WINDOW, MAX_REFRESH_STEP))
     if single:
-        step = max(step, REFERENCE_STEP)
+        step = max(step, reference_step or REFERENCE_STEP)
     return TrailingQuantiles(
         window=window,
         step=step,
@@ -127,6 +140,7 @@ def _window(
         dense=REFERENCE_DENSE if single else 0,
         dtype=np.float32 if single else np.float64,
         compact=compact,
+        holdout=holdout,
     )
 
 
@@ -139,19 +153,63 @@ class _MetricState:
         self.valid_rows = 0  # rows with a value, ever
         self.spread = float("nan")  # the latest baseline interquartile range
         baseline, history = config.baseline_window, config.min_history
-        calibration = (config.calibration_window, RARITY_QUANTILES, 2 * history)
+        # a reference needs no minimum: while it is short its calibration leans on the
+        # normal prior (calibrate_z), so a series is scored from its min_history-th row
+        calibration = (config.calibration_window, RARITY_QUANTILES, 1)
         # metric values stay in double precision: a level of 1e12 with a spread of 1e3 needs it
         self.values = _window(baseline, BASELINE_QUANTILES, history)
         self.residuals = _window(baseline, BASELINE_QUANTILES, history, single=True)
         # calibration references: the most memory a series has, rounded to bfloat16
+        holdout = Holdout(rows=baseline // HOLDOUT_SHARE, start=HOLDOUT_START)
         self.raw = {
-            "zscore": _window(*calibration, single=True, compact=True),
-            "seasonal": _window(*calibration, single=True, compact=True),
+            name: _window(*calibration, single=True, compact=True, holdout=holdout)
+            for name in ("zscore", "seasonal")
         }
+        self.threshold = config.threshold
         self.profiles = [
             SeasonalProfile(SEASONS[name], periods=config.seasonal_periods)
             for name in config.seasonality
         ]
+
+    def baselines(
+        self, times: IntArray, x: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Push new rows into the baselines: ``(quartiles and count of the values, seasonal
+        expectation, quartiles and count of the seasonal residuals)`` for each row."""
+        q = self.values.push(x)
+        self.valid_rows += int(np.count_nonzero(~np.isnan(x)))
+        if q.shape[0]:
+            self.spread = float(q[-1, 2] - q[-1, 0])
+        seasonal_expected = self.seasonal_expected(times, x)
+        qr = self.residuals.push(x - seasonal_expected)
+        return q, seasonal_expected, qr
+
+    def calibrated(self, name: str, offset: FloatArray, scale: FloatArray) -> FloatArray:
+        """Calibrate deviations against detector ``name``'s reference, then add them to it.
+
+        Each block of rows is judged as it is reached, so that the rows of a sustained
+        anomalous episode are kept out of the reference its later rows are judged
+        against (:class:`~anomon.detect.rolling.Holdout`).
+        """
+        scores = np.empty(offset.size)
+        one_sided = self.direction != "both"
+
+        def judge(rows: slice, reference: FloatArray) -> npt.NDArray[np.bool_]:
+            scores[rows] = calibrate_z(offset[rows], reference, scale[rows], one_sided=one_sided)
+            return scores[rows] >= self.threshold
+
+        self.raw[name].push(offset, judge=judge)
+        return scores
+
+    def seasonal_expected(self, times: IntArray, x: FloatArray) -> FloatArray:
+        """The median of this metric at the same time of day / week over past cycles."""
+        if not self.profiles:
+            return np.full(x.size, np.nan)
+        expectations = [profile.expected(times, x) for profile in self.profiles]
+        if len(expectations) == 1:
+            return expectations[0]
+        stacked = np.column_stack(expectations)  # daily and weekly: the one seen more often
+        return np.where(np.isnan(stacked[:, 0]), stacked[:, 1], stacked[:, 0])
 
 
 class EntityDetector:
@@ -182,6 +240,7 @@ class EntityDetector:
             for name, direction in zip(metrics, chosen, strict=True)
         ]
         self._rows_seen = 0
+        self._first_ts: int | None = None
         self._last_ts: int | None = None
         self._forest: IsolationForest | None = None
         self._features = np.empty((0, FEATURES))
@@ -192,22 +251,46 @@ class EntityDetector:
     def quality(self, now: int, *, stale_after: int) -> list[Quality]:
         """Return each metric's data-quality state at ``now`` (epoch seconds).
 
-        ``too_short``: no baseline yet (fewer valid rows than ``min_history``, or the first
-        block of the baseline window still filling); ``stale``: no row for more
-        than ``stale_after`` seconds; ``flat``: the baseline window does not vary at all;
-        else ``ok``. Anomalies are only meaningful for ``ok`` and ``flat`` metrics.
+        ``too_short``: not scored yet (fewer valid rows than ``min_history``);
+        ``learning``: scored, with the wider bands of a short history, until
+        :meth:`learning_until`; ``stale``: no row for more than ``stale_after`` seconds;
+        ``flat``: the baseline window does not vary at all; else ``ok``.
         """
         states: list[Quality] = []
-        for state in self._metrics:
+        for column, state in enumerate(self._metrics):
             if state.valid_rows < self.config.min_history or np.isnan(state.spread):
                 states.append("too_short")
             elif self._last_ts is None or now - self._last_ts > stale_after:
                 states.append("stale")
             elif state.spread == 0.0:
                 states.append("flat")
+            elif self.learning_until()[column] is not None:
+                states.append("learning")
             else:
                 states.append("ok")
         return states
+
+    def learning_until(self) -> list[int | None]:
+        """When each metric will have learnt its history, about (epoch seconds), or None
+        if it has (or nothing is known yet).
+
+        Learnt: :data:`LEARNED_ROWS` valid rows (its own calibration reference then
+        outweighs the normal prior, and its spread is known to within a few percent) and,
+        with seasonality, one whole cycle of the shortest season seen (before that a
+        pattern cannot be told from a fault). The time left is estimated from the mean
+        step between the rows seen so far.
+        """
+        if self._first_ts is None or self._last_ts is None or self._rows_seen < 2:
+            return [None] * len(self._metrics)
+        step = (self._last_ts - self._first_ts) / (self._rows_seen - 1)
+        cycles = [SEASONS[name].cycle for name in self.config.seasonality]
+        by_cycle = self._first_ts + min(cycles) if cycles else self._first_ts
+        found: list[int | None] = []
+        for state in self._metrics:
+            missing = max(LEARNED_ROWS - state.valid_rows, 0)
+            until = max(by_cycle, int(self._last_ts + missing * step))
+            found.append(until if until > self._last_ts else None)
+        return found
 
     def update(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> Scores:
         """Score new rows: ``ts`` epoch seconds (never decreasing), ``values`` ``(rows, metrics)``.
@@ -281,15 +364,11 @@ class EntityDetector:
             point.append(found.point)
             seasonal.append(found.seasonal)
             expected.append(found.expected)
-            one_sided = state.direction != "both"
             for name, offset, scale in (
                 ("zscore", found.point_offset, found.point_scale),
                 ("seasonal", found.seasonal_offset, found.seasonal_scale),
             ):
-                reference = state.raw[name].push(offset)
-                per_detector[name].append(
-                    calibrate_z(offset, reference, scale, one_sided=one_sided)
-                )
+                per_detector[name].append(state.calibrated(name, offset, scale))
             per_detector["limit"].append(_limit_scores(state.limit, data[:, column]))
         detectors = {name: _largest(cols) for name, cols in per_detector.items()}
         features = summary_features(np.column_stack(point), np.column_stack(seasonal))
@@ -305,25 +384,9 @@ class EntityDetector:
 
     def _metric_scores(self, state: _MetricState, times: IntArray, x: FloatArray) -> Deviations:
         """Return the deviations of ``x`` from its point and seasonal baselines."""
-        q = state.values.push(x)
-        state.valid_rows += int(np.count_nonzero(~np.isnan(x)))
-        if q.shape[0]:
-            state.spread = float(q[-1, 2] - q[-1, 0])
-        seasonal_expected = self._seasonal_expected(state, times, x)
-        qr = state.residuals.push(x - seasonal_expected)
+        q, seasonal_expected, qr = state.baselines(times, x)
         up, down = DIRECTION_WEIGHTS[state.direction]
         return deviation_scores(x, q, seasonal_expected, qr, up, down, self.config)
-
-    @staticmethod
-    def _seasonal_expected(state: _MetricState, times: IntArray, x: FloatArray) -> FloatArray:
-        """The median of this metric at the same time of day / week over past cycles."""
-        if not state.profiles:
-            return np.full(x.size, np.nan)
-        expectations = [profile.expected(times, x) for profile in state.profiles]
-        if len(expectations) == 1:
-            return expectations[0]
-        stacked = np.column_stack(expectations)  # daily and weekly: the one seen more often
-        return np.where(np.isnan(stacked[:, 0]), stacked[:, 1], stacked[:, 0])
 
     def _maybe_refit(self) -> None:
         config = self.config.forest
@@ -361,6 +424,8 @@ class EntityDetector:
             self._features = np.concatenate([self._features, features])[-window:].copy()
             self._flags = np.concatenate([self._flags, anomaly])[-window:].copy()
         self._rows_seen += times.size
+        if self._first_ts is None:
+            self._first_ts = int(times[0])
         self._last_ts = int(times[-1])
 
 
@@ -408,8 +473,11 @@ def deviation_scores(
         min_deviation_abs=least,
         min_deviation_rel=relative,
     )
-    scale = robust_scale(q[:, 0], q[:, 2], level)
-    seasonal_scale = robust_scale(qr[:, 0], qr[:, 2], seasonal_level)
+    # spreads from a short history are honestly wider (a young series is not sure yet)
+    scale = robust_scale(q[:, 0], q[:, 2], level) * small_sample_inflation(q[:, 3])
+    seasonal_scale = robust_scale(qr[:, 0], qr[:, 2], seasonal_level) * small_sample_inflation(
+        qr[:, 3]
+    )
     point_offset = weighted_directional(offset, up, down)
     seasonal_directional = weighted_directional(seasonal_offset, up, down)
     point_score, seasonal_score = point_offset / scale, seasonal_directional / seasonal_scale
@@ -459,8 +527,14 @@ def _largest(columns: list[FloatArray]) -> FloatArray:
 
 def forest_calibration(config: DetectionConfig) -> TrailingQuantiles:
     """The trailing window a forest's raw scores are calibrated against."""
+    # the forest's raw scores come from one model refitted rarely: their distribution
+    # moves slowly, so its reference is refreshed four times less often
     return _window(
-        config.calibration_window, CALIBRATION_QUANTILES, 2 * config.min_history, single=True
+        config.calibration_window,
+        CALIBRATION_QUANTILES,
+        2 * config.min_history,
+        single=True,
+        reference_step=FOREST_REFERENCE_STEP,
     )
 
 
@@ -527,35 +601,39 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
     seasonal_expected, up, down = np.empty(n), np.empty(n), np.empty(n)
     low, high = np.full(n, -np.inf), np.full(n, np.inf)
     for i, detector in enumerate(detectors):
-        state, row = detector._metrics[0], x[i : i + 1]
-        q[i] = state.values.push(row)[0]
-        state.valid_rows += int(not np.isnan(x[i]))
-        state.spread = float(q[i, 2] - q[i, 0])
-        seasonal_expected[i] = detector._seasonal_expected(state, ts[i : i + 1], row)[0]
-        qr[i] = state.residuals.push(row - seasonal_expected[i])[0]
+        state = detector._metrics[0]
+        found_q, found_expected, found_qr = state.baselines(ts[i : i + 1], x[i : i + 1])
+        q[i], seasonal_expected[i], qr[i] = found_q[0], found_expected[0], found_qr[0]
         up[i], down[i] = DIRECTION_WEIGHTS[state.direction]
         if state.limit is not None:
             low[i] = -np.inf if state.limit.min is None else state.limit.min
             high[i] = np.inf if state.limit.max is None else state.limit.max
     found = deviation_scores(x, q, seasonal_expected, qr, up, down, config)
-    columns = len(RARITY_QUANTILES) + 1
-    reference = {"zscore": np.empty((n, columns)), "seasonal": np.empty((n, columns))}
-    for i, detector in enumerate(detectors):
-        raw = detector._metrics[0].raw
-        reference["zscore"][i] = raw["zscore"].push(found.point_offset[i : i + 1])[0]
-        reference["seasonal"][i] = raw["seasonal"].push(found.seasonal_offset[i : i + 1])[0]
     one_sided = up + down < 2
-    scores = {
-        "zscore": calibrate_z(
-            found.point_offset, reference["zscore"], found.point_scale, one_sided=one_sided
-        ),
-        "seasonal": calibrate_z(
-            found.seasonal_offset, reference["seasonal"], found.seasonal_scale, one_sided=one_sided
-        ),
-        "limit": np.where((x < low) | (x > high), LIMIT_SCORE, 0.0),
-    }
+    scores = {"limit": np.where((x < low) | (x > high), LIMIT_SCORE, 0.0)}
+    for name, offset, scale in (
+        ("zscore", found.point_offset, found.point_scale),
+        ("seasonal", found.seasonal_offset, found.seasonal_scale),
+    ):
+        # the statistics each row will get, then one calibration over all entities,
+        # then each row pushed with its verdict (what calibrated() does for one entity)
+        streams = [detector._metrics[0].raw[name] for detector in detectors]
+        reference = np.array([stream.peek() for stream in streams]).reshape(n, -1)
+        scores[name] = calibrate_z(offset, reference, scale, one_sided=one_sided)
+        anomalous = scores[name] >= np.array([d._metrics[0].threshold for d in detectors])
+        for i, stream in enumerate(streams):
+            stream.push(offset[i : i + 1], judge=_known(anomalous[i : i + 1]))
     features = summary_features(found.point[:, None], found.seasonal[:, None])
     return Pending(ts, scores, features, found.expected[:, None])
+
+
+def _known(verdict: npt.NDArray[np.bool_]) -> Judge:
+    """A judge whose verdict was reached beforehand, on the statistics from ``peek``."""
+
+    def judge(_rows: slice, _stats: FloatArray) -> npt.NDArray[np.bool_]:
+        return verdict
+
+    return judge
 
 
 def finish_many(
@@ -578,6 +656,8 @@ def finish_many(
         combined = np.where(active, stacked, 0.0).sum(axis=1) / active.sum(axis=1)
     for detector, ts in zip(detectors, pending.times.tolist(), strict=True):
         detector._rows_seen += 1
+        if detector._first_ts is None:
+            detector._first_ts = int(ts)
         detector._last_ts = int(ts)
     anomaly = combined >= config.threshold
     return [

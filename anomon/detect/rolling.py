@@ -5,7 +5,10 @@ start of its *block* of ``step`` rows (blocks are counted from the first row eve
 pushed). Refreshing once per block instead of once per row makes a long replay cost
 ``window / step`` element operations per row instead of a sort per row, and a daemon
 cycle of one new row usually reuses the block's cached values; a baseline that is at
-most ``step - 1`` rows stale is immaterial next to a window of hundreds.
+most ``step - 1`` rows stale is immaterial next to a window of hundreds. The first
+``max(step, min_periods)`` rows are blocks of one row each (later blocks start every
+``step`` rows from there): while the history is short every row counts, a young series
+is judged on all of it, and statistics exist from the ``min_periods``-th row on.
 
 Quantiles are ``lower`` order statistics (the k-th smallest valid value, ``k = int(q *
 (m - 1))``): selections, not sums, so they are bit-for-bit the same whichever way the
@@ -16,7 +19,8 @@ rows arrive. NaN rows count towards the window, not towards the statistics.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +30,29 @@ import pandas as pd
 FloatArray = npt.NDArray[np.float64]
 
 _FEW = 16  # up to this many new rows, a loop of np.max beats pandas' setup cost
+
+
+Judge = Callable[[slice, FloatArray], npt.NDArray[np.bool_]]
+"""``judge(rows, stats)``: which of the pushed rows ``rows`` are anomalous, given the
+statistics those rows get (``(len(rows), len(quantiles) + 1)``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Holdout:
+    """Keep an episode out of the window it is judged against, for a while.
+
+    A counter rises by one for each row its judge calls anomalous and falls by one for
+    each other row, never below zero (a CUSUM of "anomalous"). An anomalous row is stored
+    as "no value" while that counter is between ``start`` and ``rows``: the first
+    ``start - 1`` rows of an episode are learnt (an isolated spike is ordinary data), the
+    rest of a sustained one is not (a fault does not become the reference it is judged
+    against, so it does not fade as the reference fills with it), and an episode that
+    outlasts ``rows`` is accepted as the new normal. A noisy episode that sometimes
+    looks ordinary keeps its counter (it falls by one, it is not reset).
+    """
+
+    rows: int
+    start: int = 2
 
 
 class TrailingQuantiles:
@@ -53,6 +80,7 @@ class TrailingQuantiles:
         dense: int = 0,
         dtype: type[np.floating[Any]] = np.float64,
         compact: bool = False,
+        holdout: Holdout | None = None,
     ) -> None:
         if window < 1 or step < 1 or stride < 1 or dense < 0:
             raise ValueError(
@@ -67,19 +95,29 @@ class TrailingQuantiles:
         self.min_periods = max(min_periods, 1)
         if compact and dtype != np.float32:
             raise ValueError("compact storage rounds float32 values: dtype must be float32")
+        if holdout is not None and holdout.rows < 0:
+            raise ValueError(f"a holdout's rows must not be negative, got {holdout.rows}")
         self.dtype = dtype
         self.compact = compact
+        self.holdout = holdout
+        self._run = 0  # the Holdout's counter after the last row
+        # which of the last pushed rows were held (their indices: usually none, and never a
+        # mask as long as a warm-up batch kept for every series)
+        self.last_held = np.empty(0, dtype=np.int64)
+        self.held_rows = 0  # rows held out so far, ever
         stored = np.uint16 if compact else dtype
         self._tail = np.empty(0, dtype=stored)  # the last kept rows, enough to rebuild any window
         self._recent = np.empty(0, dtype=stored)  # the last dense + step rows, all of them
         self._count = 0  # rows pushed so far
         self._cache: tuple[int, FloatArray] | None = None  # (block start, its statistics)
 
-    def push(self, new: FloatArray) -> FloatArray:
+    def push(self, new: FloatArray, *, judge: Judge | None = None) -> FloatArray:
         """Return statistics for ``new``, then remember it.
 
         The result is ``(len(new), len(quantiles) + 1)``: the quantiles, then how many
-        valid rows they stand for.
+        valid rows they stand for. With a :class:`Holdout` and a ``judge``, each block's
+        rows are judged on their statistics before the next block reads them, and
+        :attr:`last_held` gives the indices of the rows kept out.
         """
         values = np.asarray(new, dtype=self.dtype)
         if self.compact:
@@ -87,20 +125,58 @@ class TrailingQuantiles:
         if values.size == 0:
             return np.empty((0, len(self.quantiles) + 1))
         if values.size == 1 and self._cache is not None and self._cache[0] == self._block_of(0):
-            return self._push_one_cached(values)
+            return self._push_one_cached(values, judge)
         positions = self._count + np.arange(values.size)
         kept_before = -(-self._count // self.stride)  # kept rows so far: ceil(count / stride)
-        context = np.concatenate([self._tail, values[positions % self.stride == 0]])
+        is_kept = positions % self.stride == 0
+        context = np.concatenate([self._tail, values[is_kept]])
         recent = np.concatenate([self._recent, values]) if self.dense else self._recent
         first = kept_before - self._tail.size  # kept-row index of context[0]
         first_recent = self._count - self._recent.size  # row index of recent[0]
-        starts = positions - positions % self.step
+        starts = self._block_starts(positions)
         out = np.empty((values.size, len(self.quantiles) + 1))
         blocks, begins = np.unique(starts, return_index=True)  # starts are sorted
         ends = np.append(begins[1:], values.size)
         kept, every = self._decoded(context), self._decoded(recent)  # once, not per block
-        for block, begin, end in zip(blocks.tolist(), begins.tolist(), ends.tolist(), strict=True):
-            out[begin:end] = self._block_stats(block, kept, first, every, first_recent)
+        held = np.zeros(values.size, dtype=bool)
+        # where each new row sits in context (if kept) and in recent (if dense)
+        in_context = self._tail.size + np.cumsum(is_kept) - 1
+        in_recent = self._recent.size + np.arange(values.size)
+        parts = blocks.size
+        # optimistic: judge `chunk` blocks at once as if nothing were held; when a row is
+        # held, keep the verdicts up to its block (their statistics did not include it)
+        # and go on from the next block with one block at a time, doubling again after
+        # every round without a hold: whole-array work unless an episode is on
+        done, chunk = 0, _CHUNK_BLOCKS
+        while done < parts:
+            upto = min(done + chunk, parts) if self.holdout and judge else parts
+            for k in range(done, upto):
+                out[begins[k] : ends[k]] = self._block_stats(
+                    int(blocks[k]), kept, first, every, first_recent
+                )
+            if not (self.holdout and judge):
+                break
+            rows = slice(int(begins[done]), int(ends[upto - 1]))
+            verdict, run = judge(rows, out[rows]), self._run
+            chosen = self._held(verdict)
+            if not chosen.any():
+                done, chunk = upto, min(2 * chunk, _CHUNK_BLOCKS)
+                continue
+            last = int(np.searchsorted(ends, rows.start + np.flatnonzero(chosen)[0], "right"))
+            self._run = run  # replay the counter over the accepted blocks only
+            accepted = slice(rows.start, int(ends[last]))
+            held[accepted] = self._held(verdict[: accepted.stop - accepted.start])
+            gone = np.flatnonzero(held[accepted]) + accepted.start
+            for stored, decoded, at in (
+                (context, kept, in_context[gone[is_kept[gone]]]),
+                (recent, every, in_recent[gone] if self.dense else gone[:0]),
+            ):
+                stored[at] = self._nan
+                decoded[at] = np.nan
+            self._cache = None  # later blocks' statistics were computed without the hold
+            done, chunk = last + 1, 1
+        self.last_held = np.flatnonzero(held)
+        self.held_rows += int(self.last_held.size)
         self._count += values.size
         # copies, not views: a view would keep this whole batch alive (a warm-up of
         # thousands of rows, for every series) until the next push replaces it
@@ -109,24 +185,78 @@ class TrailingQuantiles:
             self._recent = recent[-(self.dense + self.step) :].copy()
         return out
 
+    def peek(self) -> FloatArray:
+        """The statistics the next pushed row will get (computed and cached if needed):
+        lets many streams be judged together before each is pushed one row."""
+        block = self._block_of(0)
+        if self._cache is None or self._cache[0] != block:
+            kept_before = -(-self._count // self.stride)
+            self._block_stats(
+                block,
+                self._decoded(self._tail),
+                kept_before - self._tail.size,
+                self._decoded(self._recent),
+                self._count - self._recent.size,
+            )
+        assert self._cache is not None
+        return self._cache[1]
+
+    @property
+    def _nan(self) -> float | int:
+        """The stored form of "no value"."""
+        return BFLOAT16_NAN if self.compact else np.nan
+
     @property
     def _keep(self) -> int:
         """Kept rows needed to rebuild any window: ceil((window + step) / stride) + 1."""
         return -(-(self.window + self.step) // self.stride) + 1
 
+    def _block_starts(self, positions: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """The first row of each row's block: every row its own block while the history
+        is short (the first ``max(step, min_periods)`` rows), then blocks of ``step``."""
+        warm = max(self.step, self.min_periods)
+        late = positions - (positions - warm) % self.step
+        starts: npt.NDArray[np.int64] = np.where(positions < warm, positions, late)
+        return starts
+
     def _block_of(self, offset: int) -> int:
         position = self._count + offset
-        return position - position % self.step
+        warm = max(self.step, self.min_periods)
+        return position if position < warm else position - (position - warm) % self.step
 
-    def _push_one_cached(self, values: FloatArray) -> FloatArray:
+    def _held(self, anomalous: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        """Which of consecutive judged rows the :class:`Holdout` keeps out; advances its
+        counter."""
+        assert self.holdout is not None
+        rule = self.holdout
+        if anomalous.size == 1:  # the daemon's case, in plain Python
+            self._run = self._run + 1 if anomalous[0] else max(self._run - 1, 0)
+            return np.array([bool(anomalous[0]) and rule.start <= self._run <= rule.rows])
+        # the counter's walk (+1 anomalous, -1 otherwise, floored at 0) as a Lindley
+        # recursion: after row n it is S_n - min(-c0, min_k<=n S_k), with S the running
+        # sum of the steps and c0 the counter before these rows
+        walk = np.cumsum(np.where(anomalous, 1, -1))
+        counter = walk - np.minimum(np.minimum.accumulate(walk), -self._run)
+        self._run = int(counter[-1])
+        held: npt.NDArray[np.bool_] = anomalous & (counter >= rule.start) & (counter <= rule.rows)
+        return held
+
+    def _push_one_cached(self, values: npt.NDArray[Any], judge: Judge | None) -> FloatArray:
         """The daemon's common case: one new row inside a block already computed."""
+        assert self._cache is not None
+        stats = self._cache[1][None, :].copy()
+        self.last_held = _NONE_HELD
+        if self.holdout is not None and judge is not None:
+            self.last_held = np.flatnonzero(self._held(judge(slice(0, 1), stats)))
+            if self.last_held.size:
+                values = np.full(1, self._nan, dtype=values.dtype)
+                self.held_rows += 1
         if self._count % self.stride == 0:
             self._tail = np.concatenate([self._tail[-(self._keep - 1) :], values])
         if self.dense:
             self._recent = np.concatenate([self._recent[-(self.dense + self.step - 1) :], values])
         self._count += 1
-        assert self._cache is not None
-        return self._cache[1][None, :].copy()
+        return stats
 
     def _block_stats(
         self, block: int, context: FloatArray, first: int, recent: FloatArray, first_recent: int
@@ -153,6 +283,11 @@ class TrailingQuantiles:
         return from_bfloat16(stored) if self.compact else stored
 
 
+BFLOAT16_NAN = 0x7FC0  # a quiet NaN, as stored by to_bfloat16
+_NONE_HELD = np.empty(0, dtype=np.int64)
+_CHUNK_BLOCKS = 128  # blocks judged at once while no row is held (see push)
+
+
 def to_bfloat16(values: npt.NDArray[np.float32]) -> npt.NDArray[np.uint16]:
     """The upper half of each float32, rounded to nearest even: bfloat16, kept as uint16.
 
@@ -163,13 +298,13 @@ def to_bfloat16(values: npt.NDArray[np.float32]) -> npt.NDArray[np.uint16]:
         return np.array([_bfloat16_bits(float(values[0]))], dtype=np.uint16)
     bits = values.view(np.uint32).astype(np.uint64)
     rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-    return np.where(np.isnan(values), np.uint16(0x7FC0), rounded)
+    return np.where(np.isnan(values), np.uint16(BFLOAT16_NAN), rounded)
 
 
 def _bfloat16_bits(value: float) -> int:
     """:func:`to_bfloat16` of one value, in plain Python."""
     if value != value:  # NaN
-        return 0x7FC0
+        return BFLOAT16_NAN
     bits: int = struct.unpack("<I", struct.pack("<f", value))[0]
     return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF
 

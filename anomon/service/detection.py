@@ -157,6 +157,7 @@ class DetectJob:
         anomalies: list[AnomalyRecord] = []
         cycle: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         quality: dict[int, str] = {}
+        learning: dict[int, int | None] = {}
 
         def unscored(conn: Any, ids: list[int]) -> dict[int, store.Points]:
             # never past now: a stored future time would move the watermark beyond
@@ -168,7 +169,9 @@ class DetectJob:
             for sid, scores in results.items():
                 anomalies += _records(sid, batch[sid], scores)
                 cycle[sid] = (batch[sid][0], scores.score)
-                quality[sid] = self.fleet.entities[sid].quality(now, stale_after=stale_after)[0]
+                detector = self.fleet.entities[sid]
+                quality[sid] = detector.quality(now, stale_after=stale_after)[0]
+                learning[sid] = detector.learning_until()[0] if quality[sid] == "learning" else None
             if self.telemetry is not None:
                 self.telemetry.record_scores(
                     (sid, known[sid].metric, known[sid].entity, known[sid].labels, last)
@@ -185,6 +188,7 @@ class DetectJob:
             anomalies=anomalies,
             scored_until={sid: int(ts[-1]) for sid, (ts, _) in cycle.items()},
             quality=quality,
+            learning_until=learning,
             started_at=started,
             finished_at=self.clock(),
             points=points,

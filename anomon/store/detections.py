@@ -107,6 +107,7 @@ def save_detection(
     scored_until: Mapping[int, int],
     quality: Mapping[int, str],
     started_at: datetime,
+    learning_until: Mapping[int, int | None] | None = None,
     finished_at: datetime,
     points: int,
     config_hash: str,
@@ -116,6 +117,7 @@ def save_detection(
     lost: list[int] | None = None,
 ) -> int:
     """Write a cycle's incident changes (with their outbox rows), anomalies, watermarks
+    (with each series' data-quality state and, while it is learning, until about when)
     and run row in one transaction.
 
     An anomaly whose ``incident`` indexes into ``incidents`` is linked to that incident.
@@ -144,6 +146,7 @@ def save_detection(
             "series_id": sid,
             "scored_until": until,
             "quality": quality.get(sid, "ok"),
+            "learning_until": (learning_until or {}).get(sid),
             "updated_at": finished_at,
         }
         for sid, until in scored_until.items()
@@ -170,6 +173,7 @@ def save_detection(
                     set_={
                         "scored_until": upsert.excluded.scored_until,
                         "quality": upsert.excluded.quality,
+                        "learning_until": upsert.excluded.learning_until,
                         "updated_at": upsert.excluded.updated_at,
                     },
                 ),

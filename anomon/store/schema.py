@@ -77,6 +77,9 @@ class SeriesState(Base):
     )
     scored_until: Mapped[int] = mapped_column(BigInteger, doc="s since epoch, UTC")
     quality: Mapped[str] = mapped_column(String(20), default="ok")
+    learning_until: Mapped[int | None] = mapped_column(
+        BigInteger, default=None, doc="while learning: about when it will have, s since epoch"
+    )
     updated_at: Mapped[datetime]
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, func, select
 
 from anomon.store.engine import translated
 from anomon.store.schema import CollectionRun, Incident, Notification, Series, SeriesState
+from anomon.timeutil import from_epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,18 +35,31 @@ class DeadNotification:
 
 
 @dataclass(frozen=True, slots=True)
+class LearningSeries:
+    """A series scored with the wider bands of a short history, until about ``until``."""
+
+    series_id: int
+    metric: str
+    labels: str
+    entity: str
+    until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """The whole picture."""
 
     sources: list[SourceStatus]
     series_by_quality: dict[str, int]
+    learning: list[LearningSeries]
     open_incidents: int
     outbox: dict[str, int]
     dead: list[DeadNotification]
 
 
-def read_status(engine: Engine, *, dead_limit: int = 10) -> Status:
-    """Return the status of every part (one query each)."""
+def read_status(engine: Engine, *, dead_limit: int = 10, learning_limit: int = 20) -> Status:
+    """Return the status of every part (one query each); of the learning series, the
+    ``learning_limit`` that learn longest."""
     last = select(func.max(CollectionRun.id)).group_by(CollectionRun.source).scalar_subquery()
     ok = (
         select(CollectionRun.source, func.max(CollectionRun.started_at))
@@ -59,6 +73,13 @@ def read_status(engine: Engine, *, dead_limit: int = 10) -> Status:
         .select_from(Series)
         .outerjoin(SeriesState, SeriesState.series_id == Series.id)
         .group_by(SeriesState.quality)
+    )
+    learning = (
+        select(Series.id, Series.metric, Series.labels, Series.entity, SeriesState.learning_until)
+        .join(SeriesState, SeriesState.series_id == Series.id)
+        .where(SeriesState.quality == "learning")
+        .order_by(SeriesState.learning_until.desc(), Series.id)
+        .limit(learning_limit)
     )
     dead = (
         select(
@@ -86,6 +107,12 @@ def read_status(engine: Engine, *, dead_limit: int = 10) -> Status:
                 ("unscored" if state is None else state): count
                 for state, count in conn.execute(quality).tuples()
             },
+            learning=[
+                LearningSeries(
+                    sid, metric, labels, entity, None if until is None else from_epoch(until)
+                )
+                for sid, metric, labels, entity, until in conn.execute(learning)
+            ],
             open_incidents=conn.execute(
                 select(func.count()).select_from(Incident).where(Incident.status == "firing")
             ).scalar_one(),

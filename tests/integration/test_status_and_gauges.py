@@ -23,12 +23,13 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 @pytest.fixture
 def stored(engine: store.Engine, tmp_path: Path) -> Path:
-    """Three series of one source (one ok, one stale, one never scored), a source that
-    only failed, a firing incident with one notification sent and one dead; the config."""
+    """Four series of one source (one ok, one stale, one learning for another hour, one
+    never scored), a source that only failed, a firing incident with one notification
+    sent and one dead; the config."""
     registry = store.SeriesRegistry()
     info = SeriesInfo("model-server", "churn", SeriesKind.LATENCY, "ms")
     ts = int(NOW.timestamp()) - 120
-    samples = [Sample(SeriesKey.of("latency_p99", {"model": m}), info, ts, 1.0) for m in "abc"]
+    samples = [Sample(SeriesKey.of("latency_p99", {"model": m}), info, ts, 1.0) for m in "abcd"]
     for source, at, got, error in (
         ("model-server", NOW - timedelta(minutes=2), samples, None),
         ("model-server", NOW - timedelta(minutes=1), [], "HTTP 503 from the exporter"),
@@ -45,7 +46,8 @@ def stored(engine: store.Engine, tmp_path: Path) -> Path:
         outbox=entries,
     )  # fmt: skip
     store.save_detection(
-        engine, anomalies=[], scored_until={ids[0]: ts, ids[1]: ts}, quality={ids[1]: "stale"},
+        engine, anomalies=[], scored_until={ids[0]: ts, ids[1]: ts, ids[3]: ts},
+        quality={ids[1]: "stale", ids[3]: "learning"}, learning_until={ids[3]: ts + 3720},
         started_at=NOW, finished_at=NOW, points=3, config_hash="h", detector_version="v",
         incidents=[incident],
     )  # fmt: skip
@@ -67,7 +69,10 @@ def test_status_reads_every_part_on_both_databases(engine: store.Engine, stored:
         ("host", False, True),
         ("model-server", False, False),
     ]
-    assert found.series_by_quality == {"ok": 1, "stale": 1, "unscored": 1}
+    assert found.series_by_quality == {"learning": 1, "ok": 1, "stale": 1, "unscored": 1}
+    assert [(s.metric, s.labels, s.until) for s in found.learning] == [
+        ("latency_p99", '{"model":"d"}', NOW + timedelta(hours=1))
+    ]
     assert (found.open_incidents, found.outbox) == (1, {"dead": 1, "sent": 1})
     assert [(d.receiver, d.error) for d in found.dead] == [("mail", "HTTP 410 from mail")]
 
@@ -76,11 +81,14 @@ def test_the_status_command_prints_it_as_text_and_json(stored: Path) -> None:
     text = run_cli("status", "-c", str(stored))
     assert text.returncode == 0, text.stderr
     assert "  host: last run " in text.stdout and "error: no such file" in text.stdout
-    assert "series: 1 ok, 1 stale, 1 unscored\n" in text.stdout
+    assert "series: 1 learning, 1 ok, 1 stale, 1 unscored\n" in text.stdout
+    until = f"{NOW + timedelta(hours=1):%Y-%m-%d %H:%M}Z"
+    assert f'  learning until about {until}: latency_p99{{"model":"d"}} on churn\n' in (text.stdout)
     assert "open incidents: 1\n" in text.stdout and "notifications: 1 dead, 1 sent" in text.stdout
     assert "dead #" in text.stdout and "to mail (firing, incident 1, 1 attempt(s))" in text.stdout
     shown = json.loads(run_cli("status", "--format", "json", "-c", str(stored)).stdout)
-    assert shown["series_by_quality"] == {"ok": 1, "stale": 1, "unscored": 1}
+    assert shown["series_by_quality"] == {"learning": 1, "ok": 1, "stale": 1, "unscored": 1}
+    assert shown["learning"][0]["metric"] == "latency_p99"
     assert shown["sources"][1]["last_error"] == "HTTP 503 from the exporter"
 
 
@@ -93,6 +101,7 @@ def test_the_store_gauges_are_scraped_from_real_data(engine: store.Engine, store
         if sample.name in ("anomon_series", "anomon_open_incidents", "anomon_notifications")
     }
     assert samples == {
+        ("anomon_series", ("learning",)): 1.0,
         ("anomon_series", ("ok",)): 1.0,
         ("anomon_series", ("stale",)): 1.0,
         ("anomon_series", ("unscored",)): 1.0,

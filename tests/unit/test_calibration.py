@@ -149,10 +149,12 @@ def test_a_short_history_is_shrunk_towards_the_prior() -> None:
         prior=prior,
         prior_weight=400.0,
     ) == pytest.approx(50.0)
+    assert one(
+        2.0, empty, span_floor=0.1, levels=RARITY_QUANTILES, prior=prior, prior_weight=400.0
+    ) == pytest.approx(50.0)  # no reference at all: the prior alone (its q99 scores 50)
     assert (
-        one(2.0, empty, span_floor=0.1, levels=RARITY_QUANTILES, prior=prior, prior_weight=400.0)
-        == 0.0
-    )  # NaN quantiles: nothing to tell
+        one(2.0, empty, span_floor=0.1, levels=RARITY_QUANTILES) == 0.0
+    )  # no reference and no prior: nothing to tell
     wild = [0.0, 10.0, 20.0, 30.0, 400.0]  # as much history as the prior's weight
     halfway = one(
         11.0, wild, span_floor=0.1, levels=RARITY_QUANTILES, prior=prior, prior_weight=400.0
@@ -176,11 +178,13 @@ def test_z_calibration_is_in_the_metrics_own_unit() -> None:
         scaled[:, :-1] *= unit
         again = calibrate_z(offset * unit, scaled, scale * unit, one_sided=one_sided)
         assert np.allclose(again, base, rtol=1e-9, atol=1e-9)
-    # no reference quantiles yet (fewer rows than min_periods): no score; a reference of
-    # zero weight: the normal prior of the spread alone, where a two-sided |z| of 2.576 is q99
+    # no reference yet, or one of zero weight: the normal prior of the spread alone, where
+    # a two-sided |z| of 2.576 is q99
     fresh = np.array([[np.nan] * 4 + [0.0]])
     zero = np.array([[0.0] * 4 + [0.0]])
-    assert calibrate_z(np.array([2.576]), fresh, np.array([1.0]), one_sided=False)[0] == 0.0
+    assert calibrate_z(np.array([2.576]), fresh, np.array([1.0]), one_sided=False)[0] == (
+        pytest.approx(50.0, abs=0.01)
+    )
     assert calibrate_z(np.array([2.576]), zero, np.array([1.0]), one_sided=False)[0] == (
         pytest.approx(50.0, abs=0.01)
     )

@@ -66,16 +66,20 @@ def test_a_bad_batch_is_refused_before_any_entity_moves() -> None:
         fleet.entities["a"].update(ts[5:], x[5:])
 
 
+@pytest.mark.parametrize("holding", [False, True], ids=["", "episodes held from row 2"])
 @pytest.mark.parametrize("sampled", [False, True], ids=["dense reference", "sampled reference"])
 def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers(
-    sampled: bool, monkeypatch: pytest.MonkeyPatch
+    sampled: bool, holding: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One row per entity per cycle takes the fleet's whole-array path; it must agree,
-    also where the calibration references keep only every n-th of their older rows."""
+    also where the calibration references keep only every n-th of their older rows, and
+    where episodes are held out of them from their second row on."""
     if sampled:  # small stand-ins for the 4,000 dense rows and the sampled rest
         monkeypatch.setattr(entity, "REFERENCE_DENSE", 50)
         monkeypatch.setattr(entity, "REFERENCE_SPARSE", 40)
         monkeypatch.setattr(entity, "REFERENCE_STEP", 16)
+    if holding:
+        monkeypatch.setattr(entity, "HOLDOUT_START", 2)
     config = DetectionConfig.model_validate(
         {
             "forest": {"enabled": False},
@@ -108,6 +112,8 @@ def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers(
         ).items():
             got[key].append(scores)
     assert_like_alone(got, data, ts, config)
+    held = sum(m.raw["zscore"].held_rows for d in fleet.entities.values() for m in d._metrics)
+    assert held > 0 or not holding  # the held case did hold rows
 
 
 def assert_like_alone(
@@ -129,9 +135,10 @@ def assert_like_alone(
             ), (key, name)
 
 
+@pytest.mark.parametrize("holding", [False, True], ids=["", "episodes held from row 2"])
 @pytest.mark.parametrize("sampled", [False, True], ids=["dense reference", "sampled reference"])
 def test_a_cycle_that_fell_behind_takes_the_whole_array_path_row_by_row(
-    sampled: bool, monkeypatch: pytest.MonkeyPatch
+    sampled: bool, holding: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A daemon that fell behind hands each series several rows: up to LAYERS of them go
     through the whole-array path one layer at a time, more go one entity at a time; the
@@ -142,6 +149,8 @@ def test_a_cycle_that_fell_behind_takes_the_whole_array_path_row_by_row(
         monkeypatch.setattr(entity, "REFERENCE_DENSE", 50)
         monkeypatch.setattr(entity, "REFERENCE_SPARSE", 40)
         monkeypatch.setattr(entity, "REFERENCE_STEP", 16)
+    if holding:
+        monkeypatch.setattr(entity, "HOLDOUT_START", 2)
 
     config = DetectionConfig.model_validate(
         {
@@ -172,3 +181,5 @@ def test_a_cycle_that_fell_behind_takes_the_whole_array_path_row_by_row(
         for key, scores in fleet.update(cycle).items():
             got[key].append(scores)
     assert_like_alone(got, data, ts, config)
+    held = sum(m.raw["zscore"].held_rows for d in fleet.entities.values() for m in d._metrics)
+    assert held > 0 or not holding  # the held case did hold rows

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anomon.detect.rolling import (
+    Holdout,
     TrailingQuantiles,
     from_bfloat16,
     order_statistics,
@@ -22,7 +23,8 @@ QUANTILES = (0.0, 0.25, 0.5, 0.99, 1.0)
 def brute_force(x: np.ndarray, window: int, step: int, min_periods: int) -> np.ndarray:
     out = np.full((x.size, len(QUANTILES)), np.nan)
     for row in range(x.size):
-        block = row - row % step
+        warm = max(step, min_periods)
+        block = row if row < warm else row - (row - warm) % step
         valid = x[max(0, block - window) : block]
         valid = np.sort(valid[~np.isnan(valid)])
         if valid.size >= min_periods:
@@ -114,7 +116,8 @@ def sparse_brute_force(
     kept every ``stride``-th (counted from the first row), each standing for ``stride``."""
     out = np.empty((x.size, len(QUANTILES) + 1))
     for row in range(x.size):
-        block = row - row % step
+        warm = max(step, min_periods)
+        block = row if row < warm else row - (row - warm) % step
         boundary = max(block - min(dense, window), 0)
         older = np.arange(max(block - window, 0), boundary)
         sampled = x[older[older % stride == 0]]
@@ -186,9 +189,13 @@ def test_a_dense_strided_window_counts_its_rows(
         window=window, step=step, quantiles=QUANTILES, min_periods=1, stride=stride, dense=dense
     )
     got = np.vstack([stream.push(x[i : i + 7]) for i in range(0, x.size, 7)])
-    blocks = np.arange(x.size) - np.arange(x.size) % step
+    rows = np.arange(x.size)
+    blocks = np.where(rows < step, rows, rows - rows % step)  # one-row blocks at first
     in_window = np.minimum(blocks, window)
-    assert np.array_equal(got[:, -1], in_window)
+    # from the first full block on the blocks are on the stride's grid (before it, a
+    # block of one row may end between two kept rows: the weights count in strides)
+    assert np.array_equal(got[step:, -1], in_window[step:])
+    assert np.array_equal(got[:, -1], sparse_brute_force(x, window, step, stride, dense, 1)[:, -1])
 
     x[rng.random(x.size) < 0.3] = np.nan
     stream = TrailingQuantiles(
@@ -261,3 +268,100 @@ def test_compact_windows_are_windows_of_the_rounded_values(
 def test_compact_storage_needs_single_precision() -> None:
     with pytest.raises(ValueError, match="float32"):
         TrailingQuantiles(window=10, step=1, quantiles=QUANTILES, min_periods=1, compact=True)
+
+
+def held_pattern(judged: list[bool], start: int, rows: int) -> list[bool]:
+    """The Holdout's rule, row by row: a counter +1 / -1 floored at 0; held while
+    start <= counter <= rows."""
+    counter, out = 0, []
+    for anomalous in judged:
+        counter = counter + 1 if anomalous else max(counter - 1, 0)
+        out.append(anomalous and start <= counter <= rows)
+    return out
+
+
+def test_a_holdout_keeps_the_body_of_an_episode_out_and_accepts_a_long_one() -> None:
+    x = np.concatenate([np.zeros(20), np.full(30, 100.0), np.zeros(5), [100.0, 0.0, 100.0]])
+    stream = TrailingQuantiles(
+        window=1000, step=1, quantiles=QUANTILES, min_periods=1, holdout=Holdout(rows=20, start=3)
+    )
+    held, maxima = [], []
+    for value in x:
+        stats = stream.push(
+            np.array([value]), judge=lambda _rows, _stats, v=value: np.array([v > 50])
+        )
+        held.append(stream.last_held.tolist() == [0])
+        maxima.append(stats[0, -2])
+    assert held == held_pattern([bool(v > 50) for v in x], 3, 20)
+    # the first two rows of the episode are learnt, the next 18 held, the rest accepted
+    assert held[20:22] == [False, False] and all(held[22:40]) and not any(held[40:50])
+    assert stream.held_rows == 18
+    # the stored rows: 2 + 10 of the 30 values of 100 count (the rest are "no value")
+    assert stats[0, -1] == len(x) - 1 - 18
+    assert maxima[20] == 0.0 and maxima[21] == 100.0  # the episode's first row is learnt
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 10_000),
+    st.integers(5, 60),
+    st.integers(1, 9),
+    st.integers(1, 3),
+    st.integers(0, 30),
+    st.sampled_from([(1, 0, False), (4, 12, False), (4, 12, True)]),
+    st.randoms(),
+)
+def test_a_holdout_is_the_same_in_any_batching(
+    seed: int,
+    window: int,
+    step: int,
+    start: int,
+    extra: int,
+    layout: tuple[int, int, bool],
+    rnd: object,
+) -> None:
+    """Judged on each row's own statistics (here: above the window's median by a
+    margin), held rows are the same whether rows come one by one, in chunks, or all at
+    once — plain, two-tier and bfloat16 windows alike."""
+    stride, dense, compact = layout
+    rows = start + extra
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, 400)
+    for begin in rng.integers(0, 380, 4):  # sustained episodes
+        x[begin : begin + rng.integers(3, 40)] += 8.0
+    x[rng.random(x.size) < 0.05] = np.nan
+
+    def stream() -> TrailingQuantiles:
+        return TrailingQuantiles(
+            window=window,
+            step=step,
+            quantiles=QUANTILES,
+            min_periods=1,
+            stride=stride,
+            dense=dense,
+            dtype=np.float32,
+            compact=compact,
+            holdout=Holdout(rows=rows, start=start),
+        )
+
+    def run(sizes: list[int]) -> tuple[np.ndarray, np.ndarray, int]:
+        window_ = stream()
+        stats, held, at, turn = [], [], 0, 0
+        while at < x.size:
+            part = x[at : at + sizes[turn % len(sizes)]]
+
+            def judge(rows: slice, found: np.ndarray, part: np.ndarray = part) -> np.ndarray:
+                median = found[:, 2]  # QUANTILES[2]
+                return np.nan_to_num(part[rows] - median, nan=-1.0) > 4.0
+
+            stats.append(window_.push(part, judge=judge))
+            held.append(at + window_.last_held)
+            at, turn = at + part.size, turn + 1
+        return np.vstack(stats), np.concatenate(held), window_.held_rows
+
+    whole = run([x.size])
+    assert whole[2] > 0  # the episodes were long enough to be held
+    for sizes in ([1], [rnd.randint(1, 50) for _ in range(8)]):  # type: ignore[attr-defined]
+        got = run(sizes)
+        assert np.array_equal(got[0], whole[0], equal_nan=True)
+        assert np.array_equal(got[1], whole[1])
