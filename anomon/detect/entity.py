@@ -31,6 +31,7 @@ from sklearn.ensemble import IsolationForest
 from anomon.config import DetectionConfig, Limit
 from anomon.detect.calibration import CALIBRATION_QUANTILES, RARITY_QUANTILES, calibrate
 from anomon.detect.forest import FEATURES, fit_forest, forest_raw_score, summary_features
+from anomon.detect.params import DEFAULT_PRIOR_WEIGHT, DetectorParams
 from anomon.detect.rolling import Holdout, Judge, TrailingQuantiles
 from anomon.detect.seasonal import SEASONS, SeasonalProfile
 from anomon.detect.zscore import (
@@ -52,29 +53,6 @@ DETECTOR_VERSION = "1"
 BASELINE_QUANTILES = (0.25, 0.5, 0.75)
 Z_SPAN_FLOOR = 0.5  # calibration floor for z-score detectors, in sigmas
 FOREST_SPAN_FLOOR = 0.01  # calibration floor for the forest's score (range ~0.3-0.8)
-PRIOR_WEIGHT = 400.0
-# A metric is "learning" until it has this many valid rows (its own reference then
-# outweighs the prior) and, with seasonality, has been seen for one whole cycle.
-LEARNED_ROWS = int(PRIOR_WEIGHT)
-# Trailing statistics are refreshed every window/16 rows, and at least every 128 rows so
-# that short series are not judged on stale baselines.
-REFRESHES_PER_WINDOW = 16
-MAX_REFRESH_STEP = 128
-# A sustained anomalous episode is kept out of a detector's calibration reference for
-# its first baseline_window / HOLDOUT_SHARE rows (Holdout): it keeps scoring as rare
-# instead of fading as the reference fills with it; one that lasts longer is the new
-# normal.
-HOLDOUT_SHARE = 4
-HOLDOUT_START = 20
-# A calibration reference keeps its most recent REFERENCE_DENSE rows in full and about
-# REFERENCE_SPARSE of the older ones (every n-th row): the rarity of a score needs a long
-# memory, and a dense one only for the recent past.
-REFERENCE_DENSE = 4000
-REFERENCE_SPARSE = 3000
-# A reference is refreshed every REFERENCE_STEP rows: its dense part is long enough that
-# this staleness is immaterial, and each refresh sorts ~7,000 values.
-REFERENCE_STEP = 256
-FOREST_REFERENCE_STEP = 1024
 
 
 def _normal_tail(levels: Sequence[float], *, one_sided: bool) -> tuple[float, ...]:
@@ -119,6 +97,7 @@ class Scores:
 
 
 def _window(
+    params: DetectorParams,
     window: int,
     quantiles: Sequence[float],
     min_periods: int,
@@ -128,16 +107,17 @@ def _window(
     holdout: Holdout | None = None,
     reference_step: int = 0,
 ) -> TrailingQuantiles:
-    step = max(1, min(window // REFRESHES_PER_WINDOW, MAX_REFRESH_STEP))
+    step = max(1, min(window // params.refreshes_per_window, params.max_refresh_step))
     if single:
-        step = max(step, reference_step or REFERENCE_STEP)
+        step = max(step, reference_step or params.reference_step)
+    dense = params.reference_dense
     return TrailingQuantiles(
         window=window,
         step=step,
         quantiles=quantiles,
         min_periods=min_periods,
-        stride=max(1, -(-(window - REFERENCE_DENSE) // REFERENCE_SPARSE)) if single else 1,
-        dense=REFERENCE_DENSE if single else 0,
+        stride=max(1, -(-(window - dense) // params.reference_sparse)) if single else 1,
+        dense=dense if single else 0,
         dtype=np.float32 if single else np.float64,
         compact=compact,
         holdout=holdout,
@@ -147,7 +127,8 @@ def _window(
 class _MetricState:
     """What one metric keeps between batches: its trailing windows and seasonal profiles."""
 
-    def __init__(self, direction: Direction, limit: Limit | None, config: DetectionConfig) -> None:
+    def __init__(self, direction: Direction, limit: Limit | None, params: DetectorParams) -> None:
+        config = params.config
         self.direction = direction
         self.limit = limit
         self.valid_rows = 0  # rows with a value, ever
@@ -157,15 +138,16 @@ class _MetricState:
         # normal prior (calibrate_z), so a series is scored from its min_history-th row
         calibration = (config.calibration_window, RARITY_QUANTILES, 1)
         # metric values stay in double precision: a level of 1e12 with a spread of 1e3 needs it
-        self.values = _window(baseline, BASELINE_QUANTILES, history)
-        self.residuals = _window(baseline, BASELINE_QUANTILES, history, single=True)
+        self.values = _window(params, baseline, BASELINE_QUANTILES, history)
+        self.residuals = _window(params, baseline, BASELINE_QUANTILES, history, single=True)
         # calibration references: the most memory a series has, rounded to bfloat16
-        holdout = Holdout(rows=baseline // HOLDOUT_SHARE, start=HOLDOUT_START)
+        holdout = Holdout(rows=baseline // params.holdout_share, start=params.holdout_start)
         self.raw = {
-            name: _window(*calibration, single=True, compact=True, holdout=holdout)
+            name: _window(params, *calibration, single=True, compact=True, holdout=holdout)
             for name in ("zscore", "seasonal")
         }
         self.threshold = config.threshold
+        self.prior_weight = params.prior_weight
         self.profiles = [
             SeasonalProfile(SEASONS[name], periods=config.seasonal_periods)
             for name in config.seasonality
@@ -195,7 +177,13 @@ class _MetricState:
         one_sided = self.direction != "both"
 
         def judge(rows: slice, reference: FloatArray) -> npt.NDArray[np.bool_]:
-            scores[rows] = calibrate_z(offset[rows], reference, scale[rows], one_sided=one_sided)
+            scores[rows] = calibrate_z(
+                offset[rows],
+                reference,
+                scale[rows],
+                one_sided=one_sided,
+                prior_weight=self.prior_weight,
+            )
             return scores[rows] >= self.threshold
 
         self.raw[name].push(offset, judge=judge)
@@ -218,12 +206,12 @@ class EntityDetector:
     def __init__(
         self,
         metrics: Sequence[str],
-        config: DetectionConfig,
+        config: DetectionConfig | DetectorParams,
         *,
         directions: Sequence[Direction] | None = None,
         pooled: bool = False,
     ) -> None:
-        """Make a detector for ``metrics``.
+        """Make a detector for ``metrics`` from the config (or params built from it).
 
         ``pooled``: the entity has no forest of its own; a :class:`~anomon.detect.fleet.Fleet`
         scores the features of many entities with one shared forest and hands the raw
@@ -231,12 +219,13 @@ class EntityDetector:
         """
         if not metrics:
             raise ValueError("an entity needs at least one metric")
-        chosen = directions or [default_direction(name, config) for name in metrics]
+        self.params = DetectorParams.of(config)
+        self.config = self.params.config
+        chosen = directions or [default_direction(name, self.config) for name in metrics]
         self.metrics = list(metrics)
-        self.config = config
         self.pooled = pooled
         self._metrics = [
-            _MetricState(direction, config.limit_for(name), config)
+            _MetricState(direction, self.config.limit_for(name), self.params)
             for name, direction in zip(metrics, chosen, strict=True)
         ]
         self._rows_seen = 0
@@ -246,7 +235,7 @@ class EntityDetector:
         self._features = np.empty((0, FEATURES))
         self._flags = np.empty(0, dtype=bool)
         # a pooled entity's forest scores are calibrated by its fleet, over all entities
-        self._forest_raw = None if pooled else forest_calibration(config)
+        self._forest_raw = None if pooled else forest_calibration(self.params)
 
     def quality(self, now: int, *, stale_after: int) -> list[Quality]:
         """Return each metric's data-quality state at ``now`` (epoch seconds).
@@ -274,7 +263,7 @@ class EntityDetector:
         """When each metric will have learnt its history, about (epoch seconds), or None
         if it has (or nothing is known yet).
 
-        Learnt: :data:`LEARNED_ROWS` valid rows (its own calibration reference then
+        Learnt: ``params.learned_rows`` valid rows (its own calibration reference then
         outweighs the normal prior, and its spread is known to within a few percent) and,
         with seasonality, one whole cycle of the shortest season seen (before that a
         pattern cannot be told from a fault). The time left is estimated from the mean
@@ -287,7 +276,7 @@ class EntityDetector:
         by_cycle = self._first_ts + min(cycles) if cycles else self._first_ts
         found: list[int | None] = []
         for state in self._metrics:
-            missing = max(LEARNED_ROWS - state.valid_rows, 0)
+            missing = max(self.params.learned_rows - state.valid_rows, 0)
             until = max(by_cycle, int(self._last_ts + missing * step))
             found.append(until if until > self._last_ts else None)
         return found
@@ -399,14 +388,15 @@ class EntityDetector:
             self._forest = fit_forest(clean, config)
 
     def _combine(self, detectors: dict[str, FloatArray]) -> FloatArray:
-        active = [detectors[name] for name in DETECTORS if self._uses(name)]
+        active = [detectors[name] for name in DETECTORS if self.uses(name)]
         stacked = np.column_stack(active)
         combined: FloatArray = (
             stacked.max(axis=1) if self.config.ensemble == "max" else stacked.mean(axis=1)
         )
         return combined
 
-    def _uses(self, name: str) -> bool:
+    def uses(self, name: str) -> bool:
+        """Whether detector ``name`` takes part in this entity's ensemble."""
         if name == "seasonal":
             return bool(self.config.seasonality)
         if name == "forest":
@@ -423,10 +413,21 @@ class EntityDetector:
             # copies: a view would keep the whole batch alive
             self._features = np.concatenate([self._features, features])[-window:].copy()
             self._flags = np.concatenate([self._flags, anomaly])[-window:].copy()
-        self._rows_seen += times.size
+        self.advance(int(times[0]), int(times[-1]), times.size)
+
+    def advance(self, first: int, last: int, rows: int) -> None:
+        """Count ``rows`` new rows, from ``first`` to ``last`` (epoch seconds), as scored."""
+        self._rows_seen += rows
         if self._first_ts is None:
-            self._first_ts = int(times[0])
-        self._last_ts = int(times[-1])
+            self._first_ts = first
+        self._last_ts = last
+
+    @property
+    def only_metric(self) -> _MetricState:
+        """The state of a one-metric entity's metric (the fleet's whole-array path)."""
+        if len(self._metrics) != 1:
+            raise ValueError(f"this entity has {len(self._metrics)} metrics, not one")
+        return self._metrics[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,12 +501,13 @@ def calibrate_z(
     scale: FloatArray,
     *,
     one_sided: npt.NDArray[np.bool_] | bool,
+    prior_weight: float = DEFAULT_PRIOR_WEIGHT,
 ) -> FloatArray:
     """Calibrate a deviation (in the metric's unit) against the reference of earlier ones.
 
     While the history is short the reference is shrunk towards a normal distribution of
-    the robust spread ``scale``; no spacing of the reference counts as less than
-    ``Z_SPAN_FLOOR`` spreads per decade.
+    the robust spread ``scale`` (as if ``prior_weight`` rows of it had been seen); no
+    spacing of the reference counts as less than ``Z_SPAN_FLOOR`` spreads per decade.
     """
     prior = np.where(
         np.asarray(one_sided)[..., None], np.array(ONE_SIDED_NORMAL), np.array(TWO_SIDED_NORMAL)
@@ -516,7 +518,7 @@ def calibrate_z(
         span_floor=Z_SPAN_FLOOR * scale,
         levels=RARITY_QUANTILES,
         prior=prior * scale[:, None],
-        prior_weight=PRIOR_WEIGHT,
+        prior_weight=prior_weight,
     )
 
 
@@ -525,16 +527,18 @@ def _largest(columns: list[FloatArray]) -> FloatArray:
     return columns[0] if len(columns) == 1 else np.max(np.column_stack(columns), axis=1)
 
 
-def forest_calibration(config: DetectionConfig) -> TrailingQuantiles:
+def forest_calibration(params: DetectorParams) -> TrailingQuantiles:
     """The trailing window a forest's raw scores are calibrated against."""
+    config = params.config
     # the forest's raw scores come from one model refitted rarely: their distribution
     # moves slowly, so its reference is refreshed four times less often
     return _window(
+        params,
         config.calibration_window,
         CALIBRATION_QUANTILES,
         2 * config.min_history,
         single=True,
-        reference_step=FOREST_REFERENCE_STEP,
+        reference_step=params.forest_reference_step,
     )
 
 
@@ -596,19 +600,19 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
     of the result belongs to ``detectors[i]``.
     """
     n = len(detectors)
-    config = detectors[0].config if detectors else DetectionConfig()
+    params = detectors[0].params if detectors else DetectorParams(DetectionConfig())
+    states = [detector.only_metric for detector in detectors]
     q, qr = np.empty((n, len(BASELINE_QUANTILES) + 1)), np.empty((n, len(BASELINE_QUANTILES) + 1))
     seasonal_expected, up, down = np.empty(n), np.empty(n), np.empty(n)
     low, high = np.full(n, -np.inf), np.full(n, np.inf)
-    for i, detector in enumerate(detectors):
-        state = detector._metrics[0]
+    for i, state in enumerate(states):
         found_q, found_expected, found_qr = state.baselines(ts[i : i + 1], x[i : i + 1])
         q[i], seasonal_expected[i], qr[i] = found_q[0], found_expected[0], found_qr[0]
         up[i], down[i] = DIRECTION_WEIGHTS[state.direction]
         if state.limit is not None:
             low[i] = -np.inf if state.limit.min is None else state.limit.min
             high[i] = np.inf if state.limit.max is None else state.limit.max
-    found = deviation_scores(x, q, seasonal_expected, qr, up, down, config)
+    found = deviation_scores(x, q, seasonal_expected, qr, up, down, params.config)
     one_sided = up + down < 2
     scores = {"limit": np.where((x < low) | (x > high), LIMIT_SCORE, 0.0)}
     for name, offset, scale in (
@@ -617,10 +621,12 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
     ):
         # the statistics each row will get, then one calibration over all entities,
         # then each row pushed with its verdict (what calibrated() does for one entity)
-        streams = [detector._metrics[0].raw[name] for detector in detectors]
+        streams = [state.raw[name] for state in states]
         reference = np.array([stream.peek() for stream in streams]).reshape(n, -1)
-        scores[name] = calibrate_z(offset, reference, scale, one_sided=one_sided)
-        anomalous = scores[name] >= np.array([d._metrics[0].threshold for d in detectors])
+        scores[name] = calibrate_z(
+            offset, reference, scale, one_sided=one_sided, prior_weight=params.prior_weight
+        )
+        anomalous = scores[name] >= params.config.threshold
         for i, stream in enumerate(streams):
             stream.push(offset[i : i + 1], judge=_known(anomalous[i : i + 1]))
     features = summary_features(found.point[:, None], found.seasonal[:, None])
@@ -647,7 +653,7 @@ def finish_many(
     scores = dict(pending.detectors)
     scores["forest"] = forest_score
     active = np.array(
-        [[detector._uses(name) for name in DETECTORS] for detector in detectors], dtype=bool
+        [[detector.uses(name) for name in DETECTORS] for detector in detectors], dtype=bool
     )
     stacked = np.column_stack([scores[name] for name in DETECTORS])
     if config.ensemble == "max":
@@ -655,10 +661,7 @@ def finish_many(
     else:
         combined = np.where(active, stacked, 0.0).sum(axis=1) / active.sum(axis=1)
     for detector, ts in zip(detectors, pending.times.tolist(), strict=True):
-        detector._rows_seen += 1
-        if detector._first_ts is None:
-            detector._first_ts = int(ts)
-        detector._last_ts = int(ts)
+        detector.advance(ts, ts, 1)
     anomaly = combined >= config.threshold
     return [
         Scores(

@@ -26,6 +26,7 @@ from anomon.detect.entity import (
     prepare_many,
 )
 from anomon.detect.forest import FEATURES, ForestPool
+from anomon.detect.params import DetectorParams
 from anomon.detect.zscore import Direction
 
 Key = TypeVar("Key", bound=Hashable)
@@ -38,11 +39,12 @@ LAYERS = 4
 class Fleet(Generic[Key]):
     """The detectors of every entity, and the forest they share."""
 
-    def __init__(self, config: DetectionConfig) -> None:
-        self.config = config
-        self.pool = ForestPool(config.forest)
+    def __init__(self, config: DetectionConfig | DetectorParams) -> None:
+        self.params = DetectorParams.of(config)
+        self.config = self.params.config
+        self.pool = ForestPool(self.config.forest)
         # the forest's features are unit-free, so its scores share one calibration too
-        self.forest_history = forest_calibration(config)
+        self.forest_history = forest_calibration(self.params)
         self.entities: dict[Key, EntityDetector] = {}
 
     def add(
@@ -53,7 +55,7 @@ class Fleet(Generic[Key]):
         directions: Sequence[Direction] | None = None,
     ) -> EntityDetector:
         """Register an entity (its metrics in column order) and return its detector."""
-        detector = EntityDetector(metrics, self.config, directions=directions, pooled=True)
+        detector = EntityDetector(metrics, self.params, directions=directions, pooled=True)
         self.entities[key] = detector
         return detector
 

@@ -1,22 +1,18 @@
 """Robust z-scores: the deviation from a median in units of a robust spread.
 
-:func:`robust_deviation` is the one formula; :class:`RobustZScoreDetector` applies it
-to i.i.d. rows as a scikit-learn outlier estimator, and the time-series runner applies
-it causally with trailing statistics. Sign convention (scikit-learn's, everywhere in
-anomon): ``score_samples`` is higher for more normal rows, ``decision_function`` is
-``score_samples - offset_`` and negative means anomalous, ``predict`` returns -1 for
-anomalies and 1 for normal rows.
+The pieces the time-series runner (:mod:`anomon.detect.entity`) applies causally with
+trailing statistics: the spread (:func:`robust_scale`, widened for short histories by
+:func:`small_sample_inflation`), the offset (:func:`robust_offset`) and the direction
+that is bad (:func:`weighted_directional`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtri, stdtrit
-from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
 
 FloatArray = npt.NDArray[np.float64]
 Direction = Literal["up", "down", "both"]
@@ -94,34 +90,6 @@ def robust_offset(
     return np.where(negligible, 0.0, offset)
 
 
-def robust_deviation(
-    values: FloatArray,
-    q25: FloatArray,
-    median: FloatArray,
-    q75: FloatArray,
-    *,
-    min_deviation_abs: float = 0.0,
-    min_deviation_rel: float = 0.0,
-    scale_floor_rel: float = 1e-3,
-    level: FloatArray | None = None,
-) -> FloatArray:
-    """Return ``(values - median) / scale``, signed, with two guards for quiet series.
-
-    ``scale`` is :func:`robust_scale` (the series' level is ``level``, default
-    ``|median|``) and small offsets count as none (:func:`robust_offset`).
-    """
-    magnitude = np.abs(median if level is None else level)
-    scale = robust_scale(q25, q75, magnitude, scale_floor_rel=scale_floor_rel)
-    offset = robust_offset(
-        values,
-        median,
-        magnitude,
-        min_deviation_abs=min_deviation_abs,
-        min_deviation_rel=min_deviation_rel,
-    )
-    return offset / scale
-
-
 DIRECTION_WEIGHTS: dict[str, tuple[float, float]] = {
     "up": (1.0, 0.0),
     "down": (0.0, 1.0),
@@ -129,87 +97,9 @@ DIRECTION_WEIGHTS: dict[str, tuple[float, float]] = {
 }
 
 
-def directional(z: FloatArray, direction: Direction) -> FloatArray:
-    """Return how far ``z`` goes the bad way: ``up`` keeps rises, ``down`` drops, ``both``
-    either."""
-    up, down = DIRECTION_WEIGHTS[direction]
-    return weighted_directional(z, up, down)
-
-
 def weighted_directional(
     z: FloatArray, up: FloatArray | float, down: FloatArray | float
 ) -> FloatArray:
-    """:func:`directional` with a direction per value: weights 1 / 0 for rises and drops.
-
-    The one formula both the per-series and the fleet-wide paths use, so they agree.
-    """
+    """How far ``z`` goes the bad way, with a direction per value: ``(up, down)`` weights
+    1 / 0 for rises and drops (:data:`DIRECTION_WEIGHTS`); never below 0."""
     return np.maximum(np.maximum(z * up, -z * down), 0.0)
-
-
-class RobustZScoreDetector(OutlierMixin, BaseEstimator):  # type: ignore[misc]
-    """Flag rows whose robust z-score in any column is unusual.
-
-    ``fit`` learns each column's quartiles; ``score_samples`` is minus the largest
-    directional z-score of a row (higher = more normal). ``offset_`` is ``-threshold``
-    when ``contamination="auto"``, else the training score below which that share of
-    the training rows lies (as in scikit-learn's IsolationForest).
-    """
-
-    def __init__(
-        self,
-        *,
-        threshold: float = 3.5,
-        contamination: float | str = "auto",
-        direction: Direction = "both",
-        min_deviation_abs: float = 0.0,
-        min_deviation_rel: float = 0.0,
-    ) -> None:
-        self.threshold = threshold
-        self.contamination = contamination
-        self.direction = direction
-        self.min_deviation_abs = min_deviation_abs
-        self.min_deviation_rel = min_deviation_rel
-
-    def fit(self, X: Any, y: Any = None) -> RobustZScoreDetector:  # noqa: N803 - sklearn's name
-        """Learn the quartiles of every column of ``X``; return self."""
-        if self.threshold <= 0:
-            raise ValueError(f"threshold must be positive, got: {self.threshold}")
-        if self.direction not in ("up", "down", "both"):
-            raise ValueError(f"direction must be up, down or both, got: {self.direction!r}")
-        if self.contamination != "auto" and not (
-            isinstance(self.contamination, float | int) and 0 < self.contamination <= 0.5
-        ):
-            raise ValueError(
-                f"contamination must be 'auto' or in (0, 0.5], got: {self.contamination!r}"
-            )
-        data = validate_data(self, X, dtype=np.float64)
-        self.q25_, self.median_, self.q75_ = np.percentile(data, [25, 50, 75], axis=0)
-        if self.contamination == "auto":
-            self.offset_ = -float(self.threshold)
-        else:
-            share = float(self.contamination)
-            self.offset_ = float(np.percentile(self.score_samples(data), 100 * share))
-        return self
-
-    def score_samples(self, X: Any) -> FloatArray:  # noqa: N803
-        """Return minus the largest directional robust z-score of each row."""
-        check_is_fitted(self)
-        data = validate_data(self, X, dtype=np.float64, reset=False)
-        z = robust_deviation(
-            data,
-            self.q25_,
-            self.median_,
-            self.q75_,
-            min_deviation_abs=self.min_deviation_abs,
-            min_deviation_rel=self.min_deviation_rel,
-        )
-        worst: FloatArray = np.max(directional(z, self.direction), axis=1)
-        return -worst
-
-    def decision_function(self, X: Any) -> FloatArray:  # noqa: N803
-        """Return ``score_samples - offset_``: negative for anomalous rows."""
-        return self.score_samples(X) - self.offset_
-
-    def predict(self, X: Any) -> npt.NDArray[np.int64]:  # noqa: N803
-        """Return -1 for anomalous rows and 1 for normal ones."""
-        return np.where(self.decision_function(X) < 0, -1, 1)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from anomon.config import DetectionConfig
-from anomon.detect import EntityDetector, RobustZScoreDetector, entity
+from anomon.detect import EntityDetector
 from anomon.detect.entity import default_direction
+from anomon.detect.params import DetectorParams
 from anomon.detect.rules import repeat_damped
 
 STEP = 300  # five-minute rows
@@ -141,14 +141,16 @@ def test_scores_do_not_depend_on_batching_and_never_look_ahead(seed: int, sizes:
     assert_batching_invariant(seed, sizes)
 
 
-def assert_batching_invariant(seed: int, sizes: list[int]) -> None:
+def assert_batching_invariant(
+    seed: int, sizes: list[int], params: DetectionConfig | DetectorParams = SMALL
+) -> None:
     """Any batching gives the whole series' scores, and a prefix scores as it did."""
     rng = np.random.default_rng(seed)
     rows = 400
     ts = START + 60 * np.arange(rows)
     x = rng.standard_t(3, size=(rows, 2)).cumsum(axis=0)
-    whole = EntityDetector(["a", "b"], SMALL).update(ts, x)
-    batched, start, turn = EntityDetector(["a", "b"], SMALL), 0, 0
+    whole = EntityDetector(["a", "b"], params).update(ts, x)
+    batched, start, turn = EntityDetector(["a", "b"], params), 0, 0
     parts = []
     while start < rows:
         size = sizes[turn % len(sizes)]
@@ -156,7 +158,7 @@ def assert_batching_invariant(seed: int, sizes: list[int]) -> None:
         start, turn = start + size, turn + 1
     assert np.array_equal(np.concatenate(parts), whole.score)
     prefix = rng.integers(1, rows)
-    again = EntityDetector(["a", "b"], SMALL).update(ts[:prefix], x[:prefix])
+    again = EntityDetector(["a", "b"], params).update(ts[:prefix], x[:prefix])
     assert np.array_equal(again.score, whole.score[:prefix])
 
 
@@ -167,13 +169,10 @@ def test_scores_against_a_sampled_reference_do_not_depend_on_batching(
 ) -> None:
     """The same with the calibration references' older rows sampled (small stand-ins for
     the 4,000 dense rows and every n-th older one that long windows keep)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(entity, "REFERENCE_DENSE", 20)
-        patch.setattr(entity, "REFERENCE_SPARSE", 12)
-        patch.setattr(entity, "REFERENCE_STEP", 8)
-        probe = EntityDetector(["a"], SMALL)._metrics[0].raw["zscore"]
-        assert (probe.stride, probe.dense, probe.step) == (4, 20, 8)
-        assert_batching_invariant(seed, sizes)
+    params = DetectorParams(SMALL, reference_dense=20, reference_sparse=12, reference_step=8)
+    probe = EntityDetector(["a"], params).only_metric.raw["zscore"]
+    assert (probe.stride, probe.dense, probe.step) == (4, 20, 8)
+    assert_batching_invariant(seed, sizes, params)
 
 
 def test_a_long_level_shift_stays_anomalous_while_it_is_new() -> None:
@@ -188,27 +187,6 @@ def test_a_long_level_shift_stays_anomalous_while_it_is_new() -> None:
     assert not result.anomaly[before - 2000 : before].any()
     share = result.anomaly[before : before + 500].mean()
     assert share >= 0.8, share
-
-
-@parametrize_with_checks(
-    [RobustZScoreDetector(threshold=2.0), RobustZScoreDetector(contamination=0.05)]
-)
-def test_the_zscore_detector_is_a_scikit_learn_outlier_detector(
-    estimator: object, check: Callable[[object], None]
-) -> None:
-    check(estimator)
-
-
-def test_the_zscore_detector_follows_the_sign_convention() -> None:
-    rng = np.random.default_rng(0)
-    train = rng.normal(size=(500, 2))
-    detector = RobustZScoreDetector(threshold=4.0).fit(train)
-    rows = np.array([[0.0, 0.0], [0.0, 9.0]])
-    assert detector.score_samples(rows)[0] > detector.score_samples(rows)[1]
-    assert detector.decision_function(rows)[1] < 0 < detector.decision_function(rows)[0]
-    assert detector.predict(rows).tolist() == [1, -1]
-    up = RobustZScoreDetector(threshold=4.0, direction="up").fit(train)
-    assert up.predict(np.array([[0.0, -9.0]])).tolist() == [1]
 
 
 def test_static_limits_flow_into_the_same_scores() -> None:
@@ -242,9 +220,9 @@ def test_data_quality_states() -> None:
     now = int(TS[rows - 1])
     assert detector.quality(now, stale_after=900) == ["too_short", "flat", "learning"]
     assert detector.quality(now + 901, stale_after=900)[1:] == ["stale", "stale"]
-    # 300 rows of five minutes: a day has been seen; 100 more rows make 400 (LEARNED_ROWS)
+    # 300 rows of five minutes: a day has been seen; 100 more rows make 400 (params.learned_rows)
     short, _flat, busy = detector.learning_until()
-    assert busy == now + (entity.LEARNED_ROWS - rows) * STEP
+    assert busy == now + (detector.params.learned_rows - rows) * STEP
     assert short is not None and short > busy  # 10 valid rows: far from learnt
     detector.update(TS[rows : rows + 100], np.column_stack([np.ones(100)] * 3))
     assert detector.learning_until()[2] is None

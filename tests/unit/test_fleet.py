@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from anomon.config import DetectionConfig
-from anomon.detect import EntityDetector, entity
+from anomon.detect import EntityDetector
 from anomon.detect.fleet import Fleet
+from anomon.detect.params import DetectorParams
 
 CONFIG = DetectionConfig.model_validate(
     {"forest": {"min_train": 200, "refit_every": 2000, "n_estimators": 10}}
@@ -69,17 +70,11 @@ def test_a_bad_batch_is_refused_before_any_entity_moves() -> None:
 @pytest.mark.parametrize("holding", [False, True], ids=["", "episodes held from row 2"])
 @pytest.mark.parametrize("sampled", [False, True], ids=["dense reference", "sampled reference"])
 def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers(
-    sampled: bool, holding: bool, monkeypatch: pytest.MonkeyPatch
+    sampled: bool, holding: bool
 ) -> None:
     """One row per entity per cycle takes the fleet's whole-array path; it must agree,
     also where the calibration references keep only every n-th of their older rows, and
     where episodes are held out of them from their second row on."""
-    if sampled:  # small stand-ins for the 4,000 dense rows and the sampled rest
-        monkeypatch.setattr(entity, "REFERENCE_DENSE", 50)
-        monkeypatch.setattr(entity, "REFERENCE_SPARSE", 40)
-        monkeypatch.setattr(entity, "REFERENCE_STEP", 16)
-    if holding:
-        monkeypatch.setattr(entity, "HOLDOUT_START", 2)
     config = DetectionConfig.model_validate(
         {
             "forest": {"enabled": False},
@@ -90,6 +85,7 @@ def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers(
             "damping": 20,
         }
     )
+    params = stand_ins(config, sampled=sampled, holding=holding)
     rows = 700
     ts = START + 60 * np.arange(rows)
     rng = np.random.default_rng(5)
@@ -100,10 +96,10 @@ def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers(
         "host": rng.normal(0, 1, (rows, 2)),  # two metrics: scored one by one
     }
     data["cpu"][::50] = np.nan
-    fleet = Fleet(config)
+    fleet = Fleet(params)
     for key, values in data.items():
         fleet.add(key, [key] if values.shape[1] == 1 else ["a", "b"])
-    reference = fleet.entities["cpu"]._metrics[0].raw["zscore"]
+    reference = fleet.entities["cpu"].only_metric.raw["zscore"]
     assert (reference.stride > 1) is sampled
     got: dict[str, list] = {key: [] for key in data}
     for row in range(rows):
@@ -111,18 +107,27 @@ def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers(
             {k: (ts[row : row + 1], v[row : row + 1]) for k, v in data.items()}
         ).items():
             got[key].append(scores)
-    assert_like_alone(got, data, ts, config)
+    assert_like_alone(got, data, ts, params)
     held = sum(m.raw["zscore"].held_rows for d in fleet.entities.values() for m in d._metrics)
     assert held > 0 or not holding  # the held case did hold rows
 
 
+def stand_ins(config: DetectionConfig, *, sampled: bool, holding: bool) -> DetectorParams:
+    """Small stand-ins for the 4,000 dense rows and the sampled rest of a reference, and
+    episodes held from their second anomalous row on."""
+    reference = {"reference_dense": 50, "reference_sparse": 40, "reference_step": 16}
+    return DetectorParams(
+        config, **(reference if sampled else {}), **({"holdout_start": 2} if holding else {})
+    )
+
+
 def assert_like_alone(
-    got: dict[str, list], data: dict[str, np.ndarray], ts: np.ndarray, config: DetectionConfig
+    got: dict[str, list], data: dict[str, np.ndarray], ts: np.ndarray, params: DetectorParams
 ) -> None:
     """The fleet's scores of each entity, cycle after cycle, are its lone detector's."""
     for key, values in data.items():
         names = [key] if values.shape[1] == 1 else ["a", "b"]
-        alone = EntityDetector(names, config).update(ts, values)
+        alone = EntityDetector(names, params).update(ts, values)
         for field in ("score", "anomaly", "expected"):
             assert np.array_equal(
                 np.concatenate([getattr(s, field) for s in got[key]]),
@@ -138,19 +143,12 @@ def assert_like_alone(
 @pytest.mark.parametrize("holding", [False, True], ids=["", "episodes held from row 2"])
 @pytest.mark.parametrize("sampled", [False, True], ids=["dense reference", "sampled reference"])
 def test_a_cycle_that_fell_behind_takes_the_whole_array_path_row_by_row(
-    sampled: bool, holding: bool, monkeypatch: pytest.MonkeyPatch
+    sampled: bool, holding: bool
 ) -> None:
     """A daemon that fell behind hands each series several rows: up to LAYERS of them go
     through the whole-array path one layer at a time, more go one entity at a time; the
     numbers are the lone detector's either way, whatever mix of row counts a cycle has."""
     from anomon.detect.fleet import LAYERS
-
-    if sampled:
-        monkeypatch.setattr(entity, "REFERENCE_DENSE", 50)
-        monkeypatch.setattr(entity, "REFERENCE_SPARSE", 40)
-        monkeypatch.setattr(entity, "REFERENCE_STEP", 16)
-    if holding:
-        monkeypatch.setattr(entity, "HOLDOUT_START", 2)
 
     config = DetectionConfig.model_validate(
         {
@@ -161,11 +159,12 @@ def test_a_cycle_that_fell_behind_takes_the_whole_array_path_row_by_row(
             "damping": 20,
         }
     )
+    params = stand_ins(config, sampled=sampled, holding=holding)
     rows = 600
     ts = START + 60 * np.arange(rows)
     rng = np.random.default_rng(9)
     data = {f"latency_{i}": rng.standard_t(3, (rows, 1)).cumsum(axis=0) for i in range(6)}
-    fleet = Fleet(config)
+    fleet = Fleet(params)
     for key in data:
         fleet.add(key, [key])
     got: dict[str, list] = {key: [] for key in data}
@@ -180,6 +179,6 @@ def test_a_cycle_that_fell_behind_takes_the_whole_array_path_row_by_row(
                 cursor[key] = start + size
         for key, scores in fleet.update(cycle).items():
             got[key].append(scores)
-    assert_like_alone(got, data, ts, config)
+    assert_like_alone(got, data, ts, params)
     held = sum(m.raw["zscore"].held_rows for d in fleet.entities.values() for m in d._metrics)
     assert held > 0 or not holding  # the held case did hold rows

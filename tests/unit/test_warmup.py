@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from anomon.config import DetectionConfig
 from anomon.detect import EntityDetector, entity
+from anomon.detect.params import DetectorParams
 from anomon.detect.zscore import small_sample_inflation
 
 START = 1_700_000_000 - 1_700_000_000 % 86_400
@@ -87,7 +88,7 @@ def test_a_sustained_fault_stays_rare_until_it_is_the_new_normal() -> None:
 
 def test_short_bursts_are_learnt_not_held() -> None:
     """A metric whose normal life has bursts of a few rows: the first rows of an episode
-    are learnt (HOLDOUT_START), so its bursts become ordinary instead of alarming forever."""
+    are learnt (``holdout_start``), so its bursts become ordinary instead of alarming forever."""
     x = 50 + noise(8000, seed=3)
     for begin in range(500, 8000, 97):
         x[begin : begin + 4] += 12.0
@@ -115,15 +116,14 @@ def test_held_episodes_do_not_depend_on_batching(seed: int, sizes: list[int]) ->
     x = rng.normal(0, 1, (rows, 2))
     for begin in rng.integers(50, 480, 5):
         x[begin : begin + rng.integers(5, 40), rng.integers(0, 2)] += 15.0
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(entity, "HOLDOUT_START", 2)
-        whole_detector = EntityDetector(["a", "b"], config)
-        whole = whole_detector.update(ts, x)
-        held = sum(s.raw["zscore"].held_rows for s in whole_detector._metrics)
-        assert held > 0
-        batched, start, turn, parts = EntityDetector(["a", "b"], config), 0, 0, []
-        while start < rows:
-            size = sizes[turn % len(sizes)]
-            parts.append(batched.update(ts[start : start + size], x[start : start + size]).score)
-            start, turn = start + size, turn + 1
+    params = DetectorParams(config, holdout_start=2)
+    whole_detector = EntityDetector(["a", "b"], params)
+    whole = whole_detector.update(ts, x)
+    held = sum(s.raw["zscore"].held_rows for s in whole_detector._metrics)
+    assert held > 0
+    batched, start, turn, parts = EntityDetector(["a", "b"], params), 0, 0, []
+    while start < rows:
+        size = sizes[turn % len(sizes)]
+        parts.append(batched.update(ts[start : start + size], x[start : start + size]).score)
+        start, turn = start + size, turn + 1
     assert np.array_equal(np.concatenate(parts), whole.score)
