@@ -30,7 +30,8 @@ class IncidentView:
 
     ``labels`` are the routing labels: the series' own plus ``metric``, ``entity``,
     ``source``, ``kind`` and ``severity``. ``status`` is ``firing`` or ``resolved``.
-    ``value`` / ``expected`` are those of its strongest anomaly (None if unknown).
+    ``value`` / ``expected`` are the series' latest value and what the detectors expected
+    of it when the message was written (None if unknown).
     ``notification_keys`` are the stable keys of the notifications about it that this
     message carries (a receiver drops a change it has seen, however it was grouped).
     """

@@ -158,6 +158,7 @@ class DetectJob:
         cycle: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         quality: dict[int, str] = {}
         learning: dict[int, int | None] = {}
+        last_rows: dict[int, store.LatestRow] = {}
 
         def unscored(conn: Any, ids: list[int]) -> dict[int, store.Points]:
             # never past now: a stored future time would move the watermark beyond
@@ -172,6 +173,10 @@ class DetectJob:
                 detector = self.fleet.entities[sid]
                 quality[sid] = detector.quality(now, stale_after=stale_after)[0]
                 learning[sid] = detector.learning_until()[0] if quality[sid] == "learning" else None
+                ts, values = batch[sid]
+                if ts.size:
+                    expected = float(scores.expected[-1, 0])
+                    last_rows[sid] = (int(ts[-1]), float(values[-1, 0]), expected)
             if self.telemetry is not None:
                 self.telemetry.record_scores(
                     (sid, known[sid].metric, known[sid].entity, known[sid].labels, last)
@@ -189,6 +194,7 @@ class DetectJob:
             scored_until={sid: int(ts[-1]) for sid, (ts, _) in cycle.items()},
             quality=quality,
             learning_until=learning,
+            latest=last_rows,
             started_at=started,
             finished_at=self.clock(),
             points=points,

@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 
 from anomon.store.collections import CollectionResult, last_collections, save_collection
 from anomon.store.detections import (
+    LatestRow,
     ScoredSeries,
     read_recent,
     read_unscored,
@@ -83,6 +84,7 @@ __all__ = [
     "IncidentData",
     "IncidentDetail",
     "IncidentRow",
+    "LatestRow",
     "NotificationRow",
     "Points",
     "RepeatCandidate",

@@ -9,6 +9,7 @@ watermarks and its ``detection_runs`` row in one transaction. Anomalies are uniq
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -100,6 +101,21 @@ def _batched(
     return found
 
 
+LatestRow = tuple[int, float | None, float | None]
+
+
+def _latest_columns(row: LatestRow | None) -> dict[str, int | float | None]:
+    """``series_state``'s latest-row columns; non-finite numbers are stored as NULL."""
+    if row is None:
+        return {"last_ts": None, "last_value": None, "last_expected": None}
+    ts, value, expected = row
+
+    def finite(x: float | None) -> float | None:
+        return x if x is not None and math.isfinite(x) else None
+
+    return {"last_ts": ts, "last_value": finite(value), "last_expected": finite(expected)}
+
+
 def save_detection(
     engine: Engine,
     *,
@@ -108,6 +124,7 @@ def save_detection(
     quality: Mapping[int, str],
     started_at: datetime,
     learning_until: Mapping[int, int | None] | None = None,
+    latest: Mapping[int, LatestRow] | None = None,
     finished_at: datetime,
     points: int,
     config_hash: str,
@@ -117,7 +134,8 @@ def save_detection(
     lost: list[int] | None = None,
 ) -> int:
     """Write a cycle's incident changes (with their outbox rows), anomalies, watermarks
-    (with each series' data-quality state and, while it is learning, until about when)
+    (with each series' data-quality state, while it is learning until about when, and
+    its latest row: ``latest`` maps a series to (ts, value, expected))
     and run row in one transaction.
 
     An anomaly whose ``incident`` indexes into ``incidents`` is linked to that incident.
@@ -147,6 +165,7 @@ def save_detection(
             "scored_until": until,
             "quality": quality.get(sid, "ok"),
             "learning_until": (learning_until or {}).get(sid),
+            **_latest_columns((latest or {}).get(sid)),
             "updated_at": finished_at,
         }
         for sid, until in scored_until.items()
@@ -174,6 +193,9 @@ def save_detection(
                         "scored_until": upsert.excluded.scored_until,
                         "quality": upsert.excluded.quality,
                         "learning_until": upsert.excluded.learning_until,
+                        "last_ts": upsert.excluded.last_ts,
+                        "last_value": upsert.excluded.last_value,
+                        "last_expected": upsert.excluded.last_expected,
                         "updated_at": upsert.excluded.updated_at,
                     },
                 ),

@@ -24,7 +24,8 @@ from anomon.model import OutboxEntry
 from anomon.store.engine import translated
 from anomon.store.incidents import enqueue
 from anomon.store.samples import read_history
-from anomon.store.schema import Anomaly, Incident, Notification, Silence
+from anomon.store.schema import Anomaly, Incident, Notification, SeriesState, Silence
+from anomon.timeutil import from_epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class IncidentData:
     expected: float | None
     direction: str | None
     detector_scores: dict[str, float]
+    value_at: datetime | None  # when ``value`` was measured (the series' latest row), if known
 
 
 def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) -> list[Claimed]:
@@ -189,7 +191,9 @@ def enqueue_many(
 
 
 def incidents_for_notice(engine: Engine, incident_ids: Sequence[int]) -> dict[int, IncidentData]:
-    """Return each incident with its strongest anomaly's value, expectation and scores."""
+    """Return each incident with its series' latest value and expectation (as they are
+    now, when a message is written; the strongest anomaly's where the series has no
+    latest row yet) and its strongest anomaly's direction and detector scores."""
     ids = sorted(set(incident_ids))
     found: dict[int, IncidentData] = {}
     strongest = (
@@ -199,7 +203,8 @@ def incidents_for_notice(engine: Engine, incident_ids: Sequence[int]) -> dict[in
         .subquery()
     )
     query = (
-        select(Incident, Anomaly)
+        select(Incident, Anomaly, SeriesState)
+        .outerjoin(SeriesState, SeriesState.series_id == Incident.series_id)
         .outerjoin(strongest, strongest.c.incident_id == Incident.id)
         .outerjoin(
             Anomaly,
@@ -209,13 +214,20 @@ def incidents_for_notice(engine: Engine, incident_ids: Sequence[int]) -> dict[in
         .order_by(Incident.id, Anomaly.ts.desc())
     )
     with translated(engine, "reading incidents"), Session(engine) as session:
-        for incident, anomaly in session.execute(query).tuples():
+        for incident, anomaly, state in session.execute(query).tuples():
             if incident.id not in found:
-                found[incident.id] = _incident_data(incident, anomaly)
+                found[incident.id] = _incident_data(incident, anomaly, state)
     return found
 
 
-def _incident_data(incident: Incident, anomaly: Anomaly | None) -> IncidentData:
+def _incident_data(
+    incident: Incident, anomaly: Anomaly | None, state: SeriesState | None
+) -> IncidentData:
+    now = state is not None and state.last_ts is not None
+    value = state.last_value if state is not None and now else anomaly.value if anomaly else None
+    expected = (
+        state.last_expected if state is not None and now else anomaly.expected if anomaly else None
+    )
     return IncidentData(
         id=incident.id,
         series_id=incident.series_id,
@@ -230,8 +242,9 @@ def _incident_data(incident: Incident, anomaly: Anomaly | None) -> IncidentData:
         resolved_at=incident.resolved_at,
         acknowledged=incident.acknowledged_at is not None,
         silenced=incident.silenced,
-        value=anomaly.value if anomaly else None,
-        expected=anomaly.expected if anomaly else None,
+        value=value,
+        expected=expected,
+        value_at=from_epoch(state.last_ts) if state is not None and state.last_ts else None,
         direction=anomaly.direction if anomaly else None,
         detector_scores=json.loads(anomaly.detector_scores) if anomaly else {},
     )

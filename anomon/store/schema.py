@@ -80,6 +80,13 @@ class SeriesState(Base):
     learning_until: Mapped[int | None] = mapped_column(
         BigInteger, default=None, doc="while learning: about when it will have, s since epoch"
     )
+    last_ts: Mapped[int | None] = mapped_column(
+        BigInteger, default=None, doc="the latest scored row, s since epoch"
+    )
+    last_value: Mapped[float | None] = mapped_column(Float(precision=53), default=None)
+    last_expected: Mapped[float | None] = mapped_column(
+        Float(precision=53), default=None, doc="what the detectors expected at last_ts"
+    )
     updated_at: Mapped[datetime]
 
 

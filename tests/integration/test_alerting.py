@@ -57,10 +57,15 @@ def alerts(url: str, **extra: Any) -> AlertsConfig:
     )
 
 
-def collect(engine: store.Engine, first: int, last: int, *, entity: str = "churn") -> None:
-    rng = np.random.default_rng(3)
-    values = 200 + rng.normal(0, 2, 1300)
+def latency() -> np.ndarray:
+    """The latency series every test collects: ~200 ms, 80 ms more during SHIFT."""
+    values = 200 + np.random.default_rng(3).normal(0, 2, 1300)
     values[list(SHIFT)] += 80
+    return values
+
+
+def collect(engine: store.Engine, first: int, last: int, *, entity: str = "churn") -> None:
+    values = latency()
     info = SeriesInfo("model-server", entity, SeriesKind.LATENCY, "ms")
     key = SeriesKey.of("latency_p99", {"model": entity})
     samples = [Sample(key, info, START + 60 * i, float(values[i])) for i in range(first, last)]
@@ -114,6 +119,11 @@ def test_an_incident_opens_notifies_resolves_and_notifies_again(
     (firing,) = bodies(hook)
     assert firing["event"] == "firing" and firing["incidents"][0]["id"] == incident.id
     assert hook.requests[0].headers["idempotency-key"] == firing["key"]
+    # the value as it is when the message is written (the latest row, row 1004, inside
+    # the shift), and what the detectors expected of it (the ordinary level, ~200)
+    told = firing["incidents"][0]
+    assert told["value"] == pytest.approx(float(latency()[1004]))
+    assert 190.0 < told["expected"] < 210.0 and told["value"] > 260.0
 
     collect(engine, 1005, 1100)  # back to normal: five normal rows resolve it
     detect()
@@ -125,6 +135,10 @@ def test_an_incident_opens_notifies_resolves_and_notifies_again(
     deliver.run_once()
     assert [b["event"] for b in bodies(hook)] == ["firing", "resolved"]
     assert bodies(hook)[1]["status"] == "resolved"
+    # the resolve tells the value back to normal (row 1099), not the shift's peak
+    back = bodies(hook)[1]["incidents"][0]
+    assert back["value"] == pytest.approx(float(latency()[1099]))
+    assert abs(back["value"] - back["expected"]) < 10.0
     assert {n.status for n in notifications(engine)} == {"sent"}
 
 
