@@ -4,8 +4,10 @@ Each configured query (``metric name = "PromQL"``) is evaluated at the collectio
 through ``/api/v1/query``; every element of the result vector becomes a series named
 after the query, with the element's labels (``__name__`` dropped) and the source's
 labels. A scalar result is one series. A query that fails (bad PromQL, an error from
-the server, a non-numeric value) is named in the collection's error; the other
-queries are still stored.
+the server) or an element that is not a number is named in the collection's error;
+the other queries and elements are still stored. A NaN element (``histogram_quantile``
+of a handler without traffic) is no value at that time for that series only, not an
+error.
 
 ``anomon backfill`` evaluates the same queries through ``/api/v1/query_range`` with the
 source's interval as the step, in chunks of at most 10,000 steps (Prometheus refuses
@@ -51,18 +53,24 @@ class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
         problems: list[str] = []
         for metric, query in self._config.queries.items():
             try:
-                samples += self._query_range(metric, query, start, end)
+                found, bad = self._query_range(metric, query, start, end)
+                samples += found
+                problems += [f"{metric}: {problem}" for problem in bad]
             except SourceError as exc:
                 problems.append(f"{metric}: {exc}")
             except _MALFORMED:
                 problems.append(f"{metric}: the answer is not a Prometheus query result")
         return self._outcome(samples, problems)
 
-    def _query_range(self, metric: str, query: str, start: datetime, end: datetime) -> list[Sample]:
+    def _query_range(
+        self, metric: str, query: str, start: datetime, end: datetime
+    ) -> tuple[list[Sample], list[str]]:
+        """The samples of one range query and what was wrong with its other points (a
+        NaN point is neither: no value at that time)."""
         step = self._config.interval.total_seconds()
         last = end.timestamp() - step / 2  # the range's end is inclusive; [start, end) here
         if last < start.timestamp():
-            return []
+            return [], []
         reply = self._api(
             "query_range",
             {
@@ -75,11 +83,14 @@ class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
         data = reply["data"]
         if not isinstance(data, dict) or data.get("resultType") != "matrix":
             raise SourceError("expected a matrix result from query_range")
-        samples = []
+        samples: list[Sample] = []
+        problems: list[str] = []
         for item in data.get("result") or []:
             labels = {k: v for k, v in item.get("metric", {}).items() if k != "__name__"}
-            samples += [self._sample(metric, labels, point) for point in item.get("values", [])]
-        return samples
+            found, bad = self._samples(metric, labels, item.get("values", []))
+            samples += found
+            problems += bad
+        return samples, problems
 
     def collect(self, now: datetime) -> list[Sample]:
         """Evaluate every query at ``now``; raise PartialCollection for the failed ones.
@@ -91,19 +102,49 @@ class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
         problems: list[str] = []
         for metric, query in self._config.queries.items():
             try:
-                samples += self._query(metric, query, now, deadline)
+                found, bad = self._query(metric, query, now, deadline)
             except SourceError as exc:
                 problems.append(f"{metric}: {exc}")
+                continue
+            samples += found
+            problems += [f"{metric}: {problem}" for problem in bad]
         return self._outcome(samples, problems)
 
-    def _query(self, metric: str, query: str, now: datetime, deadline: Deadline) -> list[Sample]:
+    def _query(
+        self, metric: str, query: str, now: datetime, deadline: Deadline
+    ) -> tuple[list[Sample], list[str]]:
+        """The samples of one query's elements, and what was wrong with the others (a
+        NaN element is neither: "no value at this time" for that series only, as
+        ``histogram_quantile`` gives for a handler without traffic)."""
         params = {"query": query, "time": f"{now.timestamp():.3f}"}
         reply = self._api("query", params, deadline=deadline)
         try:
             points = _points(reply["data"])
-            return [self._sample(metric, labels, point) for labels, point in points]
         except _MALFORMED:
             raise SourceError("the answer is not a Prometheus query result") from None
+        samples: list[Sample] = []
+        problems: list[str] = []
+        for labels, point in points:
+            found, bad = self._samples(metric, labels, [point])
+            samples += found
+            problems += bad
+        return samples, problems
+
+    def _samples(
+        self, metric: str, labels: dict[str, str], points: list[Any]
+    ) -> tuple[list[Sample], list[str]]:
+        """The samples of one series' points; NaN points skipped, bad ones named."""
+        samples: list[Sample] = []
+        problems: list[str] = []
+        for point in points:
+            try:
+                sample = self._sample(metric, labels, point)
+            except SourceError as exc:
+                problems.append(str(exc))
+            else:
+                if sample is not None:
+                    samples.append(sample)
+        return samples, problems
 
     def _api(
         self, endpoint: str, params: dict[str, str], *, deadline: Deadline | None = None
@@ -119,11 +160,15 @@ class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
             raise SourceError(f"query failed: {str(error)[:120]}")
         return reply
 
-    def _sample(self, metric: str, labels: dict[str, str], point: Any) -> Sample:
+    def _sample(self, metric: str, labels: dict[str, str], point: Any) -> Sample | None:
+        """The sample of one ``[time, value]`` point; None for a NaN value (no value at
+        this time); SourceError for anything else that is not a finite number and time."""
         try:
             ts, value = float(point[0]), float(point[1])
         except (TypeError, ValueError, IndexError, KeyError):
             raise SourceError(f"not a [time, value] pair: {shorten(str(point))}") from None
+        if math.isnan(value):
+            return None
         if not math.isfinite(value):
             raise SourceError(f"not a finite number: {number_text(point[1])}")
         if not math.isfinite(ts):

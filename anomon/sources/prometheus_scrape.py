@@ -8,9 +8,10 @@ scrape, interpolated as ``histogram_quantile`` does) and ``<name>_average``; sum
 keep their quantiles and get ``<name>_average``; the ``<name>_created`` gauges client
 libraries add beside them are dropped. With ``rates = false`` counters and
 histograms are read as totals since the exporter started. Series are kept by metric
-name patterns and label values; NaN, infinite and over-long values are skipped and
-named. Lines of unwanted metrics are never parsed, and reading stops once more than
-``max_series`` series were read (the cardinality guard would refuse the rest anyway).
+name patterns and label values; a NaN value (an empty summary's quantiles) is no value
+at this time, silently; infinite and over-long values are skipped and named. Lines of
+unwanted metrics are never parsed, and reading stops once more than ``max_series``
+series were read (the cardinality guard would refuse the rest anyway).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class PrometheusScrapeSource(HttpSource[PrometheusScrapeSourceConfig]):
                     for name, labels, value in self._series(family, totals, elapsed):
                         if (name, labels) in values:
                             problems.append(f"duplicate series {name}{dict(labels)}")
+                        elif math.isnan(value):
+                            continue  # no value at this time (an empty summary's quantiles)
                         elif not math.isfinite(value):
                             problems.append(f"{name}{dict(labels)}: not a finite number: {value}")
                         else:

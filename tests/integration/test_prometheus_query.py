@@ -6,6 +6,7 @@ every second; the tests ask it PromQL through anomon's source.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -20,9 +21,13 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from anomon import service, store
-from anomon.config import PrometheusQuerySourceConfig, parse_config
+from anomon.config import (
+    PrometheusQuerySourceConfig,
+    PrometheusScrapeSourceConfig,
+    parse_config,
+)
 from anomon.errors import SourceError
-from anomon.sources import PartialCollection, PrometheusQuerySource
+from anomon.sources import PartialCollection, PrometheusQuerySource, PrometheusScrapeSource
 from tests.loopback import serve
 
 
@@ -139,6 +144,38 @@ def test_a_bad_query_is_named_and_the_others_are_kept(prometheus: str) -> None:
     assert len(caught.value.samples) == 2
 
 
+# every element NaN (0 / 0), or one of two: churn's 0.93 is kept, fraud's 0 / 0 is NaN
+ALL_NAN = "(model_accuracy - model_accuracy) / (model_accuracy - model_accuracy)"
+ONE_NAN = f"model_accuracy > 0.9 or {ALL_NAN}"
+
+
+def test_a_nan_element_is_no_value_for_that_series_only(prometheus: str) -> None:
+    """Like histogram_quantile for a handler without traffic: the NaN element is skipped,
+    the others are stored, and the collection is a success (no PartialCollection)."""
+    queries = {"accuracy": ONE_NAN, "nothing": ALL_NAN, "mean": "avg(model_accuracy)"}
+    samples = source(prometheus, queries).collect(datetime.now(UTC))
+    got = {(s.key.metric, s.key.labels): round(s.value, 3) for s in samples}
+    assert sorted(got.values()) == [0.905, 0.93]
+    (accuracy,) = [labels for metric, labels in got if metric == "accuracy"]
+    assert '"model":"churn"' in accuracy
+
+
+def test_prometheus_own_metrics_scrape_cleanly(prometheus: str) -> None:
+    """The issue's case: Prometheus' own /metrics has summaries whose quantiles are NaN
+    while they are empty; a scrape of it is a success and stores no NaN."""
+    page = httpx.get(f"{prometheus}/metrics", timeout=5).text
+    assert any(line.endswith(" NaN") for line in page.splitlines())  # the case at hand
+    config = PrometheusScrapeSourceConfig.model_validate(
+        {"name": "self", "kind": "prometheus_scrape", "url": f"{prometheus}/metrics"}
+    )
+    scrape = PrometheusScrapeSource(config)
+    try:
+        samples = scrape.collect(datetime.now(UTC))  # no PartialCollection
+    finally:
+        scrape.close()
+    assert len(samples) > 50 and all(math.isfinite(s.value) for s in samples)
+
+
 def test_an_unreachable_server_is_one_line() -> None:
     with pytest.raises(SourceError, match="connection refused"):
         source(f"http://127.0.0.1:{free_port()}", {"a": "up"}).collect(datetime.now(UTC))
@@ -156,7 +193,8 @@ def test_backfill_pulls_history_in_chunks_and_stores_it_once(
                     "kind": "prometheus_query",
                     "url": prometheus,
                     "interval": "1s",
-                    "queries": {"accuracy": "model_accuracy"},
+                    # fraud's element of "mixed" is NaN at every step: no value, no failure
+                    "queries": {"accuracy": "model_accuracy", "mixed": ONE_NAN},
                 }
             ],
         }
@@ -195,10 +233,10 @@ def test_backfill_pulls_history_in_chunks_and_stores_it_once(
     assert first.chunks in (3, 4)  # 12 s in 4-step chunks, from a whole second
     assert [step[:2] for step in seen] == [(n, first.chunks) for n in range(1, first.chunks + 1)]
     assert first.failures == []
-    assert first.series_created == 2
+    assert first.series_created == 3  # accuracy of churn and fraud, mixed of churn only
     # Prometheus answers each step with the latest scrape (lookback): one point per step
     # and series once it has history
-    assert 2 * 11 <= first.points <= 2 * 13  # 12 s from a whole second: 12 or 13 steps
+    assert 3 * 11 <= first.points <= 3 * 13  # 12 s from a whole second: 12 or 13 steps
     assert again.points == 0  # idempotent: nothing new the second time
     with engine.connect() as conn:
         runs = conn.exec_driver_sql("SELECT count(*) FROM collection_runs").scalar()

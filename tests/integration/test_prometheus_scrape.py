@@ -44,6 +44,7 @@ def exporter() -> Iterator[tuple[str, CollectorRegistry]]:
     Exporter.texts = {
         "/garbage": b"this is { not exposition\n",
         "/nan": b"# TYPE temp gauge\ntemp 21.5\nbroken NaN\n",
+        "/inf": b"# TYPE temp gauge\ntemp 21.5\nbroken +Inf\n",
     }
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -146,9 +147,17 @@ def test_bad_text_and_bad_values_are_named(exporter: tuple[str, CollectorRegistr
     url, _ = exporter
     with pytest.raises(SourceError, match="invalid exposition text"):
         source(f"{url}/garbage").collect(NOW)
-    with pytest.raises(PartialCollection, match="broken") as caught:
-        source(f"{url}/nan").collect(NOW)
+    with pytest.raises(PartialCollection, match=r"broken.*not a finite number: inf") as caught:
+        source(f"{url}/inf").collect(NOW)
     assert values(caught.value.samples) == {("temp", '{"job":"serving"}'): 21.5}
+
+
+def test_a_nan_value_is_no_value_not_a_failure(exporter: tuple[str, CollectorRegistry]) -> None:
+    """An empty summary's quantiles are NaN on every scrape of Prometheus' own /metrics:
+    that series has no value now; the scrape is a success (no PartialCollection, so the
+    source is not in error and the failure counter does not rise)."""
+    url, _ = exporter
+    assert values(source(f"{url}/nan").collect(NOW)) == {("temp", '{"job":"serving"}'): 21.5}
 
 
 @pytest.mark.parametrize(
