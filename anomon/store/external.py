@@ -16,6 +16,11 @@ before anything is sent. The query cannot write either, whatever it says:
 * SQLite: the file is opened read-only by URI (``mode=ro``; a missing file is an error,
   not a new empty file) and an authorizer allows only reading, so ``ATTACH`` or
   ``VACUUM INTO`` cannot create a file and the driver refuses a second statement.
+* MariaDB / MySQL (``mysql+pymysql://``): every session starts ``SET SESSION
+  TRANSACTION READ ONLY`` (MariaDB 10.11 then refuses even ``CREATE TABLE … AS SELECT``
+  and ``DROP``, which would otherwise commit implicitly) and with a server-side time limit
+  (MariaDB's ``max_statement_time``, MySQL's ``max_execution_time``), backed by the
+  driver's read timeout; a session setting dies with its connection (one per query).
 
 On other databases only the one-statement rule holds: give anomon an account that can
 only read.
@@ -52,6 +57,8 @@ class ExternalDatabase:
         self._engine = _external_engine(url, timeout)
         if self._engine.dialect.name == "sqlite":
             event.listen(self._engine, "connect", self._guard_sqlite)
+        elif self._engine.dialect.name in ("mysql", "mariadb"):
+            event.listen(self._engine, "connect", self._guard_mysql)
 
     def query(self, sql: str, params: Mapping[str, Any]) -> Rows:
         """Run ``sql`` with the bind parameters among ``params`` that it uses.
@@ -92,6 +99,21 @@ class ExternalDatabase:
     def close(self) -> None:
         """Release the connections."""
         self._engine.dispose()
+
+    def _guard_mysql(self, dbapi_connection: Any, _record: Any) -> None:
+        """Read-only sessions with a server-side time limit on MariaDB and MySQL."""
+        seconds = max(self._timeout.total_seconds(), 0.001)
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT VERSION()")
+            (version,) = cursor.fetchone()
+            if "mariadb" in str(version).lower():
+                cursor.execute(f"SET SESSION max_statement_time = {seconds:.3f}")
+            else:  # MySQL: SELECTs only, in milliseconds; the driver's timeout backs it
+                cursor.execute(f"SET SESSION max_execution_time = {int(seconds * 1000)}")
+            cursor.execute("SET SESSION TRANSACTION READ ONLY")
+        finally:
+            cursor.close()
 
     def _guard_sqlite(self, dbapi_connection: Any, _record: Any) -> None:
         # SQLite has no statement timeout: a progress handler aborts a query that
@@ -140,6 +162,10 @@ def _external_engine(url: str, timeout: timedelta) -> Engine:
         }
     elif parsed.get_backend_name() == "sqlite":
         return _read_only_sqlite(parsed, timeout)
+    elif parsed.get_backend_name() in ("mysql", "mariadb"):
+        # the server's limit interrupts the query; the driver's read timeout is the
+        # backstop for what it does not cover (MySQL limits SELECTs only)
+        connect_args = {"connect_timeout": seconds, "read_timeout": seconds + 5}
     try:
         return create_engine(parsed, poolclass=NullPool, connect_args=connect_args)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:

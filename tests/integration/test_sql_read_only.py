@@ -5,6 +5,9 @@ point 13): on PostgreSQL ``COMMIT; BEGIN READ WRITE; DELETE …`` deleted rows, 
 from __future__ import annotations
 
 import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -184,3 +187,94 @@ def test_the_predictions_source_refuses_the_same_attacks(sqlite_file: Path) -> N
     source.close()
     with sqlite3.connect(sqlite_file) as conn:
         assert _jobs(conn) == 2
+
+
+MARIADB_HOST, MARIADB_PORT = "127.0.0.1", 3306
+
+
+@pytest.fixture
+def mariadb() -> Iterator[tuple[str, Any, str]]:
+    """A fresh table of ``jobs`` in the ``test`` database of the MariaDB (or MySQL) this
+    kind of machine runs on 127.0.0.1:3306 (root, empty password); skipped where there
+    is none. Yields (SQLAlchemy URL, an autocommit pymysql connection, the table)."""
+    pymysql = pytest.importorskip("pymysql", reason="the mysql extra (pymysql) is not installed")
+    try:
+        conn = pymysql.connect(
+            host=MARIADB_HOST,
+            port=MARIADB_PORT,
+            user="root",
+            password="",
+            database="test",
+            connect_timeout=3,
+            autocommit=True,
+        )
+    except pymysql.MySQLError as exc:
+        pytest.skip(f"no MariaDB / MySQL answers on {MARIADB_HOST}:{MARIADB_PORT}: {exc}")
+    table = f"jobs_{uuid.uuid4().hex[:8]}"
+    with conn.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {table} (name VARCHAR(20), seconds DOUBLE)")
+        cursor.executemany(f"INSERT INTO {table} VALUES (%s, %s)", ROWS)
+    try:
+        yield f"mysql+pymysql://root@{MARIADB_HOST}:{MARIADB_PORT}/test", conn, table
+    finally:
+        with conn.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {table}, {table}_probe")
+        conn.close()
+
+
+def _rows_in(conn: Any, table: str) -> int:
+    with conn.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table}")
+        return int(cursor.fetchone()[0])
+
+
+def test_mariadb_is_read_through_the_sql_source(mariadb: tuple[str, Any, str]) -> None:
+    url, _, table = mariadb
+    source = _source(url, f"SELECT name AS metric, seconds AS value FROM {table}")
+    try:
+        got = {s.key.metric: s.value for s in source.collect(NOW)}
+    finally:
+        source.close()
+    assert got == dict(ROWS)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "CREATE TABLE {table}_probe AS SELECT * FROM {table}",  # the issue's: it ran
+        "DROP TABLE {table}",
+        "DELETE FROM {table}",
+        "UPDATE {table} SET seconds = 0",
+    ],
+)
+def test_mariadb_refuses_a_statement_that_writes(
+    mariadb: tuple[str, Any, str], attack: str
+) -> None:
+    url, conn, table = mariadb
+    _refused(url, attack.format(table=table), "Cannot execute statement in a READ ONLY")
+    assert _rows_in(conn, table) == 2
+    with conn.cursor() as cursor:
+        assert cursor.execute(f"SHOW TABLES LIKE '{table}_probe'") == 0
+
+
+def test_mariadb_queries_stop_at_the_sources_timeout(mariadb: tuple[str, Any, str]) -> None:
+    """The issue's case: SELECT SLEEP(15) with timeout = "2s" ran 15.1 s and was recorded
+    as a success. Now the server interrupts it at the limit and the source fails."""
+    url, _, _ = mariadb
+    config = SqlSourceConfig.model_validate(
+        {
+            "name": "warehouse",
+            "kind": "sql",
+            "url": url,
+            "timeout": "2s",
+            "query": "SELECT 'x' AS metric, SLEEP(15) AS value",
+        }
+    )
+    source = SqlSource(config, open_database=store.open_database)
+    started = time.monotonic()
+    try:
+        with pytest.raises(SourceError, match=r"max_statement_time|maximum statement execution"):
+            source.collect(NOW)
+    finally:
+        source.close()
+    assert time.monotonic() - started < 6
