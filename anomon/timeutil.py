@@ -81,8 +81,25 @@ def format_duration(span: timedelta) -> str:
     return "".join(parts)
 
 
+# An epoch number in milliseconds, microseconds or nanoseconds is told apart by its size:
+# 10**11 seconds is the year 5138, but 10**11 milliseconds is 1973 (and so on).
+_EPOCH_UNITS = ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3))
+
+
+def epoch_seconds(number: float) -> int:
+    """Whole epoch seconds of an epoch ``number`` in s, ms, µs or ns (told apart by size:
+    any of them from 1973 to 5138), so a JavaScript or Java millisecond time is not
+    stored as the year 58,900."""
+    size = abs(number)
+    for floor, per_second in _EPOCH_UNITS:
+        if size >= floor:
+            return int(number / per_second // 1)
+    return int(number // 1)
+
+
 def parse_instant(raw: object) -> int:
-    """Return epoch seconds of ``raw``: a number of seconds, a datetime or ISO 8601 text.
+    """Return epoch seconds of ``raw``: an epoch number (seconds, or ms / µs / ns, see
+    :func:`epoch_seconds`), a datetime or ISO 8601 text.
 
     A datetime or text without a zone is taken as UTC. Raises ValueError naming ``raw``.
     """
@@ -107,4 +124,4 @@ def parse_instant(raw: object) -> int:
             raise ValueError(f"not a time (epoch seconds or ISO 8601): {raw!r}") from None
     if not math.isfinite(raw):
         raise ValueError(f"not a time (epoch seconds or ISO 8601): {raw!r}")
-    return int(raw // 1)
+    return epoch_seconds(raw)

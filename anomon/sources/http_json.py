@@ -20,7 +20,7 @@ from anomon.config import HttpJsonSourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesKey
 from anomon.sources.http import HttpSource, load_json, number_text
-from anomon.timeutil import parse_instant, to_epoch
+from anomon.timeutil import epoch_seconds, parse_instant, to_epoch
 
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
@@ -56,7 +56,7 @@ class HttpJsonSource(HttpSource[HttpJsonSourceConfig]):
             raw = pick(document, self._config.timestamp)
             if isinstance(raw, str):  # ISO 8601; no zone means UTC
                 return parse_instant(raw)
-            return int(_number(raw, self._config.timestamp))
+            return epoch_seconds(_number(raw, self._config.timestamp))  # s, ms, µs or ns
         except ValueError as exc:
             raise SourceError(f"{self._where}: timestamp: {exc}") from None
         except OverflowError:  # an ISO time whose zone moves it out of datetime's range

@@ -22,6 +22,7 @@ STATS = {
     "metrics": [{"value": 0.93}],
     "requests": "1200",
     "time": "2026-11-22T11:59:30Z",
+    "time_ms": 1_795_348_770_250,  # 2026-11-22T11:59:30.25Z in milliseconds
     "bad": None,
     "inf": "inf",
 }
@@ -105,6 +106,11 @@ def test_it_picks_fields_by_path_into_labelled_series(server: str) -> None:
 
 def test_it_takes_the_timestamp_from_the_payload_when_told(server: str) -> None:
     samples = source(f"{server}/stats", timestamp="time").collect(NOW)
+    assert {s.ts for s in samples} == {int(NOW.timestamp()) - 30}
+
+
+def test_a_millisecond_timestamp_is_not_the_year_58900(server: str) -> None:
+    samples = source(f"{server}/stats", timestamp="time_ms").collect(NOW)
     assert {s.ts for s in samples} == {int(NOW.timestamp()) - 30}
 
 

@@ -68,6 +68,12 @@ def test_it_rejects_naive_datetimes() -> None:
         ("2026-11-22T13:00:00+01:00", 1_795_348_800),
         ("2026-11-22 12:00:00", 1_795_348_800),  # no zone: UTC
         (datetime(2026, 11, 22, 12, 0), 1_795_348_800),  # noqa: DTZ001 - naive is UTC
+        (1_795_348_800_123, 1_795_348_800),  # milliseconds (JavaScript, Java, MLflow)
+        ("1795348800123", 1_795_348_800),
+        (1_795_348_800_123_456, 1_795_348_800),  # microseconds
+        (1_795_348_800_123_456_789, 1_795_348_800),  # nanoseconds (Go, InfluxDB)
+        (99_999_999_999, 99_999_999_999),  # seconds up to the year 5138
+        (100_000_000_000, 100_000_000),  # then milliseconds: 1973
     ],
 )
 def test_parse_instant_reads_numbers_datetimes_and_iso_text(raw: object, expected: int) -> None:
