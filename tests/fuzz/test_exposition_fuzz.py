@@ -184,7 +184,9 @@ good_numbers = st.one_of(
     st.integers(min_value=-(10**18), max_value=10**18).map(str),
 )
 # values the parser reads as numbers a sample cannot hold (or that are too long to read)
-BAD_VALUES = [t for t in BAD_NUMBER_TOKENS if t.lower().lstrip("+-") in ("nan", "inf")]
+# NaN is not bad: it is "no value at this time" (issue 14), tested below on its own
+NAN_VALUES = [t for t in BAD_NUMBER_TOKENS if t.lower().lstrip("+-") == "nan"]
+BAD_VALUES = [t for t in BAD_NUMBER_TOKENS if t.lower().lstrip("+-") == "inf"]
 BAD_VALUES += [t for t in BAD_NUMBER_TOKENS if t.lstrip("-").replace("0", "9")[:2] == "99"]
 BAD_VALUES += ["1e400", "-1e400", "1e99999", "1" + "0" * 400 + ".5"]
 
@@ -216,6 +218,22 @@ def test_a_bad_value_is_named_and_the_good_ones_are_kept(
     assert isinstance(got, PartialCollection), got
     assert "bad" in str(got)
     assert {s.key.metric: s.value for s in got.samples} == expected(goods)
+
+
+@fuzz(50)
+@given(
+    goods=st.lists(good_numbers, min_size=1, max_size=6),
+    nan=st.sampled_from(NAN_VALUES),
+    at=st.integers(0, 6),
+    typed=st.sampled_from(["", "# TYPE bad gauge\n", "# TYPE bad untyped\n"]),
+)
+def test_a_nan_value_is_no_value_and_the_scrape_a_success(
+    endpoint: Endpoint, goods: list[str], nan: str, at: int, typed: str
+) -> None:
+    body = page(goods, f'{typed}bad{{job="x"}} {nan}', at)
+    got = scrape(scraper(endpoint), endpoint, body, NOW)
+    assert not isinstance(got, Exception), got
+    assert {s.key.metric: s.value for s in got} == expected(goods)
 
 
 def _unreadable(token: str) -> bool:

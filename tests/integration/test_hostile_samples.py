@@ -232,12 +232,14 @@ def test_a_future_sample_already_stored_does_not_move_the_watermark(engine: stor
     assert mark == NOW_S - 60
 
 
-def test_the_daemon_refuses_millisecond_times_and_keeps_detecting(
+def test_the_daemon_reads_millisecond_times_refuses_far_ones_and_keeps_detecting(
     tmp_path: Path, database_url: str
 ) -> None:
-    """The attack as it was: an http_json source stamping milliseconds, beside a good one,
-    in a real daemon whose database already holds a sample from year 275,000 (as an older
-    anomon stored it). Detection keeps running for every series, nothing crashes."""
+    """The attack as it was: an http_json source stamping milliseconds (now read as
+    milliseconds, issue 14) and one stamping seconds 400 years ahead (refused), beside a
+    good one, in a real daemon whose database already holds a sample from year 275,000
+    (as an older anomon stored it). Detection keeps running for every series, nothing
+    crashes."""
     engine = store.open_engine(database_url)
     store.upgrade(engine)
     legacy = [sample("legacy", NOW_S - 60 * i, 1.0, source="legacy") for i in range(30)]
@@ -247,6 +249,9 @@ def test_the_daemon_refuses_millisecond_times_and_keeps_detecting(
         moment = time.time()
         if path.startswith("/ms"):
             return 200, json.dumps({"a": {"v": moment % 7}, "t": int(moment * 1000)}).encode()
+        if path.startswith("/far"):
+            ahead = int(moment) + 400 * 365 * 86_400  # seconds, year ~2426
+            return 200, json.dumps({"a": {"v": moment % 7}, "t": ahead}).encode()
         return 200, json.dumps({"v": 5 + moment % 3}).encode()
 
     with serve(stats) as endpoint:
@@ -254,6 +259,8 @@ def test_the_daemon_refuses_millisecond_times_and_keeps_detecting(
             '[database]\nurl = "{url}"\n[detection]\ninterval = "1s"\nmin_history = 5\n'
             '[[sources]]\nname = "ms"\nkind = "http_json"\ninterval = "1s"\n'
             f'url = "{endpoint}/ms"\ntimestamp = "t"\nfields = {{a = "a.v"}}\n'
+            '[[sources]]\nname = "far"\nkind = "http_json"\ninterval = "1s"\n'
+            f'url = "{endpoint}/far"\ntimestamp = "t"\nfields = {{b = "a.v"}}\n'
             '[[sources]]\nname = "good"\nkind = "http_json"\ninterval = "1s"\n'
             f'url = "{endpoint}/good"\nfields = {{v = "v"}}\n'
         )
@@ -282,9 +289,15 @@ def test_the_daemon_refuses_millisecond_times_and_keeps_detecting(
     assert "Traceback" not in err
     assert scored is not None and scored > time.time() - 60
     ms_runs = store.last_collections(engine, "ms", 100)
-    assert ms_runs and all(r.points == 0 for r in ms_runs)
-    assert all("(milliseconds instead of seconds?)" in (r.error or "") for r in ms_runs)
+    assert ms_runs and all(r.points == 1 and r.error is None for r in ms_runs)
+    far_runs = store.last_collections(engine, "far", 100)
+    assert far_runs and all(r.points == 0 for r in far_runs)
+    assert all("past the accepted window" in (r.error or "") for r in far_runs)
     with engine.connect() as conn:
+        (ms_newest,) = conn.execute(
+            text("SELECT max(ts) FROM samples JOIN series s ON s.id = series_id WHERE metric = 'a'")
+        ).one()
+        assert time.time() - 120 < ms_newest <= time.time() + 1
         errors = [e for (e,) in conn.execute(text("SELECT error FROM detection_runs"))]
         legacy_mark = conn.execute(
             text(
