@@ -257,4 +257,7 @@ def _parser() -> argparse.ArgumentParser:
         db_commands, "downgrade", "migrate the schema down to REVISION", offline.db_downgrade
     )
     downgrade.add_argument("revision", help="a revision id, -1 for one step, or base for none")
+    downgrade.add_argument(
+        "--yes", action="store_true", help="confirm a downgrade to base (drops every table)"
+    )
     return parser

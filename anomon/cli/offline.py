@@ -11,6 +11,7 @@ from anomon import store
 from anomon.cli.common import config_path, engine_of, load
 from anomon.cli.tables import escape_controls, text_table
 from anomon.config import DetectionConfig, load_config
+from anomon.errors import UsageError
 
 
 def config_check(args: argparse.Namespace) -> int:
@@ -97,6 +98,10 @@ def db_check(args: argparse.Namespace) -> int:
 
 
 def db_downgrade(args: argparse.Namespace) -> int:
+    if args.revision == "base" and not args.yes:
+        raise UsageError(
+            "db downgrade base drops every anomon table and the data in it: add --yes to do it"
+        )
     engine = engine_of(load(args))
     store.downgrade(engine, args.revision)
     print(f"{store.redact(engine.url)}: at revision {store.current_revision(engine) or '(none)'}")

@@ -37,7 +37,13 @@ def writer_lock(engine: Engine) -> WriterLock | None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     path = Path(database).expanduser().resolve().with_name(Path(database).name + ".lock")
-    handle = path.open("a+", encoding="utf-8")
+    try:
+        handle = path.open("a+", encoding="utf-8")
+    except OSError as exc:  # a read-only or missing folder: SQLite could not write there either
+        raise StoreError(
+            f"cannot create the writer lock {path}: {exc.strerror or exc}; the database's "
+            "folder must exist and be writable (SQLite writes its journal there too)"
+        ) from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

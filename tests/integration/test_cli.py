@@ -82,8 +82,11 @@ def test_db_commands_upgrade_report_check_and_downgrade(tmp_path: Path, database
     assert "(up to date)" in run_cli("db", "current", "-c", config).stdout
     checked = run_cli("db", "check", "-c", config)
     assert (checked.returncode, checked.stdout.strip()) == (0, f"{url}: schema matches the models")
+    refused = run_cli("db", "downgrade", "base", "-c", config)
+    assert refused.returncode == 2 and "add --yes" in refused.stderr
+    assert "(up to date)" in run_cli("db", "current", "-c", config).stdout  # nothing dropped
     assert (
-        run_cli("db", "downgrade", "base", "-c", config).stdout.strip()
+        run_cli("db", "downgrade", "base", "--yes", "-c", config).stdout.strip()
         == f"{url}: at revision (none)"
     )
 

@@ -364,3 +364,28 @@ def test_sighup_refuses_a_broken_config_and_applies_a_valid_one_and_its_logging(
     (reloaded,) = [i for i, line in enumerate(lines) if "config reloaded: 2 source(s)" in line]
     after = [json.loads(line)["message"] for line in lines[reloaded:]]
     assert after[0] == "config reloaded: 2 source(s)" and after[-1] == "anomon stopped"
+
+
+def test_a_lock_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    """Issue 14, point 9: a folder the lock cannot be written in gave a raw OSError
+    traceback from store/lock.py. (Run as root a read-only folder is still writable, so
+    the lock's path is taken by a directory here: the same OSError.)"""
+    (tmp_path / "a.db.lock").mkdir()
+    config = tmp_path / "anomon.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "a.db"}"\n'
+        '[[sources]]\nname = "host"\nkind = "system"\ninterval = "1s"\n',
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "anomon", "run", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ANOMON_DATABASE_URL": ""},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"cannot create the writer lock {tmp_path / 'a.db.lock'}" in result.stderr
+    assert "must exist and be writable" in result.stderr
