@@ -50,6 +50,7 @@ Quality = Literal["ok", "too_short", "learning", "stale", "flat"]
 DETECTORS = ("zscore", "seasonal", "forest", "limit")
 LIMIT_SCORE = 100.0  # a broken static limit is as sure as a score can be
 DETECTOR_VERSION = "1"
+STALE_STEPS = 3  # rows a series may miss before it is stale (and past stale_after)
 BASELINE_QUANTILES = (0.25, 0.5, 0.75)
 Z_SPAN_FLOOR = 0.5  # calibration floor for z-score detectors, in sigmas
 FOREST_SPAN_FLOOR = 0.01  # calibration floor for the forest's score (range ~0.3-0.8)
@@ -242,14 +243,18 @@ class EntityDetector:
 
         ``too_short``: not scored yet (fewer valid rows than ``min_history``);
         ``learning``: scored, with the wider bands of a short history, until
-        :meth:`learning_until`; ``stale``: no row for more than ``stale_after`` seconds;
+        :meth:`learning_until`; ``stale``: no row for more than ``stale_after`` seconds
+        and more than :data:`STALE_STEPS` of the series' mean step;
         ``flat``: the baseline window does not vary at all; else ``ok``.
         """
         states: list[Quality] = []
+        # a series that comes hourly (a model's quality windows) is not stale after ten
+        # minutes: stale is past stale_after and past STALE_STEPS of its own usual step
+        allowed = max(stale_after, STALE_STEPS * self.mean_step())
         for column, state in enumerate(self._metrics):
             if state.valid_rows < self.config.min_history or np.isnan(state.spread):
                 states.append("too_short")
-            elif self._last_ts is None or now - self._last_ts > stale_after:
+            elif self._last_ts is None or now - self._last_ts > allowed:
                 states.append("stale")
             elif state.spread == 0.0:
                 states.append("flat")
@@ -271,7 +276,7 @@ class EntityDetector:
         """
         if self._first_ts is None or self._last_ts is None or self._rows_seen < 2:
             return [None] * len(self._metrics)
-        step = (self._last_ts - self._first_ts) / (self._rows_seen - 1)
+        step = self.mean_step()
         cycles = [SEASONS[name].cycle for name in self.config.seasonality]
         by_cycle = self._first_ts + min(cycles) if cycles else self._first_ts
         found: list[int | None] = []
@@ -280,6 +285,12 @@ class EntityDetector:
             until = max(by_cycle, int(self._last_ts + missing * step))
             found.append(until if until > self._last_ts else None)
         return found
+
+    def mean_step(self) -> float:
+        """The mean time between this entity's rows so far, seconds (0 before two rows)."""
+        if self._first_ts is None or self._last_ts is None or self._rows_seen < 2:
+            return 0.0
+        return (self._last_ts - self._first_ts) / (self._rows_seen - 1)
 
     def update(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> Scores:
         """Score new rows: ``ts`` epoch seconds (never decreasing), ``values`` ``(rows, metrics)``.

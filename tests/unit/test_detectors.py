@@ -229,6 +229,21 @@ def test_data_quality_states() -> None:
     assert detector.quality(int(TS[rows + 99]), stale_after=900)[2] == "ok"
 
 
+def test_an_hourly_series_is_not_stale_between_its_rows() -> None:
+    """Issue 14, point 10: predictions' hourly windows were called stale ten minutes
+    after each row. Stale is past stale_after and past three of the series' own steps."""
+    hourly = START + 3600 * np.arange(100)
+    detector = EntityDetector(["accuracy"], DEFAULTS)
+    detector.update(hourly, (0.9 + 0.01 * noise()[:100])[:, None])
+    last = int(hourly[-1])
+    assert detector.mean_step() == 3600.0
+    assert detector.quality(last + 3000, stale_after=600) != ["stale"]
+    assert detector.quality(last + 3 * 3600 + 1, stale_after=600) == ["stale"]
+    minutely = EntityDetector(["cpu"], DEFAULTS)
+    minutely.update(START + 60 * np.arange(100), (50 + noise()[:100])[:, None])
+    assert minutely.quality(int(START + 60 * 99) + 601, stale_after=600) == ["stale"]
+
+
 def test_a_series_learns_for_a_whole_seasonal_cycle() -> None:
     """400 rows of one minute are not yet a day: learning until a day after the first
     row; without seasonality, until the 400th row."""
