@@ -49,7 +49,7 @@ Quality = Literal["ok", "too_short", "learning", "stale", "flat"]
 
 DETECTORS = ("zscore", "seasonal", "forest", "limit")
 LIMIT_SCORE = 100.0  # a broken static limit is as sure as a score can be
-DETECTOR_VERSION = "1"
+DETECTOR_VERSION = "2"  # rarity against long references, warm-up, held episodes (2026-12)
 STALE_STEPS = 3  # rows a series may miss before it is stale (and past stale_after)
 BASELINE_QUANTILES = (0.25, 0.5, 0.75)
 Z_SPAN_FLOOR = 0.5  # calibration floor for z-score detectors, in sigmas
