@@ -223,11 +223,12 @@ def incidents_for_notice(engine: Engine, incident_ids: Sequence[int]) -> dict[in
 def _incident_data(
     incident: Incident, anomaly: Anomaly | None, state: SeriesState | None
 ) -> IncidentData:
-    now = state is not None and state.last_ts is not None
-    value = state.last_value if state is not None and now else anomaly.value if anomaly else None
-    expected = (
-        state.last_expected if state is not None and now else anomaly.expected if anomaly else None
-    )
+    # the series' latest row when it has one (what it is now), else the strongest anomaly
+    if state is not None and state.last_ts is not None:
+        value, expected = state.last_value, state.last_expected
+    else:
+        value = anomaly.value if anomaly else None
+        expected = anomaly.expected if anomaly else None
     return IncidentData(
         id=incident.id,
         series_id=incident.series_id,
