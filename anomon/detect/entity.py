@@ -251,6 +251,7 @@ class EntityDetector:
         # a series that comes hourly (a model's quality windows) is not stale after ten
         # minutes: stale is past stale_after and past STALE_STEPS of its own usual step
         allowed = max(stale_after, STALE_STEPS * self.mean_step())
+        learning = self.learning_until()  # once, not once per metric
         for column, state in enumerate(self._metrics):
             if state.valid_rows < self.config.min_history or np.isnan(state.spread):
                 states.append("too_short")
@@ -258,7 +259,7 @@ class EntityDetector:
                 states.append("stale")
             elif state.spread == 0.0:
                 states.append("flat")
-            elif self.learning_until()[column] is not None:
+            elif learning[column] is not None:
                 states.append("learning")
             else:
                 states.append("ok")
