@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -76,8 +76,9 @@ class Section(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _strict_numbers(cls, data: Any) -> Any:
-        # pydantic reads the text "1_000" as 1000 and " 7 " as 7; ${ENV} values are text.
+    def _strict_scalars(cls, data: Any) -> Any:
+        # pydantic would read the text "80" as 80, "yes" or 1 as true and "1_000" as 1000.
+        # A number or a switch is written bare in TOML; only a ${ENV} value may be text.
         # A refused value is swapped for a _Refused, which the field's own validation then
         # rejects under its own path, so every other problem is still reported.
         if not isinstance(data, dict):
@@ -86,12 +87,12 @@ class Section(BaseModel):
         for name, field in cls.model_fields.items():
             key = field.alias or name
             if key in checked:
-                checked[key] = _plain_number(checked[key], field.annotation)
+                checked[key] = _plain_scalar(checked[key], field.annotation)
         return checked
 
 
 class _Refused:
-    """A value the strict number rule refused, standing in its place (see _explain)."""
+    """A value the strict scalar rule refused, standing in its place (see _explain)."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -100,37 +101,69 @@ class _Refused:
         return "<refused>"
 
 
+class _FromEnv(str):
+    """Text that came (at least partly) from a ``${VAR}`` reference: the environment only
+    holds text, so such a value may stand for a number or a switch."""
+
+    __slots__ = ()
+
+
 # numbers given as text (from ${ENV}) are plain ASCII decimals, as TOML writes them
 _WHOLE_TEXT = re.compile(r"[+-]?[0-9]+")
 _REAL_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_SWITCH_TEXT = {"true": True, "false": False}
 
 
-def _plain_number(value: object, annotation: Any) -> object:
+def _plain_scalar(value: object, annotation: Any) -> object:
     """Return ``value``, or a :class:`_Refused` in its place when it does not suit a
-    numeric ``annotation`` strictly: text that is not a plain decimal (``"1_000"``,
-    ``" 7"``, ``"0x10"``, ``"nan"``) or a non-finite float. Lists are checked item by item;
-    other annotations pass."""
-    kind = _number_kind(annotation)
+    numeric or boolean ``annotation`` strictly.
+
+    A number or a switch must be a TOML number or boolean of that kind (``threshold =
+    "80"``, ``per_cpu = "yes"``, ``per_cpu = 1`` and ``max_series = true`` are refused);
+    text from ``${VAR}`` may stand for one when it is a plain decimal (not ``"1_000"``,
+    ``" 7"``, ``"0x10"``, ``"nan"``) or ``true`` / ``false``. Non-finite floats are
+    refused. Lists are checked item by item; other annotations pass.
+    """
+    kind = _scalar_kind(annotation)
     item = _list_item(annotation)
     if kind is None and item is not None and isinstance(value, list):
-        return [_plain_number(each, item) for each in value]
-    if kind is not None and isinstance(value, str):
+        return [_plain_scalar(each, item) for each in value]
+    if kind is None:
+        return value
+    if kind is bool:
+        return _plain_switch(value)
+    what = "a whole number such as 1000" if kind is int else "a number such as 0.5"
+    if isinstance(value, _FromEnv):
         if not (_WHOLE_TEXT if kind is int else _REAL_TEXT).fullmatch(value):
-            what = "a whole number such as 1000" if kind is int else "a number such as 0.5"
             return _Refused(f"expected {what} (plain digits), got: {value!r}")
-    elif kind is not None and isinstance(value, float) and not math.isfinite(value):
+    elif isinstance(value, str):
+        return _Refused(f"expected {what}, got the text {value!r} (write numbers without quotes)")
+    elif isinstance(value, bool):
+        return _Refused(f"expected {what}, got: {str(value).lower()}")
+    elif isinstance(value, float) and not math.isfinite(value):
         return _Refused(f"expected a finite number, got: {value!r}")
     return value
 
 
-def _number_kind(annotation: Any) -> type | None:
-    """``int`` or ``float`` when ``annotation`` is one (optionally None, or Annotated)."""
+def _plain_switch(value: object) -> object:
+    """A boolean field's value: a TOML boolean, or ``true`` / ``false`` from ``${VAR}``."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, _FromEnv) and value.strip().lower() in _SWITCH_TEXT:
+        return _SWITCH_TEXT[value.strip().lower()]
+    shown = repr(value) if isinstance(value, str) else str(value)
+    return _Refused(f"expected true or false, got: {shown}")
+
+
+def _scalar_kind(annotation: Any) -> type | None:
+    """``int``, ``float`` or ``bool`` when ``annotation`` is one (optionally None, or
+    Annotated)."""
     if get_origin(annotation) is Annotated:
-        return _number_kind(get_args(annotation)[0])
+        return _scalar_kind(get_args(annotation)[0])
     if get_origin(annotation) in (Union, types.UnionType):
-        kinds = {_number_kind(a) for a in get_args(annotation) if a is not type(None)}
+        kinds = {_scalar_kind(a) for a in get_args(annotation) if a is not type(None)}
         return kinds.pop() if len(kinds) == 1 else None
-    return annotation if annotation in (int, float) else None
+    return annotation if annotation in (int, float, bool) else None
 
 
 def _list_item(annotation: Any) -> Any:
@@ -319,7 +352,8 @@ class DetectionConfig(Section):
     calibration_window: Annotated[int, Field(ge=50)] = 40000
     min_deviation_abs: Annotated[float, Field(ge=0)] = 0.0
     min_deviation_rel: Annotated[float, Field(ge=0)] = 0.0
-    direction: Direction | Literal["auto"] = "auto"
+    # one Literal, not a union with Direction: an error then lists all four choices once
+    direction: Literal["up", "down", "both", "auto"] = "auto"
     ensemble: Literal["max", "mean"] = "max"
     threshold: Annotated[float, Field(gt=0, le=100)] = 80.0
     damping: Annotated[int, Field(ge=0)] = 100
@@ -588,13 +622,17 @@ SourceConfig = Annotated[
 ReceiverName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
+WebhookFormat = Literal["anomon", "alertmanager", "slack"]
+WEBHOOK_FORMATS = get_args(WebhookFormat)
+
+
 class WebhookReceiverConfig(Section):
     """``kind = "webhook"``: an HTTP POST of each notification (anomon, Alertmanager, Slack)."""
 
     name: ReceiverName
     kind: Literal["webhook"]
     url: Annotated[str, AfterValidator(_http_url)]
-    format: Literal["anomon", "alertmanager", "slack"] = "anomon"
+    format: WebhookFormat = "anomon"
     secret: str | None = None
     headers: HeaderMap = Field(default_factory=dict)
     timeout: PositiveDuration = timedelta(seconds=10)
@@ -697,17 +735,11 @@ class AlertsConfig(GroupTiming):
 
     @model_validator(mode="after")
     def _known_receivers(self) -> AlertsConfig:
-        names = [receiver.name for receiver in self.receivers]
-        if len(set(names)) < len(names):
-            raise ValueError(f"receiver names must be unique, got: {names}")
         wanted = [self.receiver] if self.receiver else []
         wanted += [route.receiver for route in self.routes]
-        unknown = sorted({name for name in wanted if name not in names})
-        if unknown:
-            raise ValueError(
-                f"unknown receiver {', '.join(map(repr, unknown))} "
-                f"(receivers: {', '.join(names) or 'none'})"
-            )
+        problems = receiver_problems([receiver.name for receiver in self.receivers], wanted)
+        if problems:
+            raise ValueError(problems[0])  # parse_config reports the rest (cross_field_problems)
         return self
 
     def receiver_named(self, name: str) -> WebhookReceiverConfig | EmailReceiverConfig | None:
@@ -728,15 +760,111 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> Config:
-        seen: dict[str, int] = {}
-        for index, source in enumerate(self.sources):
-            if source.name in seen:
-                raise ValueError(
-                    f"sources[{index}].name: duplicate source name {source.name!r} "
-                    f"(first used by sources[{seen[source.name]}])"
-                )
-            seen[source.name] = index
+        duplicates = duplicate_source_names([source.name for source in self.sources])
+        if duplicates:
+            raise ValueError(duplicates[0])  # parse_config reports the rest
         return self
+
+
+def receiver_problems(names: list[str], wanted: list[str]) -> list[str]:
+    """What is wrong with the receivers called ``names`` when ``[alerts] receiver`` and the
+    routes name ``wanted``: duplicate names, then unknown receivers."""
+    problems = []
+    if len(set(names)) < len(names):
+        problems.append(f"receiver names must be unique, got: {names}")
+    unknown = sorted({name for name in wanted if name not in names})
+    if unknown:
+        problems.append(
+            f"unknown receiver {', '.join(map(repr, unknown))} "
+            f"(receivers: {', '.join(names) or 'none'})"
+        )
+    return problems
+
+
+def duplicate_source_names(names: list[str]) -> list[str]:
+    """One problem per source whose name an earlier source already has."""
+    seen: dict[str, int] = {}
+    problems = []
+    for index, name in enumerate(names):
+        if name in seen:
+            problems.append(
+                f"sources[{index}].name: duplicate source name {name!r} "
+                f"(first used by sources[{seen[name]}])"
+            )
+        else:
+            seen[name] = index
+    return problems
+
+
+def cross_field_problems(data: Mapping[str, Any]) -> list[str]:
+    """The checks that span several fields, run on the raw mapping.
+
+    pydantic runs a model's cross-field validators only once all its fields are valid,
+    which would report a config's problems one round at a time; these read whatever
+    names are there, so every problem is reported at once (the model validators say
+    the same words, and :func:`parse_config` says each once).
+    """
+    problems: list[str] = []
+    sources = data.get("sources")
+    if isinstance(sources, list):
+        names = [entry.get("name") for entry in sources if isinstance(entry, dict)]
+        problems += duplicate_source_names([name for name in names if isinstance(name, str)])
+    alerts = data.get("alerts")
+    if isinstance(alerts, dict):
+        entries = [alerts.get("receivers"), alerts.get("routes")]
+        receivers, routes = (entry if isinstance(entry, list) else [] for entry in entries)
+        names = [r.get("name") for r in receivers if isinstance(r, dict)]
+        wanted = [alerts.get("receiver")]
+        wanted += [route.get("receiver") for route in routes if isinstance(route, dict)]
+        problems += [
+            f"alerts: {problem}"
+            for problem in receiver_problems(
+                [name for name in names if isinstance(name, str)],
+                [name for name in wanted if isinstance(name, str) and name],
+            )
+        ]
+    return problems
+
+
+def _untagged_sources(data: Mapping[str, Any]) -> list[str]:
+    """The problems of the keys every source has, in sources whose ``kind`` is unknown or
+    missing (pydantic stops at the kind, which would hide an ``interval = "15x"``)."""
+    sources = data.get("sources")
+    if not isinstance(sources, list):
+        return []
+    problems: list[str] = []
+    for index, entry in enumerate(sources):
+        if not isinstance(entry, dict) or entry.get("kind") in SOURCE_MODELS:
+            continue
+        common = {key: value for key, value in entry.items() if key in SourceBase.model_fields}
+        try:
+            SourceBase.model_validate(common)
+        except ValidationError as exc:
+            for error in exc.errors():
+                error["loc"] = ("sources", index, *error["loc"])
+                problems.append(_describe(error))
+    return problems
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What is valid but surely not meant: ``config check`` and ``anomon run`` say it."""
+    alerts = config.alerts
+    if not (alerts.enabled and alerts.receivers):
+        return []
+    used = {alerts.receiver} | {route.receiver for route in alerts.routes}
+    if used == {None}:
+        names = ", ".join(receiver.name for receiver in alerts.receivers)
+        return [
+            f"alerts: {len(alerts.receivers)} receiver(s) ({names}) but no [alerts] receiver "
+            f"and no [[alerts.routes]]: no notification will be sent (set receiver = "
+            f"{alerts.receivers[0].name!r} under [alerts])"
+        ]
+    return [
+        f"alerts.receivers[{index}]: {receiver.name!r} is not [alerts] receiver and no route "
+        "names it: it will get no notification"
+        for index, receiver in enumerate(alerts.receivers)
+        if receiver.name not in used
+    ]
 
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -746,11 +874,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     ``ANOMON_DATABASE_URL``. Raises ConfigError listing every problem found.
     """
     env = os.environ if environ is None else environ
-    raw = _read_toml(Path(path))
-    problems: list[str] = []
-    data = _interpolate(raw, env, (), problems)
-    if problems:
-        raise ConfigError(str(path), problems)
+    data = interpolate(_read_toml(Path(path)), env, source=str(path))
     if env.get(DATABASE_URL_ENV):
         data.setdefault("database", {})
         if isinstance(data["database"], dict):
@@ -763,9 +887,43 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        # one refused value may fail several branches of a union: say it once
-        problems = dict.fromkeys(_describe(error) for error in exc.errors())
-        raise ConfigError(source, list(problems)) from None
+        found = [_describe(error) for error in exc.errors()]
+        found += _untagged_sources(data) + cross_field_problems(data)
+        # one refused value may fail several branches of a union, and a cross-field check
+        # runs twice when the rest is valid: say each once, in the file's order
+        raise ConfigError(source, _in_file_order(dict.fromkeys(found), data)) from None
+
+
+_PATH_PART = re.compile(r"\[(\d+)\]|([^.\[:]+)")
+
+
+def _in_file_order(problems: Iterable[str], data: Mapping[str, Any]) -> list[str]:
+    """Sort problems by the section they name, as the file has them (TOML tables keep
+    their order), then by their path (list items by number): a source's problems together."""
+    sections = {str(key): index for index, key in enumerate(data)}
+
+    def key(problem: str) -> tuple[int, list[tuple[int, str]]]:
+        path = problem.split(": ", 1)[0]
+        parts = [(int(n), "") if n else (-1, name) for n, name in _PATH_PART.findall(path)]
+        first = parts[0][1] if parts else ""
+        return sections.get(first, len(sections)), parts
+
+    return sorted(problems, key=key)
+
+
+def interpolate(
+    data: Mapping[str, Any], environ: Mapping[str, str], *, source: str = "<config>"
+) -> dict[str, Any]:
+    """Return ``data`` with every ``${VAR}`` replaced from ``environ`` (``$$`` is a dollar).
+
+    Text that came from a reference may stand for a number or a switch (``"${PORT}"``);
+    text written in the file may not. Raises ConfigError naming every unset variable.
+    """
+    problems: list[str] = []
+    result: dict[str, Any] = _interpolate(dict(data), environ, (), problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return result
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -806,7 +964,9 @@ def _interpolate(
             problems.append(f"{_dotted(loc)}: environment variable {name} is not set")
         return env.get(name, "")
 
-    return _ENV_REF.sub(substitute, node)
+    result = _ENV_REF.sub(substitute, node)
+    # only a real ${VAR} makes text from the environment ("$$" is a literal dollar)
+    return _FromEnv(result) if "${" in node.replace("$$", "") else result
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -879,9 +1039,15 @@ def _explain(error: ErrorDetails) -> str:
     if kind == "extra_forbidden":
         return f"{_dotted(loc)}: unknown key{_suggestion(str(loc[-1]), model)}"
     if kind == "union_tag_invalid":
-        expected = ", ".join(repr(tag) for tag in SOURCE_MODELS)
+        tags = TAGGED_LISTS.get(str(loc[-2])) if len(loc) >= 2 else None
+        known = list(tags or SOURCE_MODELS)
         found = error["input"]["kind"]
-        return f"{_dotted((*loc, 'kind'))}: expected one of {expected}, got: {found!r}"
+        close = difflib.get_close_matches(str(found), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if tags is RECEIVER_MODELS and found in WEBHOOK_FORMATS:
+            hint = f' (a {found} receiver is kind = "webhook" with format = "{found}")'
+        expected = ", ".join(repr(tag) for tag in known)
+        return f"{_dotted((*loc, 'kind'))}: expected one of {expected}, got: {found!r}{hint}"
     if kind == "union_tag_not_found":
         return f"{_dotted((*loc, 'kind'))}: required, but missing"
     if kind == "value_error":

@@ -10,7 +10,7 @@ from pathlib import Path
 from anomon import store
 from anomon.cli.common import config_path, engine_of, load
 from anomon.cli.tables import escape_controls, text_table
-from anomon.config import DetectionConfig, load_config
+from anomon.config import DetectionConfig, config_warnings, load_config
 from anomon.errors import UsageError
 
 
@@ -21,6 +21,8 @@ def config_check(args: argparse.Namespace) -> int:
         f"{path}: ok ({len(config.sources)} source(s), "
         f"database {store.redact(config.database.url)})"
     )
+    for warning in config_warnings(config):  # valid, but surely not meant
+        _warn(f"{path}: warning: {warning}")
     return 0
 
 

@@ -39,7 +39,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from anomon.alerts.model import Notifier
 from anomon.alerts.notifiers import build_notifiers
-from anomon.config import Config, SourceConfig
+from anomon.config import Config, SourceConfig, config_warnings
 from anomon.errors import ConfigError
 from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
@@ -239,6 +239,7 @@ def run(
         outcome = ensure_schema(engine, migrate=migrate or config.database.migrate_on_start)
         check_writable(engine)
         log.info("database %s: %s", redact(config.database.url), outcome)
+        _warn_about(config)
         while not control.stopping:
             fresh = _serve(config, engine, telemetry, control, reload)
             if fresh is None or control.stopping:
@@ -250,6 +251,7 @@ def run(
             if reloaded is not None:
                 reloaded(config)
             log.info("config reloaded: %d source(s)", len(config.sources))
+            _warn_about(config)
     finally:
         control.retire()
         telemetry.close()
@@ -275,6 +277,12 @@ def tune_allocator() -> bool:
         return bool(libc.mallopt(M_ARENA_MAX, 2) and libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024))
     except (OSError, AttributeError):  # not glibc: nothing to tune
         return False
+
+
+def _warn_about(config: Config) -> None:
+    """Log what in the config is valid but surely not meant (as ``config check`` says)."""
+    for warning in config_warnings(config):
+        log.warning("config: %s", warning)
 
 
 def _serve(

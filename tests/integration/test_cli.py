@@ -60,6 +60,49 @@ def test_config_check_prints_every_problem_and_exits_2(tmp_path: Path) -> None:
     ]
 
 
+def test_config_check_reports_cross_field_problems_in_the_same_round(tmp_path: Path) -> None:
+    # issue 14, point 8: unknown receiver, duplicate source, a misspelt kind hiding its
+    # source's other keys, text for a number and for a switch: all in one run
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[detection]\nthreshold = "80"\ndirection = "sideways"\n'
+        '[[sources]]\nname = "host"\nkind = "sytem"\ninterval = "15x"\n'
+        '[[sources]]\nname = "host"\nkind = "system"\nper_cpu = "yes"\n'
+        '[alerts]\nreceiver = "nobody"\n'
+        '[[alerts.receivers]]\nname = "hook"\nkind = "webhook"\nurl = "http://127.0.0.1:9/"\n'
+    )
+    result = run_cli("config", "check", str(path))
+    assert result.returncode == 2
+    assert sorted(line.removeprefix(f"{path}: ") for line in result.stderr.splitlines()) == [
+        "alerts: unknown receiver 'nobody' (receivers: hook)",
+        "detection.direction: expected 'up', 'down', 'both' or 'auto', got: 'sideways'",
+        "detection.threshold: expected a number such as 0.5, got the text '80' "
+        "(write numbers without quotes)",
+        "sources[0].interval: expected a duration such as 15s, 5m, 1h30m or 7d "
+        "(units ms, s, m, h, d, w), got: '15x'",
+        "sources[0].kind: expected one of 'system', 'http_json', 'prometheus_scrape', "
+        "'prometheus_query', 'sql', 'predictions', 'logs', 'gpu', got: 'sytem' "
+        "(did you mean 'system'?)",
+        "sources[1].name: duplicate source name 'host' (first used by sources[0])",
+        "sources[1].per_cpu: expected true or false, got: 'yes'",
+    ]
+
+
+def test_config_check_warns_when_no_notification_can_be_sent(tmp_path: Path) -> None:
+    hook = '[[alerts.receivers]]\nname = "hook"\nkind = "webhook"\nurl = "http://127.0.0.1:9/"\n'
+    path = tmp_path / "quiet.toml"
+    path.write_text(SYSTEM_SOURCE + hook)
+    result = run_cli("config", "check", str(path))
+    assert result.returncode == 0, result.stderr  # valid: a warning, not an error
+    assert result.stderr.splitlines() == [
+        f"{path}: warning: alerts: 1 receiver(s) (hook) but no [alerts] receiver and no "
+        "[[alerts.routes]]: no notification will be sent (set receiver = 'hook' under [alerts])"
+    ]
+    path.write_text('[alerts]\nreceiver = "hook"\n' + SYSTEM_SOURCE + hook)
+    result = run_cli("config", "check", str(path))
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 @pytest.mark.parametrize("command", [("run",), ("db", "upgrade"), ("db", "current")])
 def test_a_malformed_config_stops_every_command_with_exit_2(
     tmp_path: Path, command: tuple[str, ...]

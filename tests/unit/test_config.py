@@ -22,6 +22,7 @@ from anomon.config import (
     SilenceConfig,
     SystemSourceConfig,
     WebhookReceiverConfig,
+    config_warnings,
     load_config,
 )
 from anomon.errors import ConfigError
@@ -136,8 +137,7 @@ def test_it_is_frozen() -> None:
         (SYSTEM + 'timeout = "0s"\n', "sources[0].timeout: must be positive, got: 0s"),
         (
             SYSTEM + 'per_cpu = "yes please"\n',
-            "sources[0].per_cpu: expected a valid boolean, unable to interpret input, "
-            "got: 'yes please'",
+            "sources[0].per_cpu: expected true or false, got: 'yes please'",
         ),
         (
             SYSTEM + 'labels = {"bad name" = "x"}\n',
@@ -268,3 +268,48 @@ def test_it_accepts_a_full_system_source(tmp_path: Path) -> None:
         True,
         ["/", "/data"],
     )
+
+
+def test_a_receiver_kind_that_is_a_webhook_format_says_how_to_write_it(tmp_path: Path) -> None:
+    found = problems(tmp_path, '[[alerts.receivers]]\nname = "s"\nkind = "slack"\nurl = "x"\n')
+    assert found == [
+        "alerts.receivers[0].kind: expected one of 'webhook', 'email', got: 'slack' "
+        '(a slack receiver is kind = "webhook" with format = "slack")'
+    ]
+
+
+def test_every_duplicate_source_and_receiver_problem_is_reported(tmp_path: Path) -> None:
+    text = (
+        SYSTEM + SYSTEM + SYSTEM + '[alerts]\nreceiver = "a"\n'
+        '[[alerts.routes]]\nreceiver = "b"\n'
+        '[[alerts.receivers]]\nname = "x"\nkind = "email"\nto = ["a@b"]\n'
+        '[[alerts.receivers]]\nname = "x"\nkind = "email"\nto = ["a@b"]\n'
+    )
+    assert problems(tmp_path, text) == [
+        "sources[1].name: duplicate source name 'sys' (first used by sources[0])",
+        "sources[2].name: duplicate source name 'sys' (first used by sources[0])",
+        "alerts: receiver names must be unique, got: ['x', 'x']",
+        "alerts: unknown receiver 'a', 'b' (receivers: x, x)",
+    ]
+
+
+def test_an_unused_receiver_is_a_warning() -> None:
+    config = Config.model_validate(
+        {
+            "alerts": {
+                "receiver": "a",
+                "receivers": [
+                    {"name": "a", "kind": "email", "to": ["a@b"]},
+                    {"name": "b", "kind": "email", "to": ["a@b"]},
+                ],
+            }
+        }
+    )
+    assert config_warnings(config) == [
+        "alerts.receivers[1]: 'b' is not [alerts] receiver and no route names it: "
+        "it will get no notification"
+    ]
+    silent = config.model_copy(
+        update={"alerts": config.alerts.model_copy(update={"enabled": False})}
+    )
+    assert config_warnings(silent) == []

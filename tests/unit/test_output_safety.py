@@ -15,7 +15,7 @@ import pytest
 from anomon.cli.common import real_number, whole_number
 from anomon.cli.daemon import JsonLines, QuietThirdParty, TextLines, redact_secrets
 from anomon.cli.tables import emit, escape_controls, text_table
-from anomon.config import parse_config, safe_url
+from anomon.config import interpolate, parse_config, safe_url
 from anomon.errors import ConfigError
 from anomon.timeutil import parse_duration
 
@@ -233,16 +233,65 @@ def test_config_errors_never_echo_a_secret(data: dict[str, Any], secret: str) ->
     ],
 )  # fmt: skip
 def test_numbers_in_the_config_are_read_strictly(data: dict[str, Any], problem: str) -> None:
+    assert problem in _problems(_from_env(data))
+
+
+def _from_env(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with every text value given through ``${VAR}``, as a config file that
+    takes its values from the environment (the only text a number may come from)."""
+    environ: dict[str, str] = {}
+
+    def refer(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: refer(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [refer(value) for value in node]
+        if isinstance(node, str):
+            name = f"V{len(environ)}"
+            environ[name] = node
+            return "${" + name + "}"
+        return node
+
+    return interpolate(refer(data), environ)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"detection": {"threshold": "80"}},
+         "detection.threshold: expected a number such as 0.5, got the text '80' "
+         "(write numbers without quotes)"),
+        ({"sources": [{"kind": "system", "name": "s", "per_cpu": "yes"}]},
+         "sources[0].per_cpu: expected true or false, got: 'yes'"),
+        ({"sources": [{"kind": "system", "name": "s", "per_cpu": 1}]},
+         "sources[0].per_cpu: expected true or false, got: 1"),
+        ({"sources": [{"kind": "system", "name": "s", "max_series": True}]},
+         "sources[0].max_series: expected a whole number such as 1000, got: true"),
+    ],
+)  # fmt: skip
+def test_numbers_and_switches_written_in_the_file_are_not_text(
+    data: dict[str, Any], problem: str
+) -> None:
     assert problem in _problems(data)
+
+
+def test_a_switch_from_the_environment_is_true_or_false() -> None:
+    on = parse_config(_from_env({"sources": [{"kind": "system", "name": "s", "per_cpu": "true"}]}))
+    assert on.sources[0].per_cpu is True  # type: ignore[union-attr]
+    assert "per_cpu: expected true or false, got: 'yes'" in _problems(
+        _from_env({"sources": [{"kind": "system", "name": "s", "per_cpu": "yes"}]})
+    )
 
 
 def test_plain_numbers_as_text_still_work_for_env_interpolation() -> None:
     config = parse_config(
-        {
-            "detection": {"warmup_rows": "1000", "threshold": "9e1", "min_deviation_abs": ".5"},
-            "database": {"url": "postgresql://u@[::1]:5432/db"},
-            "sources": [{"kind": "gpu", "name": "g", "devices": ["0", 1]}],
-        }
+        _from_env(
+            {
+                "detection": {"warmup_rows": "1000", "threshold": "9e1", "min_deviation_abs": ".5"},
+                "database": {"url": "postgresql://u@[::1]:5432/db"},
+                "sources": [{"kind": "gpu", "name": "g", "devices": ["0", 1]}],
+            }
+        )
     )
     assert (config.detection.warmup_rows, config.detection.threshold) == (1000, 90.0)
     assert config.detection.min_deviation_abs == 0.5
