@@ -268,6 +268,25 @@ class IncidentWrite:
     incident_id: int | None = None
     version: int | None = None
     outbox: tuple[OutboxEntry, ...] = field(default=())
+    # what people are told in the log: opened, reopened, escalated, resolved (None: a
+    # change of no note, such as a later last_seen_at)
+    change: str | None = None
+
+    def describe(self) -> str:
+        """One log line's worth: ``incident 7 resolved: latency_p99_ms on churn (…)``."""
+        which = "incident" if self.incident_id is None else f"incident {self.incident_id}"
+        own = {
+            key: value
+            for key, value in json.loads(self.labels).items()
+            if key not in ("metric", "entity", "source", "kind", "severity")
+        }
+        shown = "{" + ", ".join(f"{k}={v}" for k, v in sorted(own.items())) + "}" if own else ""
+        return (
+            f"{which} {self.change}: {self.metric}{shown} on {self.entity}, "
+            f"{self.severity}, peak score {self.peak_score:.0f}"
+            + (", silenced" if self.silenced else "")
+            + (", and resolved" if self.change == "opened" and self.status == "resolved" else "")
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,13 @@ from anomon.alerts.routing import Silence, config_silences, route, silenced, sto
 from anomon.config import AlertsConfig, DetectionConfig
 from anomon.detect.rules import AlarmState, apply_rules
 from anomon.errors import UsageError
-from anomon.model import AnomalyRecord, IncidentWrite, OutboxEntry, canonical_labels
+from anomon.model import (
+    AnomalyRecord,
+    IncidentWrite,
+    OutboxEntry,
+    StoredIncident,
+    canonical_labels,
+)
 from anomon.timeutil import to_epoch
 
 CRITICAL_SCORE = 95.0  # p below about 1e-7: page someone
@@ -101,13 +107,29 @@ def plan_incidents(
         )
         for episode in episodes:
             spans.setdefault(sid, []).append(_span(episode, len(writes)))
-            writes.append(_write(sid, meta[sid], episode, alarms.alerts, every_silence, now))
+            write = _write(sid, meta[sid], episode, alarms.alerts, every_silence, now)
+            writes.append(replace(write, change=_change(episode, latest.get(sid))))
         firing = any(e.status == "firing" for e in episodes) or (
             latest.get(sid) is not None and latest[sid].status == "firing"
         )
         if alarms.states[sid].firing and not firing:
             alarms.forget_firing(sid)
     return writes, [_link(a, spans.get(a.series_id, ())) for a in anomalies]
+
+
+def _change(episode: Episode, previous: StoredIncident | None) -> str | None:
+    """What an episode does to its incident, as people say it (None: nothing of note)."""
+    if episode.incident_id is None:
+        return "opened"
+    if episode.reopened:
+        return "reopened"
+    if previous is None:
+        return None
+    if episode.status == "resolved" and previous.status == "firing":
+        return "resolved"
+    if episode.status == "firing" and episode.severity != previous.severity:
+        return "escalated"  # a severity follows the peak score, which only rises
+    return None
 
 
 def active_silences(engine: store.Engine, config: AlertsConfig, now: datetime) -> list[Silence]:

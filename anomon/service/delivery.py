@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from anomon import store
 from anomon.alerts.model import IncidentView, Notice, Notifier, Points
 from anomon.alerts.notifiers import build_notifier
+from anomon.alerts.render import format_time
 from anomon.alerts.routing import Silence, route, silenced
 from anomon.config import AlertsConfig, EmailReceiverConfig
 from anomon.errors import AnomonError, DeliveryError, UsageError
@@ -68,6 +69,12 @@ class Outcomes:
         self.dead |= other.dead
         self.silenced += other.silenced
         self.silenced_incidents |= other.silenced_incidents
+
+
+def _incident_list(rows: Sequence[store.Claimed]) -> str:
+    """``incident 7`` or ``incidents 7, 9`` for a log line."""
+    ids = sorted({row.incident_id for row in rows})
+    return f"incident{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
 
 
 @dataclass(frozen=True)
@@ -244,31 +251,58 @@ class DeliverJob:
                 live.append(row)
         if not live:
             return done, False
+        notice = self._notice(receiver, message.group_key, live, incidents, now)
+        about = _incident_list(live)
         try:
-            notifier.send(self._notice(receiver, message.group_key, live, incidents, now))
+            notifier.send(notice)
         except DeliveryError as exc:
-            self._failed(live, str(exc), exc.permanent, now, done)
+            self._failed(receiver, live, str(exc), exc.permanent, now, done)
             return done, exc.timed_out
         except Exception as exc:  # a notifier bug must not stop the others
             log.debug("receiver %s: send raised", receiver, exc_info=True)
             # the type only: an unexpected error's text may carry what it was given
             error = f"unexpected {type(exc).__name__} from the {receiver} notifier"
-            self._failed(live, error, False, now, done)
+            self._failed(receiver, live, error, False, now, done)
         else:
             done.sent += [row.id for row in live]
+            log.info("receiver %s: delivered the %s notice of %s", receiver, notice.event, about)
         return done, False
 
     def _failed(
-        self, rows: list[store.Claimed], error: str, permanent: bool, now: datetime, done: Outcomes
+        self,
+        receiver: str,
+        rows: list[store.Claimed],
+        error: str,
+        permanent: bool,
+        now: datetime,
+        done: Outcomes,
     ) -> None:
         delivery = self.config.delivery
         retry_at = now + self._backoff(max(row.attempts for row in rows))  # the group together
+        dead = []
         for row in rows:
             if permanent or row.attempts >= delivery.max_attempts:
                 reason = "permanent" if permanent else f"gave up after {row.attempts} attempts"
                 done.dead[row.id] = f"{reason}: {error}"
+                dead.append(row)
             else:
                 done.retry[row.id] = (error, retry_at)
+        if dead:  # what someone will never receive: an error, with the reason
+            log.error(
+                "receiver %s: notification of %s is dead (%s): %s",
+                receiver,
+                _incident_list(dead),
+                done.dead[dead[0].id].split(":", 1)[0],
+                error,
+            )
+        if len(dead) < len(rows):
+            log.warning(
+                "receiver %s: sending %s failed, retry at %s: %s",
+                receiver,
+                _incident_list([row for row in rows if row.id in done.retry]),
+                format_time(retry_at),
+                error,
+            )
 
     def _backoff(self, attempts: int) -> timedelta:
         """Exponential backoff with jitter: half to all of initial x 2^(attempts-1), capped."""

@@ -29,7 +29,7 @@ from anomon.detect import DETECTOR_VERSION
 from anomon.detect.entity import Scores
 from anomon.detect.fleet import Fleet
 from anomon.errors import AnomonError, summarise
-from anomon.model import AnomalyRecord, SeriesKey, describe_key
+from anomon.model import AnomalyRecord, SeriesKey, describe_key, escape_controls
 from anomon.service.alerting import CRITICAL_SCORE, Alarms, plan_incidents
 from anomon.service.telemetry import Telemetry
 from anomon.timeutil import Clock, format_duration, to_epoch, utcnow
@@ -204,6 +204,9 @@ class DetectJob:
             incidents=incidents,
             lost=lost,
         )
+        for write in incidents:  # what people need to see in the log, once it is stored
+            if write.change is not None and write.series_id not in lost:
+                log.info("%s", escape_controls(write.describe()))
         if lost:  # another writer changed these incidents first: start again from its truth
             log.info("detection: %d incident change(s) lost to another writer", len(lost))
             self._forget()

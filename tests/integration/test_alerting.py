@@ -5,6 +5,7 @@ transaction; the delivery job groups, waits, retries, repeats and never sends tw
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -93,8 +94,9 @@ def hook() -> Iterator[Receiver]:
 
 
 def test_an_incident_opens_notifies_resolves_and_notifies_again(
-    engine: store.Engine, hook: Receiver
+    engine: store.Engine, hook: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="anomon")
     config = alerts(hook.url)
     clock = Clock(datetime.fromtimestamp(START + 60 * 1005, UTC))
     # the rows up to 1100 are stored before this clock gets there: accept them
@@ -111,6 +113,11 @@ def test_an_incident_opens_notifies_resolves_and_notifies_again(
         assert set(linked.scalars()) == {incident.id}
     (queued,) = notifications(engine)
     assert (queued.event, queued.status, queued.receiver) == ("firing", "pending", "hook")
+    # issue 14, point 7: the log says what people need, once it is stored
+    assert _logged(caplog, "anomon.detect") == [
+        f"incident opened: latency_p99{{model=churn}} on churn, {incident.severity}, peak score "
+        f"{incident.peak_score:.0f}"
+    ]
 
     deliver.run_once()
     assert hook.requests == []  # group_wait: 30 s
@@ -129,6 +136,9 @@ def test_an_incident_opens_notifies_resolves_and_notifies_again(
     detect()
     (resolved,) = incidents(engine)
     assert resolved.status == "resolved" and resolved.version == incident.version + 1
+    assert _logged(caplog, "anomon.detect")[-1].startswith(
+        f"incident {incident.id} resolved: latency_p99{{model=churn}} on churn, "
+    )
     deliver.run_once()
     assert len(hook.requests) == 1  # group_interval: a minute after the last send
     clock.advance(minutes=1)
@@ -140,6 +150,16 @@ def test_an_incident_opens_notifies_resolves_and_notifies_again(
     assert back["value"] == pytest.approx(float(latency()[1099]))
     assert abs(back["value"] - back["expected"]) < 10.0
     assert {n.status for n in notifications(engine)} == {"sent"}
+    assert _logged(caplog, "anomon.deliver") == [
+        f"receiver hook: delivered the firing notice of incident {incident.id}",
+        f"receiver hook: delivered the resolved notice of incident {incident.id}",
+    ]
+
+
+def _logged(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == logger and r.levelno >= logging.INFO
+    ]
 
 
 def test_running_a_cycle_again_after_a_crash_queues_nothing_twice(engine: store.Engine) -> None:
@@ -215,7 +235,7 @@ def test_a_receiver_that_is_down_gets_every_notification_once_when_back(
 
 
 def test_a_permanent_failure_is_dead_at_once_and_a_transient_one_after_max_attempts(
-    engine: store.Engine, hook: Receiver
+    engine: store.Engine, hook: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = Clock(datetime(2026, 12, 1, tzinfo=UTC))
     _firing_incidents(engine, 1, clock.now)
@@ -225,6 +245,10 @@ def test_a_permanent_failure_is_dead_at_once_and_a_transient_one_after_max_attem
     (error,) = done.dead.values()
     assert error.startswith("permanent: ")
     assert "HTTP 400" in notifications(engine)[0].last_error  # type: ignore[operator]
+    (dead,) = [r for r in caplog.records if r.name == "anomon.deliver"]
+    assert dead.levelno == logging.ERROR
+    assert dead.getMessage().startswith("receiver hook: notification of incident ")
+    assert " is dead (permanent): " in dead.getMessage() and "HTTP 400" in dead.getMessage()
     assert store.outbox_counts(engine) == {"dead": 1}
 
     down = alerts(f"http://127.0.0.1:{free_port()}", delivery={"max_attempts": 2})
@@ -232,7 +256,11 @@ def test_a_permanent_failure_is_dead_at_once_and_a_transient_one_after_max_attem
         conn.exec_driver_sql("UPDATE notifications SET idempotency_key = 'x' WHERE status = 'dead'")
     _firing_incidents(engine, 1, clock.now, key="other")
     job = DeliverJob(engine, down, build_notifiers(down), clock=clock)
+    caplog.clear()
     assert len(job.run_once().retry) == 1
+    (retry,) = [r for r in caplog.records if r.name == "anomon.deliver"]
+    assert retry.levelno == logging.WARNING and ": sending incident " in retry.getMessage()
+    assert " failed, retry at 2026-12-01 00:00:" in retry.getMessage()
     clock.advance(hours=1)
     (error,) = job.run_once().dead.values()
     assert error.startswith("gave up after 2 attempts") and "connection" in error
