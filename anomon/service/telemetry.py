@@ -18,7 +18,9 @@ registered globally; nothing starts until :meth:`Telemetry.serve`.
 from __future__ import annotations
 
 import heapq
+import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -178,9 +180,11 @@ class Telemetry:
                 self._scores[series_id] = (metric, entity, labels, score)
 
     def top_scores(self) -> list[tuple[int, tuple[str, str, str, float]]]:
-        """The ``max_series`` series with the highest latest scores."""
+        """The ``max_series`` series with the highest latest scores, of those above 0
+        (a score of 0, "nothing unusual", is most series most of the time: not worth a
+        time series each)."""
         with self._lock:
-            items = list(self._scores.items())
+            items = [item for item in self._scores.items() if item[1][3] > 0.0]
         return heapq.nlargest(self.max_series, items, key=lambda item: item[1][3])
 
     def serve(self, address: str) -> None:
@@ -401,16 +405,50 @@ class _StoreCollector(Collector):
         done.set()
 
 
+# anomon_anomaly_score's own labels; a series label with one of these names is exported
+# as exported_<name> (Prometheus' own rule for a clash with a target label)
+SCORE_LABELS = ("series_id", "metric", "entity")
+MAX_SCORE_LABELS = 16  # a series' labels beyond these many are left out (the id names it)
+MAX_LABEL_VALUE = 200  # characters: a longer value is cut, with "…"
+_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_NAME = re.compile(r"[^A-Za-z0-9_]")
+
+
+def score_labels(series_id: int, metric: str, entity: str, labels: str) -> dict[str, str]:
+    """The Prometheus labels of one series' ``anomon_anomaly_score`` sample: its id,
+    metric and entity, then its own labels (``labels`` is their canonical JSON) as real
+    labels — names made valid (other characters as ``_``), names that clash prefixed
+    ``exported_``, at most :data:`MAX_SCORE_LABELS` of them, values cut at
+    :data:`MAX_LABEL_VALUE` characters."""
+    found = {"series_id": str(series_id), "metric": metric, "entity": entity}
+    try:
+        own = json.loads(labels) if labels else {}
+    except ValueError:
+        own = {}
+    for key, value in sorted(own.items())[:MAX_SCORE_LABELS] if isinstance(own, dict) else ():
+        name = _NOT_NAME.sub("_", str(key))
+        name = name if _LABEL_NAME.fullmatch(name) else f"_{name}"
+        if name in found or name.startswith("__"):
+            name = f"exported_{name.lstrip('_')}"
+        text = str(value)
+        found.setdefault(
+            name, text if len(text) <= MAX_LABEL_VALUE else text[: MAX_LABEL_VALUE - 1] + "…"
+        )
+    return found
+
+
 class _ScoreCollector(Collector):
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
 
     def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
+        family = Metric(
             "anomon_anomaly_score",
-            "Latest anomaly score (0-100) of the most anomalous series",
-            labels=["series_id", "metric", "entity", "labels"],
+            "Latest anomaly score (0-100) of the most anomalous series (those above 0)",
+            "gauge",
         )
         for series_id, (metric, entity, labels, score) in self._telemetry.top_scores():
-            family.add_metric([str(series_id), metric, entity, labels], score)
+            family.add_sample(
+                "anomon_anomaly_score", score_labels(series_id, metric, entity, labels), score
+            )
         yield family

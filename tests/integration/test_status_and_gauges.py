@@ -112,3 +112,36 @@ def test_the_store_gauges_are_scraped_from_real_data(engine: store.Engine, store
         ("anomon_notifications", ("dead",)): 1.0,
         ("anomon_notifications", ("silenced",)): 0.0,
     }
+
+
+def test_the_anomaly_score_gauge_has_real_labels_and_only_informative_series(
+    engine: store.Engine,
+) -> None:
+    # issue 14, point 11: labels were one JSON string and 850 series were 0
+    telemetry = Telemetry(engine, max_series=3)
+    telemetry.record_scores(
+        [
+            (1, "latency_p99", "churn", '{"model":"churn","quantile":"0.99"}', 97.5),
+            (2, "cpu", "web-1", '{"cpu":"0","metric":"clash","a-b":"x","9z":"y"}', 40.0),
+            (3, "cpu", "web-2", '{"host":"' + "h" * 500 + '"}', 12.0),
+            (4, "cpu", "web-3", "{}", 5.0),  # past max_series: the three highest stay
+            (5, "requests", "web-1", '{"code":"500"}', 0.0),  # nothing unusual: left out
+        ]
+    )
+    scraped = generate_latest(telemetry.registry).decode()
+    (family,) = [
+        f for f in text_string_to_metric_families(scraped) if f.name == "anomon_anomaly_score"
+    ]
+    found = {sample.labels["series_id"]: (sample.labels, sample.value) for sample in family.samples}
+    assert sorted(found) == ["1", "2", "3"]
+    assert found["1"] == (
+        {"series_id": "1", "metric": "latency_p99", "entity": "churn", "model": "churn",
+         "quantile": "0.99"},
+        97.5,
+    )  # fmt: skip
+    assert found["2"][0] == {
+        "series_id": "2", "metric": "cpu", "entity": "web-1", "cpu": "0",
+        "exported_metric": "clash", "a_b": "x", "_9z": "y",
+    }  # fmt: skip
+    host = found["3"][0]["host"]
+    assert len(host) == 200 and host.endswith("…")
