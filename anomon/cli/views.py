@@ -27,17 +27,20 @@ INCIDENT = ("id", "status", "severity", "metric", "entity", "peak", "opened", "r
 def status(args: argparse.Namespace) -> int:
     engine = open_store(args)
     found = store.read_status(engine)
+    daemons = store.read_workers(engine, now=datetime.now(UTC))
     engine.dispose()
     if args.format == "json":
-        print(as_json(dataclasses.asdict(found)))
+        daemon = [dataclasses.asdict(d) for d in daemons]
+        print(as_json({"daemon": daemon, **dataclasses.asdict(found)}))
         return 0
-    lines = ["sources:"]
+    running = [daemon for daemon in daemons if daemon.alive]
+    lines = [_daemon_line(running or daemons)]
+    lines.append("sources:")
     for source in found.sources:
         state = "ok" if source.last_error is None else f"error: {source.last_error}"
-        ok = source.last_ok_at.isoformat(timespec="seconds") if source.last_ok_at else "never"
         lines.append(
-            f"  {source.source}: last run {source.last_at:%Y-%m-%d %H:%M:%S}Z, {state} "
-            f"(last success {ok})"
+            f"  {source.source}: last run {cell_text(source.last_at)}, {state} "
+            f"(last success {cell_text(source.last_ok_at) if source.last_ok_at else 'never'})"
         )
     if not found.sources:
         lines.append("  (no collections yet)")
@@ -45,7 +48,7 @@ def status(args: argparse.Namespace) -> int:
     lines.append(f"series: {series or 'none'}")
     learning = found.series_by_quality.get("learning", 0)
     for row in found.learning:
-        until = f"about {row.until:%Y-%m-%d %H:%M}Z" if row.until else "unknown"
+        until = f"about {cell_text(row.until)}" if row.until else "unknown"
         name = describe_key(SeriesKey(row.metric, row.labels), limit=120)
         lines.append(f"  learning until {until}: {name} on {row.entity}")
     if learning > len(found.learning):
@@ -53,6 +56,8 @@ def status(args: argparse.Namespace) -> int:
     lines.append(f"open incidents: {found.open_incidents}")
     outbox = ", ".join(f"{n} {state}" for state, n in sorted(found.outbox.items()))
     lines.append(f"notifications: {outbox or 'none'}")
+    if found.outbox.get("pending") and not running:
+        lines.append("  (pending ones are sent by the daemon, and none is running: `anomon run`)")
     for dead in found.dead:
         lines.append(
             f"  dead #{dead.id} to {dead.receiver} ({dead.event}, incident {dead.incident_id},"
@@ -61,6 +66,25 @@ def status(args: argparse.Namespace) -> int:
     # error texts come from remote peers and may quote hostile names: one escaped line each
     print("\n".join(escape_controls(line) for line in lines))
     return 0
+
+
+def _daemon_line(daemons: list[store.WorkerStatus]) -> str:
+    """``daemon: running since …`` (each running one), or when the last one was seen."""
+    if not daemons:
+        return "daemon: not running (never started on this database)"
+    if not daemons[0].alive:
+        last = daemons[0]
+        how = (
+            f"stopped at {cell_text(last.stopped_at)}"
+            if last.stopped_at
+            else (f"last seen {cell_text(last.heartbeat_at)}, it did not stop cleanly")
+        )
+        return f"daemon: not running ({how}; pid {last.pid} on {last.host})"
+    shown = "; ".join(
+        f"since {cell_text(d.started_at)} (pid {d.pid} on {d.host}, anomon {d.version})"
+        for d in daemons
+    )
+    return f"daemon: running {shown}"
 
 
 def anomalies(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -37,10 +38,11 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from anomon import __version__
 from anomon.alerts.model import Notifier
 from anomon.alerts.notifiers import build_notifiers
 from anomon.config import Config, SourceConfig, config_warnings
-from anomon.errors import ConfigError
+from anomon.errors import AnomonError, ConfigError
 from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
 from anomon.service.jobs import CollectJob
@@ -48,15 +50,19 @@ from anomon.service.retention import RetainJob
 from anomon.service.telemetry import Expect, Telemetry
 from anomon.sources import Source, SourceUnavailable, build_source
 from anomon.store import (
+    HEARTBEAT,
     Engine,
     SeriesRegistry,
+    beat,
     check_writable,
     ensure_schema,
     open_database,
     open_engine,
     redact,
+    register_worker,
     writer_lock,
 )
+from anomon.timeutil import utcnow
 
 log = logging.getLogger("anomon.daemon")
 
@@ -65,7 +71,7 @@ MAX_BACKOFF = timedelta(minutes=10)  # the longest gap between tries of a failin
 # A second SIGTERM / SIGINT this soon after the first is ignored (GNU timeout, a double
 # Ctrl-C); one later than this exits at once, without waiting for the running jobs.
 FORCE_AFTER = 2.0
-CORE_JOBS = 3  # detection, delivery, retention: one thread each, never shared
+CORE_JOBS = 4  # detection, delivery, retention, heartbeat: one thread each, never shared
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -231,6 +237,7 @@ def run(
     )
     lock = writer_lock(engine)  # a second daemon on the same SQLite file stops here
     control = _Control()
+    heartbeat: _Heartbeat | None = None
     # one Telemetry for the whole run: counters and health history survive reloads
     telemetry = Telemetry(engine, max_series=config.daemon.metrics_max_series)
     logging.getLogger("apscheduler.scheduler").addFilter(_SKIP_NOISE)
@@ -240,8 +247,12 @@ def run(
         check_writable(engine)
         log.info("database %s: %s", redact(config.database.url), outcome)
         _warn_about(config)
+        worker = register_worker(
+            engine, host=socket.gethostname(), pid=os.getpid(), version=__version__, now=utcnow()
+        )
+        heartbeat = _Heartbeat(engine, worker)
         while not control.stopping:
-            fresh = _serve(config, engine, telemetry, control, reload)
+            fresh = _serve(config, engine, telemetry, control, reload, heartbeat)
             if fresh is None or control.stopping:
                 break
             if fresh.database != config.database:
@@ -254,6 +265,8 @@ def run(
             _warn_about(config)
     finally:
         control.retire()
+        if heartbeat is not None:
+            heartbeat.stop()  # status: "not running (stopped at …)"
         telemetry.close()
         if lock is not None:
             lock.release()
@@ -279,6 +292,31 @@ def tune_allocator() -> bool:
         return False
 
 
+class _Heartbeat:
+    """Renew this daemon's row in the ``workers`` table; mark it stopped at the end.
+
+    A failed renewal is a warning, never an exception into the scheduler: a database that
+    is down is the collection's and detection's problem to report, and ``status`` then
+    says the daemon is not seen, which is the truth.
+    """
+
+    def __init__(self, engine: Engine, worker: int) -> None:
+        self.engine = engine
+        self.worker = worker
+
+    def __call__(self) -> None:
+        try:
+            beat(self.engine, self.worker, now=utcnow())
+        except AnomonError as exc:
+            log.warning("heartbeat: %s", exc)
+
+    def stop(self) -> None:
+        try:
+            beat(self.engine, self.worker, now=utcnow(), stopped=True)
+        except AnomonError as exc:
+            log.warning("heartbeat at stop: %s", exc)
+
+
 def _warn_about(config: Config) -> None:
     """Log what in the config is valid but surely not meant (as ``config check`` says)."""
     for warning in config_warnings(config):
@@ -291,6 +329,7 @@ def _serve(
     telemetry: Telemetry,
     control: _Control,
     reload: Callable[[], Config] | None,
+    heartbeat: Callable[[], None] | None = None,
 ) -> Config | None:
     """Run the jobs of ``config`` until a stop (return None) or a valid reload (return
     the new config), then wait for the running jobs (at most ``shutdown_timeout``)."""
@@ -299,7 +338,7 @@ def _serve(
     notifiers = build_notifiers(config.alerts) if config.alerts.enabled else {}
     telemetry.max_series = config.daemon.metrics_max_series
     telemetry.expect(expected_ages(config, sources, bool(notifiers)))
-    scheduler = build_scheduler(config, engine, inflight, sources, notifiers, telemetry)
+    scheduler = build_scheduler(config, engine, inflight, sources, notifiers, telemetry, heartbeat)
     try:
         if config.daemon.metrics:
             telemetry.serve(config.daemon.metrics_listen)
@@ -417,6 +456,7 @@ def build_scheduler(
     sources: list[tuple[SourceConfig, Source]],
     notifiers: Mapping[str, Notifier] | None = None,
     telemetry: Telemetry | None = None,
+    heartbeat: Callable[[], None] | None = None,
 ) -> BackgroundScheduler:
     """Return a scheduler with one collection job per built source (first run now), the
     detection job (first run one interval from now) and, with ``notifiers``, the
@@ -468,6 +508,15 @@ def build_scheduler(
             name="deliver",
             next_run_time=now,
             misfire_grace_time=max(1, int(every.total_seconds())),
+        )
+    if heartbeat is not None:
+        scheduler.add_job(
+            heartbeat,
+            IntervalTrigger(seconds=HEARTBEAT.total_seconds(), timezone=UTC),
+            id="heartbeat",
+            name="heartbeat",
+            next_run_time=now + HEARTBEAT,
+            misfire_grace_time=int(HEARTBEAT.total_seconds()),
         )
     if config.retention.enabled:
         every = config.retention.interval

@@ -71,9 +71,17 @@ from anomon.store.samples import Points, insert_samples, read_history
 from anomon.store.series import SeriesRegistry
 from anomon.store.silences import SilenceRow, add_silence, expire_silence, list_silences
 from anomon.store.status import DeadNotification, SourceStatus, Status, read_status
+from anomon.store.workers import (
+    HEARTBEAT,
+    WorkerStatus,
+    beat,
+    read_workers,
+    register_worker,
+)
 
 __all__ = [
     "FEEDBACK",
+    "HEARTBEAT",
     "AnomalyRow",
     "Claimed",
     "CollectionResult",
@@ -96,9 +104,11 @@ __all__ = [
     "SilenceRow",
     "SourceStatus",
     "Status",
+    "WorkerStatus",
     "WriterLock",
     "acknowledge",
     "add_silence",
+    "beat",
     "check",
     "check_writable",
     "claim_due",
@@ -132,8 +142,10 @@ __all__ = [
     "read_recent",
     "read_status",
     "read_unscored",
+    "read_workers",
     "record_outcomes",
     "redact",
+    "register_worker",
     "repeat_candidates",
     "resolve_by_hand",
     "save_collection",

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,10 @@ def test_it_collects_and_detects_every_interval_and_stops_cleanly(
     engine = store.open_engine(database_url)
     runs = store.last_collections(engine, "host", limit=100)
     assert all(run.error is None for run in runs), [run.error for run in runs]
+    # it registered in the workers table and marked itself stopped (what status reads)
+    (worker,) = store.read_workers(engine, now=datetime.now(UTC))
+    assert (worker.pid, worker.alive) == (daemon.pid, False)
+    assert worker.stopped_at is not None and worker.started_at < worker.stopped_at
     with engine.connect() as conn:
         metrics = set(
             conn.exec_driver_sql(

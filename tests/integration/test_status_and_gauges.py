@@ -81,8 +81,10 @@ def test_the_status_command_prints_it_as_text_and_json(stored: Path) -> None:
     text = run_cli("status", "-c", str(stored))
     assert text.returncode == 0, text.stderr
     assert "  host: last run " in text.stdout and "error: no such file" in text.stdout
+    assert text.stdout.startswith("daemon: not running (never started on this database)\n")
+    assert f"(last success {NOW - timedelta(minutes=2):%Y-%m-%d %H:%M:%S}Z)" in text.stdout
     assert "series: 1 learning, 1 ok, 1 stale, 1 unscored\n" in text.stdout
-    until = f"{NOW + timedelta(hours=1):%Y-%m-%d %H:%M}Z"
+    until = f"{NOW + timedelta(hours=1):%Y-%m-%d %H:%M:%S}Z"  # one time format everywhere
     assert f'  learning until about {until}: latency_p99{{"model":"d"}} on churn\n' in (text.stdout)
     assert "open incidents: 1\n" in text.stdout and "notifications: 1 dead, 1 sent" in text.stdout
     assert "dead #" in text.stdout and "to mail (firing, incident 1, 1 attempt(s))" in text.stdout
@@ -90,6 +92,42 @@ def test_the_status_command_prints_it_as_text_and_json(stored: Path) -> None:
     assert shown["series_by_quality"] == {"learning": 1, "ok": 1, "stale": 1, "unscored": 1}
     assert shown["learning"][0]["metric"] == "latency_p99"
     assert shown["sources"][1]["last_error"] == "HTTP 503 from the exporter"
+    assert shown["daemon"] == []
+
+
+def test_status_says_whether_a_daemon_runs_and_since_when(
+    engine: store.Engine, stored: Path
+) -> None:
+    # issue 14, point 10: a pending notification with no daemon is explained
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE notifications SET status = 'pending' WHERE status = 'dead'")
+
+    def shown() -> list[str]:
+        result = run_cli("status", "-c", str(stored))
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    started = NOW - timedelta(hours=2)
+    worker = store.register_worker(engine, host="box", pid=4242, version="9.9", now=started)
+    store.beat(engine, worker, now=datetime.now(UTC))
+    lines = shown()
+    assert (
+        lines[0]
+        == "daemon: running since " + f"{started:%Y-%m-%d %H:%M:%S}Z (pid 4242 on box, anomon 9.9)"
+    )
+    assert not any("none is running" in line for line in lines)
+    store.beat(engine, worker, now=NOW - timedelta(minutes=5))  # killed: no beat since
+    lines = shown()
+    gone = f"{NOW - timedelta(minutes=5):%Y-%m-%d %H:%M:%S}Z"
+    assert (
+        lines[0]
+        == f"daemon: not running (last seen {gone}, it did not stop cleanly; pid 4242 on box)"
+    )
+    assert "  (pending ones are sent by the daemon, and none is running: `anomon run`)" in lines
+    store.beat(engine, worker, now=NOW, stopped=True)
+    assert (
+        shown()[0] == f"daemon: not running (stopped at {NOW:%Y-%m-%d %H:%M:%S}Z; pid 4242 on box)"
+    )
 
 
 def test_the_store_gauges_are_scraped_from_real_data(engine: store.Engine, stored: Path) -> None:
