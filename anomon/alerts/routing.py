@@ -11,6 +11,7 @@ matchers with a time range: a matching incident is recorded but not notified.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -117,3 +118,32 @@ def stored_silence(
     exact = {m["name"]: m["value"] for m in matchers if m.get("op", "=") == "="}
     regex = {m["name"]: m["value"] for m in matchers if m.get("op") == "=~"}
     return Silence(exact, regex, starts, ends)
+
+
+def coverage_problem(
+    match: Mapping[str, str], match_re: Mapping[str, str], label_sets: Sequence[Labels]
+) -> str | None:
+    """Why matchers cover none of ``label_sets`` (the labels incidents would have now),
+    in words that point at the likely typo; None when they cover some.
+
+    A label no set has is named with the closest one that exists; an exact value no set
+    has for its label, with the closest value that exists.
+    """
+    if any(matches(labels, match, match_re) for labels in label_sets):
+        return None
+    if not label_sets:
+        return "there are no series yet"
+    names = sorted({name for labels in label_sets for name in labels})
+    for name in [*match, *match_re]:
+        if name not in names:
+            return f"no series has the label {name!r}{_closest(name, names, 'label')}"
+    for name, value in match.items():
+        values = sorted({labels[name] for labels in label_sets if name in labels})
+        if value not in values:
+            return f"no series has {name}={value!r}{_closest(value, values, 'value')}"
+    return "no series has all of these labels at once"
+
+
+def _closest(word: str, known: Sequence[str], what: str) -> str:
+    close = difflib.get_close_matches(word, known, n=1)
+    return f" (did you mean the {what} {close[0]!r}?)" if close else ""

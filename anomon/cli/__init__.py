@@ -9,7 +9,7 @@ what it does: :mod:`.daemon` (run, backfill), :mod:`.views` (what people read),
 from __future__ import annotations
 
 import argparse
-import os
+import getpass
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -194,7 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--for", dest="span", type=duration, default=None, help="e.g. 2h (default)")
     add.add_argument("--comment", default="", help="why (shown by silence list)")
-    add.add_argument("--by", default=os.environ.get("USER", ""), help="who (default: $USER)")
+    add.add_argument("--by", default=_os_user(), help="who (default: the OS user)")
     listing = add_command(
         silence_commands, "list", "list active silences", actions.silence_list, formats=TABLE
     )
@@ -261,3 +261,11 @@ def _parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="confirm a downgrade to base (drops every table)"
     )
     return parser
+
+
+def _os_user() -> str:
+    """The OS user's name (``$LOGNAME``, ``$USER``, or the password database), or ""."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no such variables and no entry for this uid (a container)
+        return ""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 
 from anomon import store
+from anomon.alerts.routing import coverage_problem
 from anomon.cli.common import load, open_store
-from anomon.cli.tables import emit
+from anomon.cli.tables import cell_text, emit, escape_controls
 from anomon.errors import UsageError
 
 
@@ -64,8 +66,24 @@ def silence_add(args: argparse.Namespace) -> int:
         created_by=args.by,
         now=now,
     )
+    from anomon.service.alerting import routing_labels  # numpy and the detectors: load late
+
+    label_sets = [
+        routing_labels(meta, severity)
+        for meta in store.every_series_meta(engine)
+        for severity in ("warning", "critical")
+    ]
     engine.dispose()
-    print(f"silence {silence_id} until {(now + span).isoformat(timespec='seconds')}")
+    match = {m["name"]: m["value"] for m in matchers if m["op"] == "="}
+    match_re = {m["name"]: m["value"] for m in matchers if m["op"] == "=~"}
+    print(f"silence {silence_id} until {cell_text(now + span)}")
+    # accepted either way (the series may come later), but a typo should not go unseen
+    problem = coverage_problem(match, match_re, label_sets)
+    if problem is not None:
+        print(
+            escape_controls(f"warning: silence {silence_id} matches nothing now: {problem}"),
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -35,7 +35,7 @@ from anomon.store.incidents import (
     write_incidents,
 )
 from anomon.store.lock import WriterLock, writer_lock
-from anomon.store.lookup import SeriesRow, find_series, incident_spans
+from anomon.store.lookup import SeriesRow, every_series_meta, find_series, incident_spans
 from anomon.store.migrate import (
     check,
     current_revision,
@@ -118,6 +118,7 @@ __all__ = [
     "enqueue",
     "enqueue_many",
     "ensure_schema",
+    "every_series_meta",
     "expire_silence",
     "find_series",
     "firing_series",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 
 from anomon.store.engine import translated
+from anomon.store.incidents import SeriesMeta
 from anomon.store.schema import Incident, Series
 from anomon.timeutil import to_epoch
 
@@ -58,3 +59,16 @@ def incident_spans(
             for opened, resolved, seen in conn.execute(query)
         ]
     return [(a, b) for a, b in spans if b >= since and a < until]
+
+
+def every_series_meta(engine: Engine) -> list[SeriesMeta]:
+    """The metric, labels, source, entity and kind of every series (what silences and
+    routes match against, less the severity)."""
+    query = select(
+        Series.id, Series.metric, Series.labels, Series.source, Series.entity, Series.kind
+    )
+    with translated(engine, "reading the series"), engine.connect() as conn:
+        return [
+            SeriesMeta(sid, metric, json.loads(labels), source, entity, kind)
+            for sid, metric, labels, source, entity, kind in conn.execute(query.order_by(Series.id))
+        ]

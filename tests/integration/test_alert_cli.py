@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from anomon import store
+from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
 from tests.conftest import run_cli, save_samples
 from tests.loopback import free_port, receive
 
@@ -68,6 +70,43 @@ def test_silences_are_added_listed_and_expired(tmp_path: Path, database_url: str
     assert again.returncode == 2 and "no active silence with id 1" in again.stderr
     bad = run_cli("silence", "add", "metric=~acc(", "-c", str(config))
     assert bad.returncode == 2 and "not a valid regular expression" in bad.stderr
+
+
+def test_a_silence_that_matches_nothing_is_kept_with_a_warning_naming_the_typo(
+    tmp_path: Path, database_url: str
+) -> None:
+    # issue 14, point 12: `entitty=churn-modle` was accepted without a word
+    config = _config(tmp_path, "http://127.0.0.1:9/hook", database_url)
+    engine = store.open_engine(database_url)
+    store.upgrade(engine)
+    info = SeriesInfo("model-server", "churn-model", SeriesKind.LATENCY, "ms")
+    save_samples(engine, [Sample(SeriesKey.of("latency_p99", {"model": "churn"}), info, 1, 1.0)])
+    engine.dispose()
+
+    def add(*matchers: str) -> tuple[str, str]:
+        result = run_cli("silence", "add", *matchers, "--by", "ana", "-c", str(config))
+        assert result.returncode == 0, result.stderr  # kept: the series may come later
+        return result.stdout, result.stderr
+
+    out, err = add("entitty=churn-model")
+    assert out.startswith("silence 1 until ")
+    assert err == (
+        "warning: silence 1 matches nothing now: no series has the label 'entitty' "
+        "(did you mean the label 'entity'?)\n"
+    )
+    _, err = add("entity=churn-modle")
+    assert err == (
+        "warning: silence 2 matches nothing now: no series has entity='churn-modle' "
+        "(did you mean the value 'churn-model'?)\n"
+    )
+    _, err = add("entity=churn-model", "metric=~acc.*")
+    assert err == (
+        "warning: silence 3 matches nothing now: no series has all of these labels at once\n"
+    )
+    out, err = add("entity=churn-model", "severity=critical", "metric=~lat.*")
+    assert (out.startswith("silence 4 until "), err) == (True, "")
+    listed = run_cli("silence", "list", "-c", str(config)).stdout
+    assert " ana" in listed
 
 
 def test_status_shows_sources_incidents_and_the_outbox(tmp_path: Path, database_url: str) -> None:
