@@ -623,7 +623,6 @@ ReceiverName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 WebhookFormat = Literal["anomon", "alertmanager", "slack"]
-WEBHOOK_FORMATS = get_args(WebhookFormat)
 
 
 class WebhookReceiverConfig(Section):
@@ -654,7 +653,20 @@ class EmailReceiverConfig(Section):
     chart: bool = True
 
 
-ReceiverConfig = Annotated[WebhookReceiverConfig | EmailReceiverConfig, Field(discriminator="kind")]
+class AlertmanagerReceiverConfig(Section):
+    """``kind = "alertmanager"``: push incidents to Alertmanager's API as Prometheus does
+    (``POST <url>/api/v2/alerts``), re-sent every ``resend_every`` while they fire."""
+
+    name: ReceiverName
+    kind: Literal["alertmanager"]
+    url: Annotated[str, AfterValidator(_http_url)]  # Alertmanager's base URL
+    headers: HeaderMap = Field(default_factory=dict)
+    timeout: PositiveDuration = timedelta(seconds=10)
+    resend_every: PositiveDuration = timedelta(minutes=1)
+
+
+AnyReceiverConfig = WebhookReceiverConfig | EmailReceiverConfig | AlertmanagerReceiverConfig
+ReceiverConfig = Annotated[AnyReceiverConfig, Field(discriminator="kind")]
 
 
 class GroupTiming(Section):
@@ -742,7 +754,7 @@ class AlertsConfig(GroupTiming):
             raise ValueError(problems[0])  # parse_config reports the rest (cross_field_problems)
         return self
 
-    def receiver_named(self, name: str) -> WebhookReceiverConfig | EmailReceiverConfig | None:
+    def receiver_named(self, name: str) -> AnyReceiverConfig | None:
         """Return the receiver called ``name``, or None."""
         return next((r for r in self.receivers if r.name == name), None)
 
@@ -1044,7 +1056,7 @@ def _explain(error: ErrorDetails) -> str:
         found = error["input"]["kind"]
         close = difflib.get_close_matches(str(found), known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        if tags is RECEIVER_MODELS and found in WEBHOOK_FORMATS:
+        if tags is RECEIVER_MODELS and found == "slack":
             hint = f' (a {found} receiver is kind = "webhook" with format = "{found}")'
         expected = ", ".join(repr(tag) for tag in known)
         return f"{_dotted((*loc, 'kind'))}: expected one of {expected}, got: {found!r}{hint}"
@@ -1065,6 +1077,7 @@ def _explain(error: ErrorDetails) -> str:
 RECEIVER_MODELS: dict[str, type[BaseModel]] = {
     "webhook": WebhookReceiverConfig,
     "email": EmailReceiverConfig,
+    "alertmanager": AlertmanagerReceiverConfig,
 }
 # lists of tagged unions: pydantic names the tag in error paths, people do not
 TAGGED_LISTS: dict[str, Mapping[str, type[BaseModel]]] = {

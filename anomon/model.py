@@ -302,3 +302,13 @@ class StoredIncident:
     resolved_at: datetime | None
     version: int
     silenced: bool = False
+
+
+_NOT_LABEL_CHARACTER = re.compile(r"[^A-Za-z0-9_]")
+
+
+def prometheus_label_name(name: str) -> str:
+    """``name`` made a valid Prometheus label name: other characters become ``_`` and a
+    leading digit gets a ``_`` before it (``a-b`` -> ``a_b``, ``9z`` -> ``_9z``)."""
+    valid = _NOT_LABEL_CHARACTER.sub("_", name)
+    return valid if valid and not valid[0].isdigit() else f"_{valid}"

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from anomon.alerts.model import Notifier
-from anomon.config import AlertsConfig, EmailReceiverConfig, WebhookReceiverConfig
+from anomon.config import (
+    AlertmanagerReceiverConfig,
+    AlertsConfig,
+    AnyReceiverConfig,
+    WebhookReceiverConfig,
+)
 
 
-def build_notifier(config: WebhookReceiverConfig | EmailReceiverConfig) -> Notifier:
+def build_notifier(config: AnyReceiverConfig) -> Notifier:
     """Return the notifier of one ``[[alerts.receivers]]`` entry (nothing connects yet)."""
+    if isinstance(config, AlertmanagerReceiverConfig):
+        from anomon.alerts.alertmanager import AlertmanagerNotifier
+
+        return AlertmanagerNotifier(config)
     if isinstance(config, WebhookReceiverConfig):
         from anomon.alerts.webhook import WebhookNotifier
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from anomon import store
+from anomon.alerts.alertmanager import AlertmanagerNotifier
 from anomon.alerts.model import IncidentView, Notice, Notifier, Points
 from anomon.alerts.notifiers import build_notifier
 from anomon.alerts.render import format_time
@@ -102,6 +103,7 @@ class DeliverJob:
     jitter: Callable[[], float] = field(default=random.random)
     telemetry: Telemetry | None = None
     _repeats_checked: datetime | None = field(default=None, init=False)
+    _refreshed: dict[str, datetime] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._charts = {
@@ -131,6 +133,7 @@ class DeliverJob:
         """One pass: repeats, claim, send (receivers at once), record. Returns what happened."""
         now = self.clock()
         self._enqueue_repeats(now)
+        self._refresh_alertmanagers(now)
         delivery = self.config.delivery
         lease = self._lease()
         claimed = store.claim_due(self.engine, now=now, limit=delivery.batch_size, lease=lease)
@@ -357,6 +360,46 @@ class DeliverJob:
             )
             points = Points(around.ts, around.values, around.expected, around.anomalies)
         return incident_view(data, points)
+
+    def _refresh_alertmanagers(self, now: datetime) -> None:
+        """Re-send every firing incident to each Alertmanager it routes to, once per that
+        receiver's ``resend_every`` (as Prometheus re-sends its firing alerts): state, not
+        events, so nothing is queued, and a failed push is retried at the next one."""
+        due = [
+            notifier
+            for notifier in self.notifiers.values()
+            if isinstance(notifier, AlertmanagerNotifier)
+            and now - self._refreshed.get(notifier.name, datetime.min.replace(tzinfo=now.tzinfo))
+            >= notifier.resend_every
+        ]
+        if not due:
+            return
+        for notifier in due:
+            self._refreshed[notifier.name] = now
+        incidents = store.incidents_for_notice(self.engine, store.firing_incident_ids(self.engine))
+        silences = active_silences(self.engine, self.config, now)
+        for notifier in due:
+            views = [
+                self._view(data, charts=False)
+                for data in incidents.values()
+                if data.status == "firing"
+                and not silenced(data.labels, silences, now)
+                and any(d.receiver == notifier.name for d in route(data.labels, self.config))
+            ]
+            if not views:
+                continue
+            notice = Notice(
+                notifier.name, "repeat", f"refresh-{to_epoch(now)}", "refresh", {}, views, now
+            )
+            try:
+                notifier.send(notice)
+            except DeliveryError as exc:
+                log.warning(
+                    "receiver %s: re-sending %d firing alert(s) failed: %s",
+                    notifier.name,
+                    len(views),
+                    exc,
+                )
 
     def _enqueue_repeats(self, now: datetime) -> None:
         """Queue a ``repeat`` for each firing, unacknowledged incident whose receiver last

@@ -20,7 +20,6 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -37,6 +36,7 @@ from prometheus_client.registry import Collector
 
 from anomon import store
 from anomon.errors import AnomonError
+from anomon.model import prometheus_label_name
 from anomon.timeutil import Clock, format_duration, utcnow
 
 log = logging.getLogger("anomon.telemetry")
@@ -410,8 +410,6 @@ class _StoreCollector(Collector):
 SCORE_LABELS = ("series_id", "metric", "entity")
 MAX_SCORE_LABELS = 16  # a series' labels beyond these many are left out (the id names it)
 MAX_LABEL_VALUE = 200  # characters: a longer value is cut, with "…"
-_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NOT_NAME = re.compile(r"[^A-Za-z0-9_]")
 
 
 def score_labels(series_id: int, metric: str, entity: str, labels: str) -> dict[str, str]:
@@ -426,8 +424,7 @@ def score_labels(series_id: int, metric: str, entity: str, labels: str) -> dict[
     except ValueError:
         own = {}
     for key, value in sorted(own.items())[:MAX_SCORE_LABELS] if isinstance(own, dict) else ():
-        name = _NOT_NAME.sub("_", str(key))
-        name = name if _LABEL_NAME.fullmatch(name) else f"_{name}"
+        name = prometheus_label_name(str(key))
         if name in found or name.startswith("__"):
             name = f"exported_{name.lstrip('_')}"
         text = str(value)

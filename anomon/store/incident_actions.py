@@ -49,6 +49,13 @@ def list_incidents(
         return [IncidentRow(*row) for row in conn.execute(query)]
 
 
+def firing_incident_ids(engine: Engine) -> list[int]:
+    """The ids of every firing incident (what a receiver that keeps state is re-sent)."""
+    query = select(Incident.id).where(Incident.status == "firing").order_by(Incident.id)
+    with translated(engine, "listing firing incidents"), engine.connect() as conn:
+        return list(conn.execute(query).scalars())
+
+
 def acknowledge(engine: Engine, incident_id: int, *, now: datetime) -> None:
     """Mark an incident acknowledged: it is no longer repeated. Raises UsageError."""
     _change(engine, incident_id, acknowledged_at=now)

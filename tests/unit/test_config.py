@@ -9,6 +9,7 @@ import pytest
 from anomon.config import (
     SOURCE_MODELS,
     AlarmConfig,
+    AlertmanagerReceiverConfig,
     AlertsConfig,
     Config,
     DaemonConfig,
@@ -88,7 +89,8 @@ def test_it_documents_every_key_with_its_default_in_the_example() -> None:
     assert config.alerts == AlertsConfig()
     assert set(data["alerts"]["delivery"]) == set(DeliveryConfig.model_fields)
     text = EXAMPLE.read_text(encoding="utf-8")
-    for model in (WebhookReceiverConfig, EmailReceiverConfig, RouteConfig, SilenceConfig):
+    receivers = (WebhookReceiverConfig, EmailReceiverConfig, AlertmanagerReceiverConfig)
+    for model in (*receivers, RouteConfig, SilenceConfig):
         keys = {info.alias or key for key, info in model.model_fields.items()}
         missing = {key for key in keys if f"# {key} =" not in text}
         assert not missing, f"keys of {model.__name__} missing from the example: {missing}"
@@ -273,7 +275,8 @@ def test_it_accepts_a_full_system_source(tmp_path: Path) -> None:
 def test_a_receiver_kind_that_is_a_webhook_format_says_how_to_write_it(tmp_path: Path) -> None:
     found = problems(tmp_path, '[[alerts.receivers]]\nname = "s"\nkind = "slack"\nurl = "x"\n')
     assert found == [
-        "alerts.receivers[0].kind: expected one of 'webhook', 'email', got: 'slack' "
+        "alerts.receivers[0].kind: expected one of 'webhook', 'email', 'alertmanager', "
+        "got: 'slack' "
         '(a slack receiver is kind = "webhook" with format = "slack")'
     ]
 
