@@ -26,10 +26,9 @@ from typing import Any
 from anomon import __version__
 from anomon.alerts import render
 from anomon.alerts.model import IncidentView, Notice
-from anomon.alerts.post import Poster, PostFailed
-from anomon.alerts.webhook import safe_url, status_error, transport_error
+from anomon.alerts.post import Poster
+from anomon.alerts.webhook import post_checked, safe_url
 from anomon.config import AlertmanagerReceiverConfig
-from anomon.errors import DeliveryError
 from anomon.model import prometheus_label_name
 
 ENDS_AFTER = 4  # a firing alert's endsAt: this many resend intervals ahead
@@ -59,16 +58,7 @@ class AlertmanagerNotifier:
         (a 400 is permanent: the same alerts would be refused again)."""
         alerts = postable_alerts(notice.incidents, now=notice.sent_at, ttl=self._ttl)
         body = json.dumps(alerts, separators=(",", ":"), allow_nan=False).encode()
-        try:
-            status = self._poster.post(body, self._headers)
-        except PostFailed as failed:
-            raise transport_error(self._where, failed, self._seconds) from None
-        except ValueError:  # http.client refuses a header with a line break: never echo it
-            raise DeliveryError(
-                f"{self._where}: a configured header is not a valid HTTP header", permanent=True
-            ) from None
-        if not 200 <= status < 300:
-            raise status_error(self._where, status)
+        post_checked(self._poster, body, self._headers, where=self._where, seconds=self._seconds)
 
     @property
     def _ttl(self) -> timedelta:

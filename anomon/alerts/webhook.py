@@ -122,16 +122,23 @@ class WebhookNotifier:
         return headers
 
     def _post(self, body: bytes, headers: dict[str, str]) -> None:
-        try:
-            status = self._poster.post(body, headers)
-        except PostFailed as failed:
-            raise transport_error(self._where, failed, self._seconds) from None
-        except ValueError:  # http.client refuses a header with a line break: never echo it
-            raise DeliveryError(
-                f"{self._where}: a configured header is not a valid HTTP header", permanent=True
-            ) from None
-        if not 200 <= status < 300:
-            raise status_error(self._where, status)
+        post_checked(self._poster, body, headers, where=self._where, seconds=self._seconds)
+
+
+def post_checked(
+    poster: Poster, body: bytes, headers: Mapping[str, str], *, where: str, seconds: float
+) -> None:
+    """POST ``body``; raise DeliveryError (naming only ``where``) unless answered 2xx."""
+    try:
+        status = poster.post(body, headers)
+    except PostFailed as failed:
+        raise transport_error(where, failed, seconds) from None
+    except ValueError:  # http.client refuses a header with a line break: never echo it
+        raise DeliveryError(
+            f"{where}: a configured header is not a valid HTTP header", permanent=True
+        ) from None
+    if not 200 <= status < 300:
+        raise status_error(where, status)
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
