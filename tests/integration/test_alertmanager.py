@@ -141,7 +141,24 @@ def test_an_incident_is_pushed_kept_alive_and_resolved_in_a_real_alertmanager(
     clock = Clock(datetime.fromtimestamp(start + 60 * 1005, UTC))
     ahead = SamplesConfig(max_ahead=timedelta(hours=2))
     detect = DetectJob(engine, DETECTION, clock=clock, alerts=alerts, samples=ahead)
-    deliver = DeliverJob(engine, alerts, build_notifiers(alerts), clock=clock)
+    notifiers = build_notifiers(alerts)
+    deliver = DeliverJob(engine, alerts, notifiers, clock=clock)
+    try:
+        _push_refresh_and_resolve(engine, url, hook, start, clock, detect, deliver)
+    finally:
+        for notifier in notifiers.values():
+            notifier.close()  # its keep-alive connection to Alertmanager
+
+
+def _push_refresh_and_resolve(
+    engine: store.Engine,
+    url: str,
+    hook: Receiver,
+    start: int,
+    clock: Clock,
+    detect: DetectJob,
+    deliver: DeliverJob,
+) -> None:
 
     _collect(engine, start, 0, 1005)  # into the shift: an incident opens
     detect()
