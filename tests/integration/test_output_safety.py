@@ -92,7 +92,7 @@ def test_text_outputs_escape_hostile_names_and_errors(tmp_path: Path, database_u
     status = run_cli("status", "-c", config)
     assert status.returncode == 0, status.stderr
     # sources:, the source, series:, open incidents:, notifications:
-    _assert_safe_text(status.stdout, 5)
+    _assert_safe_text(status.stdout, 6)  # the daemon line, then the five parts
     assert "\\u202eevil" in status.stdout and "\\x9b31m" in status.stdout
     listed = run_cli("incidents", "list", "-c", config)
     assert listed.returncode == 0, listed.stderr
