@@ -339,6 +339,14 @@ class Limit(Section):
         return self
 
 
+class AbsentConfig(Section):
+    """``[detection.absent]``: absent data is an event of its own."""
+
+    enabled: bool = True
+    # a source whose collections fail this long (and at least 3 of its intervals) is down
+    source_down_after: PositiveDuration = timedelta(minutes=5)
+
+
 class DetectionConfig(Section):
     """``[detection]``: how every series is scored (one configuration for all series)."""
 
@@ -360,6 +368,7 @@ class DetectionConfig(Section):
     damping_factor: Annotated[float, Field(ge=0, le=1)] = 0.5
     forest: ForestConfig = Field(default_factory=ForestConfig)
     alarm: AlarmConfig = Field(default_factory=AlarmConfig)
+    absent: AbsentConfig = Field(default_factory=AbsentConfig)
     limits: list[Limit] = Field(default_factory=list)
 
     def limit_for(self, metric: str) -> Limit | None:

@@ -82,8 +82,19 @@ def subject(notice: Notice) -> str:
     return f"[TEST] {line}" if notice.test else line
 
 
+SOURCE_DOWN = "source_down"  # the metric of an absent-data incident about a source
+
+
 def summary(incident: IncidentView) -> str:
-    """One line on one incident: ``accuracy on churn-model is 0.71, expected 0.93 (down)``."""
+    """One line on one incident: ``accuracy on churn-model is 0.71, expected 0.93 (down)``;
+    for a source that is down, ``source prom is down: no successful collection since …``."""
+    if incident.metric == SOURCE_DOWN:
+        if incident.status == "resolved":
+            return f"source {incident.entity} is collecting again"
+        return (
+            f"source {incident.entity} is down: no successful collection since "
+            f"{format_time(incident.opened_at)}"
+        )
     line = f"{incident.metric} on {incident.entity} is {format_number(incident.value)}"
     if finite(incident.expected) is not None:
         line += f", expected {format_number(incident.expected)}"
@@ -94,6 +105,11 @@ def summary(incident: IncidentView) -> str:
 
 def description(incident: IncidentView) -> str:
     """Several facts on one incident in one line: values, score, severity, times, detectors."""
+    if incident.metric == SOURCE_DOWN:  # no value to tell: when it went down and came back
+        parts = [f"severity {incident.severity}", f"down since {format_time(incident.opened_at)}"]
+        if incident.resolved_at is not None:
+            parts.append(f"collecting again since {format_time(incident.resolved_at)}")
+        return "; ".join(parts)
     parts = [
         f"value {format_number(incident.value)}",
         f"expected {format_number(incident.expected)}",

@@ -161,7 +161,9 @@ def _write(
     labels = routing_labels(meta, episode.severity)
     quiet = silenced(labels, silences, now)  # as of this change: silences end
     outbox = (
-        () if quiet or not config.enabled else tuple(_outbox(sid, episode, labels, config, now))
+        ()
+        if quiet or not config.enabled
+        else tuple(outbox_entries(sid, episode, labels, config, now))
     )
     return IncidentWrite(
         series_id=sid,
@@ -182,9 +184,16 @@ def _write(
     )
 
 
-def _outbox(
-    sid: int, episode: Episode, labels: dict[str, str], config: AlertsConfig, now: datetime
+def outbox_entries(
+    identity: int | str,
+    episode: Episode,
+    labels: dict[str, str],
+    config: AlertsConfig,
+    now: datetime,
 ) -> list[OutboxEntry]:
+    """The notifications of an episode's notices to every receiver its labels route to;
+    ``identity`` (a series id, or a name such as ``source_down:<source>``) keeps the keys
+    of different incidents apart."""
     entries = []
     opened = to_epoch(episode.opened_at)
     for delivery in route(labels, config):
@@ -196,7 +205,7 @@ def _outbox(
             if event == "resolved" and not delivery.send_resolved:
                 continue
             key = notification_key(
-                sid, opened, event, at, f"{delivery.receiver}|{delivery.group_key}"
+                identity, opened, event, at, f"{delivery.receiver}|{delivery.group_key}"
             )
             entries.append(
                 OutboxEntry(
@@ -235,7 +244,7 @@ def resolve_incident(
             )
             # the stored labels are those of the opening; the routes match today's severity
             labels = {**incident.labels, "severity": incident.severity}
-            entries = _outbox(incident.series_id or 0, episode, labels, config, now)
+            entries = outbox_entries(incident.series_id or 0, episode, labels, config, now)
         if store.resolve_by_hand(
             engine, incident_id, version=incident.version, outbox=entries, now=now
         ):
@@ -243,7 +252,7 @@ def resolve_incident(
     raise UsageError(f"incident {incident_id} kept changing: try again")
 
 
-def notification_key(series_id: int, opened: int, event: str, at: int, receiver: str) -> str:
+def notification_key(series_id: int | str, opened: int, event: str, at: int, receiver: str) -> str:
     """The idempotency key of one notification: the same change gives the same key."""
     text = json.dumps([series_id, opened, event, at, receiver])
     return hashlib.sha256(text.encode()).hexdigest()[:40]

@@ -43,6 +43,7 @@ from anomon.alerts.model import Notifier
 from anomon.alerts.notifiers import build_notifiers
 from anomon.config import Config, SourceConfig, config_warnings
 from anomon.errors import AnomonError, ConfigError
+from anomon.service.absence import AbsenceJob
 from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
 from anomon.service.jobs import CollectJob
@@ -71,7 +72,9 @@ MAX_BACKOFF = timedelta(minutes=10)  # the longest gap between tries of a failin
 # A second SIGTERM / SIGINT this soon after the first is ignored (GNU timeout, a double
 # Ctrl-C); one later than this exits at once, without waiting for the running jobs.
 FORCE_AFTER = 2.0
-CORE_JOBS = 4  # detection, delivery, retention, heartbeat: one thread each, never shared
+# detection, delivery, retention, heartbeat, the absent-data watch: a thread each, never shared
+CORE_JOBS = 5
+ABSENCE_CHECK = timedelta(seconds=15)  # how often the absent-data watch looks
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -507,6 +510,24 @@ def build_scheduler(
             id="deliver",
             name="deliver",
             next_run_time=now,
+            misfire_grace_time=max(1, int(every.total_seconds())),
+        )
+    absent = config.detection.absent
+    if absent.enabled:
+        every = min(ABSENCE_CHECK, absent.source_down_after)
+        scheduler.add_job(
+            inflight.wrap(
+                AbsenceJob(
+                    engine,
+                    absent,
+                    config.alerts,
+                    {source.name: source.interval for source, _ in sources},
+                )
+            ),
+            IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
+            id="absent",
+            name="absent-data watch",
+            next_run_time=now + every,
             misfire_grace_time=max(1, int(every.total_seconds())),
         )
     if heartbeat is not None:

@@ -6,6 +6,14 @@ and typed query functions, one module per concern.
 
 from sqlalchemy import Engine
 
+from anomon.store.absence import (
+    SOURCE_DOWN,
+    OpenAbsence,
+    SourceHealth,
+    open_absences,
+    save_incidents,
+    source_health,
+)
 from anomon.store.collections import CollectionResult, last_collections, save_collection
 from anomon.store.detections import (
     LatestRow,
@@ -83,6 +91,7 @@ from anomon.store.workers import (
 __all__ = [
     "FEEDBACK",
     "HEARTBEAT",
+    "SOURCE_DOWN",
     "AnomalyRow",
     "Claimed",
     "CollectionResult",
@@ -95,6 +104,7 @@ __all__ = [
     "IncidentRow",
     "LatestRow",
     "NotificationRow",
+    "OpenAbsence",
     "Points",
     "RepeatCandidate",
     "ScoredSeries",
@@ -103,6 +113,7 @@ __all__ = [
     "SeriesRegistry",
     "SeriesRow",
     "SilenceRow",
+    "SourceHealth",
     "SourceStatus",
     "Status",
     "WorkerStatus",
@@ -137,6 +148,7 @@ __all__ = [
     "list_anomalies",
     "list_incidents",
     "list_silences",
+    "open_absences",
     "open_database",
     "open_engine",
     "outbox_counts",
@@ -153,9 +165,11 @@ __all__ = [
     "resolve_by_hand",
     "save_collection",
     "save_detection",
+    "save_incidents",
     "series_around",
     "series_meta",
     "series_to_score",
+    "source_health",
     "stored_silences",
     "upgrade",
     "write_incidents",

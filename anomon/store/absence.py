@@ -1,0 +1,95 @@
+"""What the absent-data watch reads: each source's collections, and the open
+``source_down`` incidents."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, select
+
+from anomon.model import IncidentWrite
+from anomon.store.engine import translated
+from anomon.store.incidents import write_incidents
+from anomon.store.schema import CollectionRun, Incident
+
+SOURCE_DOWN = "source_down"  # the metric of an incident about a source that fails
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """A source's collections: the first (exact only when none succeeded: else a good
+    one), the last, the last successful one, and the last one's error (None: it
+    succeeded)."""
+
+    source: str
+    first_at: datetime
+    last_at: datetime
+    last_ok_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAbsence:
+    """A firing ``source_down`` incident: what resolving or updating it needs."""
+
+    id: int
+    version: int
+    entity: str
+    labels: str
+    severity: str
+    opened_at: datetime
+    silenced: bool
+
+
+def source_health(engine: Engine, sources: Sequence[str]) -> dict[str, SourceHealth]:
+    """The collections so far of each of ``sources`` that has any.
+
+    A few index lookups per source on ``(source, started_at)`` (its last run, its last
+    good run, its first run when it never had a good one), never a scan of the runs: the
+    watch asks every few seconds and a month of runs is hundreds of thousands of rows.
+    """
+    found: dict[str, SourceHealth] = {}
+    with translated(engine, "reading the sources' collections"), engine.connect() as conn:
+        for source in sources:
+            runs = select(CollectionRun.started_at, CollectionRun.error).where(
+                CollectionRun.source == source
+            )
+            last = conn.execute(runs.order_by(CollectionRun.started_at.desc()).limit(1)).first()
+            if last is None:
+                continue
+            good = runs.where(CollectionRun.error.is_(None))
+            ok = conn.execute(good.order_by(CollectionRun.started_at.desc()).limit(1)).first()
+            first = (
+                conn.execute(runs.order_by(CollectionRun.started_at).limit(1)).one()
+                if ok is None
+                else None
+            )
+            found[source] = SourceHealth(
+                source=source,
+                first_at=(first or ok or last).started_at,
+                last_at=last.started_at,
+                last_ok_at=None if ok is None else ok.started_at,
+                last_error=last.error,
+            )
+    return found
+
+
+def open_absences(engine: Engine) -> dict[str, OpenAbsence]:
+    """The firing ``source_down`` incidents, by source."""
+    query = select(
+        Incident.id, Incident.version, Incident.entity, Incident.labels, Incident.severity,
+        Incident.opened_at, Incident.silenced,
+    ).where(Incident.status == "firing", Incident.metric == SOURCE_DOWN)  # fmt: skip
+    with translated(engine, "reading the open source_down incidents"), engine.connect() as conn:
+        return {row.entity: OpenAbsence(*row) for row in conn.execute(query)}
+
+
+def save_incidents(
+    engine: Engine, writes: Sequence[IncidentWrite], *, now: datetime
+) -> list[int | None]:
+    """Apply incident writes (with their notifications) in one transaction; return each
+    one's incident id, None for one that lost a race to another writer."""
+    with translated(engine, "storing incident changes"), engine.begin() as conn:
+        return write_incidents(conn, writes, now=now)
