@@ -307,8 +307,11 @@ class ForestConfig(Section):
 class AlarmConfig(Section):
     """``[detection.alarm]``: when abnormal rows open an incident and normal rows resolve it."""
 
-    open_after: Annotated[int, Field(ge=1)] = 1
-    open_within: Annotated[int, Field(ge=1)] = 1
+    open_after: Annotated[int, Field(ge=1)] = 2
+    open_within: Annotated[int, Field(ge=1)] = 3
+    # one row scoring this much opens at once, whatever open_after says (off: 100 and
+    # open_after = 1 to open on any abnormal row)
+    open_at_once: Annotated[float, Field(gt=0, le=100)] = 95.0
     resolve_after: Annotated[int, Field(ge=1)] = 5
     resolve_ratio: Annotated[float, Field(gt=0, le=1)] = 0.75
     cooldown: Annotated[int, Field(ge=0)] = 20

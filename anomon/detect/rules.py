@@ -6,7 +6,10 @@ hysteresis. A row is *abnormal* when its undamped score reaches the threshold an
 *normal* when it is below ``resolve_ratio`` x threshold; rows in between, and rows with
 no score (NaN, missing data), change nothing -- a gap never resolves an incident.
 
-* open after ``open_after`` abnormal rows within the last ``open_within`` rows;
+* open after ``open_after`` abnormal rows within the last ``open_within`` rows, or at once
+  on a row scoring ``open_at_once`` or more (a lone row just past the threshold is the
+  rarity the threshold allows, about 1 in 10,000 rows; two of three, or one far past it,
+  is an event — the demo's normal day: 3 incidents with one row, none with these rules);
 * resolve after ``resolve_after`` consecutive normal rows;
 * flap damping: an incident that reopens within ``cooldown`` rows of resolving is the
   same incident, reopened, and each reopening doubles the normal rows it needs to resolve.
@@ -59,16 +62,19 @@ def apply_rules(
     """
     values = np.asarray(scores, dtype=np.float64)
     abnormal = values >= threshold
+    severe = abnormal & (values >= config.open_at_once)
     normal = values < config.resolve_ratio * threshold  # NaN is neither
     events: list[tuple[int, Event]] = []
     for row in range(values.size):
-        event = _step(state, bool(abnormal[row]), bool(normal[row]), config)
+        event = _step(state, bool(abnormal[row]), bool(normal[row]), config, bool(severe[row]))
         if event is not None:
             events.append((row, event))
     return events
 
 
-def _step(state: AlarmState, abnormal: bool, normal: bool, config: AlarmConfig) -> Event | None:
+def _step(
+    state: AlarmState, abnormal: bool, normal: bool, config: AlarmConfig, severe: bool = False
+) -> Event | None:
     if abnormal or normal:
         state.recent.append(abnormal)
         while len(state.recent) > config.open_within:
@@ -84,7 +90,7 @@ def _step(state: AlarmState, abnormal: bool, normal: bool, config: AlarmConfig) 
             state.firing, state.normal_streak, state.since_resolve = False, 0, 0
             return Event.RESOLVE
         return None
-    if sum(state.recent) < config.open_after:
+    if not severe and sum(state.recent) < config.open_after:
         return None
     state.firing, state.normal_streak = True, 0
     if state.since_resolve is not None and state.since_resolve <= config.cooldown:

@@ -11,10 +11,21 @@ from anomon.config import AlarmConfig
 from anomon.detect.rules import AlarmState, Event, apply_rules, repeat_damped
 
 NAN = math.nan
-HIGH, MID, LOW = 90.0, 70.0, 10.0  # abnormal, in between (hysteresis), normal at threshold 80
+# at threshold 80: far past it (opens at once), just past it (abnormal), in between
+# (hysteresis), normal
+HIGH, PAST, MID, LOW = 97.0, 85.0, 70.0, 10.0
 
 CASES = [
-    ("one abnormal row opens by default", {}, [LOW, HIGH, LOW], [(1, Event.OPEN)]),
+    ("one row far past the threshold opens at once", {}, [LOW, HIGH, LOW], [(1, Event.OPEN)]),
+    ("a lone row just past the threshold does not open", {}, [LOW, PAST, LOW, LOW, LOW], []),
+    ("two rows past the threshold within three open", {}, [PAST, LOW, PAST], [(2, Event.OPEN)]),
+    ("two rows past it but four apart do not", {}, [PAST, LOW, LOW, PAST, LOW], []),
+    (
+        "open_after = 1 and open_at_once = 100: any abnormal row opens",
+        {"open_after": 1, "open_within": 1, "open_at_once": 100},
+        [LOW, PAST],
+        [(1, Event.OPEN)],
+    ),
     (
         "five normal rows resolve",
         {},
@@ -30,10 +41,10 @@ CASES = [
     ("missing data never resolves", {}, [HIGH, *[NAN] * 20], [(0, Event.OPEN)]),
     ("missing data is never an anomaly", {}, [NAN, NAN, NAN], []),
     (
-        "k of n: two abnormal rows within three",
-        {"open_after": 2, "open_within": 3},
-        [HIGH, LOW, LOW, HIGH, LOW, HIGH],
-        [(5, Event.OPEN)],
+        "k of n: three abnormal rows within four",
+        {"open_after": 3, "open_within": 4, "open_at_once": 100},
+        [HIGH, LOW, HIGH, LOW, LOW, HIGH, HIGH, HIGH],
+        [(7, Event.OPEN)],
     ),
     (
         "an abnormal row restarts the normal streak",
