@@ -243,6 +243,10 @@ def _listen(address: str) -> str:
     return address
 
 
+def _external_url(url: str) -> str:
+    return _http_url(url).rstrip("/") if url else url
+
+
 class DaemonConfig(Section):
     """``[daemon]``: how the long-running process behaves."""
 
@@ -257,6 +261,9 @@ class DaemonConfig(Section):
     health_grace: PositiveDuration = timedelta(minutes=1)
     # collections run one thread per source, at most this many at once
     collection_workers: Annotated[int, Field(ge=1, le=256)] = 16
+    # where people reach this anomon (http[s]://host[:port][/path]); notifications link
+    # to it (Alertmanager's externalURL); empty: no links
+    external_url: Annotated[str, AfterValidator(_external_url)] = ""
 
 
 class SamplesConfig(Section):

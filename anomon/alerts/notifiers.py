@@ -11,8 +11,9 @@ from anomon.config import (
 )
 
 
-def build_notifier(config: AnyReceiverConfig) -> Notifier:
-    """Return the notifier of one ``[[alerts.receivers]]`` entry (nothing connects yet)."""
+def build_notifier(config: AnyReceiverConfig, *, external_url: str = "") -> Notifier:
+    """Return the notifier of one ``[[alerts.receivers]]`` entry (nothing connects yet);
+    ``external_url`` is where people reach anomon (``[daemon] external_url``)."""
     if isinstance(config, AlertmanagerReceiverConfig):
         from anomon.alerts.alertmanager import AlertmanagerNotifier
 
@@ -20,12 +21,15 @@ def build_notifier(config: AnyReceiverConfig) -> Notifier:
     if isinstance(config, WebhookReceiverConfig):
         from anomon.alerts.webhook import WebhookNotifier
 
-        return WebhookNotifier(config)
+        return WebhookNotifier(config, external_url=external_url)
     from anomon.alerts.email import EmailNotifier
 
     return EmailNotifier(config)
 
 
-def build_notifiers(config: AlertsConfig) -> dict[str, Notifier]:
+def build_notifiers(config: AlertsConfig, *, external_url: str = "") -> dict[str, Notifier]:
     """Return a notifier per receiver, by name."""
-    return {receiver.name: build_notifier(receiver) for receiver in config.receivers}
+    return {
+        receiver.name: build_notifier(receiver, external_url=external_url)
+        for receiver in config.receivers
+    }

@@ -12,6 +12,7 @@ matchers with a time range: a matching incident is recorded but not notified.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -64,15 +65,89 @@ def matches(labels: Labels, match: Mapping[str, str], match_re: Mapping[str, str
 def route(labels: Labels, config: AlertsConfig) -> list[Delivery]:
     """Return the deliveries of an incident with ``labels`` (empty: nobody is told)."""
     found: list[Delivery] = []
-    for index, candidate in enumerate(config.routes):
+    for candidate in config.routes:
         if not matches(labels, candidate.match, candidate.match_re):
             continue
-        found.append(_delivery(labels, config, candidate, f"route{index}"))
+        found.append(_delivery(labels, config, candidate, route_path(candidate)))
         if not candidate.continue_:
             return found
     if not found and config.receiver is not None:
-        found.append(_delivery(labels, config, None, "default"))
+        found.append(_delivery(labels, config, None, ROOT_ROUTE))
     return found
+
+
+ROOT_ROUTE = "{}"  # Alertmanager's name for the root route in a group key
+MAX_ROUTE_PATH = 200  # a longer route path is replaced by a hash of it (the column has 400)
+
+
+def route_path(candidate: RouteConfig) -> str:
+    """A route as Alertmanager names it in a group key: ``{}/{severity="critical"}``.
+
+    Built from its matchers, not its position, so reordering the routes keeps every
+    group's key (and a group's timing across a reload); a path longer than
+    :data:`MAX_ROUTE_PATH` characters is named by a hash of itself.
+    """
+    matchers = [f"{name}={_quoted(value)}" for name, value in candidate.match.items()]
+    matchers += [f"{name}=~{_quoted(value)}" for name, value in candidate.match_re.items()]
+    path = f"{ROOT_ROUTE}/{{{','.join(sorted(matchers))}}}"
+    if len(path) <= MAX_ROUTE_PATH:
+        return path
+    digest = hashlib.sha256(path.encode()).hexdigest()[:16]
+    return f'{ROOT_ROUTE}/{{anomon_route="{digest}"}}'
+
+
+def group_key(path: str, group_labels: Mapping[str, str]) -> str:
+    """Alertmanager's group key: ``{}/{severity="critical"}:{entity="churn"}``."""
+    pairs = ",".join(f"{name}={_quoted(value)}" for name, value in sorted(group_labels.items()))
+    return f"{path}:{{{pairs}}}"
+
+
+def group_labels_of(key: str) -> dict[str, str]:
+    """The group labels a group key stands for (its last ``{…}``), or {} if it cannot be
+    read. Keys stored before route paths (``route0:{"entity":"churn"}``) are read too."""
+    if not key.startswith("{"):
+        try:  # the old form: a position, then the labels as JSON
+            old = json.loads(key.split(":", 1)[1])
+        except (IndexError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in old.items()} if isinstance(old, dict) else {}
+    position, parts = 0, []
+    try:
+        while position < len(key):  # {…}/{…}…:{…}: read each brace list, keep the last
+            pairs, position = _brace_list(key, position)
+            parts.append(pairs)
+            if position < len(key):
+                if key[position] not in "/:":
+                    return {}
+                position += 1
+    except ValueError:
+        return {}
+    return dict(parts[-1]) if parts else {}
+
+
+def _quoted(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+_DECODER = json.JSONDecoder()
+_MATCHER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(=~|!=|!~|=)")
+
+
+def _brace_list(text: str, position: int) -> tuple[list[tuple[str, str]], int]:
+    """Read ``{name="value",…}`` at ``position``; return its pairs and where it ends."""
+    if text[position] != "{":
+        raise ValueError("expected {")
+    position += 1
+    pairs: list[tuple[str, str]] = []
+    while text[position] != "}":
+        name = _MATCHER_NAME.match(text, position)
+        if name is None:
+            raise ValueError("expected a matcher")
+        value, position = _DECODER.raw_decode(text, name.end())
+        pairs.append((name.group(0)[: -len(name.group(1))], str(value)))
+        if text[position] == ",":
+            position += 1
+    return pairs, position + 1
 
 
 def _delivery(
@@ -86,10 +161,9 @@ def _delivery(
     assert receiver is not None
     group_by: Sequence[str] = pick("group_by")  # type: ignore[assignment]
     group_labels = {name: labels.get(name, "") for name in group_by}
-    key = f"{where}:{json.dumps(group_labels, sort_keys=True, separators=(',', ':'))}"
     return Delivery(
         receiver=receiver,
-        group_key=key,
+        group_key=group_key(where, group_labels),
         group_labels=group_labels,
         group_wait=pick("group_wait"),  # type: ignore[arg-type]
         group_interval=pick("group_interval"),  # type: ignore[arg-type]

@@ -87,8 +87,10 @@ class WebhookNotifier:
         *,
         clock: Callable[[], datetime] = utcnow,
         context: ssl.SSLContext | None = None,
+        external_url: str = "",
     ) -> None:
         self.name = config.name
+        self.external_url = external_url
         self._config = config
         self._seconds = config.timeout.total_seconds()
         self._poster = Poster(config.url, timeout=self._seconds, context=context)
@@ -97,7 +99,7 @@ class WebhookNotifier:
 
     def send(self, notice: Notice) -> None:
         """POST ``notice`` in the configured format; raise DeliveryError if not accepted."""
-        body = encode(build_payload(self._config.format, notice))
+        body = encode(build_payload(self._config.format, notice, external_url=self.external_url))
         self._post(body, self._headers(notice.key, body))
 
     def close(self) -> None:
@@ -225,11 +227,13 @@ def _tls_cause(exc: BaseException) -> ssl.SSLError | None:
 # --- payloads -----------------------------------------------------------------------
 
 
-def build_payload(kind: str, notice: Notice) -> JSON:
-    """Return the JSON document for ``notice`` in format ``kind`` (anomon, alertmanager, slack)."""
+def build_payload(kind: str, notice: Notice, *, external_url: str = "") -> JSON:
+    """Return the JSON document for ``notice`` in format ``kind`` (anomon, alertmanager,
+    slack); ``external_url`` is where people reach anomon (Alertmanager's externalURL)."""
+    if kind == "alertmanager":
+        return alertmanager_payload(notice, external_url=external_url)
     builders: dict[str, Callable[[Notice], JSON]] = {
         "anomon": anomon_payload,
-        "alertmanager": alertmanager_payload,
         "slack": slack_payload,
     }
     return builders[kind](notice)
@@ -276,10 +280,15 @@ def _anomon_incident(incident: IncidentView) -> JSON:
     }
 
 
-def alertmanager_payload(notice: Notice) -> JSON:
-    """Alertmanager's webhook payload, version 4, one alert per incident.
-
-    ``externalURL`` and each ``generatorURL`` are empty: anomon has no UI to link back to.
+def alertmanager_payload(notice: Notice, *, external_url: str = "") -> JSON:
+    """Alertmanager's webhook payload, version 4, one alert per incident, as Alertmanager
+    sends it: every alert of the group that is still firing (the notice carries them all)
+    plus the newly resolved ones, the group's status (firing while any fires), its
+    ``groupKey`` in Alertmanager's syntax (``{}/{severity="critical"}:{entity="churn"}``,
+    from the route's matchers, not its position) and each alert's fingerprint from its
+    labels without ``severity``, so an escalation keeps the alert's identity.
+    ``externalURL`` is ``[daemon] external_url``; ``generatorURL`` stays empty until anomon
+    has a page per incident to link to.
     """
     alerts = [_alertmanager_alert(incident) for incident in notice.incidents]
     return {
@@ -291,7 +300,7 @@ def alertmanager_payload(notice: Notice) -> JSON:
         "groupLabels": dict(notice.group_labels),
         "commonLabels": common([alert["labels"] for alert in alerts]),
         "commonAnnotations": common([alert["annotations"] for alert in alerts]),
-        "externalURL": "",
+        "externalURL": external_url,
         "alerts": alerts,
     }
 
@@ -316,7 +325,8 @@ def _alertmanager_alert(incident: IncidentView) -> JSON:
         "startsAt": render.rfc3339(incident.opened_at),
         "endsAt": _ends_at(incident),
         "generatorURL": "",
-        "fingerprint": fingerprint(labels),
+        # its identity: a severity that rises is the same alert, updated
+        "fingerprint": fingerprint({k: v for k, v in labels.items() if k != "severity"}),
     }
 
 

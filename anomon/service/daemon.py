@@ -338,7 +338,11 @@ def _serve(
     the new config), then wait for the running jobs (at most ``shutdown_timeout``)."""
     inflight = _InFlight()
     sources = build_sources(config)
-    notifiers = build_notifiers(config.alerts) if config.alerts.enabled else {}
+    notifiers = (
+        build_notifiers(config.alerts, external_url=config.daemon.external_url)
+        if config.alerts.enabled
+        else {}
+    )
     telemetry.max_series = config.daemon.metrics_max_series
     telemetry.expect(expected_ages(config, sources, bool(notifiers)))
     scheduler = build_scheduler(config, engine, inflight, sources, notifiers, telemetry, heartbeat)

@@ -20,7 +20,6 @@ sending and recording re-sends the same notice with the same idempotency key.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,8 +32,8 @@ from anomon.alerts.alertmanager import AlertmanagerNotifier
 from anomon.alerts.model import IncidentView, Notice, Notifier, Points
 from anomon.alerts.notifiers import build_notifier
 from anomon.alerts.render import format_time
-from anomon.alerts.routing import Silence, route, silenced
-from anomon.config import AlertsConfig, EmailReceiverConfig
+from anomon.alerts.routing import Silence, group_labels_of, route, silenced
+from anomon.config import AlertsConfig, EmailReceiverConfig, WebhookReceiverConfig
 from anomon.errors import AnomonError, DeliveryError, UsageError
 from anomon.model import OutboxEntry
 from anomon.service.alerting import active_silences, notification_key
@@ -109,6 +108,13 @@ class DeliverJob:
         self._charts = {
             r.name for r in self.config.receivers if isinstance(r, EmailReceiverConfig) and r.chart
         }
+        # receivers whose messages carry their whole group, as Alertmanager's do
+        self._whole_groups = {
+            r.name
+            for r in self.config.receivers
+            if isinstance(r, WebhookReceiverConfig) and r.format == "alertmanager"
+        }
+        self._members: dict[tuple[str, str], list[store.IncidentData]] = {}
 
     def __call__(self) -> None:
         try:
@@ -150,6 +156,9 @@ class DeliverJob:
         by_receiver: dict[str, list[Message]] = {}
         for message in messages:
             by_receiver.setdefault(message.receiver, []).append(message)
+        self._members = (
+            self._group_members(silences, now) if self._whole_groups & set(by_receiver) else {}
+        )
         claims = {row.id: row.attempts for row in claimed}
         # stop starting sends at half the claim's lease: a send that starts ends at its
         # deadline, well before the lease does (see _lease); past the lease another
@@ -331,6 +340,12 @@ class DeliverJob:
             replace(self._view(incidents[i], charts=charts), notification_keys=keys[i])
             for i in shown
         ]
+        # an Alertmanager message carries every alert of its group still firing
+        views += [
+            self._view(data, charts=charts)
+            for data in sorted(self._members.get((receiver, group_key), ()), key=lambda d: d.id)
+            if data.id not in keys
+        ]
         if all(view.status == "resolved" for view in views):
             event = "resolved"  # a firing and its resolution claimed together: say how it ended
         else:
@@ -401,6 +416,21 @@ class DeliverJob:
                     exc,
                 )
 
+    def _group_members(
+        self, silences: Sequence[Silence], now: datetime
+    ) -> dict[tuple[str, str], list[store.IncidentData]]:
+        """The firing, unsilenced incidents of each (receiver, group) of the receivers that
+        get whole groups: what an Alertmanager message carries beside its news."""
+        members: dict[tuple[str, str], list[store.IncidentData]] = {}
+        firing = store.incidents_for_notice(self.engine, store.firing_incident_ids(self.engine))
+        for data in firing.values():
+            if data.status != "firing" or silenced(data.labels, silences, now):
+                continue
+            for delivery in route(data.labels, self.config):
+                if delivery.receiver in self._whole_groups:
+                    members.setdefault((delivery.receiver, delivery.group_key), []).append(data)
+        return members
+
     def _enqueue_repeats(self, now: datetime) -> None:
         """Queue a ``repeat`` for each firing, unacknowledged incident whose receiver last
         heard of it ``repeat_interval`` ago (and has nothing queued for it). Looked at
@@ -469,12 +499,8 @@ def message_key(notification_keys: Iterable[str]) -> str:
 
 
 def group_labels(group_key: str) -> dict[str, str]:
-    """The ``group_by`` labels a group key stands for (``route0:{"entity":"churn"}``)."""
-    try:
-        labels = json.loads(group_key.split(":", 1)[1])
-    except (IndexError, ValueError):
-        return {}
-    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+    """The ``group_by`` labels a group key stands for (``{}:{entity="churn"}``)."""
+    return group_labels_of(group_key)
 
 
 def incident_view(data: store.IncidentData, points: Points | None = None) -> IncidentView:

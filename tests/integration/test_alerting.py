@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from anomon import store
 from anomon.alerts.notifiers import build_notifiers
+from anomon.alerts.routing import route
 from anomon.config import AlertsConfig, DetectionConfig, SamplesConfig
 from anomon.errors import UsageError
 from anomon.model import IncidentWrite, OutboxEntry, Sample, SeriesInfo, SeriesKey, SeriesKind
@@ -504,3 +505,55 @@ def test_an_incident_resolved_by_hand_is_told_resolved_and_opens_anew_if_still_a
     clock.advance(seconds=1)
     deliver.run_once()
     assert [b["event"] for b in bodies(hook)] == ["firing", "resolved", "firing"]
+
+
+def test_an_alertmanager_format_message_carries_its_whole_group_as_alertmanager_does(
+    engine: store.Engine, hook: Receiver
+) -> None:
+    # issue 14, point 2b, as captured from a real Alertmanager: firing [acc]; firing
+    # [acc, lat]; firing [acc resolved, lat firing]; resolved [lat] (anomon sent
+    # "resolved [acc]" while latency still fired)
+    config = alerts(hook.url, group_wait="0s")
+    config = config.model_copy(
+        update={"receivers": [config.receivers[0].model_copy(update={"format": "alertmanager"})]}
+    )
+    clock = Clock(datetime(2026, 12, 1, tzinfo=UTC))
+    deliver = DeliverJob(engine, config, build_notifiers(config), clock=clock)
+    stored: dict[str, tuple[int, int]] = {}  # metric -> (id, version)
+
+    def change(metric: str, status: str) -> None:
+        labels = {"metric": metric, "entity": "churn", "severity": "warning"}
+        (delivery,) = route(labels, config)
+        event = "firing" if status == "firing" else "resolved"
+        entry = OutboxEntry("hook", delivery.group_key, event, f"{metric}-{event}", clock.now)
+        known = stored.get(metric)
+        write = IncidentWrite(
+            series_id=None, entity="churn", metric=metric, labels=json.dumps(labels),
+            status=status, severity="warning", peak_score=90.0, opened_at=clock.now,
+            last_seen_at=clock.now, resolved_at=None if status == "firing" else clock.now,
+            incident_id=known[0] if known else None, version=known[1] if known else None,
+            outbox=(entry,),
+        )  # fmt: skip
+        with engine.begin() as conn:
+            (incident_id,) = store.write_incidents(conn, [write], now=clock.now)
+        assert incident_id is not None
+        stored[metric] = (incident_id, (known[1] + 1) if known else 1)
+        deliver.run_once()
+        clock.advance(minutes=2)  # past group_interval: the next change goes out at once
+
+    change("accuracy", "firing")
+    change("latency", "firing")
+    change("accuracy", "resolved")
+    change("latency", "resolved")
+    told = [
+        (body["status"], sorted((a["labels"]["metric"], a["status"]) for a in body["alerts"]))
+        for body in bodies(hook)
+    ]
+    assert told == [
+        ("firing", [("accuracy", "firing")]),
+        ("firing", [("accuracy", "firing"), ("latency", "firing")]),
+        ("firing", [("accuracy", "resolved"), ("latency", "firing")]),
+        ("resolved", [("latency", "resolved")]),
+    ]
+    keys = {body["groupKey"] for body in bodies(hook)}
+    assert keys == {'{}:{entity="churn"}'}  # Alertmanager's syntax, one group

@@ -46,10 +46,10 @@ def _close_notifiers() -> Iterator[None]:
         OPEN.pop().close()
 
 
-def notifier(url: str, **options: Any) -> WebhookNotifier:
+def notifier(url: str, external_url: str = "", **options: Any) -> WebhookNotifier:
     options.setdefault("timeout", timedelta(seconds=5))
     config = WebhookReceiverConfig(name="ops-hook", kind="webhook", url=url, **options)
-    made = WebhookNotifier(config, clock=lambda: NOW)
+    made = WebhookNotifier(config, clock=lambda: NOW, external_url=external_url)
     OPEN.append(made)
     return made
 
@@ -126,7 +126,10 @@ def test_it_posts_an_alertmanager_v4_payload_its_schema_accepts(receiver: Receiv
     assert "0.71" in firing["annotations"]["description"]
     assert "expected 0.93" in firing["annotations"]["description"]
     assert "score 87" in firing["annotations"]["description"]
-    assert firing["fingerprint"] == fingerprint(firing["labels"])
+    # the identity is the labels without severity: an escalation is the same alert
+    identity = {k: v for k, v in firing["labels"].items() if k != "severity"}
+    assert firing["fingerprint"] == fingerprint(identity)
+    assert body["externalURL"] == ""  # no [daemon] external_url
     assert done["status"] == "resolved"
     assert done["endsAt"] == "2026-11-22T12:15:00Z"
 
@@ -137,6 +140,19 @@ def test_it_keeps_the_fingerprint_of_a_series_stable_across_incidents(receiver: 
     hook.send(notice(incident(id=2, peak_score=40.0, opened_at=OPENED + timedelta(days=1))))
     first, second = (json.loads(r.body)["alerts"][0] for r in receiver.requests)
     assert first["fingerprint"] == second["fingerprint"]
+
+
+def test_an_escalation_keeps_the_alert_and_the_external_url_is_sent(receiver: Receiver) -> None:
+    # issue 14, point 2b: the fingerprint went da6b0763cd77efa1 -> ad2e3e199fff9d0a
+    hook = notifier(receiver.url, format="alertmanager", external_url="https://anomon.example")
+    warning = {"metric": "accuracy", "entity": "churn-model", "severity": "warning"}
+    hook.send(notice(incident(severity="warning", labels=warning)))
+    hook.send(notice(incident(severity="critical", labels={**warning, "severity": "critical"})))
+    first, second = (json.loads(r.body) for r in receiver.requests)
+    assert first["alerts"][0]["labels"]["severity"] == "warning"
+    assert second["alerts"][0]["labels"]["severity"] == "critical"
+    assert first["alerts"][0]["fingerprint"] == second["alerts"][0]["fingerprint"]
+    assert second["externalURL"] == "https://anomon.example"
 
 
 def test_it_computes_fingerprints_as_prometheus_does() -> None:

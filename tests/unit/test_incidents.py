@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from anomon.alerts.incidents import track
-from anomon.alerts.routing import Silence, matches, route, silenced, stored_silence
+from anomon.alerts.routing import (
+    Silence,
+    group_labels_of,
+    matches,
+    route,
+    silenced,
+    stored_silence,
+)
 from anomon.config import AlertsConfig
 from anomon.model import StoredIncident
 from anomon.timeutil import from_epoch
@@ -135,6 +142,25 @@ def test_a_route_sets_its_group_and_timing_and_inherits_the_rest() -> None:
     assert pager.repeat_interval == timedelta(hours=4)  # Alertmanager's default
     assert ml.group_labels == {"entity": "churn"} and ml.repeat_interval == timedelta(hours=1)
     assert pager.group_key != ml.group_key
+
+
+def test_group_keys_are_alertmanagers_and_survive_reordering_the_routes() -> None:
+    labels = {"metric": "accuracy", "severity": "critical", "entity": "churn"}
+    pager, ml = route(labels, ALERTS)
+    assert pager.group_key == '{}/{severity="critical"}:{metric="accuracy"}'
+    assert ml.group_key == '{}/{metric=~"accuracy|f1"}:{entity="churn"}'
+    assert group_labels_of(ml.group_key) == {"entity": "churn"}
+    first, second = ALERTS.routes
+    swapped = [second.model_copy(update={"continue_": True}), first]  # both still match
+    reordered = ALERTS.model_copy(update={"routes": swapped})
+    assert {d.group_key for d in route(labels, reordered)} == {pager.group_key, ml.group_key}
+    (default,) = route({"metric": "latency", "severity": "warning", "entity": "churn"}, ALERTS)
+    assert default.group_key == '{}:{entity="churn"}'
+    # keys stored before route paths are still read
+    assert group_labels_of('route1:{"entity":"churn"}') == {"entity": "churn"}
+    # a value with quotes, braces and colons survives the round trip
+    odd = {"metric": 'a"b:{c="d"}', "severity": "critical", "entity": "x"}
+    assert group_labels_of(route(odd, ALERTS)[0].group_key) == {"metric": 'a"b:{c="d"}'}
 
 
 def test_silences_cover_matching_labels_inside_their_time_range() -> None:
