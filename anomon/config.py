@@ -477,6 +477,11 @@ class PrometheusScrapeSourceConfig(HttpSourceBase):
     metrics: list[str] = Field(default_factory=list)
     match_labels: dict[LabelName, str] = Field(default_factory=dict)
     rates: bool = True
+    # job (the source's name) and instance (the URL's host:port) on every series, as
+    # Prometheus adds them; an exposed job / instance label becomes exported_job / …
+    target_labels: bool = True
+    # untyped metrics (node_netstat_*, /federate output) to read as counters: name patterns
+    counters: list[str] = Field(default_factory=list)
     quantiles: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
         default_factory=lambda: [0.5, 0.9, 0.99]
     )

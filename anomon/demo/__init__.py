@@ -29,11 +29,12 @@ from types import FrameType
 import numpy as np
 
 from anomon import store
-from anomon.config import AlertsConfig, load_config
+from anomon.config import AlertsConfig, PrometheusScrapeSourceConfig, load_config
 from anomon.demo.servers import Delivery, model_server, webhook_sink
 from anomon.demo.simulator import METRICS, MODELS, Incident, Scenario, values
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
 from anomon.service.detection import DetectJob
+from anomon.sources.prometheus_scrape import target_labels
 
 STEP = 5  # seconds between samples, in the history and live
 HISTORY = 86_400  # seconds of history written before the daemon starts
@@ -145,11 +146,15 @@ def _history(config_path: Path, out: Print) -> None:
     now = int(time.time()) // STEP * STEP
     times = np.arange(now - HISTORY, now, STEP)
     registry, points = store.SeriesRegistry(), 0
+    sources = {source.name: source for source in config.sources}
     for model in MODELS:
         samples = []
+        scrape = sources[model]
+        assert isinstance(scrape, PrometheusScrapeSourceConfig)
+        labels = {"model": model, **target_labels(scrape)}  # as the live scrapes label them
         for metric in METRICS:
             info = SeriesInfo(model, f"{model}-model", KINDS.get(metric.name, SeriesKind.CUSTOM))
-            key = SeriesKey.of(metric.name, {"model": model})
+            key = SeriesKey.of(metric.name, labels)
             series = values(model, metric, times)
             samples += [
                 Sample(key, info, int(t), float(v)) for t, v in zip(times, series, strict=True)

@@ -46,6 +46,7 @@ class PrometheusScrapeSource(HttpSource[PrometheusScrapeSourceConfig]):
         self, config: PrometheusScrapeSourceConfig, *, client: httpx.Client | None = None
     ) -> None:
         super().__init__(config, client=client)
+        self._target = target_labels(config)
         self._previous: dict[tuple[str, LabelKey], float] = {}  # totals of the last scrape
         self._previous_at: float | None = None
 
@@ -78,12 +79,21 @@ class PrometheusScrapeSource(HttpSource[PrometheusScrapeSourceConfig]):
         self._previous, self._previous_at = totals, at
         ts = to_epoch(now)
         samples = [
-            Sample(
-                SeriesKey.of(name, {**dict(labels), **self._config.labels}), self._info, ts, value
-            )
+            Sample(SeriesKey.of(name, self._labels(labels)), self._info, ts, value)
             for (name, labels), value in values.items()
         ]
         return self._outcome(samples, problems)
+
+    def _labels(self, exposed: LabelKey) -> dict[str, str]:
+        """A series' labels: the exposed ones, the target's (``job``, ``instance``; an
+        exposed label of that name kept as ``exported_<name>``, as Prometheus does), then
+        the configured ones."""
+        found = dict(exposed)
+        for name, value in self._target.items():
+            if name in found:
+                found[f"exported_{name}"] = found.pop(name)
+            found[name] = value
+        return {**found, **self._config.labels}
 
     def _parse(self, body: bytes) -> tuple[list[Metric], list[str]]:
         """The families of the wanted metrics and what was wrong with the page; raise
@@ -130,7 +140,11 @@ class PrometheusScrapeSource(HttpSource[PrometheusScrapeSourceConfig]):
     ) -> Iterator[tuple[str, LabelKey, float]]:
         """Yield (metric, labels, value) for one family; remember its totals in ``totals``."""
         samples = [s for s in family.samples if self._matches(s.labels)]
-        if family.type == "counter":
+        counter = family.type == "counter" or (
+            family.type in ("untyped", "unknown")
+            and any(fnmatchcase(family.name, pattern) for pattern in self._config.counters)
+        )
+        if counter:
             for s in samples:
                 if s.name.endswith("_created"):
                     continue
@@ -212,6 +226,18 @@ class PrometheusScrapeSource(HttpSource[PrometheusScrapeSourceConfig]):
         for key, found in parts.items():
             if found.get("count"):
                 yield f"{name}_average", key, found["sum"] / found["count"]
+
+
+def target_labels(config: PrometheusScrapeSourceConfig) -> dict[str, str]:
+    """The labels a scrape adds to every series of its target, as Prometheus does: ``job``
+    (the source's name) and ``instance`` (the URL's ``host:port``); none with
+    ``target_labels = false``."""
+    if not config.target_labels:
+        return {}
+    url = httpx.URL(config.url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return {"job": config.name, "instance": f"{host}:{port}"}
 
 
 def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:

@@ -71,6 +71,7 @@ def source(url: str, **options: object) -> PrometheusScrapeSource:
             "kind": "prometheus_scrape",
             "url": url,
             "labels": {"job": "serving"},
+            "target_labels": False,  # the parsing tests read the exposed labels alone
             **options,
         }
     )
@@ -96,6 +97,40 @@ def test_gauges_as_they_are_and_counters_as_rates(exporter: tuple[str, Collector
     served.labels("200").inc(50)
     second = values(scrape.collect(NOW + timedelta(seconds=10)))
     assert second[("requests_per_second", '{"code":"200","job":"serving"}')] == 5.0
+
+
+def test_two_exporters_of_one_metric_stay_two_series(
+    exporter: tuple[str, CollectorRegistry],
+) -> None:
+    # issue 14, point 5: node_exporter's and Prometheus' own process_resident_memory_bytes
+    # (no labels) landed in one series and one value was dropped without a word
+    url, _ = exporter
+    Exporter.texts["/node"] = b"process_resident_memory_bytes 100\n"
+    Exporter.texts["/prom"] = b'process_resident_memory_bytes{job="inner"} 200\n'
+    port = url.rsplit(":", 1)[1]
+    node = source(f"{url}/node", name="node", labels={}, target_labels=True)
+    prom = source(f"{url}/prom", name="prometheus", labels={}, target_labels=True)
+    got = values(node.collect(NOW)) | values(prom.collect(NOW))
+    assert got == {
+        ("process_resident_memory_bytes", f'{{"instance":"127.0.0.1:{port}","job":"node"}}'): 100,
+        (
+            "process_resident_memory_bytes",
+            f'{{"exported_job":"inner","instance":"127.0.0.1:{port}","job":"prometheus"}}',
+        ): 200,
+    }
+
+
+def test_untyped_metrics_can_be_declared_counters(exporter: tuple[str, CollectorRegistry]) -> None:
+    url, _ = exporter
+    scrape = source(f"{url}/netstat", counters=["node_netstat_*"])
+    Exporter.texts["/netstat"] = b"node_netstat_Tcp_InSegs 1000\nnode_sockets_used 7\n"
+    scrape.collect(NOW)
+    Exporter.texts["/netstat"] = b"node_netstat_Tcp_InSegs 1600\nnode_sockets_used 9\n"
+    got = values(scrape.collect(NOW + timedelta(seconds=60)))
+    assert got == {
+        ("node_netstat_Tcp_InSegs_per_second", '{"job":"serving"}'): 10.0,
+        ("node_sockets_used", '{"job":"serving"}'): 9.0,  # untyped and not declared: as is
+    }
 
 
 def test_a_counter_that_went_down_was_reset(exporter: tuple[str, CollectorRegistry]) -> None:
