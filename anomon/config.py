@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -721,8 +722,79 @@ class RouteConfig(Section):
     group_interval: PositiveDuration | None = None
     repeat_interval: PositiveDuration | None = None
     send_resolved: bool | None = None
+    # no notifications through this route within these [[alerts.time_intervals]]
+    mute_time_intervals: list[ReceiverName] = Field(default_factory=list)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
+
+
+def _weekdays(spec: str) -> str:
+    # "saturday" or an inclusive range "monday:friday", as Alertmanager writes them
+    names = spec.lower().split(":")
+    if len(names) > 2 or any(name not in WEEKDAYS for name in names):
+        raise ValueError(f"expected a weekday or a range such as monday:friday, got: {spec!r}")
+    return spec.lower()
+
+
+def _clock(text: str) -> str:
+    if not _CLOCK.fullmatch(text):
+        raise ValueError(f"expected a time of day HH:MM (00:00 to 24:00), got: {text!r}")
+    return text
+
+
+def _zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"expected a time zone such as UTC or Europe/Berlin, got: {name!r}"
+        ) from None
+    return name
+
+
+class TimeRange(Section):
+    """A span of each chosen day, ``start`` inclusive, ``end`` exclusive."""
+
+    start: Annotated[str, AfterValidator(_clock)]
+    end: Annotated[str, AfterValidator(_clock)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeRange:
+        if self.end <= self.start:
+            raise ValueError(f"end must be after start, got: {self.start} to {self.end}")
+        return self
+
+
+class TimeIntervalConfig(Section):
+    """``[[alerts.time_intervals]]``: recurring times, as Alertmanager's ``time_intervals``
+    (a route's ``mute_time_intervals`` or a silence's ``time_intervals`` name them).
+
+    In ``time_zone``, on ``weekdays`` (names or ranges; none: every day) and within
+    ``times`` (none: all day).
+    """
+
+    name: ReceiverName
+    weekdays: list[Annotated[str, AfterValidator(_weekdays)]] = Field(default_factory=list)
+    times: list[TimeRange] = Field(default_factory=list)
+    time_zone: Annotated[str, AfterValidator(_zone)] = "UTC"
+
+    def contains(self, at: datetime) -> bool:
+        """Whether ``at`` (an aware time) falls in this interval."""
+        local = at.astimezone(ZoneInfo(self.time_zone))
+        if self.weekdays and not any(_on(spec, local.weekday()) for spec in self.weekdays):
+            return False
+        clock = local.strftime("%H:%M")
+        return not self.times or any(t.start <= clock < t.end for t in self.times)
+
+
+def _on(spec: str, weekday: int) -> bool:
+    first, _, last = spec.partition(":")
+    low, high = WEEKDAYS.index(first), WEEKDAYS.index(last or first)
+    return low <= weekday <= high if low <= high else weekday >= low or weekday <= high
 
 
 class SilenceConfig(Section):
@@ -732,6 +804,8 @@ class SilenceConfig(Section):
     match_re: dict[str, Regex] = Field(default_factory=dict)
     starts_at: datetime | None = None
     ends_at: datetime | None = None
+    # recurring: only within these [[alerts.time_intervals]] (a maintenance window)
+    time_intervals: list[ReceiverName] = Field(default_factory=list)
     comment: str = ""
 
     @model_validator(mode="after")
@@ -767,6 +841,7 @@ class AlertsConfig(GroupTiming):
     receivers: list[ReceiverConfig] = Field(default_factory=list)
     routes: list[RouteConfig] = Field(default_factory=list)
     silences: list[SilenceConfig] = Field(default_factory=list)
+    time_intervals: list[TimeIntervalConfig] = Field(default_factory=list)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
 
     @model_validator(mode="after")
@@ -774,9 +849,16 @@ class AlertsConfig(GroupTiming):
         wanted = [self.receiver] if self.receiver else []
         wanted += [route.receiver for route in self.routes]
         problems = receiver_problems([receiver.name for receiver in self.receivers], wanted)
+        named = [n for r in self.routes for n in r.mute_time_intervals]
+        named += [n for s in self.silences for n in s.time_intervals]
+        problems += interval_problems([i.name for i in self.time_intervals], named)
         if problems:
             raise ValueError(problems[0])  # parse_config reports the rest (cross_field_problems)
         return self
+
+    def time_interval(self, name: str) -> TimeIntervalConfig:
+        """The time interval called ``name`` (validated to exist)."""
+        return next(i for i in self.time_intervals if i.name == name)
 
     def receiver_named(self, name: str) -> AnyReceiverConfig | None:
         """Return the receiver called ``name``, or None."""
@@ -805,14 +887,23 @@ class Config(Section):
 def receiver_problems(names: list[str], wanted: list[str]) -> list[str]:
     """What is wrong with the receivers called ``names`` when ``[alerts] receiver`` and the
     routes name ``wanted``: duplicate names, then unknown receivers."""
+    return _name_problems("receiver", names, wanted)
+
+
+def interval_problems(names: list[str], wanted: list[str]) -> list[str]:
+    """Duplicate time interval names, then names that routes or silences use in vain."""
+    return _name_problems("time interval", names, wanted)
+
+
+def _name_problems(what: str, names: list[str], wanted: list[str]) -> list[str]:
     problems = []
     if len(set(names)) < len(names):
-        problems.append(f"receiver names must be unique, got: {names}")
+        problems.append(f"{what} names must be unique, got: {names}")
     unknown = sorted({name for name in wanted if name not in names})
     if unknown:
         problems.append(
-            f"unknown receiver {', '.join(map(repr, unknown))} "
-            f"(receivers: {', '.join(names) or 'none'})"
+            f"unknown {what} {', '.join(map(repr, unknown))} "
+            f"({what}s: {', '.join(names) or 'none'})"
         )
     return problems
 
@@ -857,6 +948,26 @@ def cross_field_problems(data: Mapping[str, Any]) -> list[str]:
             for problem in receiver_problems(
                 [name for name in names if isinstance(name, str)],
                 [name for name in wanted if isinstance(name, str) and name],
+            )
+        ]
+        intervals, silences = (
+            entry if isinstance(entry, list) else []
+            for entry in (alerts.get("time_intervals"), alerts.get("silences"))
+        )
+        defined = [i.get("name") for i in intervals if isinstance(i, dict)]
+        used = [
+            name
+            for entry in [*routes, *silences]
+            if isinstance(entry, dict)
+            for key in ("mute_time_intervals", "time_intervals")
+            if isinstance(entry.get(key), list)
+            for name in entry[key]
+        ]
+        problems += [
+            f"alerts: {problem}"
+            for problem in interval_problems(
+                [name for name in defined if isinstance(name, str)],
+                [name for name in used if isinstance(name, str)],
             )
         ]
     return problems

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from anomon.config import AlertsConfig, RouteConfig
+from anomon.config import AlertsConfig, RouteConfig, TimeIntervalConfig
 
 Labels = Mapping[str, str]
 
@@ -45,12 +45,15 @@ class Silence:
     match_re: Mapping[str, str]
     starts_at: datetime | None = None
     ends_at: datetime | None = None
+    during: tuple[TimeIntervalConfig, ...] = ()  # recurring: only within these
 
     def silences(self, labels: Labels, at: datetime) -> bool:
         """Whether this silence covers an incident with ``labels`` at ``at``."""
         if self.starts_at is not None and at < self.starts_at:
             return False
         if self.ends_at is not None and at >= self.ends_at:
+            return False
+        if self.during and not any(interval.contains(at) for interval in self.during):
             return False
         return matches(labels, self.match, self.match_re)
 
@@ -180,8 +183,25 @@ def silenced(labels: Labels, silences: Sequence[Silence], at: datetime) -> bool:
 def config_silences(config: AlertsConfig) -> list[Silence]:
     """The silences written in the config file."""
     return [
-        Silence(dict(s.match), dict(s.match_re), s.starts_at, s.ends_at) for s in config.silences
+        Silence(
+            dict(s.match),
+            dict(s.match_re),
+            s.starts_at,
+            s.ends_at,
+            tuple(config.time_interval(name) for name in s.time_intervals),
+        )
+        for s in config.silences
     ]
+
+
+def muted_routes(config: AlertsConfig, at: datetime) -> set[str]:
+    """The paths (:func:`route_path`) of the routes muted at ``at`` by one of their
+    ``mute_time_intervals``: their notifications are not sent then."""
+    return {
+        route_path(candidate)
+        for candidate in config.routes
+        if any(config.time_interval(name).contains(at) for name in candidate.mute_time_intervals)
+    }
 
 
 def stored_silence(

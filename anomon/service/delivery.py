@@ -32,7 +32,7 @@ from anomon.alerts.alertmanager import AlertmanagerNotifier
 from anomon.alerts.model import IncidentView, Notice, Notifier, Points
 from anomon.alerts.notifiers import build_notifier
 from anomon.alerts.render import format_time
-from anomon.alerts.routing import Silence, group_labels_of, route, silenced
+from anomon.alerts.routing import Silence, group_labels_of, muted_routes, route, silenced
 from anomon.config import AlertsConfig, EmailReceiverConfig, WebhookReceiverConfig
 from anomon.errors import AnomonError, DeliveryError, UsageError
 from anomon.model import OutboxEntry
@@ -251,6 +251,10 @@ class DeliverJob:
         if notifier is None:
             for row in message.rows:
                 done.dead[row.id] = f"receiver {receiver!r} is not in the config"
+            return done, False
+        if any(message.group_key.startswith(f"{path}:") for path in muted_routes(self.config, now)):
+            # its route is in a mute time interval: recorded, not sent (told at a repeat)
+            done.silenced += [row.id for row in message.rows]
             return done, False
         live = []
         for row in message.rows:

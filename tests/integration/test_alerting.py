@@ -557,3 +557,26 @@ def test_an_alertmanager_format_message_carries_its_whole_group_as_alertmanager_
     ]
     keys = {body["groupKey"] for body in bodies(hook)}
     assert keys == {'{}:{entity="churn"}'}  # Alertmanager's syntax, one group
+
+
+def test_a_route_in_its_mute_time_interval_sends_nothing_and_says_so(
+    engine: store.Engine, hook: Receiver
+) -> None:
+    clock = Clock(datetime(2026, 12, 7, 1, 30, tzinfo=UTC))  # 02:30 on a Monday in Berlin
+    window = {"name": "nightly", "times": [{"start": "02:00", "end": "04:00"}]}
+    config = alerts(
+        hook.url,
+        time_intervals=[{**window, "time_zone": "Europe/Berlin"}],
+        routes=[
+            {
+                "receiver": "hook",
+                "match": {"metric": "accuracy"},
+                "mute_time_intervals": ["nightly"],
+            }
+        ],
+    )
+    (delivery,) = route({"metric": "accuracy", "entity": "model-0"}, config)
+    _firing_incidents(engine, 1, clock.now, key=delivery.group_key)
+    done = DeliverJob(engine, config, build_notifiers(config), clock=clock).run_once()
+    assert hook.requests == [] and len(done.silenced) == 1
+    assert store.outbox_counts(engine) == {"silenced": 1}
