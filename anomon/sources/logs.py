@@ -27,17 +27,19 @@ from __future__ import annotations
 import codecs
 import math
 import os
-import re
+import time
 from collections.abc import Callable
 from datetime import datetime
 from io import BufferedReader
 from operator import itemgetter
 
+import regex
+
 from anomon.config import LogsSourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
 from anomon.sources.base import PartialCollection
-from anomon.timeutil import to_epoch
+from anomon.timeutil import format_duration, to_epoch
 
 _AGGREGATES: dict[str, Callable[[list[float]], float]] = {
     "sum": math.fsum,
@@ -59,7 +61,7 @@ class LogsSource:
         )
         # values are searched in the whole chunk, where ^ and $ must still mean a line's ends
         self._patterns = {
-            name: (re.compile(pattern.regex, re.MULTILINE), pattern.aggregate)
+            name: (regex.compile(pattern.regex, regex.MULTILINE), pattern.aggregate)
             for name, pattern in config.patterns.items()
         }
         self._tail = _Tail(
@@ -104,25 +106,54 @@ class LogsSource:
         lines.pop()  # text ends with a newline, so the last piece is empty
         samples: list[Sample] = []
         problems: list[str] = []
+        # a pattern that backtracks without end (`(x+x+)+y` on a long line) must not hang
+        # the collection: each pattern has an equal share of the source's timeout
+        share = self._config.timeout / max(len(self._patterns), 1)
         for name, (pattern, aggregate) in self._patterns.items():
-            if aggregate == "count":
-                value: float | None = float(len(list(filter(pattern.search, lines))))
-            else:
-                value = _aggregate(name, pattern, aggregate, text, problems)
+            deadline = time.monotonic() + share.total_seconds()
+            try:
+                if aggregate == "count":
+                    value: float | None = float(_count(pattern, lines, deadline))
+                else:
+                    value = _aggregate(name, pattern, aggregate, text, problems, deadline)
+            except TimeoutError:
+                problems.append(
+                    f"{name}: matching took longer than its share of the timeout "
+                    f"({format_duration(share)}): skipped"
+                )
+                continue
             if value is not None:
                 key = SeriesKey.of(name, self._labels)
                 samples.append(Sample(key, self._info, ts, value))
         return samples, problems
 
 
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline``; raise TimeoutError once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left
+
+
+def _count(pattern: regex.Pattern[str], lines: list[str], deadline: float) -> int:
+    """How many of ``lines`` ``pattern`` finds something in, before ``deadline``."""
+    return sum(1 for line in lines if pattern.search(line, timeout=_left(deadline)))
+
+
 def _aggregate(
-    name: str, pattern: re.Pattern[str], aggregate: str, text: str, problems: list[str]
+    name: str,
+    pattern: regex.Pattern[str],
+    aggregate: str,
+    text: str,
+    problems: list[str],
+    deadline: float,
 ) -> float | None:
     """Return ``aggregate`` of the values ``pattern`` captures in ``text``, None if none.
 
     Values that are not finite numbers are left out and described in ``problems``.
     """
-    numbers, bad = _numbers(_captured(pattern, text))
+    numbers, bad = _numbers(_captured(pattern, text, deadline))
     if bad:
         problems.append(f"{name}: {len(bad)} value(s) not a finite number, first: {bad[0][:40]!r}")
     if not numbers:
@@ -135,12 +166,13 @@ def _aggregate(
     return value
 
 
-def _captured(pattern: re.Pattern[str], text: str) -> list[str]:
+def _captured(pattern: regex.Pattern[str], text: str, deadline: float) -> list[str]:
     """Return the text of group ``value`` in every match of ``pattern`` in ``text``.
 
     findall keeps the loop in C; a group that took no part in a match gives "".
+    Raises TimeoutError past ``deadline``.
     """
-    found = pattern.findall(text)
+    found = pattern.findall(text, timeout=_left(deadline))
     if pattern.groups == 1:
         return found
     return list(map(itemgetter(pattern.groupindex["value"] - 1), found))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,26 @@ def test_it_starts_at_the_end_of_an_existing_file(log: Path, make: Make) -> None
 def test_it_reads_an_existing_file_from_its_start_when_asked(log: Path, make: Make) -> None:
     append(log, "ERROR one\ninfo\nERROR two\n")
     assert values(make(from_start=True).collect(NOW)) == {"errors": 2.0}
+
+
+def test_a_pattern_that_backtracks_without_end_is_cut_off_at_the_timeout(
+    log: Path, make: Make
+) -> None:
+    # Python's re would run `(x+x+)+y` on a line of 5,000 x for longer than the universe
+    append(log, "x" * 5000 + "\nERROR one\n")
+    source = make(
+        from_start=True,
+        timeout="1s",
+        patterns={"stuck": "(x+x+)+y", "errors": "ERROR"},
+    )
+    started = time.monotonic()
+    with pytest.raises(PartialCollection) as caught:
+        source.collect(NOW)
+    assert time.monotonic() - started < 5  # one timeout, not forever
+    assert "stuck: matching took longer than its share of the timeout (500ms): skipped" in str(
+        caught.value
+    )
+    assert values(caught.value.samples) == {"errors": 1.0}  # the other patterns still count
 
 
 def test_it_counts_a_line_that_matches_twice_once(log: Path, make: Make) -> None:
