@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -560,27 +560,23 @@ class PredictionsSourceConfig(SourceBase):
         return self
 
 
-def _regex(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"not a valid regular expression ({exc}): {pattern!r}") from None
-    return pattern
+def _compiling(engine: Any) -> Callable[[str], str]:
+    """A validator: the pattern must compile with ``engine`` (``re`` or ``regex``)."""
+
+    def check(pattern: str) -> str:
+        try:
+            engine.compile(pattern)
+        except engine.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc}): {pattern!r}") from None
+        return pattern
+
+    return check
 
 
-Regex = Annotated[str, Field(min_length=1), AfterValidator(_regex)]
-
-
-def _log_regex(pattern: str) -> str:
-    # log patterns run on whole files with the `regex` engine (it can be given a timeout)
-    try:
-        regex.compile(pattern)
-    except regex.error as exc:
-        raise ValueError(f"not a valid regular expression ({exc}): {pattern!r}") from None
-    return pattern
-
-
-LogRegex = Annotated[str, Field(min_length=1), AfterValidator(_log_regex)]
+# label matchers run on short values with Python's re; log patterns run on whole files
+# with the `regex` engine, whose matching can be given a deadline
+Regex = Annotated[str, Field(min_length=1), AfterValidator(_compiling(re))]
+LogRegex = Annotated[str, Field(min_length=1), AfterValidator(_compiling(regex))]
 
 
 class LogPattern(Section):
