@@ -444,12 +444,20 @@ def _http_url(url: str) -> str:
 def _field_path(path: str) -> str:
     if not FIELD_PATH.fullmatch(path):
         raise ValueError(
-            f"expected a field path such as latency.p99 or metrics[0].value, got: {path!r}"
+            "expected a field path such as latency.p99, metrics[0].value, [-1].value or "
+            f"metrics[name=accuracy].value, got: {path!r}"
         )
     return path
 
 
-FIELD_PATH = re.compile(r"[A-Za-z_][\w-]*(\[\d+\])*(\.[A-Za-z_][\w-]*(\[\d+\])*)*")
+# a step is a key, an index ([0], [-1]: from the end) or a selection ([name=accuracy]:
+# the first object of a list whose field `name` is "accuracy"); a path may start with an
+# index or a selection (a top-level array)
+_PATH_INDEX = r"\[(?:-?\d+|[A-Za-z_][\w-]*=[^\]]*)\]"
+_PATH_KEY = r"[A-Za-z_][\w-]*"
+FIELD_PATH = re.compile(
+    rf"(?:{_PATH_KEY}|{_PATH_INDEX})(?:{_PATH_INDEX})*(?:\.{_PATH_KEY}(?:{_PATH_INDEX})*)*"
+)
 FieldPath = Annotated[str, AfterValidator(_field_path)]
 MetricName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
@@ -470,6 +478,15 @@ class HttpJsonSourceConfig(HttpSourceBase):
     kind: Literal["http_json"]
     fields: Annotated[dict[MetricName, FieldPath], Field(min_length=1)]
     timestamp: FieldPath | None = None
+    # APIs that answer a POST (MLflow's metrics search): the JSON body it sends
+    method: Literal["GET", "POST"] = "GET"
+    body: dict[str, Any] | list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _body_with_post(self) -> HttpJsonSourceConfig:
+        if self.body is not None and self.method != "POST":
+            raise ValueError('a body is sent only with method = "POST"')
+        return self
 
 
 class PrometheusScrapeSourceConfig(HttpSourceBase):

@@ -67,9 +67,11 @@ def fetch(
     timeout: timedelta,
     max_bytes: int,
     deadline: Deadline | None = None,
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> bytes:
-    """GET ``url`` and return its (decompressed) body; raise SourceError with one line and
-    no secrets.
+    """GET ``url`` (or send ``method`` with a JSON ``body``) and return its (decompressed)
+    body; raise SourceError with one line and no secrets.
 
     ``deadline`` (default: ``timeout`` from now) bounds the whole request in wall-clock
     time, a peer that trickles its headers or body included. Fails past the deadline, on
@@ -85,10 +87,14 @@ def fetch(
     cutter = _Cutter(deadline.remaining())
     seconds = min(deadline.remaining(), timeout.total_seconds())
     try:
+        sent = _request_headers(headers, bearer_token)
+        if body is not None and "content-type" not in {k.lower() for k in sent}:
+            sent["Content-Type"] = "application/json"
         with client.stream(
-            "GET",
+            method,
             url,
-            headers=_request_headers(headers, bearer_token),
+            content=body,
+            headers=sent,
             timeout=seconds,
             follow_redirects=False,  # whatever the client: a redirect is an error here
             extensions={"trace": cutter.trace},
@@ -356,10 +362,17 @@ class HttpSource(Generic[ConfigT]):
         """Release the HTTP connections."""
         self._client.close()
 
-    def _get(self, url: str | None = None, *, deadline: Deadline | None = None) -> bytes:
-        """GET ``url`` (default: the configured one) with the configured limits; within
-        ``deadline`` when given (several requests of one collection), else within the
-        configured timeout."""
+    def _get(
+        self,
+        url: str | None = None,
+        *,
+        deadline: Deadline | None = None,
+        method: str = "GET",
+        body: bytes | None = None,
+    ) -> bytes:
+        """GET ``url`` (default: the configured one; or ``method`` with ``body``) with the
+        configured limits; within ``deadline`` when given (several requests of one
+        collection), else within the configured timeout."""
         config = self._config
         return fetch(
             self._client,
@@ -369,6 +382,8 @@ class HttpSource(Generic[ConfigT]):
             timeout=config.timeout,
             max_bytes=config.max_bytes,
             deadline=deadline,
+            method=method,
+            body=body,
         )
 
     def _outcome(self, samples: list[Sample], problems: list[str]) -> list[Sample]:

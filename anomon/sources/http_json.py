@@ -22,7 +22,7 @@ from anomon.model import Sample, SeriesKey
 from anomon.sources.http import HttpSource, load_json, number_text
 from anomon.timeutil import epoch_seconds, parse_instant, to_epoch
 
-_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_STEP = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]|\[([A-Za-z_][\w-]*)=([^\]]*)\]")
 
 
 class HttpJsonSource(HttpSource[HttpJsonSourceConfig]):
@@ -44,8 +44,10 @@ class HttpJsonSource(HttpSource[HttpJsonSourceConfig]):
         return self._outcome(samples, problems)
 
     def _fetch(self) -> Any:
+        config = self._config
+        body = None if config.body is None else json.dumps(config.body).encode()
         try:
-            return load_json(self._get())
+            return load_json(self._get(method=config.method, body=body))
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too deep
             raise SourceError(f"{self._where}: invalid JSON ({str(exc)[:80]})") from None
 
@@ -68,19 +70,50 @@ class HttpJsonSource(HttpSource[HttpJsonSourceConfig]):
 
 
 def pick(document: Any, path: str) -> Any:
-    """Return the value at ``path`` (``a.b[0].c``); raise ValueError naming what is missing."""
+    """Return the value at ``path`` (``a.b[0].c``, ``[-1].value``,
+    ``metrics[name=accuracy].value``); raise ValueError naming what is missing."""
     node = document
-    for key, index in _STEP.findall(path):
+    for key, index, field, wanted in _STEP.findall(path):
         if key:
             if not isinstance(node, dict) or key not in node:
                 raise ValueError(f"{path}: no field {key!r}")
             node = node[key]
+        elif field:
+            chosen = _select(node, field, wanted)
+            if chosen is None:
+                raise ValueError(f"{path}: no element with {field}={wanted}")
+            node = chosen
         else:
             position = int(index)
-            if not isinstance(node, list) or position >= len(node):
+            if not isinstance(node, list) or not -len(node) <= position < len(node):
                 raise ValueError(f"{path}: no element [{position}]")
             node = node[position]
     return node
+
+
+def _select(node: Any, field: str, wanted: str) -> Any:
+    """The first object of the list ``node`` whose ``field`` reads as ``wanted``: text as
+    it is, a number equal to ``wanted`` read as a number (``2`` and ``2.0`` alike), a
+    boolean or null as JSON writes it; or None."""
+    if not isinstance(node, list):
+        return None
+    try:
+        number: float | None = float(wanted)
+    except ValueError:
+        number = None
+    for item in node:
+        if not isinstance(item, dict) or field not in item:
+            continue
+        value = item[field]
+        if isinstance(value, str):
+            found = value == wanted
+        elif isinstance(value, float | int) and not isinstance(value, bool):
+            found = number is not None and value == number
+        else:
+            found = json.dumps(value) == wanted
+        if found:
+            return item
+    return None
 
 
 def _number(value: Any, path: str) -> float:

@@ -28,9 +28,18 @@ STATS = {
 }
 
 
+# a top-level array, as TensorBoard's and MLflow's APIs answer
+ARRAY = [
+    {"name": "loss", "value": 0.31, "step": 1},
+    {"name": "accuracy", "value": 0.88, "step": 1},
+    {"name": "accuracy", "value": 0.91, "step": 2},
+]
+
+
 class Handler(BaseHTTPRequestHandler):
     routes: ClassVar[dict[str, tuple[int, bytes, float]]] = {}
     seen_headers: ClassVar[list[dict[str, str]]] = []
+    posted: ClassVar[list[tuple[dict[str, str], bytes]]] = []
 
     def do_GET(self) -> None:
         status, body, delay = self.routes[self.path.split("?")[0]]
@@ -44,6 +53,11 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (the timeout test): nothing to answer
+
+    def do_POST(self) -> None:
+        size = int(self.headers.get("Content-Length") or 0)
+        Handler.posted.append((dict(self.headers), self.rfile.read(size)))
+        self.do_GET()
 
     def log_message(self, *args: object) -> None:
         pass
@@ -59,6 +73,7 @@ def server() -> Iterator[str]:
         "/denied": (401, b"{}", 0.0),
         "/garbage": (200, b"<html>not json", 0.0),
         "/huge": (200, b"[" + b"1," * 10_000 + b"1]", 0.0),
+        "/array": (200, json.dumps(ARRAY).encode(), 0.0),
     }
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -174,7 +189,36 @@ def test_connection_refused_is_a_source_error(server: str) -> None:
         source("http://127.0.0.1:9/stats").collect(NOW)
 
 
+def test_arrays_negative_indexes_and_selection_by_key(server: str) -> None:
+    # issue 14, point 6: top-level arrays, [-1], select-by-key
+    fields = {
+        "first_loss": "[0].value",
+        "last_value": "[-1].value",
+        "accuracy": "[name=accuracy].value",  # the first match
+        "at_step_2": "[step=2].value",  # a number compared as JSON writes it
+    }
+    samples = source(f"{server}/array", fields=fields).collect(NOW)
+    got = {s.key.metric: s.value for s in samples}
+    assert got == {"first_loss": 0.31, "last_value": 0.91, "accuracy": 0.88, "at_step_2": 0.91}
+    with pytest.raises(SourceError, match=r"\[name=f1\]\.value: no element with name=f1"):
+        source(f"{server}/array", fields={"f1": "[name=f1].value"}).collect(NOW)
+    with pytest.raises(SourceError, match=r"\[-4\]: no element \[-4\]"):
+        source(f"{server}/array", fields={"x": "[-4]"}).collect(NOW)
+
+
+def test_it_posts_a_json_body_when_told(server: str) -> None:
+    Handler.posted.clear()
+    query = {"experiment_ids": ["1"], "max_results": 1}
+    made = source(f"{server}/array", method="POST", body=query, fields={"acc": "[1].value"})
+    assert [s.value for s in made.collect(NOW)] == [0.88]
+    ((headers, body),) = Handler.posted
+    assert json.loads(body) == query
+    assert headers["Content-Type"] == "application/json"
+
+
 def test_bad_config_is_refused_with_the_field_named() -> None:
     source = {"name": "m", "kind": "http_json", "url": "http://x", "fields": {"p99": "a..b"}}
     with pytest.raises(ConfigError, match=r"sources\[0\]\.fields\.p99: expected a field path"):
         parse_config({"sources": [source]})
+    with pytest.raises(ConfigError, match='a body is sent only with method = "POST"'):
+        parse_config({"sources": [{**source, "fields": {"p": "p"}, "body": {"q": 1}}]})
