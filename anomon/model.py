@@ -312,3 +312,7 @@ def prometheus_label_name(name: str) -> str:
     leading digit gets a ``_`` before it (``a-b`` -> ``a_b``, ``9z`` -> ``_9z``)."""
     valid = _NOT_LABEL_CHARACTER.sub("_", name)
     return valid if valid and not valid[0].isdigit() else f"_{valid}"
+
+
+# the metric of an absent-data incident about a source whose collections keep failing
+SOURCE_DOWN = "source_down"

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from anomon.alerts.model import IncidentView, Notice
+from anomon.model import SOURCE_DOWN
 
 # Worst first; a severity not listed here ranks below all of them.
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -80,9 +81,6 @@ def subject(notice: Notice) -> str:
     shown = [i for i in notice.incidents if i.status == status] or list(notice.incidents)
     line = f"[{status.upper()}:{len(shown)}] {title(shown)} ({worst_severity(shown)})"
     return f"[TEST] {line}" if notice.test else line
-
-
-SOURCE_DOWN = "source_down"  # the metric of an absent-data incident about a source
 
 
 def summary(incident: IncidentView) -> str:

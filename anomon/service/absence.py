@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from anomon import store
 from anomon.alerts.incidents import Episode
-from anomon.alerts.routing import Silence, silenced
+from anomon.alerts.routing import Silence
 from anomon.config import AbsentConfig, AlertsConfig
 from anomon.errors import AnomonError
-from anomon.model import IncidentWrite, OutboxEntry, canonical_labels, escape_controls
-from anomon.service.alerting import active_silences, outbox_entries
+from anomon.model import SOURCE_DOWN, IncidentWrite, escape_controls
+from anomon.service.alerting import active_silences, incident_write
 from anomon.timeutil import Clock, to_epoch, utcnow
 
 log = logging.getLogger("anomon.absent")
@@ -100,28 +100,22 @@ def plan_source_down(
             writes.append(_opening(name, since, alerts, silences, now))
         elif seen.last_error is None and name in open_now:
             back = seen.last_ok_at or now
-            writes.append(_resolving(open_now[name], back, alerts, now))
+            writes.append(_resolving(open_now[name], back, alerts, silences, now))
     for name, absence in sorted(open_now.items()):
         if name not in intervals:  # removed or disabled: nothing will ever resolve it
-            writes.append(_resolving(absence, now, alerts, now))
+            writes.append(_resolving(absence, now, alerts, silences, now))
     return writes
 
 
-def source_down_labels(source: str) -> dict[str, str]:
-    """The routing labels of a source's ``source_down`` incident."""
-    return {
-        "metric": store.SOURCE_DOWN,
-        "entity": source,
-        "source": source,
-        "kind": "absent",
-        "severity": DOWN_SEVERITY,
-    }
+def source_down_meta(source: str) -> store.SeriesMeta:
+    """What routing sees of a source's ``source_down`` incident: metric ``source_down``,
+    entity and source the source's name, kind ``absent``, no labels of its own."""
+    return store.SeriesMeta(0, SOURCE_DOWN, {}, source, source, "absent")
 
 
 def _opening(
     source: str, since: datetime, alerts: AlertsConfig, silences: Sequence[Silence], now: datetime
 ) -> IncidentWrite:
-    labels = source_down_labels(source)
     episode = Episode(
         incident_id=None,
         version=None,
@@ -131,26 +125,15 @@ def _opening(
         severity=DOWN_SEVERITY,
         notices=[("firing", to_epoch(now))],
     )
-    quiet = silenced(labels, silences, now)
-    outbox = () if quiet or not alerts.enabled else tuple(_entries(source, episode, alerts, now))
-    return IncidentWrite(
-        series_id=None,
-        entity=source,
-        metric=store.SOURCE_DOWN,
-        labels=canonical_labels(labels),
-        status="firing",
-        severity=DOWN_SEVERITY,
-        peak_score=DOWN_SCORE,
-        opened_at=since,
-        last_seen_at=now,
-        silenced=quiet,
-        outbox=outbox,
-        change="opened",
-    )
+    return _write(source, episode, alerts, silences, now, "opened")
 
 
 def _resolving(
-    absence: store.OpenAbsence, back: datetime, alerts: AlertsConfig, now: datetime
+    absence: store.OpenAbsence,
+    back: datetime,
+    alerts: AlertsConfig,
+    silences: Sequence[Silence],
+    now: datetime,
 ) -> IncidentWrite:
     episode = Episode(
         incident_id=absence.id,
@@ -163,31 +146,21 @@ def _resolving(
         resolved_at=back,
         notices=[("resolved", to_epoch(now))],
     )
-    quiet = absence.silenced
-    outbox = (
-        () if quiet or not alerts.enabled else tuple(_entries(absence.entity, episode, alerts, now))
-    )
-    return IncidentWrite(
-        series_id=None,
-        entity=absence.entity,
-        metric=store.SOURCE_DOWN,
-        labels=absence.labels,
-        status="resolved",
-        severity=absence.severity,
-        peak_score=DOWN_SCORE,
-        opened_at=absence.opened_at,
-        last_seen_at=back,
-        resolved_at=back,
-        silenced=quiet,
-        incident_id=absence.id,
-        version=absence.version,
-        outbox=outbox,
-        change="resolved",
-    )
+    return _write(absence.entity, episode, alerts, silences, now, "resolved")
 
 
-def _entries(
-    source: str, episode: Episode, alerts: AlertsConfig, now: datetime
-) -> list[OutboxEntry]:
-    labels = {**source_down_labels(source), "severity": episode.severity}
-    return outbox_entries(f"{store.SOURCE_DOWN}:{source}", episode, labels, alerts, now)
+def _write(
+    source: str,
+    episode: Episode,
+    alerts: AlertsConfig,
+    silences: Sequence[Silence],
+    now: datetime,
+    change: str,
+) -> IncidentWrite:
+    """The incident write of ``episode``, as any incident's is (routing labels, silences,
+    notifications), keyed by the source rather than a series."""
+    write = incident_write(
+        None, source_down_meta(source), episode, alerts, silences, now,
+        identity=f"{SOURCE_DOWN}:{source}",
+    )  # fmt: skip
+    return replace(write, change=change)

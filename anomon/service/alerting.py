@@ -107,7 +107,7 @@ def plan_incidents(
         )
         for episode in episodes:
             spans.setdefault(sid, []).append(_span(episode, len(writes)))
-            write = _write(sid, meta[sid], episode, alarms.alerts, every_silence, now)
+            write = incident_write(sid, meta[sid], episode, alarms.alerts, every_silence, now)
             writes.append(replace(write, change=_change(episode, latest.get(sid))))
         firing = any(e.status == "firing" for e in episodes) or (
             latest.get(sid) is not None and latest[sid].status == "firing"
@@ -150,21 +150,24 @@ def routing_labels(meta: store.SeriesMeta, severity: str) -> dict[str, str]:
     }
 
 
-def _write(
-    sid: int,
+def incident_write(
+    sid: int | None,
     meta: store.SeriesMeta,
     episode: Episode,
     config: AlertsConfig,
     silences: Sequence[Silence],
     now: datetime,
+    *,
+    identity: str | None = None,
 ) -> IncidentWrite:
+    """The write of one episode of the incident of ``meta`` (series ``sid``; None for an
+    incident of no series, whose notification keys then use ``identity``), with the
+    notifications its routing labels get unless a silence covers them now."""
     labels = routing_labels(meta, episode.severity)
     quiet = silenced(labels, silences, now)  # as of this change: silences end
-    outbox = (
-        ()
-        if quiet or not config.enabled
-        else tuple(outbox_entries(sid, episode, labels, config, now))
-    )
+    key = identity if identity is not None else sid or 0
+    told = not quiet and config.enabled
+    outbox = tuple(outbox_entries(key, episode, labels, config, now)) if told else ()
     return IncidentWrite(
         series_id=sid,
         entity=meta.entity,

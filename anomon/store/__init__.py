@@ -7,7 +7,6 @@ and typed query functions, one module per concern.
 from sqlalchemy import Engine
 
 from anomon.store.absence import (
-    SOURCE_DOWN,
     OpenAbsence,
     SourceHealth,
     open_absences,
@@ -91,7 +90,6 @@ from anomon.store.workers import (
 __all__ = [
     "FEEDBACK",
     "HEARTBEAT",
-    "SOURCE_DOWN",
     "AnomalyRow",
     "Claimed",
     "CollectionResult",

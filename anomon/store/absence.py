@@ -9,12 +9,10 @@ from datetime import datetime
 
 from sqlalchemy import Engine, select
 
-from anomon.model import IncidentWrite
+from anomon.model import SOURCE_DOWN, IncidentWrite
 from anomon.store.engine import translated
 from anomon.store.incidents import write_incidents
 from anomon.store.schema import CollectionRun, Incident
-
-SOURCE_DOWN = "source_down"  # the metric of an incident about a source that fails
 
 
 @dataclass(frozen=True, slots=True)
