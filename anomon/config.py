@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import regex
@@ -391,6 +391,9 @@ class DetectionConfig(Section):
 class SourceBase(Section):
     """Keys every source shares."""
 
+    if TYPE_CHECKING:  # each kind's model declares its own Literal
+        kind: str
+
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
     interval: Annotated[PositiveDuration, AfterValidator(_at_least_one_second)] = timedelta(
         seconds=15
@@ -402,6 +405,27 @@ class SourceBase(Section):
     max_series: Annotated[int, Field(ge=1)] = 10_000
 
 
+SOURCE_MODELS: dict[str, type[SourceBase]] = {}
+"""The config model of every source kind, by its ``kind`` name (filled by :func:`source_kind`)."""
+
+SourceModel = TypeVar("SourceModel", bound=SourceBase)
+
+
+def source_kind(model: type[SourceModel]) -> type[SourceModel]:
+    """Register a source config model under its ``kind`` literal.
+
+    The ``[[sources]]`` union (:data:`SourceConfig`) is built from the registered
+    models; the source class that collects for a kind names its model in
+    :class:`anomon.sources.Source`. Raises TypeError on a kind registered twice.
+    """
+    (kind,) = get_args(model.model_fields["kind"].annotation)
+    if kind in SOURCE_MODELS:
+        raise TypeError(f"source kind {kind!r} is registered twice")
+    SOURCE_MODELS[kind] = model
+    return model
+
+
+@source_kind
 class SystemSourceConfig(SourceBase):
     """``kind = "system"``: this host's CPU, memory, swap, disks, network and load (psutil)."""
 
@@ -472,6 +496,7 @@ class HttpSourceBase(SourceBase):
     max_bytes: Annotated[int, Field(ge=1024)] = 1_000_000
 
 
+@source_kind
 class HttpJsonSourceConfig(HttpSourceBase):
     """``kind = "http_json"``: numbers picked from a JSON stats endpoint (a model server)."""
 
@@ -489,6 +514,7 @@ class HttpJsonSourceConfig(HttpSourceBase):
         return self
 
 
+@source_kind
 class PrometheusScrapeSourceConfig(HttpSourceBase):
     """``kind = "prometheus_scrape"``: an exposition-format endpoint (``/metrics``)."""
 
@@ -507,6 +533,7 @@ class PrometheusScrapeSourceConfig(HttpSourceBase):
     max_bytes: Annotated[int, Field(ge=1024)] = 20_000_000
 
 
+@source_kind
 class PrometheusQuerySourceConfig(HttpSourceBase):
     """``kind = "prometheus_query"``: PromQL instant queries against a Prometheus server."""
 
@@ -529,6 +556,7 @@ SqlalchemyUrl = Annotated[str, AfterValidator(_sqlalchemy_url)]
 ColumnName = Annotated[str, Field(min_length=1)]
 
 
+@source_kind
 class SqlSourceConfig(SourceBase):
     """``kind = "sql"``: any query returning rows of (metric, value[, ts][, labels...])."""
 
@@ -538,6 +566,7 @@ class SqlSourceConfig(SourceBase):
     series_kind: Literal["quality", "latency", "resource", "custom"] = "custom"
 
 
+@source_kind
 class PredictionsSourceConfig(SourceBase):
     """``kind = "predictions"``: model quality per window from labelled prediction logs."""
 
@@ -626,6 +655,7 @@ def _log_pattern(value: object) -> object:
     return {"regex": value} if isinstance(value, str) else value
 
 
+@source_kind
 class LogsSourceConfig(SourceBase):
     """``kind = "logs"``: lines of a log file matching named regexes, per interval."""
 
@@ -640,6 +670,7 @@ class LogsSourceConfig(SourceBase):
     max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
 
 
+@source_kind
 class GpuSourceConfig(SourceBase):
     """``kind = "gpu"``: utilisation, memory, temperature and power per GPU (NVML)."""
 
@@ -647,27 +678,13 @@ class GpuSourceConfig(SourceBase):
     devices: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
 
 
-SOURCE_MODELS: dict[str, type[SourceBase]] = {
-    "system": SystemSourceConfig,
-    "http_json": HttpJsonSourceConfig,
-    "prometheus_scrape": PrometheusScrapeSourceConfig,
-    "prometheus_query": PrometheusQuerySourceConfig,
-    "sql": SqlSourceConfig,
-    "predictions": PredictionsSourceConfig,
-    "logs": LogsSourceConfig,
-    "gpu": GpuSourceConfig,
-}
-SourceConfig = Annotated[
-    SystemSourceConfig
-    | HttpJsonSourceConfig
-    | PrometheusScrapeSourceConfig
-    | PrometheusQuerySourceConfig
-    | SqlSourceConfig
-    | PredictionsSourceConfig
-    | LogsSourceConfig
-    | GpuSourceConfig,
-    Field(discriminator="kind"),
-]
+if TYPE_CHECKING:  # every registered model; code narrows with isinstance
+    SourceConfig = SourceBase
+else:
+    SourceConfig = Annotated[
+        Union[tuple(SOURCE_MODELS.values())],  # noqa: UP007 - a union built at run time
+        Field(discriminator="kind"),
+    ]
 
 
 ReceiverName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from anomon.config import Config
 from anomon.errors import SourceError, UsageError
 from anomon.model import SampleWindow
-from anomon.sources import Backfillable, PartialCollection, Source, build_source
+from anomon.sources import Backfillable, PartialCollection, build_source
 from anomon.store import Engine, SeriesRegistry, open_database, save_collection
 from anomon.timeutil import Clock, utcnow
 
@@ -64,9 +64,7 @@ def backfill(
             if progress is not None:
                 progress(done, len(chunks), result.points)
     finally:
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
+        source.close()
     return result
 
 
@@ -75,16 +73,14 @@ def _backfillable(config: Config, name: str) -> Backfillable:
     if found is None:
         known = ", ".join(s.name for s in config.sources) or "none"
         raise UsageError(f"no source named {name!r} in the config (sources: {known})")
-    source: Source = build_source(found, open_database=open_database)
-    if not hasattr(source, "backfill_chunks"):
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
+    source = build_source(found, open_database=open_database)
+    if not isinstance(source, Backfillable):
+        source.close()
         raise UsageError(
             f"source {name!r} is of kind {found.kind!r}, which cannot backfill "
             "(prometheus_query, predictions and sql can)"
         )
-    return source  # type: ignore[return-value]
+    return source
 
 
 @dataclass(frozen=True)
@@ -126,7 +122,7 @@ def _store_chunk(
         samples=samples,
         error=error,
         max_series=rules.max_series,
-        replace=getattr(source, "replaces_samples", False),
+        replace=source.replaces_samples,
         window=rules.window,
         adoptable=rules.adoptable,
     )

@@ -370,9 +370,7 @@ def _serve(
         if scheduler.running:  # only when something above raised
             scheduler.shutdown(wait=False)
         for _, source in sources:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()  # HTTP sources hold connections
+            source.close()  # HTTP and SQL sources hold connections, file sources files
         for notifier in notifiers.values():
             notifier.close()
     return fresh

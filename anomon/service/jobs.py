@@ -103,7 +103,7 @@ class CollectJob:
                 samples=samples,
                 error=error,
                 max_series=self.max_series,
-                replace=getattr(self.source, "replaces_samples", False),
+                replace=self.source.replaces_samples,
                 window=self.samples.window(finished) if self.samples is not None else None,
                 adoptable=self._adoptable if self.configured is not None else None,
             )

@@ -1,19 +1,22 @@
-"""Sources: one module per kind, each pulling samples with its collaborators passed in."""
+"""Sources: one module per kind, each pulling samples with its collaborators passed in.
+
+A kind is a config model registered with :func:`anomon.config.source_kind` and a
+:class:`Source` subclass naming it (``class SqlSource(Source, config=SqlSourceConfig)``);
+importing this package imports every kind, so :func:`build_source` knows them all.
+"""
 
 from __future__ import annotations
 
-from anomon.config import (
-    GpuSourceConfig,
-    HttpJsonSourceConfig,
-    LogsSourceConfig,
-    PredictionsSourceConfig,
-    PrometheusQuerySourceConfig,
-    PrometheusScrapeSourceConfig,
-    SourceConfig,
-    SqlSourceConfig,
-    SystemSourceConfig,
+from anomon.sources.base import (
+    Backfillable,
+    Database,
+    OpenDatabase,
+    PartialCollection,
+    Source,
+    SourceContext,
+    build_source,
+    unbuilt_kinds,
 )
-from anomon.sources.base import Backfillable, Database, OpenDatabase, PartialCollection, Source
 from anomon.sources.gpu import GpuSource, SourceUnavailable, open_gpu_source
 from anomon.sources.http_json import HttpJsonSource
 from anomon.sources.logs import LogsSource
@@ -35,33 +38,11 @@ __all__ = [
     "PrometheusQuerySource",
     "PrometheusScrapeSource",
     "Source",
+    "SourceContext",
     "SourceUnavailable",
     "SqlSource",
     "SystemSource",
     "build_source",
+    "open_gpu_source",
+    "unbuilt_kinds",
 ]
-
-
-def build_source(config: SourceConfig, *, open_database: OpenDatabase) -> Source:
-    """Return the source object for one ``[[sources]]`` entry.
-
-    ``open_database`` connects the ``sql`` and ``predictions`` kinds to their database.
-    Raises SourceUnavailable when the kind cannot run on this host (``gpu`` without NVML).
-    """
-    if isinstance(config, SystemSourceConfig):
-        return SystemSource(config)
-    if isinstance(config, HttpJsonSourceConfig):
-        return HttpJsonSource(config)
-    if isinstance(config, PrometheusScrapeSourceConfig):
-        return PrometheusScrapeSource(config)
-    if isinstance(config, PrometheusQuerySourceConfig):
-        return PrometheusQuerySource(config)
-    if isinstance(config, SqlSourceConfig):
-        return SqlSource(config, open_database=open_database)
-    if isinstance(config, PredictionsSourceConfig):
-        return PredictionsSource(config, open_database=open_database)
-    if isinstance(config, LogsSourceConfig):
-        return LogsSource(config)
-    if isinstance(config, GpuSourceConfig):
-        return open_gpu_source(config)
-    raise TypeError(f"unknown source kind: {config!r}")  # pragma: no cover - config validates

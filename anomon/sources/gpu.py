@@ -32,7 +32,7 @@ from typing import Any
 from anomon.config import GpuSourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
-from anomon.sources.base import PartialCollection, summarise
+from anomon.sources.base import PartialCollection, Source, SourceContext, summarise
 from anomon.timeutil import to_epoch
 
 Reading = tuple[str, float, str]  # metric, value, unit
@@ -53,7 +53,7 @@ def open_gpu_source(
     return GpuSource(config, nvml=nvml, hostname=hostname).open()
 
 
-class GpuSource:
+class GpuSource(Source, config=GpuSourceConfig):
     """Collect per-GPU metrics through NVML. The ``pynvml`` module is passed in for tests."""
 
     def __init__(
@@ -63,7 +63,7 @@ class GpuSource:
         nvml: ModuleType | None = None,
         hostname: str | None = None,
     ) -> None:
-        self.name = config.name
+        super().__init__(config)
         self._config = config
         self._nvml: Any = nvml  # None until opened: pynvml is imported lazily
         host = hostname or socket.gethostname()
@@ -74,6 +74,11 @@ class GpuSource:
         self._opened = False
         self._devices: dict[int, tuple[Any, dict[str, str]]] = {}  # index: handle, labels
         self._unsupported: set[tuple[int, str]] = set()  # (index, reading) not to ask again
+
+    @classmethod
+    def build(cls, config: GpuSourceConfig, context: SourceContext) -> GpuSource:
+        """Open NVML; raise SourceUnavailable when it cannot be used here."""
+        return open_gpu_source(config)
 
     def open(self) -> GpuSource:
         """Initialise NVML (once) and return self.

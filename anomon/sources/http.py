@@ -26,7 +26,7 @@ import httpx
 from anomon.config import HttpSourceBase
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesInfo, SeriesKind, escape_controls
-from anomon.sources.base import PartialCollection, summarise
+from anomon.sources.base import PartialCollection, Source, summarise
 
 ConfigT = TypeVar("ConfigT", bound=HttpSourceBase)
 
@@ -345,12 +345,12 @@ def safe_url(url: str) -> str:
     return printable(urlunsplit((parts.scheme, netloc, parts.path, "", "")))
 
 
-class HttpSource(Generic[ConfigT]):
+class HttpSource(Source, Generic[ConfigT]):
     """What the sources that pull over HTTP share: a client, a safe URL for messages,
     the series' info, one bounded GET, and how problems end a collection."""
 
     def __init__(self, config: ConfigT, *, client: httpx.Client | None = None) -> None:
-        self.name = config.name
+        super().__init__(config)
         self._config = config
         self._client = client or httpx.Client(follow_redirects=False)
         self._where = safe_url(config.url)

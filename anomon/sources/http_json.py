@@ -25,7 +25,7 @@ from anomon.timeutil import epoch_seconds, parse_instant, to_epoch
 _STEP = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]|\[([A-Za-z_][\w-]*)=([^\]]*)\]")
 
 
-class HttpJsonSource(HttpSource[HttpJsonSourceConfig]):
+class HttpJsonSource(HttpSource[HttpJsonSourceConfig], config=HttpJsonSourceConfig):
     """Collect the configured fields of one JSON endpoint. ``client`` is passed in for tests."""
 
     def collect(self, now: datetime) -> list[Sample]:

@@ -5,8 +5,9 @@ Each collection reads what was appended since the previous one, at most ``max_by
 file and counts nothing already there, unless ``from_start``. The file is followed like
 ``tail -F``: when the path names a new file (rotation), the old one is read to its end
 first and the new one from its start; when the file is shorter than the position read
-(truncation), reading starts again at 0. A missing file fails the collection with
-``<path>: no such file`` and is tried again next cycle; a file that appears later is new,
+(truncation) or was rewritten in place, reading starts again at 0 (:mod:`.tail`). A
+missing file fails the collection with ``<path>: no such file`` and is tried again next
+cycle; a file that appears later is new,
 so it is read from its start. A last line without its newline waits for it; a file that
 ends there (rotated away or truncated) ends that line.
 
@@ -26,11 +27,9 @@ from __future__ import annotations
 
 import codecs
 import math
-import os
 import time
 from collections.abc import Callable
 from datetime import datetime
-from io import BufferedReader
 from operator import itemgetter
 
 import regex
@@ -38,7 +37,8 @@ import regex
 from anomon.config import LogsSourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
-from anomon.sources.base import PartialCollection
+from anomon.sources.base import PartialCollection, Source
+from anomon.sources.tail import FileTail
 from anomon.timeutil import format_duration, to_epoch
 
 _AGGREGATES: dict[str, Callable[[list[float]], float]] = {
@@ -49,11 +49,11 @@ _AGGREGATES: dict[str, Callable[[list[float]], float]] = {
 }
 
 
-class LogsSource:
+class LogsSource(Source, config=LogsSourceConfig):
     """Count and aggregate regex matches in the lines appended to one log file."""
 
     def __init__(self, config: LogsSourceConfig) -> None:
-        self.name = config.name
+        super().__init__(config)
         self._config = config
         self._labels = {"file": config.path, **config.labels}
         self._info = SeriesInfo(
@@ -64,7 +64,7 @@ class LogsSource:
             name: (regex.compile(pattern.regex, regex.MULTILINE), pattern.aggregate)
             for name, pattern in config.patterns.items()
         }
-        self._tail = _Tail(
+        self._tail = _Lines(
             config.path,
             encoding=config.encoding,
             max_bytes=config.max_bytes,
@@ -206,13 +206,11 @@ def _finite(text: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-class _Tail:
-    """Read the complete lines appended to a file, following rotation and truncation."""
+class _Lines:
+    """Decode the bytes a :class:`FileTail` reads into complete lines."""
 
     def __init__(self, path: str, *, encoding: str, max_bytes: int, from_start: bool) -> None:
-        self._path = path
         self._max_bytes = max_bytes
-        self._skip_existing = not from_start  # only for the file there at the first read
         try:
             codec = codecs.lookup(encoding)
         except LookupError:
@@ -221,8 +219,7 @@ class _Tail:
         if not codec._is_text_encoding:
             raise SourceError(f"{path}: {encoding!r} is not a text encoding")
         self._decoder = codec.incrementaldecoder(errors="replace")
-        self._file: BufferedReader | None = None
-        self._identity: tuple[int, int] | None = None  # (device, inode) of self._file
+        self._tail = FileTail(path, max_bytes=max_bytes, from_start=from_start)
         self._pending = ""  # the start of a line whose newline has not been read yet
 
     def read(self) -> tuple[str, bool]:
@@ -230,55 +227,19 @@ class _Tail:
 
         Reads at most ``max_bytes`` bytes in all. Raises OSError when the file cannot be read.
         """
-        identity = self._stat()
-        budget = self._max_bytes
+        found = self._tail.read()
         parts = []
-        if self._file is not None and identity != self._identity:
-            data = self._file.read(budget)  # the rotated-away file: finish it first
-            budget -= len(data)
-            parts.append(self._lines(data))
-            if budget > 0:  # a short read: that was its end
-                parts.append(self._finish())
-        if self._file is None and identity is not None:
-            self._open()
-        if self._file is not None and identity == self._identity and budget > 0:
-            parts.append(self._rewind_if_truncated(self._file))
-            parts.append(self._lines(self._file.read(budget)))
-        self._skip_existing = False
-        return "".join(parts).replace("\r\n", "\n"), identity is not None
+        for piece in found.pieces:
+            if piece.restart:  # truncated or a new file: a line left open ends there
+                parts.append(self._end_line())
+            parts.append(self._lines(piece.data))
+            if piece.ends_file:
+                parts.append(self._end_line())
+        return "".join(parts).replace("\r\n", "\n"), found.exists
 
     def close(self) -> None:
         """Close the file being read, if any."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-            self._identity = None
-
-    def _stat(self) -> tuple[int, int] | None:
-        """Return the (device, inode) the path names now, None if there is no such file."""
-        try:
-            status = os.stat(self._path)
-        except FileNotFoundError:
-            return None
-        return status.st_dev, status.st_ino
-
-    def _open(self) -> None:
-        """Open the path, at its end if it is the file found at the first read."""
-        try:
-            handle = open(self._path, "rb")  # noqa: SIM115 - kept open across collections
-        except FileNotFoundError:
-            return  # removed since the stat: missing this cycle
-        status = os.fstat(handle.fileno())
-        if self._skip_existing:
-            handle.seek(0, os.SEEK_END)
-        self._file, self._identity = handle, (status.st_dev, status.st_ino)
-
-    def _rewind_if_truncated(self, handle: BufferedReader) -> str:
-        """Start again at 0 if the file shrank below our position; return the ended line."""
-        if os.fstat(handle.fileno()).st_size >= handle.tell():
-            return ""
-        handle.seek(0)
-        return self._end_line()
+        self._tail.close()
 
     def _lines(self, data: bytes) -> str:
         """Decode ``data`` after what is pending; return its complete lines, keep the rest."""
@@ -289,11 +250,6 @@ class _Tail:
             return text + "\n"
         self._pending = text[cut:]
         return text[:cut]
-
-    def _finish(self) -> str:
-        """Close the file at its end; return its unfinished last line, now ended."""
-        self.close()
-        return self._end_line()
 
     def _end_line(self) -> str:
         """Return the pending text as a complete line ("" if none) and reset the decoder."""

@@ -24,11 +24,10 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,8 +36,16 @@ import pandas as pd
 from anomon.config import PredictionsSourceConfig
 from anomon.errors import SourceError, StoreError
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
-from anomon.sources.base import OpenDatabase, PartialCollection, split_range, summarise
+from anomon.sources.base import (
+    Backfillable,
+    OpenDatabase,
+    PartialCollection,
+    SourceContext,
+    split_range,
+    summarise,
+)
 from anomon.sources.quality import Labelled, classification_metrics
+from anomon.sources.tail import FileTail
 from anomon.timeutil import Clock, from_epoch, to_epoch, utcnow
 
 SQL_BACKFILL_CHUNK = timedelta(days=1)
@@ -50,7 +57,7 @@ MAX_INT_CHARS = 64  # a longer JSON integer is read as a float (a float has 17 d
 EARLIEST, LATEST = -62_135_596_800, 253_402_300_799
 
 
-class PredictionsSource:
+class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
     """Compute model quality per window. ``open_database`` (for ``url``) and the clock
     are passed in."""
 
@@ -63,7 +70,7 @@ class PredictionsSource:
         open_database: OpenDatabase | None = None,
         clock: Clock = utcnow,
     ) -> None:
-        self.name = config.name
+        super().__init__(config)
         self._config = config
         self._clock = clock
         self._window = int(config.window.total_seconds())
@@ -76,6 +83,11 @@ class PredictionsSource:
         else:
             assert config.path is not None
             self._log = _FileLog(config.path, _file_format(config), _columns_read(config))
+
+    @classmethod
+    def build(cls, config: PredictionsSourceConfig, context: SourceContext) -> PredictionsSource:
+        """Read a table through the store's ``open_database``, or a file."""
+        return cls(config, open_database=context.open_database)
 
     def collect(self, now: datetime) -> list[Sample]:
         """Return the samples of every ready window within ``lookback`` of ``now``."""
@@ -155,21 +167,19 @@ class _FileLog:
         self._kind = kind
         self._columns = columns  # the label first, then the time and the rest
         self._ts_column = columns[1]
-        self._handle: IO[bytes] | None = None
-        self._inode: tuple[int, int] | None = None
+        self._tail = FileTail(path)
         self._pending = b""
         self._header: bytes | None = None
-        self._start = b""  # the file's first bytes when opened, to notice a rewrite
         self._rows = pd.DataFrame()
 
     def read(self, since: int, until: int) -> _Read:
         """Return the rows kept from earlier reads that are newer than ``since``, plus the
         new ones; rows older than ``since`` are dropped for good."""
-        chunks = self._new_text()
+        chunks, exists = self._new_text()
         problems: list[str] = []
         frames = [self._rows]
-        for text in chunks:
-            frame, bad = _parse(text, self._kind, self._header, self._columns)
+        for header, text in chunks:
+            frame, bad = _parse(text, self._kind, header, self._columns)
             problems += bad
             if len(frame):
                 frames.append(_with_epoch(frame, self._ts_column, problems))
@@ -181,6 +191,8 @@ class _FileLog:
         if len(rows):
             rows = rows[rows[EPOCH].to_numpy() >= since].reset_index(drop=True)
         self._rows = rows
+        if not exists:  # what the file held to its end is kept for when it is back
+            raise SourceError(f"{self._path}: no such file")
         return _Read(rows, problems)
 
     def read_all(self, since: int, until: int) -> _Read:
@@ -199,51 +211,34 @@ class _FileLog:
         return _Read(frame, problems)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        self._tail.close()
 
-    def _new_text(self) -> list[bytes]:
-        """Return the new complete lines, per file, oldest first."""
+    def _new_text(self) -> tuple[list[tuple[bytes | None, bytes]], bool]:
+        """Return the new complete lines with their file's CSV header, oldest first, and
+        whether the file exists; forget the rows of a file truncated or rewritten in place."""
         try:
-            status = os.stat(self._path)
-        except FileNotFoundError:
-            raise SourceError(f"{self._path}: no such file") from None
+            found = self._tail.read()
         except OSError as exc:
             raise SourceError(f"{self._path}: cannot read ({exc.strerror})") from None
-        chunks: list[bytes] = []
-        inode = (status.st_dev, status.st_ino)
-        if self._handle is not None and inode != self._inode:  # rotated: finish the old file
-            chunks.append(self._drain(final=True))
-            self.close()
-        if self._handle is not None and self._rewritten(status.st_size):
-            self.close()
-            self._rows = pd.DataFrame()  # the file was rewritten: its old rows are gone
-        if self._handle is None:
-            try:
-                self._handle = open(self._path, "rb")  # noqa: SIM115 - kept open to tail it
-            except OSError as exc:
-                raise SourceError(f"{self._path}: cannot read ({exc.strerror})") from None
-            self._inode, self._pending, self._header = inode, b"", None
-            self._start = os.pread(self._handle.fileno(), FINGERPRINT, 0)
-        chunks.append(self._drain(final=False))
-        return [chunk for chunk in chunks if chunk]
+        chunks: list[tuple[bytes | None, bytes]] = []
+        for piece in found.pieces:
+            if piece.restart:  # a file read from its start has its own header
+                self._pending, self._header = b"", None
+            if piece.rewritten:  # its old rows are gone
+                self._rows = pd.DataFrame()
+                chunks.clear()
+            lines = self._lines(piece.data, final=piece.ends_file)
+            if lines:
+                chunks.append((self._header, lines))
+        return chunks, found.exists
 
-    def _rewritten(self, size: int) -> bool:
-        """Whether the file in hand was truncated or rewritten in place: shorter than
-        what was read, or its first bytes changed (rewritten longer than before)."""
-        assert self._handle is not None
-        if size < self._handle.tell():
-            return True
-        return os.pread(self._handle.fileno(), len(self._start), 0) != self._start
-
-    def _drain(self, *, final: bool) -> bytes:
-        """Read to the end; return the complete lines, keeping a partial last one."""
-        assert self._handle is not None
-        data = self._pending + self._handle.read()
+    def _lines(self, data: bytes, *, final: bool) -> bytes:
+        """Return the complete lines after what is pending, keeping a partial last one
+        (a file's last line ends with it)."""
+        data = self._pending + data
         if self._header is None and self._kind == "csv":
             if b"\n" not in data:
-                self._pending = data
+                self._pending = b"" if final else data
                 return b""
             line, data = data.split(b"\n", 1)
             self._header = line + b"\n"

@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 from anomon.config import PrometheusQuerySourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesKey
-from anomon.sources.base import split_range
+from anomon.sources.base import Backfillable, split_range
 from anomon.sources.http import Deadline, HttpSource, load_json, number_text, shorten
 from anomon.timeutil import from_epoch
 
@@ -32,7 +32,9 @@ from anomon.timeutil import from_epoch
 _MALFORMED = (AttributeError, KeyError, TypeError, ValueError)
 
 
-class PrometheusQuerySource(HttpSource[PrometheusQuerySourceConfig]):
+class PrometheusQuerySource(
+    HttpSource[PrometheusQuerySourceConfig], Backfillable, config=PrometheusQuerySourceConfig
+):
     """Run the configured PromQL queries. ``client`` is passed in for tests."""
 
     # Prometheus refuses a range query of more than 11,000 points per series.

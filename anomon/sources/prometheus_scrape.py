@@ -39,7 +39,9 @@ LabelKey = tuple[tuple[str, str], ...]
 Totals = dict[tuple[str, LabelKey], float]
 
 
-class PrometheusScrapeSource(HttpSource[PrometheusScrapeSourceConfig]):
+class PrometheusScrapeSource(
+    HttpSource[PrometheusScrapeSourceConfig], config=PrometheusScrapeSourceConfig
+):
     """Scrape one exposition endpoint. ``client`` is passed in for tests."""
 
     def __init__(

@@ -22,23 +22,35 @@ from typing import Any
 from anomon.config import SqlSourceConfig
 from anomon.errors import SourceError, StoreError
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
-from anomon.sources.base import OpenDatabase, PartialCollection, split_range, summarise
+from anomon.sources.base import (
+    Backfillable,
+    OpenDatabase,
+    PartialCollection,
+    SourceContext,
+    split_range,
+    summarise,
+)
 from anomon.timeutil import parse_instant, to_epoch
 
 BACKFILL_CHUNK = timedelta(days=1)
 
 
-class SqlSource:
+class SqlSource(Backfillable, config=SqlSourceConfig):
     """Collect the rows of one query. ``open_database`` makes the connection (the store's)."""
 
     def __init__(self, config: SqlSourceConfig, *, open_database: OpenDatabase) -> None:
-        self.name = config.name
+        super().__init__(config)
         self._config = config
         self._db = open_database(config.url, config.timeout)
         self._info = SeriesInfo(
             config.name, config.entity or config.name, SeriesKind(config.series_kind)
         )
         self._since: datetime | None = None
+
+    @classmethod
+    def build(cls, config: SqlSourceConfig, context: SourceContext) -> SqlSource:
+        """Connect through the store's ``open_database``."""
+        return cls(config, open_database=context.open_database)
 
     def collect(self, now: datetime) -> list[Sample]:
         """Run the query for ``[since, now)``; the next one starts where this one ended."""

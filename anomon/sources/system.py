@@ -20,7 +20,7 @@ import psutil
 
 from anomon.config import SystemSourceConfig
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
-from anomon.sources.base import PartialCollection
+from anomon.sources.base import PartialCollection, Source
 from anomon.timeutil import to_epoch
 
 
@@ -34,7 +34,7 @@ class _Counters:
     net: tuple[int, int] | None  # bytes received, sent
 
 
-class SystemSource:
+class SystemSource(Source, config=SystemSourceConfig):
     """Collect host resource metrics. ``psutil`` and the clock are passed in for tests."""
 
     def __init__(
@@ -45,7 +45,7 @@ class SystemSource:
         monotonic: Callable[[], float] = time.monotonic,
         hostname: str | None = None,
     ) -> None:
-        self.name = config.name
+        super().__init__(config)
         self._config = config
         self._ps = ps
         self._monotonic = monotonic

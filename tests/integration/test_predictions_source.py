@@ -346,3 +346,24 @@ def test_it_reads_a_postgresql_prediction_table(postgres_schema_url: str) -> Non
         metrics.recall_score([r["label"] for r in first], [r["prediction"] for r in first])
     )
     source.close()
+
+
+def test_labels_written_into_their_rows_in_place_are_read(tmp_path: Path) -> None:
+    # late labels written into their rows, in place: the file's first bytes stay the
+    # same and it grows, but the rows already read changed
+    path = tmp_path / "predictions.csv"
+    header = "ts,model,version,prediction,label\n"
+    rows = [f"{START + i * 60},churn,v1,1," for i in range(30)]
+    early = [row + str(i % 2) for i, row in enumerate(rows[:20])]
+    path.write_text(header + "\n".join(early + rows[20:]) + "\n", encoding="utf-8")
+    assert len(header + "\n".join(early)) > 256  # past the tail's start fingerprint
+    source = _source(path=str(path), min_labels=5)
+    at = datetime.fromtimestamp(START + 5 * HOUR, UTC)
+    assert _by_key(source.collect(at))[("labelled_rows", "churn", START)] == 20
+    labelled = [row + str(i % 2) for i, row in enumerate(rows)]
+    with path.open("r+", encoding="utf-8") as out:
+        out.write(header + "\n".join(labelled) + "\n")
+    got = _by_key(source.collect(at))  # no unreadable row: a clean collection
+    assert got[("predictions", "churn", START)] == 30  # each row once
+    assert got[("labelled_rows", "churn", START)] == 30
+    assert got[("accuracy", "churn", START)] == 0.5
