@@ -19,6 +19,7 @@ Shared by the ``logs`` and ``predictions`` kinds, which assemble lines from the 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -60,6 +61,7 @@ class FileTail:
         self._identity: tuple[int, int] | None = None  # (device, inode) of self._file
         self._start = b""  # the file's first bytes when opened
         self._before = b""  # the bytes just before the position
+        self._regular = True  # a regular file, not a FIFO or a device
 
     def read(self) -> TailRead:
         """Return what was appended since the last read.
@@ -112,7 +114,8 @@ class FileTail:
         except FileNotFoundError:
             return False  # removed since the stat: missing this time
         status = os.fstat(handle.fileno())
-        if self._skip_existing:
+        self._regular = stat.S_ISREG(status.st_mode)  # a FIFO has no position to compare
+        if self._skip_existing and self._regular:
             handle.seek(0, os.SEEK_END)
         self._file, self._identity = handle, (status.st_dev, status.st_ino)
         self._start, self._before = b"", b""
@@ -122,6 +125,8 @@ class FileTail:
     def _rewritten(self) -> bool:
         """Whether the file in hand was truncated or rewritten in place."""
         assert self._file is not None
+        if not self._regular:
+            return False
         fd, position = self._file.fileno(), self._file.tell()
         if os.fstat(fd).st_size < position:
             return True
@@ -140,6 +145,8 @@ class FileTail:
     def _remember(self) -> None:
         """Keep the bytes read at the start and just before the position, to compare."""
         assert self._file is not None
+        if not self._regular:
+            return
         fd, position = self._file.fileno(), self._file.tell()
         if len(self._start) < FINGERPRINT:
             self._start = os.pread(fd, min(position, FINGERPRINT), 0)
