@@ -79,6 +79,7 @@ class Pending:
     detectors: dict[str, FloatArray]
     features: FloatArray
     expected: FloatArray
+    metric_scores: FloatArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +89,31 @@ class Scores:
     ``score`` 0-100 (what the alarm rules read) and ``anomaly`` (``score >= threshold``)
     per row; ``detectors`` maps each detector to its calibrated 0-100 score per row (the
     largest over the metrics); ``expected`` is the value each metric was expected to
-    have, ``(rows, metrics)``.
+    have and ``metric_scores`` each metric's own score (the largest of its per-metric
+    detectors: z-score, seasonal, limit; NaN without a value), both ``(rows, metrics)``.
     """
 
     score: FloatArray
     anomaly: npt.NDArray[np.bool_]
     detectors: dict[str, FloatArray]
     expected: FloatArray
+    metric_scores: FloatArray
+
+    def contributors(self, threshold: float) -> npt.NDArray[np.bool_]:
+        """Which metrics drive each anomalous row, ``(rows, metrics)``: those whose own
+        score reaches ``threshold``, else the one with the largest own score (a row made
+        anomalous by the forest, from deviations too small to alarm alone). Normal rows
+        have none."""
+        own: npt.NDArray[np.bool_] = np.asarray(self.metric_scores >= threshold)
+        rows, metrics = self.metric_scores.shape
+        lead = np.zeros((rows, metrics), dtype=bool)
+        if rows and metrics:
+            known = ~np.isnan(self.metric_scores).all(axis=1)
+            filled = np.where(np.isnan(self.metric_scores), -np.inf, self.metric_scores)
+            top = np.argmax(filled, axis=1)
+            lead[np.arange(rows), top] = known
+        found: npt.NDArray[np.bool_] = np.where(np.any(own, axis=1, keepdims=True), own, lead)
+        return found & self.anomaly[:, None]
 
 
 def _window(
@@ -287,6 +306,11 @@ class EntityDetector:
             found.append(until if until > self._last_ts else None)
         return found
 
+    @property
+    def last_ts(self) -> int | None:
+        """The time of the last row scored (epoch seconds), None before the first."""
+        return self._last_ts
+
     def mean_step(self) -> float:
         """The mean time between this entity's rows so far, seconds (0 before two rows)."""
         if self._first_ts is None or self._last_ts is None or self._rows_seen < 2:
@@ -373,7 +397,13 @@ class EntityDetector:
             per_detector["limit"].append(_limit_scores(state.limit, data[:, column]))
         detectors = {name: _largest(cols) for name, cols in per_detector.items()}
         features = summary_features(np.column_stack(point), np.column_stack(seasonal))
-        return Pending(times, detectors, features, np.column_stack(expected))
+        own = _own_scores(
+            data,
+            np.column_stack(per_detector["zscore"]),
+            np.column_stack(per_detector["seasonal"]),
+            np.column_stack(per_detector["limit"]),
+        )
+        return Pending(times, detectors, features, np.column_stack(expected), own)
 
     def _finish(self, pending: Pending, forest_score: FloatArray) -> Scores:
         detectors = dict(pending.detectors)
@@ -381,7 +411,7 @@ class EntityDetector:
         combined = self._combine(detectors)
         anomaly = combined >= self.config.threshold
         self._remember(pending.times, pending.features, anomaly)
-        return Scores(combined, anomaly, detectors, pending.expected)
+        return Scores(combined, anomaly, detectors, pending.expected, pending.metric_scores)
 
     def _metric_scores(self, state: _MetricState, times: IntArray, x: FloatArray) -> Deviations:
         """Return the deviations of ``x`` from its point and seasonal baselines."""
@@ -534,9 +564,21 @@ def calibrate_z(
     )
 
 
+def _own_scores(
+    x: FloatArray, zscore: FloatArray, seasonal: FloatArray, limit: FloatArray
+) -> FloatArray:
+    """Each metric's own score: the largest of its detectors; NaN where it has no value."""
+    found: FloatArray = np.where(np.isnan(x), np.nan, np.fmax(np.fmax(zscore, seasonal), limit))
+    return found
+
+
 def _largest(columns: list[FloatArray]) -> FloatArray:
-    """The row-wise maximum of one or more metric columns."""
-    return columns[0] if len(columns) == 1 else np.max(np.column_stack(columns), axis=1)
+    """The row-wise maximum of one or more metric columns; a metric without a value this
+    row (NaN: a missing column) is left out, so NaN only where every metric is."""
+    if len(columns) == 1:
+        return columns[0]
+    found: FloatArray = np.fmax.reduce(np.column_stack(columns), axis=1)
+    return found
 
 
 def forest_calibration(params: DetectorParams) -> TrailingQuantiles:
@@ -589,36 +631,60 @@ def concat_scores(parts: list[Scores], metrics: int) -> Scores:
             np.empty(0, dtype=bool),
             dict.fromkeys(DETECTORS, empty),
             np.empty((0, metrics)),
+            np.empty((0, metrics)),
         )
     return Scores(
         score=np.concatenate([p.score for p in parts]),
         anomaly=np.concatenate([p.anomaly for p in parts]),
         detectors={n: np.concatenate([p.detectors[n] for p in parts]) for n in DETECTORS},
         expected=np.concatenate([p.expected for p in parts]),
+        metric_scores=np.concatenate([p.metric_scores for p in parts]),
     )
 
 
 def fast_path_ok(detector: EntityDetector) -> bool:
-    """Whether a fleet may score this entity with the whole-array path (one metric; its
-    rows go through it one layer at a time)."""
-    return detector.pooled and len(detector.metrics) == 1
+    """Whether a fleet may score this entity with the whole-array path (pooled; its rows
+    go through it one layer at a time)."""
+    return detector.pooled
 
 
-def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArray) -> Pending:
-    """Fleet fast path, step one: one new row for each of many one-metric entities.
+@dataclass(frozen=True, slots=True)
+class PendingMany:
+    """One new row of each of many entities, scored by the per-metric detectors.
 
+    ``times``, ``detectors`` and ``features`` have a row per entity; ``expected`` and
+    ``metric_scores`` are flat, entity ``i``'s metrics at ``offsets[i]:offsets[i + 1]``.
+    """
+
+    times: IntArray
+    detectors: dict[str, FloatArray]
+    features: FloatArray
+    expected: FloatArray
+    metric_scores: FloatArray
+    offsets: IntArray
+
+
+def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArray) -> PendingMany:
+    """Fleet fast path, step one: one new row for each of many entities.
+
+    ``x`` holds the rows' values flat, entity after entity, each in its metrics' order.
     The same streams and the same elementwise formulas as :meth:`EntityDetector.prepare`,
-    with the arithmetic done once over all entities instead of once per entity. Row ``i``
-    of the result belongs to ``detectors[i]``.
+    with the arithmetic done once over every metric of every entity instead of once per
+    entity; the per-entity summaries (largest, features) are taken per group.
     """
     n = len(detectors)
     params = detectors[0].params if detectors else DetectorParams(DetectionConfig())
-    states = [detector.only_metric for detector in detectors]
-    q, qr = np.empty((n, len(BASELINE_QUANTILES) + 1)), np.empty((n, len(BASELINE_QUANTILES) + 1))
-    seasonal_expected, up, down = np.empty(n), np.empty(n), np.empty(n)
-    low, high = np.full(n, -np.inf), np.full(n, np.inf)
+    sizes = np.array([len(detector.metrics) for detector in detectors], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    states = [state for detector in detectors for state in detector._metrics]
+    total = len(states)
+    times = np.repeat(ts, sizes)
+    q = np.empty((total, len(BASELINE_QUANTILES) + 1))
+    qr = np.empty((total, len(BASELINE_QUANTILES) + 1))
+    seasonal_expected, up, down = np.empty(total), np.empty(total), np.empty(total)
+    low, high = np.full(total, -np.inf), np.full(total, np.inf)
     for i, state in enumerate(states):
-        found_q, found_expected, found_qr = state.baselines(ts[i : i + 1], x[i : i + 1])
+        found_q, found_expected, found_qr = state.baselines(times[i : i + 1], x[i : i + 1])
         q[i], seasonal_expected[i], qr[i] = found_q[0], found_expected[0], found_qr[0]
         up[i], down[i] = DIRECTION_WEIGHTS[state.direction]
         if state.limit is not None:
@@ -631,18 +697,40 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
         ("zscore", found.point_offset, found.point_scale),
         ("seasonal", found.seasonal_offset, found.seasonal_scale),
     ):
-        # the statistics each row will get, then one calibration over all entities,
+        # the statistics each row will get, then one calibration over all metrics,
         # then each row pushed with its verdict (what calibrated() does for one entity)
         streams = [state.raw[name] for state in states]
-        reference = np.array([stream.peek() for stream in streams]).reshape(n, -1)
+        reference = np.array([stream.peek() for stream in streams]).reshape(total, -1)
         scores[name] = calibrate_z(
             offset, reference, scale, one_sided=one_sided, prior_weight=params.prior_weight
         )
         anomalous = scores[name] >= params.config.threshold
         for i, stream in enumerate(streams):
             stream.push(offset[i : i + 1], judge=_known(anomalous[i : i + 1]))
-    features = summary_features(found.point[:, None], found.seasonal[:, None])
-    return Pending(ts, scores, features, found.expected[:, None])
+    starts = offsets[:-1]
+    largest = {
+        name: np.fmax.reduceat(values, starts) if n else np.empty(0)
+        for name, values in scores.items()
+    }
+    own = _own_scores(x, scores["zscore"], scores["seasonal"], scores["limit"])
+    features = _grouped_features(found.point, found.seasonal, sizes, offsets)
+    return PendingMany(ts, largest, features, found.expected, own, offsets)
+
+
+def _grouped_features(
+    point: FloatArray, seasonal: FloatArray, sizes: IntArray, offsets: IntArray
+) -> FloatArray:
+    """:func:`summary_features` of each entity's metrics, from flat per-metric scores.
+
+    Entities with the same number of metrics go through it as one matrix, so the
+    numbers are those of the entity path exactly (the same reductions in the same order).
+    """
+    features = np.empty((sizes.size, FEATURES))
+    for size in np.unique(sizes).tolist():
+        members = np.flatnonzero(sizes == size)
+        columns = offsets[members][:, None] + np.arange(size)[None, :]
+        features[members] = summary_features(point[columns], seasonal[columns])
+    return features
 
 
 def _known(verdict: npt.NDArray[np.bool_]) -> Judge:
@@ -655,7 +743,7 @@ def _known(verdict: npt.NDArray[np.bool_]) -> Judge:
 
 
 def finish_many(
-    detectors: Sequence[EntityDetector], pending: Pending, forest_score: FloatArray
+    detectors: Sequence[EntityDetector], pending: PendingMany, forest_score: FloatArray
 ) -> list[Scores]:
     """Fleet fast path, step two: combine and decide, as :meth:`EntityDetector.finish`."""
     n = len(detectors)
@@ -675,12 +763,14 @@ def finish_many(
     for detector, ts in zip(detectors, pending.times.tolist(), strict=True):
         detector.advance(ts, ts, 1)
     anomaly = combined >= config.threshold
+    bounds = pending.offsets.tolist()
     return [
         Scores(
             combined[i : i + 1],
             anomaly[i : i + 1],
             {name: values[i : i + 1] for name, values in scores.items()},
-            pending.expected[i : i + 1],
+            pending.expected[None, bounds[i] : bounds[i + 1]],
+            pending.metric_scores[None, bounds[i] : bounds[i + 1]],
         )
         for i in range(n)
     ]

@@ -1,9 +1,20 @@
 """The detection job: score what was collected since the last cycle, store anomalies.
 
-Each series is scored as an entity of one metric in one :class:`~anomon.detect.fleet.Fleet`
-(one pooled forest). The fleet's windows live in memory; after a restart they are
-rebuilt from the last ``warmup_rows`` scored samples of each series, and scoring goes on
-from each series' watermark, so nothing is lost or scored twice.
+Series are scored as *entities* in one :class:`~anomon.detect.fleet.Fleet` (one pooled
+forest): the series of one source about one thing — its ``entity`` (a host, a model
+server) and, where its labels have them, one ``model`` and ``version`` — are aligned on
+the times that source stamped them (one collection = one row; a series missing from a
+row is a missing value, not a failure), so the forest sees a host or a model going
+wrong on several metrics at once. Each series keeps its own score for the alarm rules:
+its own detectors' score, raised to the entity's score on the rows where it drives an
+entity anomaly (:meth:`~anomon.detect.entity.Scores.contributors`), so an anomaly the
+forest finds in joint deviations is recorded on the series behind it.
+
+The fleet's windows live in memory; after a restart (or when an entity gains a series)
+they are rebuilt from the last ``warmup_rows`` scored samples of each series, and
+scoring goes on from each series' watermark, so nothing is lost or scored twice. A
+sample older than its entity's last scored row (a series that joined late, or a source
+that stamps series out of order) is stored but not scored.
 
 One bad series never stops the fleet: a cycle that fails on the data (anything but a
 store error) is retried in halves until the series that fail it are found; they are set
@@ -15,6 +26,7 @@ moves past the samples still to come.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,9 +48,19 @@ from anomon.timeutil import Clock, format_duration, to_epoch, utcnow
 
 log = logging.getLogger("anomon.detect")
 
-READ_SERIES = 1000  # series read per query batch
+READ_SERIES = 1000  # series read per query batch (whole entities, at least one)
 QUARANTINE = timedelta(hours=1)  # how long a series that fails the cycle is set aside
 SLICE_POINTS = 250_000  # rows scored per fleet call when there is a backlog
+
+EntityKey = tuple[str, str, str, str]  # source, entity, model, version
+Rows = tuple[np.ndarray, np.ndarray]  # times, values (rows, metrics)
+
+
+def entity_key(series: store.ScoredSeries) -> EntityKey:
+    """The entity a series is scored with: its source, entity, and model and version
+    labels if it has them (a model version is part of a model's identity)."""
+    labels = json.loads(series.labels)
+    return series.source, series.entity, labels.get("model", ""), labels.get("version", "")
 
 
 def config_hash(config: DetectionConfig) -> str:
@@ -57,7 +79,7 @@ class DetectJob:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     telemetry: Telemetry | None = None
     samples: SamplesConfig = field(default_factory=SamplesConfig)
-    fleet: Fleet[int] = field(init=False)
+    fleet: Fleet[EntityKey] = field(init=False)
     quarantine: dict[int, tuple[datetime, str]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,7 +89,8 @@ class DetectJob:
     def _forget(self) -> None:
         """Drop the in-memory windows and alarm state; the next cycle rebuilds both from
         the store, which is the truth (watermarks, scored rows, firing incidents)."""
-        self.fleet = Fleet[int](self.config)
+        self.fleet = Fleet[EntityKey](self.config)
+        self.members: dict[EntityKey, list[int]] = {}  # each entity's series, column order
         self.alarms = Alarms(self.config, self.alerts)
 
     def __call__(self) -> None:
@@ -96,6 +119,8 @@ class DetectJob:
         now = self.clock()
         self.quarantine = {sid: q for sid, q in self.quarantine.items() if q[0] > now}
         series = [s for s in store.series_to_score(self.engine) if s.id not in self.quarantine]
+        # an entity's series side by side, so that halving splits as few entities as it can
+        series.sort(key=lambda s: (entity_key(s), s.id))
         try:
             return self._cycle(started, series)
         except AnomonError:
@@ -149,13 +174,16 @@ class DetectJob:
             )
 
     def _cycle(self, started: datetime, series: list[store.ScoredSeries]) -> tuple[int, int]:
-        self._warm_up([s for s in series if s.id not in self.fleet.entities])
+        groups = _grouped(series)
+        self._warm_up(groups)
         now = to_epoch(self.clock())
         latest = now + int(self.samples.max_ahead.total_seconds())
         stale_after = 10 * int(self.config.interval.total_seconds())
         known = {s.id: s for s in series}
+        threshold = self.config.threshold
         anomalies: list[AnomalyRecord] = []
         cycle: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        read_until: dict[int, int] = {}
         quality: dict[int, str] = {}
         learning: dict[int, int | None] = {}
         last_rows: dict[int, store.LatestRow] = {}
@@ -165,23 +193,34 @@ class DetectJob:
             # every correct sample still to come
             return store.read_unscored(conn, ids, until=latest)
 
-        for batch in self._slices(list(known), unscored):
+        for batch in self._slices(list(groups), unscored, read_until):
             results = self.fleet.update(batch)
-            for sid, scores in results.items():
-                anomalies += _records(sid, batch[sid], scores)
-                cycle[sid] = (batch[sid][0], scores.score)
-                detector = self.fleet.entities[sid]
-                quality[sid] = detector.quality(now, stale_after=stale_after)[0]
-                learning[sid] = detector.learning_until()[0] if quality[sid] == "learning" else None
-                ts, values = batch[sid]
-                if ts.size:
-                    expected = float(scores.expected[-1, 0])
-                    last_rows[sid] = (int(ts[-1]), float(values[-1, 0]), expected)
+            scored_now: list[int] = []
+            for key, scores in results.items():
+                detector = self.fleet.entities[key]
+                states = detector.quality(now, stale_after=stale_after)
+                until = detector.learning_until()
+                ts, values = batch[key]
+                own = series_scores(scores, threshold)
+                for column, sid in enumerate(self.members[key]):
+                    has = ~np.isnan(values[:, column])
+                    if not has.any():
+                        continue
+                    times, score = ts[has], own[has, column]
+                    cycle[sid] = (times, score)
+                    scored_now.append(sid)
+                    anomalies += _records(
+                        sid, times, values[has, column], scores, has, column, score, threshold
+                    )
+                    quality[sid] = states[column]
+                    learning[sid] = until[column] if states[column] == "learning" else None
+                    expected = float(scores.expected[has, column][-1])
+                    last_rows[sid] = (int(times[-1]), float(values[has, column][-1]), expected)
             if self.telemetry is not None:
                 self.telemetry.record_scores(
                     (sid, known[sid].metric, known[sid].entity, known[sid].labels, last)
-                    for sid, scores in results.items()
-                    if scores.score.size and np.isfinite(last := float(scores.score[-1]))
+                    for sid in scored_now
+                    if np.isfinite(last := float(cycle[sid][1][-1]))
                 )
         points = sum(ts.size for ts, _ in cycle.values())
         incidents, anomalies = plan_incidents(
@@ -191,7 +230,7 @@ class DetectJob:
         new = store.save_detection(
             self.engine,
             anomalies=anomalies,
-            scored_until={sid: int(ts[-1]) for sid, (ts, _) in cycle.items()},
+            scored_until=read_until,
             quality=quality,
             learning_until=learning,
             latest=last_rows,
@@ -220,35 +259,55 @@ class DetectJob:
         return f"{len(shown)} series set aside: {summarise(shown, 3)}"
 
     def _slices(
-        self, ids: list[int], read: Callable[[Any, list[int]], dict[int, store.Points]]
-    ) -> Iterator[dict[int, tuple[np.ndarray, np.ndarray]]]:
-        """Read the rows of ``ids`` and yield them in batches of about SLICE_POINTS points.
+        self,
+        keys: list[EntityKey],
+        read: Callable[[Any, list[int]], dict[int, store.Points]],
+        read_until: dict[int, int] | None = None,
+    ) -> Iterator[dict[EntityKey, Rows]]:
+        """Read the rows of the entities ``keys``, aligned, in batches of about
+        SLICE_POINTS points; ``read_until`` gets the last time read of each series.
 
-        A steady cycle (a few rows per series) is one batch, so the fleet scores it in
+        A steady cycle (a few rows per entity) is one batch, so the fleet scores it in
         one call; a cold start or a restart (thousands of rows per series) is scored in
         slices, so memory stays bounded by a slice, not by the backlog.
         """
-        batch: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        batch: dict[EntityKey, Rows] = {}
         size = 0
-        for start in range(0, len(ids), READ_SERIES):
+        for chunk in _chunks(keys, self.members, READ_SERIES):
+            ids = [sid for key in chunk for sid in self.members[key]]
             with self.engine.connect() as conn:
-                points = read(conn, ids[start : start + READ_SERIES])
-            for sid, p in points.items():
-                if p.ts.size:
-                    batch[sid] = (p.ts, p.values[:, None])
-                    size += p.ts.size
+                points = read(conn, ids)
+            for key in chunk:
+                found = [points.get(sid) for sid in self.members[key]]
+                if read_until is not None:
+                    read_until |= {
+                        sid: int(p.ts[-1])
+                        for sid, p in zip(self.members[key], found, strict=True)
+                        if p is not None and p.ts.size
+                    }
+                rows = aligned(found, after=self.fleet.entities[key].last_ts)
+                if rows[0].size:
+                    batch[key] = rows
+                    size += rows[1].size
             if size >= SLICE_POINTS:
                 yield batch
                 batch, size = {}, 0
         if batch:
             yield batch
 
-    def _warm_up(self, series: list[store.ScoredSeries]) -> None:
-        """Add new series to the fleet; rebuild the windows and alarm state of those
-        scored before (the store says which have a firing incident)."""
-        for s in series:
-            self.fleet.add(s.id, [s.metric])
-        seen = [s.id for s in series if s.scored_until is not None]
+    def _warm_up(self, groups: dict[EntityKey, list[store.ScoredSeries]]) -> None:
+        """Add new entities to the fleet (and rebuild one whose series changed); rebuild
+        the windows and alarm state of the series scored before (the store says which
+        have a firing incident)."""
+        fresh = [
+            key for key, members in groups.items() if self.members.get(key) != members_of(members)
+        ]
+        if not fresh:
+            return
+        for key in fresh:
+            self.members[key] = members_of(groups[key])
+            self.fleet.add(key, [s.metric for s in groups[key]])
+        seen = [key for key in fresh if any(s.scored_until is not None for s in groups[key])]
         if not seen:
             return
         firing = store.firing_series(self.engine)
@@ -261,29 +320,100 @@ class DetectJob:
 
             # rows scored before: only the windows and the alarm rules' state are kept
             for batch in self._slices(seen, recent):
-                scored |= {sid: s.score for sid, s in self.fleet.update(batch).items()}
-        for sid in seen:
-            combined = scored.get(sid, np.empty(0))
-            self.alarms.warm(sid, combined, firing=sid in firing)
+                for key, scores in self.fleet.update(batch).items():
+                    own = series_scores(scores, self.config.threshold)
+                    values = batch[key][1]
+                    for column, sid in enumerate(self.members[key]):
+                        scored[sid] = own[~np.isnan(values[:, column]), column]
+        for key in seen:
+            for s in groups[key]:
+                if s.scored_until is not None:
+                    self.alarms.warm(s.id, scored.get(s.id, np.empty(0)), firing=s.id in firing)
+
+
+def _grouped(series: list[store.ScoredSeries]) -> dict[EntityKey, list[store.ScoredSeries]]:
+    """The series by entity, each entity's in id order."""
+    groups: dict[EntityKey, list[store.ScoredSeries]] = {}
+    for s in sorted(series, key=lambda s: s.id):
+        groups.setdefault(entity_key(s), []).append(s)
+    return groups
+
+
+def members_of(series: list[store.ScoredSeries]) -> list[int]:
+    """An entity's series ids in column order."""
+    return [s.id for s in series]
+
+
+def _chunks(
+    keys: list[EntityKey], members: dict[EntityKey, list[int]], most: int
+) -> Iterator[list[EntityKey]]:
+    """Whole entities, about ``most`` series at a time (an entity larger alone)."""
+    chunk: list[EntityKey] = []
+    count = 0
+    for key in keys:
+        if chunk and count + len(members[key]) > most:
+            yield chunk
+            chunk, count = [], 0
+        chunk.append(key)
+        count += len(members[key])
+    if chunk:
+        yield chunk
+
+
+def aligned(points: list[store.Points | None], *, after: int | None) -> Rows:
+    """The rows of an entity: every time any of its series has a sample (later than
+    ``after``), with each series' value in its column and NaN where it has none."""
+    present = [p.ts for p in points if p is not None and p.ts.size]
+    if not present:
+        return np.empty(0, dtype=np.int64), np.empty((0, len(points)))
+    times = present[0] if len(present) == 1 else np.unique(np.concatenate(present))
+    if after is not None:
+        times = times[times > after]
+    values = np.full((times.size, len(points)), np.nan)
+    for column, p in enumerate(points):
+        if p is None or not p.ts.size or not times.size:
+            continue
+        at = np.searchsorted(times, p.ts)
+        hit = at < times.size
+        hit[hit] = times[at[hit]] == p.ts[hit]
+        values[at[hit], column] = p.values[hit]
+    return times.astype(np.int64), values
+
+
+def series_scores(scores: Scores, threshold: float) -> np.ndarray:
+    """Each series' score per row, ``(rows, metrics)``: its own detectors' score, or the
+    entity's where the series drives an entity anomaly."""
+    drivers = scores.contributors(threshold)
+    return np.where(drivers, scores.score[:, None], scores.metric_scores)
 
 
 def _records(
-    series_id: int, rows: tuple[np.ndarray, np.ndarray], scores: Scores
+    series_id: int,
+    ts: np.ndarray,
+    values: np.ndarray,
+    scores: Scores,
+    rows: np.ndarray,
+    column: int,
+    own: np.ndarray,
+    threshold: float,
 ) -> list[AnomalyRecord]:
-    ts, values = rows
+    """The anomalies of one series of an entity: its rows (``rows`` of the entity's)
+    whose own score ``own`` reaches ``threshold``."""
+    expected_all = scores.expected[rows, column]
+    detectors = {name: v[rows] for name, v in scores.detectors.items()}
     found = []
-    for i in np.flatnonzero(scores.anomaly).tolist():
-        value, expected = float(values[i, 0]), float(scores.expected[i, 0])
+    for i in np.flatnonzero(own >= threshold).tolist():
+        value, expected = float(values[i]), float(expected_all[i])
         found.append(
             AnomalyRecord(
                 series_id=series_id,
                 ts=int(ts[i]),
                 value=value,
                 expected=expected if np.isfinite(expected) else None,
-                score=float(scores.score[i]),
-                detector_scores={name: float(v[i]) for name, v in scores.detectors.items()},
+                score=float(own[i]),
+                detector_scores={name: float(v[i]) for name, v in detectors.items()},
                 direction="up" if not np.isfinite(expected) or value >= expected else "down",
-                severity="critical" if scores.score[i] >= CRITICAL_SCORE else "warning",
+                severity="critical" if own[i] >= CRITICAL_SCORE else "warning",
             )
         )
     return found

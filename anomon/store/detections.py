@@ -35,6 +35,7 @@ class ScoredSeries:
     kind: str
     scored_until: int | None
     labels: str = "{}"
+    source: str = ""
 
 
 def series_to_score(engine: Engine) -> list[ScoredSeries]:
@@ -47,6 +48,7 @@ def series_to_score(engine: Engine) -> list[ScoredSeries]:
             Series.kind,
             SeriesState.scored_until,
             Series.labels,
+            Series.source,
         )
         .outerjoin(SeriesState, SeriesState.series_id == Series.id)
         .order_by(Series.id)

@@ -93,12 +93,14 @@ def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers(
         "accuracy": rng.normal(0.8, 0.1, (rows, 1)),
         "latency": rng.standard_t(3, (rows, 1)).cumsum(axis=0),
         "cpu": rng.normal(50, 5, (rows, 1)),
-        "host": rng.normal(0, 1, (rows, 2)),  # two metrics: scored one by one
+        "host": rng.normal(0, 1, (rows, 2)),  # entities of several metrics, with holes
+        "node": rng.normal(10, 2, (rows, 3)),
     }
     data["cpu"][::50] = np.nan
+    data["node"][::7, 1] = np.nan  # a column missing from some rows
     fleet = Fleet(params)
     for key, values in data.items():
-        fleet.add(key, [key] if values.shape[1] == 1 else ["a", "b"])
+        fleet.add(key, names_of(key, values))
     reference = fleet.entities["cpu"].only_metric.raw["zscore"]
     assert (reference.stride > 1) is sampled
     got: dict[str, list] = {key: [] for key in data}
@@ -121,14 +123,18 @@ def stand_ins(config: DetectionConfig, *, sampled: bool, holding: bool) -> Detec
     )
 
 
+def names_of(key: str, values: np.ndarray) -> list[str]:
+    """The metric names of an entity: its key, or one name per column."""
+    return [key] if values.shape[1] == 1 else [f"{key}_{i}" for i in range(values.shape[1])]
+
+
 def assert_like_alone(
     got: dict[str, list], data: dict[str, np.ndarray], ts: np.ndarray, params: DetectorParams
 ) -> None:
     """The fleet's scores of each entity, cycle after cycle, are its lone detector's."""
     for key, values in data.items():
-        names = [key] if values.shape[1] == 1 else ["a", "b"]
-        alone = EntityDetector(names, params).update(ts, values)
-        for field in ("score", "anomaly", "expected"):
+        alone = EntityDetector(names_of(key, values), params).update(ts, values)
+        for field in ("score", "anomaly", "expected", "metric_scores"):
             assert np.array_equal(
                 np.concatenate([getattr(s, field) for s in got[key]]),
                 getattr(alone, field),
@@ -163,10 +169,12 @@ def test_a_cycle_that_fell_behind_takes_the_whole_array_path_row_by_row(
     rows = 600
     ts = START + 60 * np.arange(rows)
     rng = np.random.default_rng(9)
-    data = {f"latency_{i}": rng.standard_t(3, (rows, 1)).cumsum(axis=0) for i in range(6)}
+    data = {  # entities of one to three metrics
+        f"latency_{i}": rng.standard_t(3, (rows, 1 + i % 3)).cumsum(axis=0) for i in range(6)
+    }
     fleet = Fleet(params)
-    for key in data:
-        fleet.add(key, [key])
+    for key, values in data.items():
+        fleet.add(key, names_of(key, values))
     got: dict[str, list] = {key: [] for key in data}
     cursor = dict.fromkeys(data, 0)
     while any(position < rows for position in cursor.values()):
@@ -182,3 +190,22 @@ def test_a_cycle_that_fell_behind_takes_the_whole_array_path_row_by_row(
     assert_like_alone(got, data, ts, params)
     held = sum(m.raw["zscore"].held_rows for d in fleet.entities.values() for m in d._metrics)
     assert held > 0 or not holding  # the held case did hold rows
+
+
+def test_the_series_that_drive_an_entity_anomaly_are_named() -> None:
+    fleet = Fleet(CONFIG)
+    rng = np.random.default_rng(3)
+    rows = 900
+    ts = START + 60 * np.arange(rows)
+    values = 100 + rng.normal(0, 1, (rows, 4))
+    values[850, 2] += 30  # one metric far out
+    values[870, [0, 1]] += 12  # two at once
+    values[880, 3] = np.nan  # a column missing: not a contributor, not a failure
+    fleet.add("host", ["cpu", "memory", "disk", "net"])
+    found = fleet.update({"host": (ts, values)})["host"]
+    drivers = found.contributors(CONFIG.threshold)
+    assert drivers.shape == (rows, 4)
+    assert found.anomaly[850] and drivers[850].tolist() == [False, False, True, False]
+    assert found.anomaly[870] and drivers[870, :2].all() and not drivers[870, 2:].any()
+    assert not drivers[~found.anomaly].any()  # normal rows have none
+    assert np.isnan(found.metric_scores[880, 3]) and np.isfinite(found.score[880])
