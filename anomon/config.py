@@ -10,6 +10,7 @@ and are mirrored, key by key, in ``config/anomon.example.toml``.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import difflib
 import math
 import os
@@ -351,6 +352,59 @@ class Limit(Section):
         return self
 
 
+AnnotationName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)]
+
+
+SETTINGS = (
+    "threshold",
+    "direction",
+    "min_effect_abs",
+    "min_effect_rel",
+    "open_after",
+    "resolve_after",
+)
+
+
+class Override(Section):
+    """``[[detection.overrides]]``: settings for the series it matches, by metric name
+    pattern (shell-style) and exact label values. For each setting, the first override
+    that matches and sets it wins; an annotation likewise, name by name."""
+
+    metric: Annotated[str, Field(min_length=1)] = "*"
+    labels: dict[LabelName, str] = Field(default_factory=dict)
+    # the score (0-100) this series' anomalies need; its detectors are calibrated alike
+    threshold: Annotated[float, Field(ge=0, le=100)] | None = None
+    direction: Literal["up", "down", "both"] | None = None
+    # an anomaly must move the value at least this far from what was expected
+    min_effect_abs: Annotated[float, Field(ge=0)] | None = None
+    min_effect_rel: Annotated[float, Field(ge=0)] | None = None
+    open_after: Annotated[int, Field(ge=1)] | None = None
+    resolve_after: Annotated[int, Field(ge=1)] | None = None
+    # free text carried by every notification: summary, description, runbook_url, ...
+    annotations: dict[AnnotationName, Annotated[str, Field(max_length=2000)]] = Field(
+        default_factory=dict
+    )
+
+    def matches(self, metric: str, labels: Mapping[str, str]) -> bool:
+        """Whether this override is for the series ``metric`` with ``labels``."""
+        if not fnmatchcase(metric, self.metric):
+            return False
+        return all(labels.get(name) == value for name, value in self.labels.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class SeriesSettings:
+    """What the overrides set for one series (None: the ``[detection]`` default)."""
+
+    threshold: float
+    direction: Literal["up", "down", "both"] | None = None
+    min_effect_abs: float = 0.0
+    min_effect_rel: float = 0.0
+    open_after: int | None = None
+    resolve_after: int | None = None
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
 class AbsentConfig(Section):
     """``[detection.absent]``: absent data is an event of its own."""
 
@@ -382,6 +436,24 @@ class DetectionConfig(Section):
     alarm: AlarmConfig = Field(default_factory=AlarmConfig)
     absent: AbsentConfig = Field(default_factory=AbsentConfig)
     limits: list[Limit] = Field(default_factory=list)
+    overrides: list[Override] = Field(default_factory=list)
+
+    def settings_for(self, metric: str, labels: Mapping[str, str]) -> SeriesSettings:
+        """The settings of one series: each from the first override that matches it and
+        sets it, else the default; annotations merged name by name the same way."""
+        found: dict[str, Any] = {}
+        annotations: dict[str, str] = {}
+        for override in self.overrides:
+            if not override.matches(metric, labels):
+                continue
+            for name in SETTINGS:
+                value = getattr(override, name)
+                if value is not None and name not in found:
+                    found[name] = value
+            for name, text in override.annotations.items():
+                annotations.setdefault(name, text)
+        found.setdefault("threshold", self.threshold)
+        return SeriesSettings(**found, annotations=annotations)
 
     def limit_for(self, metric: str) -> Limit | None:
         """Return the first limit whose ``metric`` pattern (shell-style) matches ``metric``."""

@@ -111,4 +111,4 @@ def _annotations(incident: IncidentView) -> dict[str, str]:
         found["value"] = render.format_number(incident.value)
     if render.finite(incident.expected) is not None:
         found["expected"] = render.format_number(incident.expected)
-    return found
+    return render.with_annotations(incident, found)

@@ -30,6 +30,7 @@ import functools
 import hashlib
 import html
 import logging
+import re
 import smtplib
 import ssl
 import threading
@@ -292,10 +293,23 @@ def _html_incident(incident: IncidentView, cid: str | None) -> str:
         f"<p>{_h(render.description(incident))}</p>",
         f'<p style="color: #555; font-size: 12px">{_h(labels)}</p>',
     ]
+    if incident.annotations:
+        items = "".join(
+            f"<li>{_h(name)}: {_annotation_html(text)}</li>"
+            for name, text in incident.annotations.items()
+        )
+        block.append(f"<ul>{items}</ul>")
     if cid is not None:
         alt = f"chart of {incident.metric} on {incident.entity}"
         block.append(f'<img src="cid:{_h(cid)}" alt="{_h(alt)}" width="640" height="240">')
     return "\n".join(block)
+
+
+def _annotation_html(text: str) -> str:
+    """An annotation, as a link when it is an http(s) URL (a runbook, a dashboard)."""
+    if re.fullmatch(r"https?://[^\s\"'<>]+", text):
+        return f'<a href="{_h(text)}">{_h(text)}</a>'
+    return _h(text)
 
 
 def _h(text: str) -> str:

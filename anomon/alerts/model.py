@@ -34,6 +34,8 @@ class IncidentView:
     of it when the message was written (None if unknown).
     ``notification_keys`` are the stable keys of the notifications about it that this
     message carries (a receiver drops a change it has seen, however it was grouped).
+    ``annotations`` are the free texts its ``[[detection.overrides]]`` give it
+    (``summary``, ``runbook_url``, ``dashboard_url``, ...), shown by every format.
     """
 
     id: int
@@ -53,6 +55,7 @@ class IncidentView:
     detector_scores: Mapping[str, float] = field(default_factory=dict)
     points: Points | None = None
     notification_keys: Sequence[str] = ()
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

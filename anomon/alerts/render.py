@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from anomon.alerts.model import IncidentView, Notice
-from anomon.model import SOURCE_DOWN
+from anomon.model import SOURCE_DOWN, escape_controls
 
 # Worst first; a severity not listed here ranks below all of them.
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -139,9 +139,22 @@ def text_body(notice: Notice) -> str:
         lines.append(f"{incident.status.upper()} #{incident.id}: {summary(incident)}")
         lines.append(f"  {description(incident)}")
         lines.append(f"  labels: {format_labels(incident.labels)}")
+        lines += [f"  {line}" for line in annotation_lines(incident)]
         lines.append("")
     lines.append(f"-- anomon, receiver {notice.receiver}, notice {notice.key}")
     return "\n".join(lines) + "\n"
+
+
+def annotation_lines(incident: IncidentView) -> list[str]:
+    """The incident's configured annotations, one ``name: text`` line each, in the
+    order the config gives them (control characters escaped: one line stays one)."""
+    return [escape_controls(f"{name}: {text}") for name, text in incident.annotations.items()]
+
+
+def with_annotations(incident: IncidentView, ours: dict[str, str]) -> dict[str, str]:
+    """Alertmanager-style annotations: anomon's own, then the configured ones, which win
+    on a name both have (a rule's own ``summary`` is what Alertmanager users expect)."""
+    return {**ours, **incident.annotations}
 
 
 def format_labels(labels: Mapping[str, str]) -> str:

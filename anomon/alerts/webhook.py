@@ -277,6 +277,7 @@ def _anomon_incident(incident: IncidentView) -> JSON:
             name: render.finite(score) for name, score in incident.detector_scores.items()
         },
         "notification_keys": list(incident.notification_keys),
+        "annotations": dict(incident.annotations),
     }
 
 
@@ -312,10 +313,10 @@ def _alertmanager_alert(incident: IncidentView) -> JSON:
         "entity": incident.entity,
         "severity": incident.severity,
     }
-    annotations = {
-        "summary": render.summary(incident),
-        "description": render.description(incident),
-    }
+    annotations = render.with_annotations(
+        incident,
+        {"summary": render.summary(incident), "description": render.description(incident)},
+    )
     if incident.notification_keys:  # annotations are free text: a receiver may dedupe on it
         annotations[AM_KEYS_ANNOTATION] = " ".join(incident.notification_keys)
     return {
@@ -392,6 +393,8 @@ def _slack_section(incident: IncidentView) -> JSON:
         f"*{_escape(incident.status.upper())}* #{incident.id} "
         f"{_escape(render.summary(incident))}\n{_escape(render.description(incident))}"
     )
+    for line in render.annotation_lines(incident):  # runbook and dashboard links
+        text += f"\n{_escape(line)}"
     return {"type": "section", "text": _mrkdwn(text)}
 
 

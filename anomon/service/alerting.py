@@ -20,7 +20,7 @@ import numpy as np
 from anomon import store
 from anomon.alerts.incidents import Episode, track
 from anomon.alerts.routing import Silence, config_silences, route, silenced, stored_silence
-from anomon.config import AlertsConfig, DetectionConfig
+from anomon.config import AlarmConfig, AlertsConfig, DetectionConfig, SeriesSettings
 from anomon.detect.rules import AlarmState, apply_rules
 from anomon.errors import UsageError
 from anomon.model import (
@@ -38,21 +38,41 @@ RESOLVE_TRIES = 3  # a busy incident changes every detection cycle
 
 @dataclass
 class Alarms:
-    """The alarm rules' state of every series, kept between cycles."""
+    """The alarm rules' state of every series, kept between cycles, and each series'
+    rules (``[detection.alarm]`` and the threshold, as its overrides set them)."""
 
     detection: DetectionConfig
     alerts: AlertsConfig
     states: dict[int, AlarmState] = field(default_factory=dict)
+    rules: dict[int, tuple[float, AlarmConfig]] = field(default_factory=dict)
+
+    def configure(self, series_id: int, settings: SeriesSettings) -> None:
+        """Give a series the threshold and alarm rules its overrides set."""
+        alarm = self.detection.alarm
+        changes = {
+            name: value
+            for name in ("open_after", "resolve_after")
+            if (value := getattr(settings, name)) is not None
+        }
+        if changes:
+            # an override's open_after may exceed the default window: the window widens
+            within = max(alarm.open_within, changes.get("open_after", 0))
+            alarm = alarm.model_copy(update={**changes, "open_within": within})
+        self.rules[series_id] = (settings.threshold, alarm)
+
+    def rules_of(self, series_id: int) -> tuple[float, AlarmConfig]:
+        """The threshold and alarm rules of a series (the defaults unless configured)."""
+        return self.rules.get(series_id, (self.detection.threshold, self.detection.alarm))
 
     def warm(self, series_id: int, combined: np.ndarray, *, firing: bool) -> None:
         """Rebuild a series' rule state from rows scored before; ``firing`` is the store's
         word on whether it has a firing incident (it wins over the replay)."""
         state = self.states.setdefault(series_id, AlarmState())
-        alarm = self.detection.alarm
+        threshold, alarm = self.rules_of(series_id)
         # the rules remember only this far back: replaying more costs time, not accuracy
         # (a restart of 10,000 series would otherwise step 40 million rows in Python)
         memory = alarm.open_within + alarm.cooldown + 4 * alarm.resolve_after
-        apply_rules(combined[-memory:], self.detection.threshold, alarm, state)
+        apply_rules(combined[-memory:], threshold, alarm, state)
         state.firing = firing
         state.normal_streak = 0
 
@@ -68,7 +88,7 @@ class Alarms:
         """Advance the rules over new rows; return (was firing before, events)."""
         state = self.states.setdefault(series_id, AlarmState())
         before = state.firing
-        found = apply_rules(combined, self.detection.threshold, self.detection.alarm, state)
+        found = apply_rules(combined, *self.rules_of(series_id), state)
         return before, [(row, str(event)) for row, event in found]
 
 
@@ -102,7 +122,7 @@ def plan_incidents(
             ts,
             combined,
             events,
-            threshold=alarms.detection.threshold,
+            threshold=alarms.rules_of(sid)[0],
             critical=CRITICAL_SCORE,
         )
         for episode in episodes:

@@ -507,7 +507,15 @@ def build_scheduler(
     if notifiers:
         every = config.alerts.delivery.interval
         scheduler.add_job(
-            inflight.wrap(DeliverJob(engine, config.alerts, notifiers, telemetry=telemetry)),
+            inflight.wrap(
+                DeliverJob(
+                    engine,
+                    config.alerts,
+                    notifiers,
+                    telemetry=telemetry,
+                    detection=config.detection,
+                )
+            ),
             IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
             id="deliver",
             name="deliver",

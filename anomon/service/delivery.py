@@ -33,7 +33,12 @@ from anomon.alerts.model import IncidentView, Notice, Notifier, Points
 from anomon.alerts.notifiers import build_notifier
 from anomon.alerts.render import format_time
 from anomon.alerts.routing import Silence, group_labels_of, muted_routes, route, silenced
-from anomon.config import AlertsConfig, EmailReceiverConfig, WebhookReceiverConfig
+from anomon.config import (
+    AlertsConfig,
+    DetectionConfig,
+    EmailReceiverConfig,
+    WebhookReceiverConfig,
+)
 from anomon.errors import AnomonError, DeliveryError, UsageError
 from anomon.model import OutboxEntry
 from anomon.service.alerting import active_silences, notification_key
@@ -101,6 +106,8 @@ class DeliverJob:
     clock: Clock = field(default=utcnow)
     jitter: Callable[[], float] = field(default=random.random)
     telemetry: Telemetry | None = None
+    # the overrides whose annotations every notification carries
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     _repeats_checked: datetime | None = field(default=None, init=False)
     _refreshed: dict[str, datetime] = field(default_factory=dict, init=False)
 
@@ -378,7 +385,8 @@ class DeliverJob:
                 until=until,
             )
             points = Points(around.ts, around.values, around.expected, around.anomalies)
-        return incident_view(data, points)
+        annotations = self.detection.settings_for(data.metric, data.labels).annotations
+        return incident_view(data, points, annotations)
 
     def _refresh_alertmanagers(self, now: datetime) -> None:
         """Re-send every firing incident to each Alertmanager it routes to, once per that
@@ -507,8 +515,12 @@ def group_labels(group_key: str) -> dict[str, str]:
     return group_labels_of(group_key)
 
 
-def incident_view(data: store.IncidentData, points: Points | None = None) -> IncidentView:
-    """The notifier's view of a stored incident."""
+def incident_view(
+    data: store.IncidentData,
+    points: Points | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> IncidentView:
+    """The notifier's view of a stored incident (with its overrides' ``annotations``)."""
     return IncidentView(
         id=data.id,
         metric=data.metric,
@@ -526,6 +538,7 @@ def incident_view(data: store.IncidentData, points: Points | None = None) -> Inc
         direction=data.direction,
         detector_scores=data.detector_scores,
         points=points,
+        annotations=dict(annotations or {}),
     )
 
 

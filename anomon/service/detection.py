@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from anomon import store
-from anomon.config import AlertsConfig, DetectionConfig, SamplesConfig
+from anomon.config import AlertsConfig, DetectionConfig, SamplesConfig, SeriesSettings
 from anomon.detect import DETECTOR_VERSION
-from anomon.detect.entity import Scores
+from anomon.detect.entity import Scores, default_direction
 from anomon.detect.fleet import Fleet
 from anomon.errors import AnomonError, summarise
 from anomon.model import AnomalyRecord, SeriesKey, describe_key, escape_controls
@@ -91,6 +91,7 @@ class DetectJob:
         the store, which is the truth (watermarks, scored rows, firing incidents)."""
         self.fleet = Fleet[EntityKey](self.config)
         self.members: dict[EntityKey, list[int]] = {}  # each entity's series, column order
+        self.settings: dict[int, SeriesSettings] = {}  # each series' overrides
         self.alarms = Alarms(self.config, self.alerts)
 
     def __call__(self) -> None:
@@ -180,7 +181,6 @@ class DetectJob:
         latest = now + int(self.samples.max_ahead.total_seconds())
         stale_after = 10 * int(self.config.interval.total_seconds())
         known = {s.id: s for s in series}
-        threshold = self.config.threshold
         anomalies: list[AnomalyRecord] = []
         cycle: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         read_until: dict[int, int] = {}
@@ -201,16 +201,25 @@ class DetectJob:
                 states = detector.quality(now, stale_after=stale_after)
                 until = detector.learning_until()
                 ts, values = batch[key]
-                own = series_scores(scores, threshold)
+                own = series_scores(scores, self.config.threshold)
                 for column, sid in enumerate(self.members[key]):
                     has = ~np.isnan(values[:, column])
                     if not has.any():
                         continue
-                    times, score = ts[has], own[has, column]
+                    settings = self.settings[sid]
+                    score = with_effect(own, scores.expected, values, has, column, settings)
+                    times = ts[has]
                     cycle[sid] = (times, score)
                     scored_now.append(sid)
                     anomalies += _records(
-                        sid, times, values[has, column], scores, has, column, score, threshold
+                        sid,
+                        times,
+                        values[has, column],
+                        scores,
+                        has,
+                        column,
+                        score,
+                        settings.threshold,
                     )
                     quality[sid] = states[column]
                     learning[sid] = until[column] if states[column] == "learning" else None
@@ -306,7 +315,17 @@ class DetectJob:
             return
         for key in fresh:
             self.members[key] = members_of(groups[key])
-            self.fleet.add(key, [s.metric for s in groups[key]])
+            for s in groups[key]:
+                self.settings[s.id] = self.config.settings_for(s.metric, json.loads(s.labels))
+                self.alarms.configure(s.id, self.settings[s.id])
+            self.fleet.add(
+                key,
+                [s.metric for s in groups[key]],
+                directions=[
+                    self.settings[s.id].direction or default_direction(s.metric, self.config)
+                    for s in groups[key]
+                ],
+            )
         seen = [key for key in fresh if any(s.scored_until is not None for s in groups[key])]
         if not seen:
             return
@@ -324,7 +343,10 @@ class DetectJob:
                     own = series_scores(scores, self.config.threshold)
                     values = batch[key][1]
                     for column, sid in enumerate(self.members[key]):
-                        scored[sid] = own[~np.isnan(values[:, column]), column]
+                        has = ~np.isnan(values[:, column])
+                        scored[sid] = with_effect(
+                            own, scores.expected, values, has, column, self.settings[sid]
+                        )
         for key in seen:
             for s in groups[key]:
                 if s.scored_until is not None:
@@ -378,6 +400,26 @@ def aligned(points: list[store.Points | None], *, after: int | None) -> Rows:
         hit[hit] = times[at[hit]] == p.ts[hit]
         values[at[hit], column] = p.values[hit]
     return times.astype(np.int64), values
+
+
+def with_effect(
+    own: np.ndarray,
+    expected: np.ndarray,
+    values: np.ndarray,
+    rows: np.ndarray,
+    column: int,
+    settings: SeriesSettings,
+) -> np.ndarray:
+    """One series' scores on its ``rows``, 0 where the value is closer to what was
+    expected than its override's ``min_effect_abs`` / ``min_effect_rel`` (a deviation too
+    small to matter to anyone is no anomaly, however rare)."""
+    score: np.ndarray = own[rows, column]
+    if not (settings.min_effect_abs or settings.min_effect_rel):
+        return score
+    hoped = expected[rows, column]
+    least = np.maximum(settings.min_effect_abs, settings.min_effect_rel * np.abs(hoped))
+    small = np.abs(values[rows, column] - hoped) < least  # NaN expected: not small
+    return np.where(small, 0.0, score)
 
 
 def series_scores(scores: Scores, threshold: float) -> np.ndarray:

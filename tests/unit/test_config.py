@@ -18,6 +18,7 @@ from anomon.config import (
     DetectionConfig,
     EmailReceiverConfig,
     ForestConfig,
+    Override,
     RetentionConfig,
     RouteConfig,
     SilenceConfig,
@@ -82,7 +83,8 @@ def test_it_documents_every_key_with_its_default_in_the_example() -> None:
         ("detection", DetectionConfig),
         ("retention", RetentionConfig),
     ):
-        documented = set(data[section]) | ({"limits"} if section == "detection" else set())
+        commented = {"limits", "overrides"} if section == "detection" else set()  # no default
+        documented = set(data[section]) | commented
         assert documented == set(model.model_fields), section
         assert getattr(config, section) == model(), section
     documented = set(data["alerts"]) | {"receiver", "receivers", "routes", "silences"}
@@ -99,6 +101,9 @@ def test_it_documents_every_key_with_its_default_in_the_example() -> None:
     assert set(data["detection"]["forest"]) == set(ForestConfig.model_fields)
     assert set(data["detection"]["alarm"]) == set(AlarmConfig.model_fields)
     assert "[[detection.limits]]" in EXAMPLE.read_text(encoding="utf-8")  # commented: no default
+    keys = {info.alias or key for key, info in Override.model_fields.items()}
+    missing = {key for key in keys if f"# {key} =" not in EXAMPLE.read_text(encoding="utf-8")}
+    assert not missing, f"keys of [[detection.overrides]] missing from the example: {missing}"
     by_kind = {source.kind: source for source in config.sources}
     assert set(by_kind) == set(SOURCE_MODELS)
     for kind, source in by_kind.items():
@@ -318,3 +323,20 @@ def test_an_unused_receiver_is_a_warning() -> None:
         update={"alerts": config.alerts.model_copy(update={"enabled": False})}
     )
     assert config_warnings(silent) == []
+
+
+def test_an_override_with_bad_settings_is_refused_with_each_field_named(tmp_path: Path) -> None:
+    path = tmp_path / "anomon.toml"
+    path.write_text(
+        "[[detection.overrides]]\n"
+        'metric = "latency_*"\n'
+        'direction = "sideways"\n'
+        "threshold = 120\n"
+        'annotations = { "runbook url" = "x" }\n'
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    text = str(error.value)
+    assert "detection.overrides[0].direction" in text
+    assert "detection.overrides[0].threshold" in text
+    assert "detection.overrides[0].annotations" in text
