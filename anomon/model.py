@@ -290,6 +290,20 @@ class IncidentWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class Contributor:
+    """A series behind an incident: its anomalies are linked to it. ``value`` and
+    ``expected`` are the series' latest (as a message is written), ``peak_score`` its
+    strongest anomaly in the incident."""
+
+    series_id: int
+    metric: str
+    labels: dict[str, str]
+    peak_score: float
+    value: float | None
+    expected: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredIncident:
     """What tracking needs of a series' latest stored incident."""
 
@@ -302,6 +316,10 @@ class StoredIncident:
     resolved_at: datetime | None
     version: int
     silenced: bool = False
+    series_id: int | None = None
+    metric: str = ""
+    entity: str = ""
+    labels: str = "{}"  # canonical JSON: the routing labels it was opened with
 
 
 _NOT_LABEL_CHARACTER = re.compile(r"[^A-Za-z0-9_]")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from anomon.model import Contributor
+
 
 @dataclass(frozen=True)
 class Points:
@@ -34,6 +36,8 @@ class IncidentView:
     of it when the message was written (None if unknown).
     ``notification_keys`` are the stable keys of the notifications about it that this
     message carries (a receiver drops a change it has seen, however it was grouped).
+    ``contributors`` are the series behind it, strongest first (several for an
+    entity's incident); ``value`` / ``expected`` are then the first one's.
     ``annotations`` are the free texts its ``[[detection.overrides]]`` give it
     (``summary``, ``runbook_url``, ``dashboard_url``, ...), shown by every format.
     """
@@ -56,6 +60,7 @@ class IncidentView:
     points: Points | None = None
     notification_keys: Sequence[str] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
+    contributors: Sequence[Contributor] = ()
 
 
 @dataclass(frozen=True)

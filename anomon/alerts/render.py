@@ -93,12 +93,42 @@ def summary(incident: IncidentView) -> str:
             f"source {incident.entity} is down: no successful collection since "
             f"{format_time(incident.opened_at)}"
         )
-    line = f"{incident.metric} on {incident.entity} is {format_number(incident.value)}"
+    line = f"{lead_metric(incident)} on {incident.entity} is {format_number(incident.value)}"
     if finite(incident.expected) is not None:
         line += f", expected {format_number(incident.expected)}"
     if incident.direction:
         line += f" ({incident.direction})"
+    if len(incident.contributors) > 1:
+        others = len(incident.contributors) - 1
+        line += f", and {others} more series" if others > 1 else ", and 1 more series"
     return line
+
+
+def lead_metric(incident: IncidentView) -> str:
+    """The metric a message leads with: the strongest series behind the incident (the
+    value shown is its), else the one it was opened for."""
+    return incident.contributors[0].metric if incident.contributors else incident.metric
+
+
+SHOWN_CONTRIBUTORS = 5
+
+
+def contributors_line(incident: IncidentView) -> str | None:
+    """``series: memory{host=a} 85.2 (expected 60, peak 97), cpu 70 (…)``, the first
+    :data:`SHOWN_CONTRIBUTORS`; None for an incident of one series."""
+    if len(incident.contributors) < 2:
+        return None
+    shown = []
+    for c in incident.contributors[:SHOWN_CONTRIBUTORS]:
+        own = {k: v for k, v in c.labels.items() if k not in ("job", "instance")}
+        named = ",".join(f"{key}={value}" for key, value in sorted(own.items()))
+        name = c.metric + ("{" + named + "}" if own else "")
+        shown.append(
+            f"{name} {format_number(c.value)} (expected {format_number(c.expected)}, "
+            f"peak {format_score(c.peak_score)})"
+        )
+    more = len(incident.contributors) - SHOWN_CONTRIBUTORS
+    return "series: " + ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def description(incident: IncidentView) -> str:
@@ -123,6 +153,8 @@ def description(incident: IncidentView) -> str:
         parts.append(f"detectors {format_detector_scores(incident.detector_scores)}")
     if incident.acknowledged:
         parts.append("acknowledged")
+    if (line := contributors_line(incident)) is not None:
+        parts.append(line)
     return "; ".join(parts)
 
 

@@ -278,6 +278,16 @@ def _anomon_incident(incident: IncidentView) -> JSON:
         },
         "notification_keys": list(incident.notification_keys),
         "annotations": dict(incident.annotations),
+        "contributors": [
+            {
+                "metric": c.metric,
+                "labels": dict(c.labels),
+                "value": render.finite(c.value),
+                "expected": render.finite(c.expected),
+                "peak_score": render.finite(c.peak_score),
+            }
+            for c in incident.contributors
+        ],
     }
 
 

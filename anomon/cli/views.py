@@ -172,6 +172,20 @@ def incident_show(args: argparse.Namespace) -> int:
     print(f"incident #{found.id}")
     for name, value in facts:
         print(f"  {name + ':':<14}{escape_controls(value)}")
+    if found.contributors:
+        print(f"\ncontributing series ({len(found.contributors)}), strongest first:")
+        rows = [
+            {
+                "series": c.series_id,
+                "metric": c.metric,
+                "labels": ", ".join(f"{k}={v}" for k, v in sorted(c.labels.items())),
+                "peak": round(c.peak_score, 1),
+                "value": c.value,
+                "expected": c.expected,
+            }
+            for c in found.contributors
+        ]
+        sys.stdout.write(_indent(text_table(rows)))
     if found.anomalies:
         print(f"\ntop {len(found.anomalies)} anomalies by score:")
         sys.stdout.write(_indent(text_table([_anomaly(a) for a in found.anomalies])))

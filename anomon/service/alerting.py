@@ -1,10 +1,16 @@
 """From a detection cycle's scores to incident writes with their notifications.
 
-Joins the packages: the alarm rules (detect) turn each series' undamped scores into
-open / reopen / resolve events, the incident state machine (alerts) turns those and
-the series' latest stored incident (store) into episodes, routing (alerts) decides who
+Joins the packages: the alarm rules (detect) turn each alarm unit's undamped scores
+into open / reopen / resolve events, the incident state machine (alerts) turns those and
+the unit's latest stored incident (store) into episodes, routing (alerts) decides who
 hears of each change, and the result is a list of :class:`~anomon.model.IncidentWrite`
 that the store writes in the detection cycle's own transaction.
+
+An alarm unit is an entity (:class:`Members`: its series, keyed by the first of them,
+which the entity's incidents are stored under), or a series alone. One event of an
+entity is one incident however many of its series go wrong: it opens with the routing
+labels of the series that led the entity's score then, and the anomalies of every
+series of the entity in its span are linked to it (its contributing series).
 """
 
 from __future__ import annotations
@@ -92,6 +98,15 @@ class Alarms:
         return before, [(row, str(event)) for row, event in found]
 
 
+@dataclass(frozen=True)
+class Members:
+    """The series of an entity, an alarm unit keyed by the first of them, and per row of
+    its cycle the series that led its score there (the largest)."""
+
+    ids: Sequence[int]
+    leads: np.ndarray
+
+
 def plan_incidents(
     engine: store.Engine,
     alarms: Alarms,
@@ -99,42 +114,73 @@ def plan_incidents(
     anomalies: list[AnomalyRecord],
     *,
     now: datetime,
+    members: Mapping[int, Members] | None = None,
 ) -> tuple[list[IncidentWrite], list[AnomalyRecord]]:
     """Return the incident writes of a cycle and the anomalies linked to them.
 
-    ``cycle`` maps each scored series to (times, undamped scores) of its new rows.
+    ``cycle`` maps each alarm unit to (times, undamped scores) of its new rows; a unit
+    is the entity of ``members`` it keys, else the series of that id alone.
     """
+    group = members or {}
     tracked: dict[int, list[tuple[int, str]]] = {}
-    for sid, (_, combined) in cycle.items():
-        was_firing, events = alarms.events(sid, combined)
+    for key, (_, combined) in cycle.items():
+        was_firing, events = alarms.events(key, combined)
         if events or was_firing:
-            tracked[sid] = events
+            tracked[key] = events
     if not tracked:
         return [], anomalies
-    latest, meta = store.incident_context(engine, list(tracked))
+    ids = {key: list(group[key].ids) if key in group else [key] for key in tracked}
+    unit_of = {sid: key for key, found in ids.items() for sid in found}
+    stored, meta = store.incident_context(engine, list(unit_of))
     writes: list[IncidentWrite] = []
-    spans: dict[int, list[tuple[int, int, int]]] = {}  # series -> (from, to, write index)
+    spans: dict[int, list[tuple[int, int, int]]] = {}  # unit -> (from, to, write index)
     every_silence = active_silences(engine, alarms.alerts, now)
-    for sid, events in tracked.items():
-        ts, combined = cycle[sid]
+    for key, events in tracked.items():
+        ts, combined = cycle[key]
+        latest = unit_latest(stored, ids[key])
         episodes = track(
-            latest.get(sid),
+            latest,
             ts,
             combined,
             events,
-            threshold=alarms.rules_of(sid)[0],
+            threshold=alarms.rules_of(key)[0],
             critical=CRITICAL_SCORE,
         )
         for episode in episodes:
-            spans.setdefault(sid, []).append(_span(episode, len(writes)))
-            write = incident_write(sid, meta[sid], episode, alarms.alerts, every_silence, now)
-            writes.append(replace(write, change=_change(episode, latest.get(sid))))
+            spans.setdefault(key, []).append(_span(episode, len(writes)))
+            if episode.incident_id is None:  # labelled by the series that led at the open
+                lead = _lead(group.get(key), ts, episode, key)
+                write = incident_write(key, meta[lead], episode, alarms.alerts, every_silence, now)
+            else:
+                assert latest is not None
+                write = stored_incident_write(latest, episode, alarms.alerts, every_silence, now)
+            writes.append(replace(write, change=_change(episode, latest)))
         firing = any(e.status == "firing" for e in episodes) or (
-            latest.get(sid) is not None and latest[sid].status == "firing"
+            latest is not None and latest.status == "firing"
         )
-        if alarms.states[sid].firing and not firing:
-            alarms.forget_firing(sid)
-    return writes, [_link(a, spans.get(a.series_id, ())) for a in anomalies]
+        if alarms.states[key].firing and not firing:
+            alarms.forget_firing(key)
+    linked = [_link(a, spans.get(unit_of.get(a.series_id, a.series_id), ())) for a in anomalies]
+    return writes, linked
+
+
+def unit_latest(
+    stored: Mapping[int, StoredIncident], series_ids: Sequence[int]
+) -> StoredIncident | None:
+    """The incident an alarm unit goes on with: the newest firing one of its series (an
+    incident opened before the series were one entity is finished, not left firing),
+    else the newest."""
+    found = [stored[sid] for sid in series_ids if sid in stored]
+    firing = [incident for incident in found if incident.status == "firing"]
+    return max(firing or found, key=lambda incident: incident.id, default=None)
+
+
+def _lead(members: Members | None, ts: np.ndarray, episode: Episode, key: int) -> int:
+    """The series that led the unit's score at the row where ``episode`` opened."""
+    if members is None:
+        return key
+    rows = np.flatnonzero(ts == to_epoch(episode.opened_at))
+    return int(members.leads[rows[0]]) if rows.size else key
 
 
 def _change(episode: Episode, previous: StoredIncident | None) -> str | None:
@@ -192,6 +238,39 @@ def incident_write(
         series_id=sid,
         entity=meta.entity,
         metric=meta.metric,
+        labels=canonical_labels(labels),
+        status=episode.status,
+        severity=episode.severity,
+        peak_score=episode.peak_score,
+        opened_at=episode.opened_at,
+        last_seen_at=episode.last_seen_at,
+        resolved_at=episode.resolved_at,
+        silenced=quiet,
+        reopened=episode.reopened,
+        incident_id=episode.incident_id,
+        version=episode.version,
+        outbox=outbox,
+    )
+
+
+def stored_incident_write(
+    stored: StoredIncident,
+    episode: Episode,
+    config: AlertsConfig,
+    silences: Sequence[Silence],
+    now: datetime,
+) -> IncidentWrite:
+    """The write of one episode of a stored incident: routed by the labels it was opened
+    with (whichever series of its entity goes on), at the severity it has now."""
+    labels = {**json.loads(stored.labels), "severity": episode.severity}
+    quiet = silenced(labels, silences, now)
+    told = not quiet and config.enabled
+    identity = stored.series_id or 0
+    outbox = tuple(outbox_entries(identity, episode, labels, config, now)) if told else ()
+    return IncidentWrite(
+        series_id=stored.series_id,
+        entity=stored.entity,
+        metric=stored.metric,
         labels=canonical_labels(labels),
         status=episode.status,
         severity=episode.severity,

@@ -539,6 +539,7 @@ def incident_view(
         detector_scores=data.detector_scores,
         points=points,
         annotations=dict(annotations or {}),
+        contributors=data.contributors,
     )
 
 

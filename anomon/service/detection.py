@@ -42,7 +42,7 @@ from anomon.detect.entity import Scores, default_direction
 from anomon.detect.fleet import Fleet
 from anomon.errors import AnomonError, summarise
 from anomon.model import AnomalyRecord, SeriesKey, describe_key, escape_controls
-from anomon.service.alerting import CRITICAL_SCORE, Alarms, plan_incidents
+from anomon.service.alerting import CRITICAL_SCORE, Alarms, Members, plan_incidents
 from anomon.service.telemetry import Telemetry
 from anomon.timeutil import Clock, format_duration, to_epoch, utcnow
 
@@ -183,6 +183,8 @@ class DetectJob:
         known = {s.id: s for s in series}
         anomalies: list[AnomalyRecord] = []
         cycle: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        units: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # alarm unit -> its rows
+        members: dict[int, Members] = {}
         read_until: dict[int, int] = {}
         quality: dict[int, str] = {}
         learning: dict[int, int | None] = {}
@@ -202,12 +204,14 @@ class DetectJob:
                 until = detector.learning_until()
                 ts, values = batch[key]
                 own = series_scores(scores, self.config.threshold)
+                per_series = np.full(values.shape, np.nan)
                 for column, sid in enumerate(self.members[key]):
                     has = ~np.isnan(values[:, column])
                     if not has.any():
                         continue
                     settings = self.settings[sid]
                     score = with_effect(own, scores.expected, values, has, column, settings)
+                    per_series[has, column] = score
                     times = ts[has]
                     cycle[sid] = (times, score)
                     scored_now.append(sid)
@@ -225,6 +229,10 @@ class DetectJob:
                     learning[sid] = until[column] if states[column] == "learning" else None
                     expected = float(scores.expected[has, column][-1])
                     last_rows[sid] = (int(times[-1]), float(values[has, column][-1]), expected)
+                anchor = self.members[key][0]
+                unit, leads = self._unit_scores(key, per_series)
+                units[anchor] = (ts, unit)
+                members[anchor] = Members(self.members[key], leads)
             if self.telemetry is not None:
                 self.telemetry.record_scores(
                     (sid, known[sid].metric, known[sid].entity, known[sid].labels, last)
@@ -233,7 +241,7 @@ class DetectJob:
                 )
         points = sum(ts.size for ts, _ in cycle.values())
         incidents, anomalies = plan_incidents(
-            self.engine, self.alarms, cycle, anomalies, now=started
+            self.engine, self.alarms, units, anomalies, now=started, members=members
         )
         lost: list[int] = []
         new = store.save_detection(
@@ -259,6 +267,23 @@ class DetectJob:
             log.info("detection: %d incident change(s) lost to another writer", len(lost))
             self._forget()
         return points, new
+
+    def _unit_scores(self, key: EntityKey, per_series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """An entity's alarm score per row and the series that leads it there: the
+        largest of its series' scores, each mapped so that its own threshold lands on
+        the entity's (a series whose override says 90 counts as abnormal from 90)."""
+        ids = self.members[key]
+        threshold = self.config.threshold
+        own = np.array([self.settings[sid].threshold for sid in ids])
+        mapped = np.where(
+            per_series >= own[None, :],
+            np.maximum(per_series, threshold),
+            np.minimum(per_series, np.nextafter(threshold, 0.0)),
+        )
+        filled = np.where(np.isnan(mapped), -np.inf, mapped)
+        column = np.argmax(filled, axis=1)
+        best = filled[np.arange(filled.shape[0]), column]
+        return np.where(np.isinf(best), np.nan, best), np.asarray(ids)[column]
 
     def _set_aside_line(self) -> str | None:
         """The run row's error: the series detection skips, and why."""
@@ -317,7 +342,7 @@ class DetectJob:
             self.members[key] = members_of(groups[key])
             for s in groups[key]:
                 self.settings[s.id] = self.config.settings_for(s.metric, json.loads(s.labels))
-                self.alarms.configure(s.id, self.settings[s.id])
+            self.alarms.configure(self.members[key][0], self._unit_settings(key))
             self.fleet.add(
                 key,
                 [s.metric for s in groups[key]],
@@ -330,7 +355,7 @@ class DetectJob:
         if not seen:
             return
         firing = store.firing_series(self.engine)
-        scored: dict[int, np.ndarray] = {}
+        scored: dict[int, np.ndarray] = {}  # alarm unit -> its rows' scores
         if self.config.warmup_rows:
             rows = self.config.warmup_rows
 
@@ -342,15 +367,29 @@ class DetectJob:
                 for key, scores in self.fleet.update(batch).items():
                     own = series_scores(scores, self.config.threshold)
                     values = batch[key][1]
+                    per_series = np.full(values.shape, np.nan)
                     for column, sid in enumerate(self.members[key]):
                         has = ~np.isnan(values[:, column])
-                        scored[sid] = with_effect(
+                        per_series[has, column] = with_effect(
                             own, scores.expected, values, has, column, self.settings[sid]
                         )
+                    scored[self.members[key][0]] = self._unit_scores(key, per_series)[0]
         for key in seen:
-            for s in groups[key]:
-                if s.scored_until is not None:
-                    self.alarms.warm(s.id, scored.get(s.id, np.empty(0)), firing=s.id in firing)
+            anchor = self.members[key][0]
+            was_firing = any(sid in firing for sid in self.members[key])
+            self.alarms.warm(anchor, scored.get(anchor, np.empty(0)), firing=was_firing)
+
+    def _unit_settings(self, key: EntityKey) -> SeriesSettings:
+        """The alarm rules of an entity: the largest ``open_after`` and ``resolve_after``
+        its series' overrides set (the threshold is each series' own, mapped)."""
+        found = [self.settings[sid] for sid in self.members[key]]
+        opens = [s.open_after for s in found if s.open_after is not None]
+        resolves = [s.resolve_after for s in found if s.resolve_after is not None]
+        return SeriesSettings(
+            threshold=self.config.threshold,
+            open_after=max(opens, default=None),
+            resolve_after=max(resolves, default=None),
+        )
 
 
 def _grouped(series: list[store.ScoredSeries]) -> dict[EntityKey, list[store.ScoredSeries]]:

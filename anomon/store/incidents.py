@@ -73,6 +73,10 @@ def latest_incidents(conn: Connection, series_ids: Sequence[int]) -> dict[int, S
                 resolved_at=row.resolved_at,
                 version=row.version,
                 silenced=row.silenced,
+                series_id=row.series_id,
+                metric=row.metric,
+                entity=row.entity,
+                labels=row.labels,
             )
     return found
 

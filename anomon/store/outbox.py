@@ -20,11 +20,11 @@ import numpy as np
 from sqlalchemy import Engine, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from anomon.model import OutboxEntry
+from anomon.model import Contributor, OutboxEntry
 from anomon.store.engine import translated
 from anomon.store.incidents import enqueue
 from anomon.store.samples import read_history
-from anomon.store.schema import Anomaly, Incident, Notification, SeriesState, Silence
+from anomon.store.schema import Anomaly, Incident, Notification, Series, SeriesState, Silence
 from anomon.timeutil import from_epoch
 
 
@@ -65,6 +65,9 @@ class IncidentData:
     direction: str | None
     detector_scores: dict[str, float]
     value_at: datetime | None  # when ``value`` was measured (the series' latest row), if known
+    # the series behind it, strongest first (an entity's incident has several); the
+    # value and expected above are the first one's
+    contributors: tuple[Contributor, ...]
 
 
 def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) -> list[Claimed]:
@@ -214,17 +217,64 @@ def incidents_for_notice(engine: Engine, incident_ids: Sequence[int]) -> dict[in
         .order_by(Incident.id, Anomaly.ts.desc())
     )
     with translated(engine, "reading incidents"), Session(engine) as session:
+        behind = _contributors(session, ids)
         for incident, anomaly, state in session.execute(query).tuples():
             if incident.id not in found:
-                found[incident.id] = _incident_data(incident, anomaly, state)
+                found[incident.id] = _incident_data(
+                    incident, anomaly, state, tuple(behind.get(incident.id, ()))
+                )
+    return found
+
+
+def _contributors(session: Session, ids: Sequence[int]) -> dict[int, list[Contributor]]:
+    """The series whose anomalies are linked to each incident, strongest first, with
+    their latest value and expectation."""
+    peaks = (
+        select(
+            Anomaly.incident_id,
+            Anomaly.series_id,
+            func.max(Anomaly.score).label("peak"),
+        )
+        .where(Anomaly.incident_id.in_(ids))
+        .group_by(Anomaly.incident_id, Anomaly.series_id)
+        .subquery()
+    )
+    query = (
+        select(
+            peaks.c.incident_id,
+            Series.id,
+            Series.metric,
+            Series.labels,
+            peaks.c.peak,
+            SeriesState.last_value,
+            SeriesState.last_expected,
+        )
+        .join(Series, Series.id == peaks.c.series_id)
+        .outerjoin(SeriesState, SeriesState.series_id == Series.id)
+        .order_by(peaks.c.incident_id, peaks.c.peak.desc(), Series.id)
+    )
+    found: dict[int, list[Contributor]] = {}
+    for incident_id, sid, metric, labels, peak, value, expected in session.execute(query):
+        found.setdefault(incident_id, []).append(
+            Contributor(sid, metric, json.loads(labels), float(peak), value, expected)
+        )
     return found
 
 
 def _incident_data(
-    incident: Incident, anomaly: Anomaly | None, state: SeriesState | None
+    incident: Incident,
+    anomaly: Anomaly | None,
+    state: SeriesState | None,
+    contributors: tuple[Contributor, ...],
 ) -> IncidentData:
-    # the series' latest row when it has one (what it is now), else the strongest anomaly
-    if state is not None and state.last_ts is not None:
+    lead = contributors[0] if contributors else None
+    value: float | None
+    expected: float | None
+    # the leading series' latest row when it has one (what it is now), else the
+    # incident's own series', else the strongest anomaly
+    if lead is not None and lead.value is not None:
+        value, expected = lead.value, lead.expected
+    elif state is not None and state.last_ts is not None:
         value, expected = state.last_value, state.last_expected
     else:
         value = anomaly.value if anomaly else None
@@ -248,6 +298,7 @@ def _incident_data(
         value_at=from_epoch(state.last_ts) if state is not None and state.last_ts else None,
         direction=anomaly.direction if anomaly else None,
         detector_scores=json.loads(anomaly.detector_scores) if anomaly else {},
+        contributors=contributors,
     )
 
 

@@ -98,10 +98,13 @@ def test_an_incident_is_shown_and_resolved_by_hand(engine: store.Engine, filled:
         linked = conn.execute(select(func.count()).where(Anomaly.incident_id == 1)).scalar_one()
     assert incident["status"] == "firing" and incident["anomaly_count"] == linked > 0
     assert [n["event"] for n in incident["notifications"]] == ["firing"]
+    behind = incident["contributors"]  # the series of its linked anomalies, strongest first
+    assert behind and behind[0]["peak_score"] == max(c["peak_score"] for c in behind)
 
     as_text = run_cli("incidents", "show", "1", "-c", str(filled)).stdout
     assert as_text.startswith("incident #1\n") and "status:       firing" in as_text
     assert "top " in as_text and "notifications:" in as_text
+    assert "contributing series (" in as_text
 
     resolved = run_cli("incidents", "resolve", "1", "-c", str(filled))
     assert resolved.returncode == 0, resolved.stderr

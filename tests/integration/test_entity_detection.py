@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 from sqlalchemy import select
 
 from anomon import store
-from anomon.config import DetectionConfig
+from anomon.alerts.notifiers import build_notifiers
+from anomon.config import AlertsConfig, DetectionConfig, SamplesConfig
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
-from anomon.store.schema import Anomaly, DetectionRun, Series, SeriesState
+from anomon.store.schema import Anomaly, DetectionRun, Incident, Series, SeriesState
+from tests.loopback import receive
 
 START = 1_700_000_000 - 1_700_000_000 % 86_400
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
@@ -138,3 +143,62 @@ def test_a_series_that_joins_an_entity_later_is_scored_from_then_on(
 def _anomaly_times(engine: store.Engine) -> list[tuple[int, int]]:
     with engine.connect() as conn:
         return [tuple(row) for row in conn.execute(select(Anomaly.series_id, Anomaly.ts)).all()]
+
+
+@pytest.mark.parametrize("kind", ["host", "model"])
+def test_an_entity_going_wrong_on_several_metrics_is_one_incident_with_true_values(
+    engine: store.Engine, kind: str
+) -> None:
+    rng = np.random.default_rng(8)
+    if kind == "host":
+        info, labels = SeriesInfo("node", "host-1", SeriesKind.RESOURCE, ""), {"host": "h1"}
+        metrics = {"cpu": 40 + rng.normal(0, 2, ROWS), "memory": 60 + rng.normal(0, 1, ROWS),
+                   "disk": 20 + rng.normal(0, 1, ROWS)}  # fmt: skip
+        wrong = {"cpu": 25.0, "memory": 30.0}
+    else:
+        info = SeriesInfo("srv", "srv", SeriesKind.LATENCY, "ms")
+        labels = {"model": "churn", "version": "3"}
+        metrics = {"latency_p50": 50 + rng.normal(0, 1, ROWS),
+                   "latency_p99": 200 + rng.normal(0, 4, ROWS),
+                   "requests": 100 + rng.normal(0, 3, ROWS)}  # fmt: skip
+        wrong = {"latency_p50": 20.0, "latency_p99": 120.0}
+    for name, shift in wrong.items():
+        metrics[name][840:852] += shift  # twelve minutes of two metrics going wrong
+    source = info.source
+    samples = [
+        Sample(SeriesKey.of(name, labels), info, START + 60 * i, float(values[i]))
+        for i in range(ROWS)
+        for name, values in metrics.items()
+    ]
+    with receive() as hook:
+        alerts = AlertsConfig.model_validate(
+            {"receiver": "hook", "group_wait": "0s",
+             "receivers": [{"name": "hook", "kind": "webhook", "url": f"{hook.url}/hook"}]}
+        )  # fmt: skip
+        clock = lambda: datetime.fromtimestamp(START + 60 * 846, UTC)  # noqa: E731
+        job = DetectJob(engine, CONFIG, clock=clock, alerts=alerts,
+                        samples=SamplesConfig(max_ahead=timedelta(hours=3)))  # fmt: skip
+        _save(engine, source, [s for s in samples if s.ts <= START + 60 * 846])
+        job()
+        DeliverJob(engine, alerts, build_notifiers(alerts), clock=clock)()
+        bodies = [json.loads(request.body) for request in hook.requests]
+    with engine.connect() as conn:
+        opened = conn.execute(select(Incident.id, Incident.metric, Incident.status)).all()
+        latest = dict(
+            conn.execute(
+                select(Series.metric, SeriesState.last_value).join(
+                    SeriesState, SeriesState.series_id == Series.id
+                )
+            ).all()
+        )
+    assert len(opened) == 1 and opened[0].status == "firing"  # one event, one incident
+    assert opened[0].metric in wrong  # opened for a series that went wrong
+    (body,) = bodies
+    (shown,) = body["incidents"]
+    behind = {c["metric"]: c for c in shown["contributors"]}
+    assert set(behind) == set(wrong)  # the series that went wrong, no other
+    for name, c in behind.items():
+        assert c["value"] == latest[name]  # its value now, from the samples
+        assert c["expected"] is not None and c["value"] - c["expected"] > wrong[name] / 2
+    lead = shown["contributors"][0]
+    assert (shown["value"], shown["expected"]) == (lead["value"], lead["expected"])

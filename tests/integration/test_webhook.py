@@ -87,7 +87,7 @@ def test_it_posts_anomons_own_json(receiver: Receiver) -> None:
     assert set(shown) == {
         "id", "metric", "entity", "labels", "status", "severity", "peak_score", "opened_at",
         "last_seen_at", "resolved_at", "acknowledged", "value", "expected", "direction",
-        "detector_scores", "notification_keys", "annotations",
+        "detector_scores", "notification_keys", "annotations", "contributors",
     }  # fmt: skip
 
 

@@ -147,3 +147,22 @@ def test_it_imports_matplotlib_only_when_drawing_and_never_pyplot() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.split() == ["False", "True", "False"]
+
+
+def test_an_entity_incident_leads_with_its_strongest_series_and_lists_the_others() -> None:
+    from anomon.model import Contributor
+
+    behind = (
+        Contributor(2, "memory", {"host": "a"}, 97.2, 85.25, 60.0),
+        Contributor(1, "cpu", {"host": "a"}, 88.0, 70.5, 40.0),
+    )
+    shown = incident(metric="cpu", value=85.25, expected=60.0, contributors=behind)
+    assert render.summary(shown).startswith("memory on churn-model is 85.25, expected 60")
+    assert render.summary(shown).endswith(", and 1 more series")
+    assert (
+        "series: memory{host=a} 85.25 (expected 60, peak 97), cpu{host=a} 70.5 "
+        "(expected 40, peak 88)" in render.description(shown)
+    )
+    alone = incident(contributors=behind[:1])
+    assert "series:" not in render.description(alone)
+    assert "more series" not in render.summary(alone)
