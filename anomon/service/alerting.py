@@ -230,27 +230,8 @@ def incident_write(
     incident of no series, whose notification keys then use ``identity``), with the
     notifications its routing labels get unless a silence covers them now."""
     labels = routing_labels(meta, episode.severity)
-    quiet = silenced(labels, silences, now)  # as of this change: silences end
     key = identity if identity is not None else sid or 0
-    told = not quiet and config.enabled
-    outbox = tuple(outbox_entries(key, episode, labels, config, now)) if told else ()
-    return IncidentWrite(
-        series_id=sid,
-        entity=meta.entity,
-        metric=meta.metric,
-        labels=canonical_labels(labels),
-        status=episode.status,
-        severity=episode.severity,
-        peak_score=episode.peak_score,
-        opened_at=episode.opened_at,
-        last_seen_at=episode.last_seen_at,
-        resolved_at=episode.resolved_at,
-        silenced=quiet,
-        reopened=episode.reopened,
-        incident_id=episode.incident_id,
-        version=episode.version,
-        outbox=outbox,
-    )
+    return _write(sid, meta.entity, meta.metric, labels, key, episode, config, silences, now)
 
 
 def stored_incident_write(
@@ -263,14 +244,37 @@ def stored_incident_write(
     """The write of one episode of a stored incident: routed by the labels it was opened
     with (whichever series of its entity goes on), at the severity it has now."""
     labels = {**json.loads(stored.labels), "severity": episode.severity}
-    quiet = silenced(labels, silences, now)
+    return _write(
+        stored.series_id,
+        stored.entity,
+        stored.metric,
+        labels,
+        stored.series_id or 0,
+        episode,
+        config,
+        silences,
+        now,
+    )
+
+
+def _write(
+    sid: int | None,
+    entity: str,
+    metric: str,
+    labels: dict[str, str],
+    identity: int | str,
+    episode: Episode,
+    config: AlertsConfig,
+    silences: Sequence[Silence],
+    now: datetime,
+) -> IncidentWrite:
+    quiet = silenced(labels, silences, now)  # as of this change: silences end
     told = not quiet and config.enabled
-    identity = stored.series_id or 0
     outbox = tuple(outbox_entries(identity, episode, labels, config, now)) if told else ()
     return IncidentWrite(
-        series_id=stored.series_id,
-        entity=stored.entity,
-        metric=stored.metric,
+        series_id=sid,
+        entity=entity,
+        metric=metric,
         labels=canonical_labels(labels),
         status=episode.status,
         severity=episode.severity,
