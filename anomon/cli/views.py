@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from anomon import store
+from anomon.alerts.render import format_number
 from anomon.cli.common import MAX_ID, label_pairs, open_store, whole_number
 from anomon.cli.tables import as_json, cell_text, emit, escape_controls, text_table
 from anomon.errors import UsageError
@@ -28,10 +29,12 @@ def status(args: argparse.Namespace) -> int:
     engine = open_store(args)
     found = store.read_status(engine)
     daemons = store.read_workers(engine, now=datetime.now(UTC))
+    taught = store.taught_series(engine)
     engine.dispose()
     if args.format == "json":
         daemon = [dataclasses.asdict(d) for d in daemons]
-        print(as_json({"daemon": daemon, **dataclasses.asdict(found)}))
+        learnt = [dataclasses.asdict(t) for t in taught]
+        print(as_json({"daemon": daemon, **dataclasses.asdict(found), "feedback": learnt}))
         return 0
     running = [daemon for daemon in daemons if daemon.alive]
     lines = [_daemon_line(running or daemons)]
@@ -54,6 +57,14 @@ def status(args: argparse.Namespace) -> int:
     if learning > len(found.learning):
         lines.append(f"  ... and {learning - len(found.learning)} more learning")
     lines.append(f"open incidents: {found.open_incidents}")
+    if taught:  # what verdicts of false_alarm / expected changed in detection
+        lines.append("learnt from feedback (deviations within these score 0):")
+    for tolerance in taught:
+        lines.append(
+            f"  {tolerance.metric} on {tolerance.entity} (series {tolerance.series_id}): up to "
+            f"+{format_number(tolerance.up)} / -{format_number(tolerance.down)}, from "
+            f"{tolerance.incidents} incident(s)"
+        )
     outbox = ", ".join(f"{n} {state}" for state, n in sorted(found.outbox.items()))
     lines.append(f"notifications: {outbox or 'none'}")
     if found.outbox.get("pending") and not running:

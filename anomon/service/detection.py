@@ -195,6 +195,7 @@ class DetectJob:
             # every correct sample still to come
             return store.read_unscored(conn, ids, until=latest)
 
+        taught = store.feedback_tolerances(self.engine)
         for batch in self._slices(list(groups), unscored, read_until):
             results = self.fleet.update(batch)
             scored_now: list[int] = []
@@ -210,7 +211,9 @@ class DetectJob:
                     if not has.any():
                         continue
                     settings = self.settings[sid]
-                    score = with_effect(own, scores.expected, values, has, column, settings)
+                    score = with_effect(
+                        own, scores.expected, values, has, column, settings, taught.get(sid)
+                    )
                     per_series[has, column] = score
                     times = ts[has]
                     cycle[sid] = (times, score)
@@ -355,6 +358,7 @@ class DetectJob:
         if not seen:
             return
         firing = store.firing_series(self.engine)
+        taught = store.feedback_tolerances(self.engine)
         scored: dict[int, np.ndarray] = {}  # alarm unit -> its rows' scores
         if self.config.warmup_rows:
             rows = self.config.warmup_rows
@@ -371,7 +375,13 @@ class DetectJob:
                     for column, sid in enumerate(self.members[key]):
                         has = ~np.isnan(values[:, column])
                         per_series[has, column] = with_effect(
-                            own, scores.expected, values, has, column, self.settings[sid]
+                            own,
+                            scores.expected,
+                            values,
+                            has,
+                            column,
+                            self.settings[sid],
+                            taught.get(sid),
                         )
                     scored[self.members[key][0]] = self._unit_scores(key, per_series)[0]
         for key in seen:
@@ -448,16 +458,25 @@ def with_effect(
     rows: np.ndarray,
     column: int,
     settings: SeriesSettings,
+    tolerance: store.Tolerance | None = None,
 ) -> np.ndarray:
     """One series' scores on its ``rows``, 0 where the value is closer to what was
     expected than its override's ``min_effect_abs`` / ``min_effect_rel`` (a deviation too
-    small to matter to anyone is no anomaly, however rare)."""
+    small to matter to anyone is no anomaly, however rare), or within the ``tolerance``
+    people's verdicts taught in that direction (a deviation like one marked
+    ``false_alarm`` or ``expected`` is not raised again)."""
     score: np.ndarray = own[rows, column]
-    if not (settings.min_effect_abs or settings.min_effect_rel):
+    taught = tolerance is not None and (tolerance.up > 0 or tolerance.down > 0)
+    if not (settings.min_effect_abs or settings.min_effect_rel or taught):
         return score
     hoped = expected[rows, column]
+    deviation = values[rows, column] - hoped  # NaN expected: compares False, not small
     least = np.maximum(settings.min_effect_abs, settings.min_effect_rel * np.abs(hoped))
-    small = np.abs(values[rows, column] - hoped) < least  # NaN expected: not small
+    small = np.abs(deviation) < least
+    if tolerance is not None:
+        small |= ((deviation > 0) & (deviation <= tolerance.up)) | (
+            (deviation < 0) & (-deviation <= tolerance.down)
+        )
     return np.where(small, 0.0, score)
 
 

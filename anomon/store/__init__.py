@@ -24,6 +24,7 @@ from anomon.store.detections import (
 )
 from anomon.store.engine import check_writable, open_engine, ping, redact
 from anomon.store.external import ExternalDatabase, open_database
+from anomon.store.feedback import TaughtSeries, Tolerance, feedback_tolerances, taught_series
 from anomon.store.incident_actions import (
     FEEDBACK,
     IncidentRow,
@@ -114,6 +115,8 @@ __all__ = [
     "SourceHealth",
     "SourceStatus",
     "Status",
+    "TaughtSeries",
+    "Tolerance",
     "WorkerStatus",
     "WriterLock",
     "acknowledge",
@@ -130,6 +133,7 @@ __all__ = [
     "ensure_schema",
     "every_series_meta",
     "expire_silence",
+    "feedback_tolerances",
     "find_series",
     "firing_incident_ids",
     "firing_series",
@@ -169,6 +173,7 @@ __all__ = [
     "series_to_score",
     "source_health",
     "stored_silences",
+    "taught_series",
     "upgrade",
     "write_incidents",
     "writer_lock",

@@ -180,3 +180,22 @@ def test_silences_cover_matching_labels_inside_their_time_range() -> None:
     )
     assert stored.match == {"entity": "churn"} and stored.match_re == {"metric": "a.*"}
     assert matches({}, {"entity": ""}, {})  # a missing label is the empty value
+
+
+def test_a_taught_tolerance_zeroes_only_the_deviations_within_it_in_its_direction() -> None:
+    import numpy as np
+
+    from anomon.config import SeriesSettings
+    from anomon.service.detection import with_effect
+    from anomon.store import Tolerance
+
+    own = np.array([[90.0], [95.0], [99.0], [97.0], [85.0]])
+    expected = np.full((5, 1), 100.0)
+    values = np.array([[150.0], [180.0], [260.0], [60.0], [np.nan]])
+    rows = np.ones(5, dtype=bool)
+    plain = SeriesSettings(threshold=80.0)
+    assert with_effect(own, expected, values, rows, 0, plain).tolist() == own[:, 0].tolist()
+    taught = Tolerance(1, up=96.0, down=0.0, incidents=1)
+    got = with_effect(own, expected, values, rows, 0, plain, taught)
+    # +50 and +80 are within +96: 0; +160 is not; -40 is the other direction: kept
+    assert got.tolist() == [0.0, 0.0, 99.0, 97.0, 85.0]
