@@ -80,6 +80,7 @@ class Pending:
     features: FloatArray
     expected: FloatArray
     metric_scores: FloatArray
+    flat: npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,9 @@ class Scores:
     per row; ``detectors`` maps each detector to its calibrated 0-100 score per row (the
     largest over the metrics); ``expected`` is the value each metric was expected to
     have and ``metric_scores`` each metric's own score (the largest of its per-metric
-    detectors: z-score, seasonal, limit; NaN without a value), both ``(rows, metrics)``.
+    detectors: z-score, seasonal, limit; NaN without a value), both ``(rows, metrics)``;
+    ``flat`` marks where a metric's baseline had no spread (its value is nearly always the
+    same: an error counter that is 0), ``(rows, metrics)`` too.
     """
 
     score: FloatArray
@@ -98,6 +101,7 @@ class Scores:
     detectors: dict[str, FloatArray]
     expected: FloatArray
     metric_scores: FloatArray
+    flat: npt.NDArray[np.bool_]
 
     def contributors(self, threshold: float) -> npt.NDArray[np.bool_]:
         """Which metrics drive each anomalous row, ``(rows, metrics)``: those whose own
@@ -382,13 +386,14 @@ class EntityDetector:
         return self._finish(pending, calibrate_forest(raw, self._forest_raw))
 
     def _prepare(self, times: IntArray, data: FloatArray) -> Pending:
-        point, seasonal, expected = [], [], []
+        point, seasonal, expected, flat = [], [], [], []
         per_detector: dict[str, list[FloatArray]] = {"zscore": [], "seasonal": [], "limit": []}
         for column, state in enumerate(self._metrics):
             found = self._metric_scores(state, times, data[:, column])
             point.append(found.point)
             seasonal.append(found.seasonal)
             expected.append(found.expected)
+            flat.append(found.flat)
             for name, offset, scale in (
                 ("zscore", found.point_offset, found.point_scale),
                 ("seasonal", found.seasonal_offset, found.seasonal_scale),
@@ -403,7 +408,9 @@ class EntityDetector:
             np.column_stack(per_detector["seasonal"]),
             np.column_stack(per_detector["limit"]),
         )
-        return Pending(times, detectors, features, np.column_stack(expected), own)
+        return Pending(
+            times, detectors, features, np.column_stack(expected), own, np.column_stack(flat)
+        )
 
     def _finish(self, pending: Pending, forest_score: FloatArray) -> Scores:
         detectors = dict(pending.detectors)
@@ -411,7 +418,9 @@ class EntityDetector:
         combined = self._combine(detectors)
         anomaly = combined >= self.config.threshold
         self._remember(pending.times, pending.features, anomaly)
-        return Scores(combined, anomaly, detectors, pending.expected, pending.metric_scores)
+        return Scores(
+            combined, anomaly, detectors, pending.expected, pending.metric_scores, pending.flat
+        )
 
     def _metric_scores(self, state: _MetricState, times: IntArray, x: FloatArray) -> Deviations:
         """Return the deviations of ``x`` from its point and seasonal baselines."""
@@ -490,6 +499,7 @@ class Deviations:
     point_scale: FloatArray
     seasonal_scale: FloatArray
     expected: FloatArray
+    flat: npt.NDArray[np.bool_]  # the baseline has no spread (its quartiles are equal)
 
 
 def deviation_scores(
@@ -534,6 +544,7 @@ def deviation_scores(
         scale,
         seasonal_scale,
         expected,
+        q[:, 2] - q[:, 0] == 0,
     )
 
 
@@ -632,6 +643,7 @@ def concat_scores(parts: list[Scores], metrics: int) -> Scores:
             dict.fromkeys(DETECTORS, empty),
             np.empty((0, metrics)),
             np.empty((0, metrics)),
+            np.empty((0, metrics), dtype=bool),
         )
     return Scores(
         score=np.concatenate([p.score for p in parts]),
@@ -639,6 +651,7 @@ def concat_scores(parts: list[Scores], metrics: int) -> Scores:
         detectors={n: np.concatenate([p.detectors[n] for p in parts]) for n in DETECTORS},
         expected=np.concatenate([p.expected for p in parts]),
         metric_scores=np.concatenate([p.metric_scores for p in parts]),
+        flat=np.concatenate([p.flat for p in parts]),
     )
 
 
@@ -652,8 +665,9 @@ def fast_path_ok(detector: EntityDetector) -> bool:
 class PendingMany:
     """One new row of each of many entities, scored by the per-metric detectors.
 
-    ``times``, ``detectors`` and ``features`` have a row per entity; ``expected`` and
-    ``metric_scores`` are flat, entity ``i``'s metrics at ``offsets[i]:offsets[i + 1]``.
+    ``times``, ``detectors`` and ``features`` have a row per entity; ``expected``,
+    ``metric_scores`` and ``flat`` one value per metric, entity ``i``'s at
+    ``offsets[i]:offsets[i + 1]``.
     """
 
     times: IntArray
@@ -661,6 +675,7 @@ class PendingMany:
     features: FloatArray
     expected: FloatArray
     metric_scores: FloatArray
+    flat: npt.NDArray[np.bool_]
     offsets: IntArray
 
 
@@ -714,7 +729,7 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
     }
     own = _own_scores(x, scores["zscore"], scores["seasonal"], scores["limit"])
     features = _grouped_features(found.point, found.seasonal, sizes, offsets)
-    return PendingMany(ts, largest, features, found.expected, own, offsets)
+    return PendingMany(ts, largest, features, found.expected, own, found.flat, offsets)
 
 
 def _grouped_features(
@@ -771,6 +786,7 @@ def finish_many(
             {name: values[i : i + 1] for name, values in scores.items()},
             pending.expected[None, bounds[i] : bounds[i + 1]],
             pending.metric_scores[None, bounds[i] : bounds[i + 1]],
+            pending.flat[None, bounds[i] : bounds[i + 1]],
         )
         for i in range(n)
     ]

@@ -9,7 +9,10 @@ no score (NaN, missing data), change nothing -- a gap never resolves an incident
 * open after ``open_after`` abnormal rows within the last ``open_within`` rows, or at once
   on a row scoring ``open_at_once`` or more (a lone row just past the threshold is the
   rarity the threshold allows, about 1 in 10,000 rows; two of three, or one far past it,
-  is an event — the demo's normal day: 3 incidents with one row, none with these rules);
+  is an event — the demo's normal day: 3 incidents with one row, none with these rules) —
+  but not at once on a row the caller says may not (``at_once``): a series whose baseline
+  has no spread, such as an error counter that is 0 nearly always, scores any change far
+  past the threshold, and one error is not an incident; two in three rows are;
 * resolve after ``resolve_after`` consecutive normal rows;
 * flap damping: an incident that reopens within ``cooldown`` rows of resolving is the
   same incident, reopened, and each reopening doubles the normal rows it needs to resolve.
@@ -53,16 +56,25 @@ class AlarmState:
 
 
 def apply_rules(
-    scores: npt.ArrayLike, threshold: float, config: AlarmConfig, state: AlarmState
+    scores: npt.ArrayLike,
+    threshold: float,
+    config: AlarmConfig,
+    state: AlarmState,
+    *,
+    at_once: npt.ArrayLike | None = None,
 ) -> list[tuple[int, Event]]:
     """Advance ``state`` over ``scores`` (undamped, 0-100, NaN allowed); return the events.
 
-    Each event is ``(row index within scores, Event)``. A state machine stepped row by
-    row: the daemon feeds it only each cycle's new rows, so the loop stays short.
+    Each event is ``(row index within scores, Event)``. ``at_once`` (a flag per row,
+    default all true) says on which rows one score past ``open_at_once`` may open. A
+    state machine stepped row by row: the daemon feeds it only each cycle's new rows,
+    so the loop stays short.
     """
     values = np.asarray(scores, dtype=np.float64)
     abnormal = values >= threshold
     severe = abnormal & (values >= config.open_at_once)
+    if at_once is not None:
+        severe &= np.asarray(at_once, dtype=bool)
     normal = values < config.resolve_ratio * threshold  # NaN is neither
     events: list[tuple[int, Event]] = []
     for row in range(values.size):

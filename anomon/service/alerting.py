@@ -70,7 +70,14 @@ class Alarms:
         """The threshold and alarm rules of a series (the defaults unless configured)."""
         return self.rules.get(series_id, (self.detection.threshold, self.detection.alarm))
 
-    def warm(self, series_id: int, combined: np.ndarray, *, firing: bool) -> None:
+    def warm(
+        self,
+        series_id: int,
+        combined: np.ndarray,
+        *,
+        firing: bool,
+        at_once: np.ndarray | None = None,
+    ) -> None:
         """Rebuild a series' rule state from rows scored before; ``firing`` is the store's
         word on whether it has a firing incident (it wins over the replay)."""
         state = self.states.setdefault(series_id, AlarmState())
@@ -78,7 +85,8 @@ class Alarms:
         # the rules remember only this far back: replaying more costs time, not accuracy
         # (a restart of 10,000 series would otherwise step 40 million rows in Python)
         memory = alarm.open_within + alarm.cooldown + 4 * alarm.resolve_after
-        apply_rules(combined[-memory:], threshold, alarm, state)
+        once = None if at_once is None else at_once[-memory:]
+        apply_rules(combined[-memory:], threshold, alarm, state, at_once=once)
         state.firing = firing
         state.normal_streak = 0
 
@@ -90,21 +98,26 @@ class Alarms:
         state.recent.clear()  # a new incident needs open_after fresh abnormal rows
         state.reopenings = 0
 
-    def events(self, series_id: int, combined: np.ndarray) -> tuple[bool, list[tuple[int, str]]]:
-        """Advance the rules over new rows; return (was firing before, events)."""
+    def events(
+        self, series_id: int, combined: np.ndarray, at_once: np.ndarray | None = None
+    ) -> tuple[bool, list[tuple[int, str]]]:
+        """Advance the rules over new rows (``at_once``: where one severe row may open);
+        return (was firing before, events)."""
         state = self.states.setdefault(series_id, AlarmState())
         before = state.firing
-        found = apply_rules(combined, *self.rules_of(series_id), state)
+        found = apply_rules(combined, *self.rules_of(series_id), state, at_once=at_once)
         return before, [(row, str(event)) for row, event in found]
 
 
 @dataclass(frozen=True)
 class Members:
     """The series of an entity, an alarm unit keyed by the first of them, and per row of
-    its cycle the series that led its score there (the largest)."""
+    its cycle the series that led its score there (the largest) and whether one severe
+    row may open an incident there (not when that series' baseline is flat)."""
 
     ids: Sequence[int]
     leads: np.ndarray
+    at_once: np.ndarray | None = None
 
 
 def plan_incidents(
@@ -124,7 +137,8 @@ def plan_incidents(
     group = members or {}
     tracked: dict[int, list[tuple[int, str]]] = {}
     for key, (_, combined) in cycle.items():
-        was_firing, events = alarms.events(key, combined)
+        at_once = group[key].at_once if key in group else None
+        was_firing, events = alarms.events(key, combined, at_once)
         if events or was_firing:
             tracked[key] = events
     if not tracked:

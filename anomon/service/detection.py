@@ -233,9 +233,10 @@ class DetectJob:
                     expected = float(scores.expected[has, column][-1])
                     last_rows[sid] = (int(times[-1]), float(values[has, column][-1]), expected)
                 anchor = self.members[key][0]
-                unit, leads = self._unit_scores(key, per_series)
+                unit, leading = self._unit_scores(key, per_series)
                 units[anchor] = (ts, unit)
-                members[anchor] = Members(self.members[key], leads)
+                leads = np.asarray(self.members[key])[leading]
+                members[anchor] = Members(self.members[key], leads, _at_once(scores, leading))
             if self.telemetry is not None:
                 self.telemetry.record_scores(
                     (sid, known[sid].metric, known[sid].entity, known[sid].labels, last)
@@ -272,9 +273,10 @@ class DetectJob:
         return points, new
 
     def _unit_scores(self, key: EntityKey, per_series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """An entity's alarm score per row and the series that leads it there: the
-        largest of its series' scores, each mapped so that its own threshold lands on
-        the entity's (a series whose override says 90 counts as abnormal from 90)."""
+        """An entity's alarm score per row and the column of the series that leads it
+        there: the largest of its series' scores, each mapped so that its own threshold
+        lands on the entity's (a series whose override says 90 counts as abnormal from
+        90)."""
         ids = self.members[key]
         threshold = self.config.threshold
         own = np.array([self.settings[sid].threshold for sid in ids])
@@ -286,7 +288,7 @@ class DetectJob:
         filled = np.where(np.isnan(mapped), -np.inf, mapped)
         column = np.argmax(filled, axis=1)
         best = filled[np.arange(filled.shape[0]), column]
-        return np.where(np.isinf(best), np.nan, best), np.asarray(ids)[column]
+        return np.where(np.isinf(best), np.nan, best), column
 
     def _set_aside_line(self) -> str | None:
         """The run row's error: the series detection skips, and why."""
@@ -359,7 +361,7 @@ class DetectJob:
             return
         firing = store.firing_series(self.engine)
         taught = store.feedback_tolerances(self.engine)
-        scored: dict[int, np.ndarray] = {}  # alarm unit -> its rows' scores
+        scored: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # unit -> scores, at_once
         if self.config.warmup_rows:
             rows = self.config.warmup_rows
 
@@ -383,11 +385,13 @@ class DetectJob:
                             self.settings[sid],
                             taught.get(sid),
                         )
-                    scored[self.members[key][0]] = self._unit_scores(key, per_series)[0]
+                    unit, leading = self._unit_scores(key, per_series)
+                    scored[self.members[key][0]] = (unit, _at_once(scores, leading))
         for key in seen:
             anchor = self.members[key][0]
             was_firing = any(sid in firing for sid in self.members[key])
-            self.alarms.warm(anchor, scored.get(anchor, np.empty(0)), firing=was_firing)
+            unit, at_once = scored.get(anchor, (np.empty(0), np.empty(0, dtype=bool)))
+            self.alarms.warm(anchor, unit, firing=was_firing, at_once=at_once)
 
     def _unit_settings(self, key: EntityKey) -> SeriesSettings:
         """The alarm rules of an entity: the largest ``open_after`` and ``resolve_after``
@@ -449,6 +453,13 @@ def aligned(points: list[store.Points | None], *, after: int | None) -> Rows:
         hit[hit] = times[at[hit]] == p.ts[hit]
         values[at[hit], column] = p.values[hit]
     return times.astype(np.int64), values
+
+
+def _at_once(scores: Scores, column: np.ndarray) -> np.ndarray:
+    """Where one severe row of an entity may open an incident: where the series leading
+    it has a baseline with spread (one change of a flat counter is not an incident)."""
+    at_once: np.ndarray = ~scores.flat[np.arange(column.size), column]
+    return at_once
 
 
 def with_effect(

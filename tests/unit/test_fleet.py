@@ -95,6 +95,8 @@ def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers(
         "cpu": rng.normal(50, 5, (rows, 1)),
         "host": rng.normal(0, 1, (rows, 2)),  # entities of several metrics, with holes
         "node": rng.normal(10, 2, (rows, 3)),
+        # a sparse counter: 0 nearly always, judged as counts where its baseline is flat
+        "errors": np.where(rng.random((rows, 1)) < 0.01, rng.integers(1, 4, (rows, 1)), 0.0),
     }
     data["cpu"][::50] = np.nan
     data["node"][::7, 1] = np.nan  # a column missing from some rows
@@ -134,7 +136,7 @@ def assert_like_alone(
     """The fleet's scores of each entity, cycle after cycle, are its lone detector's."""
     for key, values in data.items():
         alone = EntityDetector(names_of(key, values), params).update(ts, values)
-        for field in ("score", "anomaly", "expected", "metric_scores"):
+        for field in ("score", "anomaly", "expected", "metric_scores", "flat"):
             assert np.array_equal(
                 np.concatenate([getattr(s, field) for s in got[key]]),
                 getattr(alone, field),

@@ -120,3 +120,15 @@ def test_span_zero_or_no_rows_changes_nothing() -> None:
     assert np.array_equal(repeat_damped(scores, span=0, factor=0.5), scores, equal_nan=True)
     assert repeat_damped([], span=10, factor=0.5).size == 0
     assert np.array_equal(repeat_damped(scores, span=10, factor=1.0), scores, equal_nan=True)
+
+
+def test_a_severe_row_opens_at_once_only_where_the_caller_allows_it() -> None:
+    from anomon.config import AlarmConfig
+    from anomon.detect.rules import AlarmState, Event, apply_rules
+
+    config = AlarmConfig()
+    scores = [0.0, 100.0, 0.0, 0.0, 100.0, 99.0, 0.0]
+    assert apply_rules(scores, 80.0, config, AlarmState()) == [(1, Event.OPEN)]
+    allowed = [True, False, True, True, False, False, True]  # False: a flat baseline
+    # the lone severe row waits; two of three open as ever
+    assert apply_rules(scores, 80.0, config, AlarmState(), at_once=allowed) == [(5, Event.OPEN)]
