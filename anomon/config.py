@@ -362,6 +362,7 @@ SETTINGS = (
     "min_effect_rel",
     "open_after",
     "resolve_after",
+    "absent",
 )
 
 
@@ -380,6 +381,9 @@ class Override(Section):
     min_effect_rel: Annotated[float, Field(ge=0)] | None = None
     open_after: Annotated[int, Field(ge=1)] | None = None
     resolve_after: Annotated[int, Field(ge=1)] | None = None
+    # false: the series may stop arriving without a series_absent incident (a
+    # per-handler latency with no traffic, a label value that comes and goes)
+    absent: bool | None = None
     # free text carried by every notification: summary, description, runbook_url, ...
     annotations: dict[AnnotationName, Annotated[str, Field(max_length=2000)]] = Field(
         default_factory=dict
@@ -402,6 +406,7 @@ class SeriesSettings:
     min_effect_rel: float = 0.0
     open_after: int | None = None
     resolve_after: int | None = None
+    absent: bool = True
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -411,6 +416,9 @@ class AbsentConfig(Section):
     enabled: bool = True
     # a source whose collections fail this long (and at least 3 of its intervals) is down
     source_down_after: PositiveDuration = timedelta(minutes=5)
+    # a series with no sample this long (and 3 of its source's intervals) while its source
+    # collects is absent; "0s": not watched
+    series_absent_after: Duration = timedelta(minutes=10)
 
 
 class DetectionConfig(Section):

@@ -334,3 +334,5 @@ def prometheus_label_name(name: str) -> str:
 
 # the metric of an absent-data incident about a source whose collections keep failing
 SOURCE_DOWN = "source_down"
+# ... and about a series that stopped arriving while its source collects
+SERIES_ABSENT = "series_absent"

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from anomon.alerts.model import IncidentView, Notice
-from anomon.model import SOURCE_DOWN, escape_controls
+from anomon.model import SERIES_ABSENT, SOURCE_DOWN, escape_controls
 
 # Worst first; a severity not listed here ranks below all of them.
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -93,6 +93,14 @@ def summary(incident: IncidentView) -> str:
             f"source {incident.entity} is down: no successful collection since "
             f"{format_time(incident.opened_at)}"
         )
+    if incident.metric == SERIES_ABSENT:
+        name = absent_series_name(incident)
+        if incident.status == "resolved":
+            return f"{name} on {incident.entity} arrives again"
+        return (
+            f"{name} on {incident.entity} stopped arriving: no sample since "
+            f"{format_time(incident.opened_at)}, its source still collects"
+        )
     line = f"{lead_metric(incident)} on {incident.entity} is {format_number(incident.value)}"
     if finite(incident.expected) is not None:
         line += f", expected {format_number(incident.expected)}"
@@ -102,6 +110,14 @@ def summary(incident: IncidentView) -> str:
         others = len(incident.contributors) - 1
         line += f", and {others} more series" if others > 1 else ", and 1 more series"
     return line
+
+
+def absent_series_name(incident: IncidentView) -> str:
+    """``latency_p99{model=churn}``: the series a ``series_absent`` incident is about."""
+    labels = incident.labels
+    skip = {"metric", "entity", "source", "kind", "severity", "series_metric", "series_id"}
+    own = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in skip)
+    return labels.get("series_metric", "?") + ("{" + own + "}" if own else "")
 
 
 def lead_metric(incident: IncidentView) -> str:
@@ -133,10 +149,10 @@ def contributors_line(incident: IncidentView) -> str | None:
 
 def description(incident: IncidentView) -> str:
     """Several facts on one incident in one line: values, score, severity, times, detectors."""
-    if incident.metric == SOURCE_DOWN:  # no value to tell: when it went down and came back
-        parts = [f"severity {incident.severity}", f"down since {format_time(incident.opened_at)}"]
+    if incident.metric in (SOURCE_DOWN, SERIES_ABSENT):  # no value: when it went and came back
+        parts = [f"severity {incident.severity}", f"absent since {format_time(incident.opened_at)}"]
         if incident.resolved_at is not None:
-            parts.append(f"collecting again since {format_time(incident.resolved_at)}")
+            parts.append(f"back since {format_time(incident.resolved_at)}")
         return "; ".join(parts)
     parts = [
         f"value {format_number(incident.value)}",

@@ -1,4 +1,5 @@
-"""Absent data is an event: a source that keeps failing opens a ``source_down`` incident.
+"""Absent data is an event: a source that keeps failing opens a ``source_down`` incident,
+a series that stops arriving while its source collects a ``series_absent`` one.
 
 Prometheus' ``up == 0``: a source whose collections have failed for longer than
 ``[detection.absent] source_down_after`` (and at least :data:`MISSED_RUNS` of its
@@ -8,10 +9,21 @@ own — metric ``source_down``, entity the source, ``kind = "absent"``, severity
 collection resolves it (as does removing the source from the config). The watch reads
 only the ``collection_runs`` the collection jobs write, so it sees a source that hangs
 (its runs time out) as well as one that refuses connections.
+
+Prometheus' ``absent()``: a series whose last sample is older than ``[detection.absent]
+series_absent_after`` (and :data:`MISSED_RUNS` of its source's intervals) before its
+source's last successful collection opens a ``series_absent`` incident — metric
+``series_absent``, the series' own labels plus ``series_metric`` and ``series_id``,
+``kind = "absent"``, severity ``warning`` — resolved by its next sample. Only sources
+that stamp every series at every collection are watched (not ``sql`` and ``predictions``,
+whose rows carry their own times, nor a ``logs`` pattern that aggregates values and is
+silent when nothing matched); an override with ``absent = false`` lets a series come and
+go. A source that is down is ``source_down``'s: its series are not absent on top of it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,17 +32,47 @@ from datetime import datetime, timedelta
 from anomon import store
 from anomon.alerts.incidents import Episode
 from anomon.alerts.routing import Silence
-from anomon.config import AbsentConfig, AlertsConfig
+from anomon.config import (
+    AbsentConfig,
+    AlertsConfig,
+    DetectionConfig,
+    LogsSourceConfig,
+    PredictionsSourceConfig,
+    SourceBase,
+    SqlSourceConfig,
+)
 from anomon.errors import AnomonError
-from anomon.model import SOURCE_DOWN, IncidentWrite, escape_controls
+from anomon.model import SERIES_ABSENT, SOURCE_DOWN, IncidentWrite, escape_controls
 from anomon.service.alerting import active_silences, incident_write
-from anomon.timeutil import Clock, to_epoch, utcnow
+from anomon.timeutil import Clock, from_epoch, to_epoch, utcnow
 
 log = logging.getLogger("anomon.absent")
 
 MISSED_RUNS = 3  # a source is down only once this many of its intervals have failed
 DOWN_SEVERITY = "critical"
 DOWN_SCORE = 100.0  # no data is as sure as a score gets
+ABSENT_SEVERITY = "warning"  # one series of a source that works: someone should look
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A source whose series are all expected at every collection, but ``skip``."""
+
+    interval: timedelta
+    skip: frozenset[str] = frozenset()
+
+
+def watched_sources(sources: Sequence[SourceBase]) -> dict[str, Watched]:
+    """The enabled sources whose series should arrive at every collection."""
+    found: dict[str, Watched] = {}
+    for source in sources:
+        if not source.enabled or isinstance(source, SqlSourceConfig | PredictionsSourceConfig):
+            continue  # rows carry their own times: a quiet hour is no absence
+        skip: frozenset[str] = frozenset()
+        if isinstance(source, LogsSourceConfig):  # aggregates give nothing when nothing matched
+            skip = frozenset(n for n, p in source.patterns.items() if p.aggregate != "count")
+        found[source.name] = Watched(source.interval, skip)
+    return found
 
 
 @dataclass
@@ -45,6 +87,8 @@ class AbsenceJob:
     alerts: AlertsConfig
     intervals: Mapping[str, timedelta]
     clock: Clock = field(default=utcnow)
+    watched: Mapping[str, Watched] = field(default_factory=dict)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
 
     def __call__(self) -> None:
         try:
@@ -57,21 +101,144 @@ class AbsenceJob:
     def run_once(self) -> list[IncidentWrite]:
         """One look: write the incident changes due now; return them."""
         now = self.clock()
+        health = store.source_health(self.engine, sorted(self.intervals))
+        silences = active_silences(self.engine, self.alerts, now)
         writes = plan_source_down(
-            store.source_health(self.engine, sorted(self.intervals)),
+            health,
             store.open_absences(self.engine),
             intervals=self.intervals,
             config=self.config,
             alerts=self.alerts,
-            silences=active_silences(self.engine, self.alerts, now),
+            silences=silences,
             now=now,
         )
+        writes += self._series_absent(health, silences, now)
         if writes:
             ids = store.save_incidents(self.engine, writes, now=now)
             for write, incident_id in zip(writes, ids, strict=True):
                 if incident_id is not None:  # else another writer got there first
                     log.warning("%s", escape_controls(write.describe()))
         return writes
+
+    def _series_absent(
+        self,
+        health: Mapping[str, store.SourceHealth],
+        silences: Sequence[Silence],
+        now: datetime,
+    ) -> list[IncidentWrite]:
+        """The ``series_absent`` incidents to open and to resolve now."""
+        if not (self.config.enabled and self.config.series_absent_after):
+            return []
+        cutoffs = series_cutoffs(health, self.watched, self.config)
+        open_now = store.open_series_absences(self.engine)
+        return plan_series_absent(
+            store.quiet_series(self.engine, cutoffs),
+            open_now,
+            store.last_sample_times(self.engine, list(open_now)),
+            watched=self.watched,
+            detection=self.detection,
+            alerts=self.alerts,
+            silences=silences,
+            now=now,
+        )
+
+
+def series_cutoffs(
+    health: Mapping[str, store.SourceHealth],
+    watched: Mapping[str, Watched],
+    config: AbsentConfig,
+) -> dict[str, int]:
+    """Per watched source that is collecting: the time (epoch seconds) a series' last
+    sample must be older than to be absent — its last good collection, less the wait."""
+    found: dict[str, int] = {}
+    for name, source in watched.items():
+        seen = health.get(name)
+        if seen is None or seen.last_ok_at is None or seen.last_error is not None:
+            continue  # not collecting: source_down's, or nothing known yet
+        wait = max(config.series_absent_after, MISSED_RUNS * source.interval)
+        found[name] = to_epoch(seen.last_ok_at - wait)
+    return found
+
+
+def plan_series_absent(
+    quiet: Sequence[store.QuietSeries],
+    open_now: Mapping[int, store.OpenAbsence],
+    last_seen: Mapping[int, int],
+    *,
+    watched: Mapping[str, Watched],
+    detection: DetectionConfig,
+    alerts: AlertsConfig,
+    silences: Sequence[Silence],
+    now: datetime,
+) -> list[IncidentWrite]:
+    """The ``series_absent`` incidents to open (a quiet series of a collecting source,
+    not let off by an override) and to resolve (a sample came after its opening, or its
+    source is no longer watched). Pure."""
+    writes: list[IncidentWrite] = []
+    for series in quiet:
+        if series.id in open_now or series.metric in watched[series.source].skip:
+            continue
+        labels = json.loads(series.labels)
+        if not detection.settings_for(series.metric, labels).absent:
+            continue
+        episode = Episode(
+            incident_id=None,
+            version=None,
+            opened_at=from_epoch(series.last_ts),
+            last_seen_at=now,
+            peak_score=DOWN_SCORE,
+            severity=ABSENT_SEVERITY,
+            notices=[("firing", to_epoch(now))],
+        )
+        write = incident_write(
+            None, series_absent_meta(series), episode, alerts, silences, now,
+            identity=f"{SERIES_ABSENT}:{series.id}",
+        )  # fmt: skip
+        writes.append(replace(write, change="opened"))
+    for sid, absence in sorted(open_now.items()):
+        labels = json.loads(absence.labels)
+        back = last_seen.get(sid)
+        returned = back is not None and back > to_epoch(absence.opened_at)
+        metric = labels.get("series_metric", "")
+        let_off = not detection.settings_for(metric, labels).absent
+        if returned or let_off or labels.get("source", "") not in watched:
+            at = from_epoch(back) if returned and back is not None else now
+            writes.append(_resolving_series(sid, absence, at, alerts, silences, now))
+    return writes
+
+
+def series_absent_meta(series: store.QuietSeries) -> store.SeriesMeta:
+    """What routing sees of a series' ``series_absent`` incident: metric
+    ``series_absent``, the series' labels plus ``series_metric`` and ``series_id``."""
+    labels = {
+        **json.loads(series.labels),
+        "series_metric": series.metric,
+        "series_id": str(series.id),
+    }
+    return store.SeriesMeta(0, SERIES_ABSENT, labels, series.source, series.entity, "absent")
+
+
+def _resolving_series(
+    sid: int,
+    absence: store.OpenAbsence,
+    back: datetime,
+    alerts: AlertsConfig,
+    silences: Sequence[Silence],
+    now: datetime,
+) -> IncidentWrite:
+    episode = resolved_episode(absence, back, now)
+    labels = json.loads(absence.labels)
+    meta = store.SeriesMeta(
+        0, SERIES_ABSENT, {k: v for k, v in labels.items() if k not in ROUTING_KEYS},
+        labels.get("source", ""), absence.entity, "absent",
+    )  # fmt: skip
+    write = incident_write(
+        None, meta, episode, alerts, silences, now, identity=f"{SERIES_ABSENT}:{sid}"
+    )
+    return replace(write, change="resolved")
+
+
+ROUTING_KEYS = ("metric", "entity", "source", "kind", "severity")  # added by routing_labels
 
 
 def plan_source_down(
@@ -135,7 +302,13 @@ def _resolving(
     silences: Sequence[Silence],
     now: datetime,
 ) -> IncidentWrite:
-    episode = Episode(
+    episode = resolved_episode(absence, back, now)
+    return _write(absence.entity, episode, alerts, silences, now, "resolved")
+
+
+def resolved_episode(absence: store.OpenAbsence, back: datetime, now: datetime) -> Episode:
+    """An absent-data incident resolved: the data is back since ``back``, told ``now``."""
+    return Episode(
         incident_id=absence.id,
         version=absence.version,
         opened_at=absence.opened_at,
@@ -146,7 +319,6 @@ def _resolving(
         resolved_at=back,
         notices=[("resolved", to_epoch(now))],
     )
-    return _write(absence.entity, episode, alerts, silences, now, "resolved")
 
 
 def _write(

@@ -43,7 +43,7 @@ from anomon.alerts.model import Notifier
 from anomon.alerts.notifiers import build_notifiers
 from anomon.config import Config, SourceConfig, config_warnings
 from anomon.errors import AnomonError, ConfigError
-from anomon.service.absence import AbsenceJob
+from anomon.service.absence import AbsenceJob, watched_sources
 from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
 from anomon.service.jobs import CollectJob
@@ -524,7 +524,8 @@ def build_scheduler(
         )
     absent = config.detection.absent
     if absent.enabled:
-        every = min(ABSENCE_CHECK, absent.source_down_after)
+        waits = [absent.source_down_after, absent.series_absent_after]
+        every = min(ABSENCE_CHECK, *(wait for wait in waits if wait))
         scheduler.add_job(
             inflight.wrap(
                 AbsenceJob(
@@ -532,6 +533,8 @@ def build_scheduler(
                     absent,
                     config.alerts,
                     {source.name: source.interval for source, _ in sources},
+                    watched=watched_sources([source for source, _ in sources]),
+                    detection=config.detection,
                 )
             ),
             IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),

@@ -1,18 +1,19 @@
-"""What the absent-data watch reads: each source's collections, and the open
-``source_down`` incidents."""
+"""What the absent-data watch reads: each source's collections, the series that have
+gone quiet, and the open ``source_down`` and ``series_absent`` incidents."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, and_, or_, select
 
-from anomon.model import SOURCE_DOWN, IncidentWrite
+from anomon.model import SERIES_ABSENT, SOURCE_DOWN, IncidentWrite
 from anomon.store.engine import translated
 from anomon.store.incidents import write_incidents
-from anomon.store.schema import CollectionRun, Incident
+from anomon.store.schema import CollectionRun, Incident, Series, SeriesState
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,62 @@ def open_absences(engine: Engine) -> dict[str, OpenAbsence]:
     ).where(Incident.status == "firing", Incident.metric == SOURCE_DOWN)  # fmt: skip
     with translated(engine, "reading the open source_down incidents"), engine.connect() as conn:
         return {row.entity: OpenAbsence(*row) for row in conn.execute(query)}
+
+
+def open_series_absences(engine: Engine) -> dict[int, OpenAbsence]:
+    """The firing ``series_absent`` incidents, by the id of the series they are about
+    (their ``series_id`` label)."""
+    query = select(
+        Incident.id, Incident.version, Incident.entity, Incident.labels, Incident.severity,
+        Incident.opened_at, Incident.silenced,
+    ).where(Incident.status == "firing", Incident.metric == SERIES_ABSENT)  # fmt: skip
+    with translated(engine, "reading the open series_absent incidents"), engine.connect() as conn:
+        found = [OpenAbsence(*row) for row in conn.execute(query)]
+    return {int(json.loads(a.labels).get("series_id", 0)): a for a in found}
+
+
+@dataclass(frozen=True, slots=True)
+class QuietSeries:
+    """A series whose last scored sample is older than its source's cutoff."""
+
+    id: int
+    metric: str
+    labels: str
+    source: str
+    entity: str
+    last_ts: int
+
+
+def quiet_series(engine: Engine, cutoffs: Mapping[str, int]) -> list[QuietSeries]:
+    """The series of each source in ``cutoffs`` whose last scored sample is older than
+    the source's cutoff (epoch seconds): one query, on the few that have gone quiet."""
+    if not cutoffs:
+        return []
+    query = (
+        select(
+            Series.id, Series.metric, Series.labels, Series.source, Series.entity,
+            SeriesState.last_ts,
+        )
+        .join(SeriesState, SeriesState.series_id == Series.id)
+        .where(
+            or_(*(and_(Series.source == source, SeriesState.last_ts < cutoff)
+                  for source, cutoff in sorted(cutoffs.items())))
+        )
+        .order_by(Series.id)
+    )  # fmt: skip
+    with translated(engine, "reading the series gone quiet"), engine.connect() as conn:
+        return [QuietSeries(*row) for row in conn.execute(query)]
+
+
+def last_sample_times(engine: Engine, series_ids: Sequence[int]) -> dict[int, int]:
+    """The time of each series' last scored sample (series without one are left out)."""
+    if not series_ids:
+        return {}
+    query = select(SeriesState.series_id, SeriesState.last_ts).where(
+        SeriesState.series_id.in_(sorted(set(series_ids))), SeriesState.last_ts.is_not(None)
+    )
+    with translated(engine, "reading the series' last samples"), engine.connect() as conn:
+        return {sid: int(ts) for sid, ts in conn.execute(query)}
 
 
 def save_incidents(

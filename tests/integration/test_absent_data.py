@@ -21,15 +21,18 @@ def _bodies(hook: Receiver) -> list[dict[str, Any]]:
     return [json.loads(request.body) for request in hook.requests]
 
 
-def _wait_for(hook: Receiver, status: str, limit: float = 40) -> dict[str, Any]:
-    """The first message in ``status`` about the source, within ``limit`` seconds."""
+def _wait_for(
+    hook: Receiver, status: str, metric: str = "source_down", limit: float = 40
+) -> dict[str, Any]:
+    """The first message in ``status`` about an incident of ``metric``, within ``limit`` s."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         for body in _bodies(hook):
-            if body["status"] == status and body["incidents"][0]["metric"] == "source_down":
+            about = [i for i in body["incidents"] if i["metric"] == metric]
+            if about and body["status"] == status:
                 return body
         time.sleep(0.2)
-    raise AssertionError(f"no {status} message in {limit} s: {_bodies(hook)}")
+    raise AssertionError(f"no {status} {metric} message in {limit} s: {_bodies(hook)}")
 
 
 def test_a_source_that_stays_down_opens_an_incident_and_its_return_resolves_it(
@@ -80,3 +83,54 @@ def test_a_source_that_stays_down_opens_an_incident_and_its_return_resolves_it(
     finally:
         engine.dispose()
     assert (incident.status, incident.metric) == ("resolved", "source_down")
+
+
+def test_a_series_that_stops_arriving_opens_an_incident_and_its_return_resolves_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    both = {"now": True}  # queue "b" drops out of the page until the test brings it back
+
+    def respond(_path: str) -> tuple[int, bytes]:
+        page = '# TYPE app_queue_depth gauge\napp_queue_depth{queue="a"} 3\n'
+        if both["now"]:
+            page += 'app_queue_depth{queue="b"} 4\n'
+        return 200, page.encode()
+
+    with serve(respond) as endpoint, receive() as hook:
+        config = (
+            '[database]\nurl = "{url}"\n'
+            '[detection]\ninterval = "1s"\n'
+            '[detection.absent]\nseries_absent_after = "3s"\n'
+            f'[alerts]\nreceiver = "hook"\ngroup_wait = "0s"\ngroup_interval = "1s"\n'
+            '[alerts.delivery]\ninterval = "1s"\n'
+            f'[[alerts.receivers]]\nname = "hook"\nkind = "webhook"\nurl = "{hook.url}/x"\n'
+            '[[sources]]\nname = "app"\nkind = "prometheus_scrape"\ninterval = "1s"\n'
+            f'url = "{endpoint}/metrics"\n'
+        )
+        daemon = start_daemon(tmp_path, database_url, config)
+        try:
+            time.sleep(4)  # both series arrive and are scored
+            both["now"] = False
+            firing = _wait_for(hook, "firing", "series_absent")
+            both["now"] = True
+            resolved = _wait_for(hook, "resolved", "series_absent")
+            daemon.send_signal(signal.SIGTERM)
+            daemon.communicate(timeout=30)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+    (shown,) = [i for i in firing["incidents"] if i["metric"] == "series_absent"]
+    assert shown["labels"]["series_metric"] == "app_queue_depth"
+    assert shown["labels"]["queue"] == "b" and shown["labels"]["kind"] == "absent"
+    assert shown["severity"] == "warning"
+    (back,) = [i for i in resolved["incidents"] if i["metric"] == "series_absent"]
+    assert back["id"] == shown["id"] and back["status"] == "resolved"
+    engine = store.open_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            others = conn.exec_driver_sql(
+                "SELECT count(*) FROM incidents WHERE metric = 'series_absent'"
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert others == 1  # queue "a" never stopped: nothing about it

@@ -3,6 +3,7 @@ they are back. Pure: no database, no clock."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from anomon.alerts.routing import Silence
@@ -90,3 +91,74 @@ def test_it_can_be_switched_off_and_a_silence_keeps_it_quiet() -> None:
         alerts=ALERTS, silences=[Silence({"metric": "source_down"}, {})], now=NOW,
     )  # fmt: skip
     assert write.silenced and write.outbox == ()
+
+
+# ---- series that stop arriving while their source collects
+
+
+def _quiet(sid: int, metric: str, source: str = "app", minutes: int = 20) -> object:
+    from anomon.store import QuietSeries
+
+    last = int((NOW - timedelta(minutes=minutes)).timestamp())
+    return QuietSeries(sid, metric, '{"queue":"b"}', source, source, last)
+
+
+def plan_series(quiet: list, open_now: dict | None = None, last_seen: dict | None = None,
+                overrides: list | None = None) -> list[IncidentWrite]:  # fmt: skip
+    from anomon.config import DetectionConfig, LogsSourceConfig, PrometheusScrapeSourceConfig
+    from anomon.service.absence import plan_series_absent, watched_sources
+
+    sources = [
+        PrometheusScrapeSourceConfig.model_validate(
+            {"name": "app", "kind": "prometheus_scrape", "url": "http://127.0.0.1:1/m"}
+        ),
+        LogsSourceConfig.model_validate(
+            {
+                "name": "log",
+                "kind": "logs",
+                "path": "/x.log",
+                "patterns": {
+                    "errors": "ERROR",
+                    "took": {"regex": "t=(?P<value>\\d+)", "aggregate": "max"},
+                },
+            }
+        ),
+    ]
+    detection = DetectionConfig.model_validate({"overrides": overrides or []})
+    return plan_series_absent(
+        quiet, open_now or {}, last_seen or {}, watched=watched_sources(sources),
+        detection=detection, alerts=ALERTS, silences=[], now=NOW,
+    )  # fmt: skip
+
+
+def test_a_quiet_series_opens_a_series_absent_incident_with_its_labels() -> None:
+    (write,) = plan_series([_quiet(7, "app_queue_depth")])
+    labels = json.loads(write.labels)
+    assert (write.metric, write.entity, write.severity, write.change) == (
+        "series_absent", "app", "warning", "opened")  # fmt: skip
+    assert labels["series_metric"] == "app_queue_depth" and labels["series_id"] == "7"
+    assert labels["queue"] == "b" and labels["kind"] == "absent"
+    assert write.opened_at == NOW - timedelta(minutes=20)  # its last sample
+
+
+def test_a_log_aggregate_and_an_override_may_come_and_go() -> None:
+    assert plan_series([_quiet(3, "took", source="log")]) == []  # silent when nothing matched
+    assert len(plan_series([_quiet(4, "errors", source="log")])) == 1  # a count is never silent
+    let_off = [{"metric": "app_*", "labels": {"queue": "b"}, "absent": False}]
+    assert plan_series([_quiet(7, "app_queue_depth")], overrides=let_off) == []
+
+
+def test_a_sample_after_the_opening_resolves_it_and_an_open_one_is_not_opened_again() -> None:
+    opened = NOW - timedelta(minutes=20)
+    absence = OpenAbsence(
+        11, 1, "app", '{"series_metric":"app_queue_depth","series_id":"7","source":"app",'
+        '"queue":"b"}', "warning", opened, False,
+    )  # fmt: skip
+    assert (
+        plan_series([_quiet(7, "app_queue_depth")], {7: absence}, {7: int(opened.timestamp())})
+        == []
+    )
+    back = int((NOW - timedelta(seconds=5)).timestamp())
+    (write,) = plan_series([], {7: absence}, {7: back})
+    assert (write.incident_id, write.status, write.change) == (11, "resolved", "resolved")
+    assert write.resolved_at == datetime.fromtimestamp(back, UTC)
