@@ -5,10 +5,13 @@ forest): the series of one source about one thing — its ``entity`` (a host, a 
 server) and, where its labels have them, one ``model`` and ``version`` — are aligned on
 the times that source stamped them (one collection = one row; a series missing from a
 row is a missing value, not a failure), so the forest sees a host or a model going
-wrong on several metrics at once. Each series keeps its own score for the alarm rules:
-its own detectors' score, raised to the entity's score on the rows where it drives an
-entity anomaly (:meth:`~anomon.detect.entity.Scores.contributors`), so an anomaly the
-forest finds in joint deviations is recorded on the series behind it.
+wrong on several metrics at once. Each series keeps its own score — its own detectors',
+raised to the entity's on the rows where it drives an entity anomaly
+(:meth:`~anomon.detect.entity.Scores.contributors`) — so an anomaly the forest finds in
+joint deviations is recorded on the series behind it (less what its overrides' minimum
+effect and people's feedback tolerate: :func:`with_effect`). The alarm rules run on the
+entity's score, the largest of its series' (:mod:`anomon.service.alerting`): one event
+of an entity is one incident.
 
 The fleet's windows live in memory; after a restart (or when an entity gains a series)
 they are rebuilt from the last ``warmup_rows`` scored samples of each series, and
