@@ -2,11 +2,11 @@
 
 The log is a SQL table (``url`` + ``query``, read through a :class:`~.base.Database`
 passed in; the query may use ``:since`` and ``:until``, epoch seconds) or a CSV / JSONL
-file that grows (tailed: only new lines are parsed; a rotated file is read to its end
-before the new one; a file truncated or rewritten in place is read again from its
-start). Each row is one prediction: a time, the predicted class, the true class (empty
-until it is known), optionally scores, and the ``group_by`` columns (model, version)
-that become labels.
+file that grows (tailed by :mod:`.tail`: only new lines are parsed; a rotated file is
+read to its end before the new one; a file truncated, rewritten in place or replaced by
+a changed copy is read again from its start, its old rows forgotten). Each row is one
+prediction: a time, the predicted class, the true class (empty until it is known),
+optionally scores, and the ``group_by`` columns (model, version) that become labels.
 
 Every collection looks at the last ``lookback`` of the log and, for each window of each
 group that is over and *ready* — at least ``min_labels`` labelled rows, or older than

@@ -6,6 +6,10 @@ Shared by the ``logs`` and ``predictions`` kinds, which assemble lines from the 
 - **Rotation**: when the path names another file (renamed away, deleted, replaced), the
   file in hand is read to its end first (within the byte budget, over several reads if
   need be), then the new one from its start.
+- **Replaced by a copy** (a file rewritten to a temporary one and renamed over the
+  path): when the new file starts with the same bytes as the one in hand, it is the same
+  log — read on from the same position if the bytes before it are the same too (nothing
+  counted twice), else from its start as a rewrite.
 - **Truncation and rewriting in place**: when the file in hand is shorter than the
   position read, or the bytes at its start or just before the position changed (a
   ``copytruncate`` that already grew past the old position, a row edited in place), it
@@ -71,6 +75,9 @@ class FileTail:
         identity = self._stat()
         budget = self._max_bytes if self._max_bytes is not None else -1
         pieces: list[Piece] = []
+        replaced = False
+        if self._file is not None and identity is not None and identity != self._identity:
+            replaced = self._follow_copy()
         if self._file is not None and identity != self._identity:
             data = self._take(budget)  # the rotated-away file: finish it first
             budget = budget - len(data) if budget >= 0 else -1
@@ -82,7 +89,7 @@ class FileTail:
         if self._file is None and identity is not None:
             restart = self._open()
         if self._file is not None and identity == self._identity and budget != 0:
-            rewritten = self._rewritten()
+            rewritten = replaced or self._rewritten()
             if rewritten:
                 self._file.seek(0)
                 self._start, self._before = b"", b""
@@ -121,6 +128,32 @@ class FileTail:
         self._start, self._before = b"", b""
         self._remember()
         return not self._skip_existing
+
+    def _follow_copy(self) -> bool:
+        """If the path now names a copy of the file in hand (the same first bytes), take
+        it instead: at the same position when the bytes before it match (return False),
+        else at its start as a rewrite (return True). Not a copy: change nothing."""
+        assert self._file is not None
+        if not (self._regular and self._start):
+            return False
+        try:
+            handle = open(self.path, "rb")  # noqa: SIM115 - kept open across reads
+        except FileNotFoundError:
+            return False
+        fd, position = handle.fileno(), self._file.tell()
+        if os.pread(fd, len(self._start), 0) != self._start:
+            handle.close()  # another file: a rotation
+            return False
+        status = os.fstat(fd)
+        same = status.st_size >= position and (
+            os.pread(fd, len(self._before), position - len(self._before)) == self._before
+        )
+        handle.seek(position if same else 0)
+        self.close()
+        self._file, self._identity = handle, (status.st_dev, status.st_ino)
+        if not same:
+            self._start, self._before = b"", b""
+        return not same
 
     def _rewritten(self) -> bool:
         """Whether the file in hand was truncated or rewritten in place."""

@@ -96,3 +96,35 @@ def test_a_row_rewritten_in_place_past_the_fingerprint_is_noticed(tmp_path: Path
     found = tail.read()
     assert found.pieces == [Piece(path.read_bytes(), restart=True, rewritten=True)]
     tail.close()
+
+
+def test_a_copy_renamed_over_the_path_is_read_on_from_the_same_position(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    first = b"".join(b"line %d\n" % i for i in range(60))  # past the start fingerprint
+    path.write_bytes(first)
+    tail = FileTail(str(path))
+    tail.read()
+    copy = tmp_path / "a.log.tmp"
+    copy.write_bytes(first + b"line 60\n")
+    os.replace(copy, path)  # rewritten to a temporary file and renamed: the same log
+    assert tail.read().pieces == [Piece(b"line 60\n")]  # nothing read twice
+    tail.close()
+
+
+def test_a_copy_that_changed_what_was_read_is_read_again_as_a_rewrite(tmp_path: Path) -> None:
+    # late labels filled into a copy renamed over the log: its first bytes (the early,
+    # labelled rows) are the same, the rows read before changed
+    path = tmp_path / "p.csv"
+    header = b"ts,prediction,label\n" + b"".join(b"%d,1,1\n" % i for i in range(50))
+    rows = [b"%d,1,\n" % i for i in range(50, 80)]
+    path.write_bytes(header + b"".join(rows))
+    tail = FileTail(str(path))
+    tail.read()
+    labelled = header + b"".join(row[:-1] + b"1\n" for row in rows)
+    copy = tmp_path / "p.csv.tmp"
+    copy.write_bytes(labelled)
+    os.replace(copy, path)
+    try:
+        assert tail.read().pieces == [Piece(labelled, restart=True, rewritten=True)]
+    finally:
+        tail.close()

@@ -367,3 +367,23 @@ def test_labels_written_into_their_rows_in_place_are_read(tmp_path: Path) -> Non
     assert got[("predictions", "churn", START)] == 30  # each row once
     assert got[("labelled_rows", "churn", START)] == 30
     assert got[("accuracy", "churn", START)] == 0.5
+
+
+def test_labels_written_to_a_copy_renamed_over_the_log_count_each_row_once(
+    tmp_path: Path,
+) -> None:
+    # the other way to fill in late labels: a new file, renamed over the old one
+    path = tmp_path / "predictions.csv"
+    header = "ts,model,version,prediction,label\n"
+    rows = [f"{START + i * 60},churn,v1,1," for i in range(30)]
+    early = [row + str(i % 2) for i, row in enumerate(rows[:20])]
+    path.write_text(header + "\n".join(early + rows[20:]) + "\n", encoding="utf-8")
+    source = _source(path=str(path), min_labels=5)
+    at = datetime.fromtimestamp(START + 5 * HOUR, UTC)
+    assert _by_key(source.collect(at))[("predictions", "churn", START)] == 30
+    copy = tmp_path / "predictions.csv.tmp"
+    copy.write_text(header + "\n".join(r + str(i % 2) for i, r in enumerate(rows)) + "\n")
+    os.replace(copy, path)
+    got = _by_key(source.collect(at))
+    assert got[("predictions", "churn", START)] == 30  # each row once (was 60)
+    assert got[("labelled_rows", "churn", START)] == 30
