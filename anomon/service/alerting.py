@@ -6,8 +6,9 @@ the unit's latest stored incident (store) into episodes, routing (alerts) decide
 hears of each change, and the result is a list of :class:`~anomon.model.IncidentWrite`
 that the store writes in the detection cycle's own transaction.
 
-An alarm unit is an entity (:class:`Members`: its series, keyed by the first of them,
-which the entity's incidents are stored under), or a series alone. One event of an
+An alarm unit is an entity — every source's series about one entity, model and version
+(:class:`Members`: its series, keyed by the first of them, which its incidents are
+stored under) — or a series alone. One event of an
 entity is one incident however many of its series go wrong: it opens with the routing
 labels of the series that led the entity's score then, and the anomalies of every
 series of the entity in its span are linked to it (its contributing series).

@@ -56,7 +56,10 @@ QUARANTINE = timedelta(hours=1)  # how long a series that fails the cycle is set
 SLICE_POINTS = 250_000  # rows scored per fleet call when there is a backlog
 
 EntityKey = tuple[str, str, str, str]  # source, entity, model, version
+UnitKey = tuple[str, str, str]  # entity, model, version: what one incident is about
 Rows = tuple[np.ndarray, np.ndarray]  # times, values (rows, metrics)
+# an alarm unit's rows from one scored entity: times, scores, leading series, at_once
+Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def entity_key(series: store.ScoredSeries) -> EntityKey:
@@ -94,6 +97,7 @@ class DetectJob:
         the store, which is the truth (watermarks, scored rows, firing incidents)."""
         self.fleet = Fleet[EntityKey](self.config)
         self.members: dict[EntityKey, list[int]] = {}  # each entity's series, column order
+        self.unit_ids: dict[UnitKey, list[int]] = {}  # each alarm unit's series, id order
         self.settings: dict[int, SeriesSettings] = {}  # each series' overrides
         self.alarms = Alarms(self.config, self.alerts)
 
@@ -186,8 +190,7 @@ class DetectJob:
         known = {s.id: s for s in series}
         anomalies: list[AnomalyRecord] = []
         cycle: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        units: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # alarm unit -> its rows
-        members: dict[int, Members] = {}
+        parts: dict[UnitKey, list[Part]] = {}  # each alarm unit's rows, per source
         read_until: dict[int, int] = {}
         quality: dict[int, str] = {}
         learning: dict[int, int | None] = {}
@@ -235,11 +238,9 @@ class DetectJob:
                     learning[sid] = until[column] if states[column] == "learning" else None
                     expected = float(scores.expected[has, column][-1])
                     last_rows[sid] = (int(times[-1]), float(values[has, column][-1]), expected)
-                anchor = self.members[key][0]
                 unit, leading = self._unit_scores(key, per_series)
-                units[anchor] = (ts, unit)
                 leads = np.asarray(self.members[key])[leading]
-                members[anchor] = Members(self.members[key], leads, _at_once(scores, leading))
+                parts.setdefault(key[1:], []).append((ts, unit, leads, _at_once(scores, leading)))
             if self.telemetry is not None:
                 self.telemetry.record_scores(
                     (sid, known[sid].metric, known[sid].entity, known[sid].labels, last)
@@ -247,6 +248,15 @@ class DetectJob:
                     if np.isfinite(last := float(cycle[sid][1][-1]))
                 )
         points = sum(ts.size for ts, _ in cycle.values())
+        units: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # alarm unit -> its rows
+        members: dict[int, Members] = {}
+        for unit_key, found in parts.items():
+            # every source's entity about the same thing, in id order: the first keys the
+            # unit and its incidents
+            ids = self.unit_ids[unit_key]
+            ts, unit, leads, at_once = merged(found)
+            units[ids[0]] = (ts, unit)
+            members[ids[0]] = Members(ids, leads, at_once)
         incidents, anomalies = plan_incidents(
             self.engine, self.alarms, units, anomalies, now=started, members=members
         )
@@ -350,7 +360,6 @@ class DetectJob:
             self.members[key] = members_of(groups[key])
             for s in groups[key]:
                 self.settings[s.id] = self.config.settings_for(s.metric, json.loads(s.labels))
-            self.alarms.configure(self.members[key][0], self._unit_settings(key))
             self.fleet.add(
                 key,
                 [s.metric for s in groups[key]],
@@ -359,12 +368,22 @@ class DetectJob:
                     for s in groups[key]
                 ],
             )
+        touched = {key[1:] for key in fresh}
+        for unit_key in touched:
+            self.unit_ids[unit_key] = []
+        for key, ids in self.members.items():
+            if key[1:] in touched:
+                self.unit_ids[key[1:]] += ids
+        for unit_key in touched:
+            self.unit_ids[unit_key].sort()
+            ids = self.unit_ids[unit_key]
+            self.alarms.configure(ids[0], self._unit_settings(ids))
         seen = [key for key in fresh if any(s.scored_until is not None for s in groups[key])]
         if not seen:
             return
         firing = store.firing_series(self.engine)
         taught = store.feedback_tolerances(self.engine)
-        scored: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # unit -> scores, at_once
+        scored: dict[UnitKey, list[Part]] = {}  # each alarm unit's rows scored before
         if self.config.warmup_rows:
             rows = self.config.warmup_rows
 
@@ -389,17 +408,22 @@ class DetectJob:
                             taught.get(sid),
                         )
                     unit, leading = self._unit_scores(key, per_series)
-                    scored[self.members[key][0]] = (unit, _at_once(scores, leading))
-        for key in seen:
-            anchor = self.members[key][0]
-            was_firing = any(sid in firing for sid in self.members[key])
-            unit, at_once = scored.get(anchor, (np.empty(0), np.empty(0, dtype=bool)))
-            self.alarms.warm(anchor, unit, firing=was_firing, at_once=at_once)
+                    leads = np.asarray(self.members[key])[leading]
+                    scored.setdefault(key[1:], []).append(
+                        (batch[key][0], unit, leads, _at_once(scores, leading))
+                    )
+        for unit_key in {key[1:] for key in seen}:
+            ids = self.unit_ids[unit_key]
+            was_firing = any(sid in firing for sid in ids)
+            found = scored.get(unit_key)
+            _, unit, _, at_once = merged(found) if found else _NO_ROWS
+            self.alarms.warm(ids[0], unit, firing=was_firing, at_once=at_once)
 
-    def _unit_settings(self, key: EntityKey) -> SeriesSettings:
-        """The alarm rules of an entity: the largest ``open_after`` and ``resolve_after``
-        its series' overrides set (the threshold is each series' own, mapped)."""
-        found = [self.settings[sid] for sid in self.members[key]]
+    def _unit_settings(self, ids: list[int]) -> SeriesSettings:
+        """The alarm rules of an alarm unit: the largest ``open_after`` and
+        ``resolve_after`` its series' overrides set (the threshold is each series' own,
+        mapped)."""
+        found = [self.settings[sid] for sid in ids]
         opens = [s.open_after for s in found if s.open_after is not None]
         resolves = [s.resolve_after for s in found if s.resolve_after is not None]
         return SeriesSettings(
@@ -407,6 +431,24 @@ class DetectJob:
             open_after=max(opens, default=None),
             resolve_after=max(resolves, default=None),
         )
+
+
+_NO_ROWS: Part = (
+    np.empty(0, dtype=np.int64),
+    np.empty(0),
+    np.empty(0, dtype=np.int64),
+    np.empty(0, dtype=bool),
+)
+
+
+def merged(parts: list[Part]) -> Part:
+    """One alarm unit's rows from several sources' entities, in time order (a source's
+    rows stay in their order; rows of the same time stay apart)."""
+    if len(parts) == 1:
+        return parts[0]
+    joined = [np.concatenate([part[i] for part in parts]) for i in range(4)]
+    order = np.argsort(joined[0], kind="stable")
+    return joined[0][order], joined[1][order], joined[2][order], joined[3][order]
 
 
 def _grouped(series: list[store.ScoredSeries]) -> dict[EntityKey, list[store.ScoredSeries]]:

@@ -202,3 +202,40 @@ def test_an_entity_going_wrong_on_several_metrics_is_one_incident_with_true_valu
         assert c["expected"] is not None and c["value"] - c["expected"] > wrong[name] / 2
     lead = shown["contributors"][0]
     assert (shown["value"], shown["expected"]) == (lead["value"], lead["expected"])
+
+
+def test_one_model_seen_by_two_sources_going_wrong_is_one_incident(engine: store.Engine) -> None:
+    # the case: p50 and p99 from a scrape, p99 from the JSON stats, one spike
+    rng = np.random.default_rng(12)
+    labels = {"model": "churn"}
+    scrape = SeriesInfo("scrape", "churn-model", SeriesKind.LATENCY, "ms")
+    stats = SeriesInfo("stats", "churn-model", SeriesKind.LATENCY, "ms")
+    shown = {
+        ("scrape", "latency_p50"): 50 + rng.normal(0, 1, ROWS),
+        ("scrape", "latency_p99"): 200 + rng.normal(0, 4, ROWS),
+        ("stats", "latency_p99_ms"): 210 + rng.normal(0, 4, ROWS),
+    }
+    for values in shown.values():
+        values[840:852] *= 3  # the spike, seen by both sources
+    clock = lambda: datetime.fromtimestamp(START + 60 * 846, UTC)  # noqa: E731
+    job = DetectJob(engine, CONFIG, clock=clock,
+                    samples=SamplesConfig(max_ahead=timedelta(hours=3)))  # fmt: skip
+    for source, info, offset in (("scrape", scrape, 0), ("stats", stats, 7)):
+        _save(engine, source, [
+            Sample(SeriesKey.of(metric, labels), info, START + 60 * i + offset,
+                   float(values[i]))
+            for (where, metric), values in shown.items() if where == source
+            for i in range(847)
+        ])  # fmt: skip
+    job()
+    assert len(job.members) == 2  # two entities scored, one per source
+    with engine.connect() as conn:
+        opened = conn.execute(select(Incident.id, Incident.status)).all()
+        linked = conn.execute(
+            select(Series.source, Series.metric)
+            .join(Anomaly, Anomaly.series_id == Series.id)
+            .where(Anomaly.incident_id == opened[0].id)
+            .distinct()
+        ).all()
+    assert len(opened) == 1 and opened[0].status == "firing"  # one event, one incident
+    assert {source for source, _ in linked} == {"scrape", "stats"}  # both sources behind it
