@@ -484,6 +484,13 @@ class SourceBase(Section):
     enabled: bool = True
     max_series: Annotated[int, Field(ge=1)] = 10_000
 
+    def may_go_quiet(self) -> frozenset[str] | None:
+        """The metrics of this source that may stop arriving while it collects (the
+        absent-data watch leaves them be): none by default, as a kind that stamps every
+        series at every collection; None for all of them (rows that carry their own
+        times, where a quiet hour is no absence)."""
+        return frozenset()
+
 
 SOURCE_MODELS: dict[str, type[SourceBase]] = {}
 """The config model of every source kind, by its ``kind`` name (filled by :func:`source_kind`)."""
@@ -645,6 +652,10 @@ class SqlSourceConfig(SourceBase):
     query: Annotated[str, Field(min_length=1)]
     series_kind: Literal["quality", "latency", "resource", "custom"] = "custom"
 
+    def may_go_quiet(self) -> frozenset[str] | None:
+        """All: its rows carry their own times."""
+        return None
+
 
 @source_kind
 class PredictionsSourceConfig(SourceBase):
@@ -670,6 +681,10 @@ class PredictionsSourceConfig(SourceBase):
     interval: Annotated[PositiveDuration, AfterValidator(_at_least_one_second)] = timedelta(
         minutes=5
     )
+
+    def may_go_quiet(self) -> frozenset[str] | None:
+        """All: a window is reported when its labels are in, not at every collection."""
+        return None
 
     @model_validator(mode="after")
     def _one_input(self) -> PredictionsSourceConfig:
@@ -748,6 +763,10 @@ class LogsSourceConfig(SourceBase):
     from_start: bool = False
     encoding: Annotated[str, AfterValidator(_encoding)] = "utf-8"
     max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+
+    def may_go_quiet(self) -> frozenset[str] | None:
+        """The patterns that aggregate values: silent when nothing matched."""
+        return frozenset(n for n, p in self.patterns.items() if p.aggregate != "count")
 
 
 @source_kind

@@ -112,12 +112,22 @@ def summary(incident: IncidentView) -> str:
     return line
 
 
+# labels a series' short name leaves out: what routing adds, and the scrape target
+NOT_SHOWN = frozenset(
+    ("metric", "entity", "source", "kind", "severity", "series_metric", "series_id", "job",
+     "instance")
+)  # fmt: skip
+
+
+def series_name(metric: str, labels: Mapping[str, str]) -> str:
+    """``latency_p99{model=churn}``: a series as a message names it."""
+    own = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in NOT_SHOWN)
+    return metric + ("{" + own + "}" if own else "")
+
+
 def absent_series_name(incident: IncidentView) -> str:
-    """``latency_p99{model=churn}``: the series a ``series_absent`` incident is about."""
-    labels = incident.labels
-    skip = {"metric", "entity", "source", "kind", "severity", "series_metric", "series_id"}
-    own = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in skip)
-    return labels.get("series_metric", "?") + ("{" + own + "}" if own else "")
+    """The series a ``series_absent`` incident is about."""
+    return series_name(incident.labels.get("series_metric", "?"), incident.labels)
 
 
 def lead_metric(incident: IncidentView) -> str:
@@ -136,12 +146,9 @@ def contributors_line(incident: IncidentView) -> str | None:
         return None
     shown = []
     for c in incident.contributors[:SHOWN_CONTRIBUTORS]:
-        own = {k: v for k, v in c.labels.items() if k not in ("job", "instance")}
-        named = ",".join(f"{key}={value}" for key, value in sorted(own.items()))
-        name = c.metric + ("{" + named + "}" if own else "")
         shown.append(
-            f"{name} {format_number(c.value)} (expected {format_number(c.expected)}, "
-            f"peak {format_score(c.peak_score)})"
+            f"{series_name(c.metric, c.labels)} {format_number(c.value)} "
+            f"(expected {format_number(c.expected)}, peak {format_score(c.peak_score)})"
         )
     more = len(incident.contributors) - SHOWN_CONTRIBUTORS
     return "series: " + ", ".join(shown) + (f" and {more} more" if more > 0 else "")

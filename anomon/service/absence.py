@@ -36,14 +36,11 @@ from anomon.config import (
     AbsentConfig,
     AlertsConfig,
     DetectionConfig,
-    LogsSourceConfig,
-    PredictionsSourceConfig,
     SourceBase,
-    SqlSourceConfig,
 )
 from anomon.errors import AnomonError
 from anomon.model import SERIES_ABSENT, SOURCE_DOWN, IncidentWrite, escape_controls
-from anomon.service.alerting import active_silences, incident_write
+from anomon.service.alerting import active_silences, episode_write, incident_write
 from anomon.timeutil import Clock, from_epoch, to_epoch, utcnow
 
 log = logging.getLogger("anomon.absent")
@@ -66,12 +63,9 @@ def watched_sources(sources: Sequence[SourceBase]) -> dict[str, Watched]:
     """The enabled sources whose series should arrive at every collection."""
     found: dict[str, Watched] = {}
     for source in sources:
-        if not source.enabled or isinstance(source, SqlSourceConfig | PredictionsSourceConfig):
-            continue  # rows carry their own times: a quiet hour is no absence
-        skip: frozenset[str] = frozenset()
-        if isinstance(source, LogsSourceConfig):  # aggregates give nothing when nothing matched
-            skip = frozenset(n for n, p in source.patterns.items() if p.aggregate != "count")
-        found[source.name] = Watched(source.interval, skip)
+        skip = source.may_go_quiet()  # the kind knows: SourceBase.may_go_quiet
+        if source.enabled and skip is not None:
+            found[source.name] = Watched(source.interval, skip)
     return found
 
 
@@ -227,18 +221,12 @@ def _resolving_series(
     now: datetime,
 ) -> IncidentWrite:
     episode = resolved_episode(absence, back, now)
-    labels = json.loads(absence.labels)
-    meta = store.SeriesMeta(
-        0, SERIES_ABSENT, {k: v for k, v in labels.items() if k not in ROUTING_KEYS},
-        labels.get("source", ""), absence.entity, "absent",
+    labels = {**json.loads(absence.labels), "severity": absence.severity}  # as opened
+    write = episode_write(
+        None, absence.entity, SERIES_ABSENT, labels, f"{SERIES_ABSENT}:{sid}",
+        episode, alerts, silences, now,
     )  # fmt: skip
-    write = incident_write(
-        None, meta, episode, alerts, silences, now, identity=f"{SERIES_ABSENT}:{sid}"
-    )
     return replace(write, change="resolved")
-
-
-ROUTING_KEYS = ("metric", "entity", "source", "kind", "severity")  # added by routing_labels
 
 
 def plan_source_down(

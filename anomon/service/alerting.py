@@ -246,7 +246,7 @@ def incident_write(
     notifications its routing labels get unless a silence covers them now."""
     labels = routing_labels(meta, episode.severity)
     key = identity if identity is not None else sid or 0
-    return _write(sid, meta.entity, meta.metric, labels, key, episode, config, silences, now)
+    return episode_write(sid, meta.entity, meta.metric, labels, key, episode, config, silences, now)
 
 
 def stored_incident_write(
@@ -259,7 +259,7 @@ def stored_incident_write(
     """The write of one episode of a stored incident: routed by the labels it was opened
     with (whichever series of its entity goes on), at the severity it has now."""
     labels = {**json.loads(stored.labels), "severity": episode.severity}
-    return _write(
+    return episode_write(
         stored.series_id,
         stored.entity,
         stored.metric,
@@ -272,7 +272,7 @@ def stored_incident_write(
     )
 
 
-def _write(
+def episode_write(
     sid: int | None,
     entity: str,
     metric: str,
@@ -283,6 +283,9 @@ def _write(
     silences: Sequence[Silence],
     now: datetime,
 ) -> IncidentWrite:
+    """The write of ``episode`` of an incident routed by ``labels`` (its severity
+    included), with the notifications they get unless a silence covers them now;
+    ``identity`` keeps the notification keys of different incidents apart."""
     quiet = silenced(labels, silences, now)  # as of this change: silences end
     told = not quiet and config.enabled
     outbox = tuple(outbox_entries(identity, episode, labels, config, now)) if told else ()

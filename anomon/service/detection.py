@@ -28,6 +28,7 @@ moves past the samples still to come.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -65,8 +66,14 @@ Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 def entity_key(series: store.ScoredSeries) -> EntityKey:
     """The entity a series is scored with: its source, entity, and model and version
     labels if it has them (a model version is part of a model's identity)."""
-    labels = json.loads(series.labels)
-    return series.source, series.entity, labels.get("model", ""), labels.get("version", "")
+    return _entity_key(series.source, series.entity, series.labels)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _entity_key(source: str, entity: str, labels: str) -> EntityKey:
+    # a series' labels never change: each cycle asks again, the JSON is read once
+    found = json.loads(labels)
+    return source, entity, found.get("model", ""), found.get("version", "")
 
 
 def config_hash(config: DetectionConfig) -> str:
