@@ -23,6 +23,55 @@ class SeriesKind(StrEnum):
     CUSTOM = "custom"
 
 
+class IncidentStatus(StrEnum):
+    """Where an incident is: firing until its series are normal again, then resolved
+    (a resolved incident can fire again: it is reopened)."""
+
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class Severity(StrEnum):
+    """How loud an incident is: critical from a score of 95 on (a one-in-ten-million
+    deviation: page someone), else warning."""
+
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Feedback(StrEnum):
+    """People's verdict on an incident (``anomon incidents feedback``)."""
+
+    CONFIRMED = "confirmed"
+    FALSE_ALARM = "false_alarm"
+    EXPECTED = "expected"
+
+
+class Event(StrEnum):
+    """What a notification tells a receiver about its incident."""
+
+    FIRING = "firing"
+    RESOLVED = "resolved"
+    REPEAT = "repeat"  # still firing, told again after repeat_interval
+
+
+class NotificationStatus(StrEnum):
+    """Where a notification is in the outbox: pending (due at ``next_attempt_at``),
+    sending (claimed by a delivery run), then sent, dead (undeliverable, with its last
+    error) or silenced (recorded, not sent)."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DEAD = "dead"
+    SILENCED = "silenced"
+
+
+def sql_in(column: str, values: type[StrEnum]) -> str:
+    """A CHECK constraint's text: ``column`` holds one of the enum's values."""
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
+
 def canonical_labels(labels: Labels) -> str:
     """Return the one JSON text that stands for a label set: keys sorted, no spaces."""
     return json.dumps(dict(sorted(labels.items())), separators=(",", ":"), ensure_ascii=False)
@@ -235,14 +284,18 @@ class OutboxEntry:
     ``key`` is the idempotency key (stable: the same change gives the same key, so
     writing it twice stores it once). It is sent no sooner than ``not_before``, nor
     sooner than ``group_interval`` after the last notification of its group was sent.
+    ``route`` is the path of the route that chose it (what its mute times name) and
+    ``group_labels`` the canonical JSON of its group's ``group_by`` labels.
     """
 
     receiver: str
     group_key: str
-    event: str
+    event: Event
     key: str
     not_before: datetime
     group_interval: timedelta = timedelta(0)
+    route: str = ""
+    group_labels: str = "{}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +310,8 @@ class IncidentWrite:
     entity: str
     metric: str
     labels: str  # canonical JSON of the routing labels
-    status: str  # firing | resolved
-    severity: str
+    status: IncidentStatus
+    severity: Severity
     peak_score: float
     opened_at: datetime
     last_seen_at: datetime
@@ -285,7 +338,11 @@ class IncidentWrite:
             f"{which} {self.change}: {self.metric}{shown} on {self.entity}, "
             f"{self.severity}, peak score {self.peak_score:.0f}"
             + (", silenced" if self.silenced else "")
-            + (", and resolved" if self.change == "opened" and self.status == "resolved" else "")
+            + (
+                ", and resolved"
+                if self.change == "opened" and self.status == IncidentStatus.RESOLVED
+                else ""
+            )
         )
 
 
@@ -308,8 +365,8 @@ class StoredIncident:
     """What tracking needs of a series' latest stored incident."""
 
     id: int
-    status: str
-    severity: str
+    status: IncidentStatus
+    severity: Severity
     peak_score: float
     opened_at: datetime
     last_seen_at: datetime

@@ -29,7 +29,7 @@ from anomon.alerts.model import IncidentView, Notice
 from anomon.alerts.post import Poster
 from anomon.alerts.webhook import post_checked, safe_url
 from anomon.config import AlertmanagerReceiverConfig
-from anomon.model import prometheus_label_name
+from anomon.model import IncidentStatus, prometheus_label_name
 
 ENDS_AFTER = 4  # a firing alert's endsAt: this many resend intervals ahead
 API_PATH = "/api/v2/alerts"
@@ -77,7 +77,7 @@ def postable_alerts(
     alerts: list[JSON] = []
     for incident in incidents:
         labels = alert_labels(incident)
-        firing = incident.status == "firing"
+        firing = incident.status == IncidentStatus.FIRING
         ends = now + ttl if firing else (incident.resolved_at or incident.last_seen_at)
         alert = {
             "labels": labels,

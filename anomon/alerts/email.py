@@ -47,6 +47,7 @@ from anomon.alerts.deadline import Deadline, shutdown
 from anomon.alerts.model import IncidentView, Notice
 from anomon.config import EmailReceiverConfig
 from anomon.errors import DeliveryError
+from anomon.model import IncidentStatus
 from anomon.timeutil import utcnow
 
 MAX_CHARTS = 10
@@ -285,7 +286,7 @@ def html_body(notice: Notice, chart_ids: dict[int, str]) -> str:
 
 
 def _html_incident(incident: IncidentView, cid: str | None) -> str:
-    colour = "#d62728" if incident.status == "firing" else "#2ca02c"
+    colour = "#d62728" if incident.status == IncidentStatus.FIRING else "#2ca02c"
     labels = render.format_labels(incident.labels)
     block = [
         f'<h3 style="font-size: 14px; color: {colour}">{_h(incident.status.upper())} '

@@ -25,10 +25,10 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from anomon.model import StoredIncident
+from anomon.model import Event, IncidentStatus, Severity, StoredIncident
 from anomon.timeutil import from_epoch
 
-SEVERITIES = ("warning", "critical")
+SEVERITIES = tuple(Severity)
 
 
 @dataclass
@@ -43,18 +43,18 @@ class Episode:
     opened_at: datetime
     last_seen_at: datetime
     peak_score: float
-    severity: str
-    status: str = "firing"
+    severity: Severity
+    status: IncidentStatus = IncidentStatus.FIRING
     resolved_at: datetime | None = None
     silenced: bool = False
-    notices: list[tuple[str, int]] = field(default_factory=list)
+    notices: list[tuple[Event, int]] = field(default_factory=list)
     changed: bool = True
     reopened: bool = False
 
 
-def severity_of(score: float, critical: float) -> str:
+def severity_of(score: float, critical: float) -> Severity:
     """``critical`` at or above ``critical``, else ``warning``."""
-    return "critical" if score >= critical else "warning"
+    return Severity.CRITICAL if score >= critical else Severity.WARNING
 
 
 def track(
@@ -74,10 +74,10 @@ def track(
     times = np.asarray(ts, dtype=np.int64)
     scores = np.asarray(combined, dtype=np.float64)
     episodes: list[Episode] = []
-    current = _from_stored(latest) if latest and latest.status == "firing" else None
+    current = _from_stored(latest) if latest and latest.status == IncidentStatus.FIRING else None
     if current is not None:
         episodes.append(current)
-    resolved = _from_stored(latest) if latest and latest.status == "resolved" else None
+    resolved = _from_stored(latest) if latest and latest.status == IncidentStatus.RESOLVED else None
     start = 0
     for row, event in [*events, (times.size, "")]:
         if current is not None:
@@ -114,10 +114,10 @@ def _open(event: str, resolved: Episode | None, episodes: list[Episode], at: int
     if event == "reopen" and resolved is not None:
         if resolved not in episodes:
             episodes.append(resolved)
-        resolved.status, resolved.resolved_at, resolved.changed = "firing", None, True
+        resolved.status, resolved.resolved_at, resolved.changed = IncidentStatus.FIRING, None, True
         resolved.reopened = True
         resolved.last_seen_at = max(resolved.last_seen_at, moment)
-        resolved.notices.append(("firing", at))
+        resolved.notices.append((Event.FIRING, at))
         return resolved
     return Episode(
         incident_id=None,
@@ -125,8 +125,8 @@ def _open(event: str, resolved: Episode | None, episodes: list[Episode], at: int
         opened_at=moment,
         last_seen_at=moment,
         peak_score=0.0,
-        severity="warning",
-        notices=[("firing", at)],
+        severity=Severity.WARNING,
+        notices=[(Event.FIRING, at)],
     )
 
 
@@ -152,9 +152,13 @@ def _follow(
         episode.severity = severity
         fresh = episode.incident_id is None and len(episode.notices) == 1
         if not fresh:  # a new incident's first notice is not sent yet: it says critical
-            episode.notices.append(("firing", int(times[abnormal[-1]])))
+            episode.notices.append((Event.FIRING, int(times[abnormal[-1]])))
 
 
 def _resolve(episode: Episode, at: int) -> None:
-    episode.status, episode.resolved_at, episode.changed = "resolved", from_epoch(at), True
-    episode.notices.append(("resolved", at))
+    episode.status, episode.resolved_at, episode.changed = (
+        IncidentStatus.RESOLVED,
+        from_epoch(at),
+        True,
+    )
+    episode.notices.append((Event.RESOLVED, at))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from anomon.model import Contributor
+from anomon.model import Contributor, Event, IncidentStatus, Severity
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class IncidentView:
     metric: str
     entity: str
     labels: Mapping[str, str]
-    status: str
-    severity: str
+    status: IncidentStatus
+    severity: Severity
     peak_score: float
     opened_at: datetime
     last_seen_at: datetime
@@ -76,7 +76,7 @@ class Notice:
     """
 
     receiver: str
-    event: str
+    event: Event
     key: str
     group_key: str
     group_labels: Mapping[str, str]
@@ -88,7 +88,8 @@ class Notice:
     @property
     def status(self) -> str:
         """``firing`` if any incident in the notice still fires, else ``resolved``."""
-        return "firing" if any(i.status == "firing" for i in self.incidents) else "resolved"
+        firing = any(i.status == IncidentStatus.FIRING for i in self.incidents)
+        return IncidentStatus.FIRING if firing else IncidentStatus.RESOLVED
 
 
 class Notifier(Protocol):

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from anomon.alerts.model import IncidentView, Notice
-from anomon.model import SERIES_ABSENT, SOURCE_DOWN, escape_controls
+from anomon.model import SERIES_ABSENT, SOURCE_DOWN, IncidentStatus, escape_controls
 
 # Worst first; a severity not listed here ranks below all of them.
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -87,7 +87,7 @@ def summary(incident: IncidentView) -> str:
     """One line on one incident: ``accuracy on churn-model is 0.71, expected 0.93 (down)``;
     for a source that is down, ``source prom is down: no successful collection since …``."""
     if incident.metric == SOURCE_DOWN:
-        if incident.status == "resolved":
+        if incident.status == IncidentStatus.RESOLVED:
             return f"source {incident.entity} is collecting again"
         return (
             f"source {incident.entity} is down: no successful collection since "
@@ -95,7 +95,7 @@ def summary(incident: IncidentView) -> str:
         )
     if incident.metric == SERIES_ABSENT:
         name = absent_series_name(incident)
-        if incident.status == "resolved":
+        if incident.status == IncidentStatus.RESOLVED:
             return f"{name} on {incident.entity} arrives again"
         return (
             f"{name} on {incident.entity} stopped arriving: no sample since "

@@ -29,6 +29,7 @@ class Delivery:
     """Where and how one incident is notified: a receiver, its group and the timing."""
 
     receiver: str
+    route: str  # the route's path (route_path), ROOT_ROUTE for the default receiver
     group_key: str
     group_labels: dict[str, str]
     group_wait: timedelta
@@ -114,18 +115,31 @@ def group_labels_of(key: str) -> dict[str, str]:
         except (IndexError, ValueError):
             return {}
         return {str(k): str(v) for k, v in old.items()} if isinstance(old, dict) else {}
+    parts = _key_parts(key)
+    return dict(parts[-1][0]) if parts else {}
+
+
+def route_of(key: str) -> str:
+    """The route path a group key starts with (``{}/{severity="critical"}``), or "" if
+    it cannot be read (keys stored before route paths had positions, not paths)."""
+    parts = _key_parts(key) if key.startswith("{") else []
+    return key[: parts[-2][1]] if len(parts) >= 2 else ""
+
+
+def _key_parts(key: str) -> list[tuple[list[tuple[str, str]], int]]:
+    """Each brace list of ``{…}/{…}…:{…}`` with where it ends; [] if it cannot be read."""
     position, parts = 0, []
     try:
-        while position < len(key):  # {…}/{…}…:{…}: read each brace list, keep the last
+        while position < len(key):
             pairs, position = _brace_list(key, position)
-            parts.append(pairs)
+            parts.append((pairs, position))
             if position < len(key):
                 if key[position] not in "/:":
-                    return {}
+                    return []
                 position += 1
     except ValueError:
-        return {}
-    return dict(parts[-1]) if parts else {}
+        return []
+    return parts
 
 
 def _quoted(value: str) -> str:
@@ -166,6 +180,7 @@ def _delivery(
     group_labels = {name: labels.get(name, "") for name in group_by}
     return Delivery(
         receiver=receiver,
+        route=where,
         group_key=group_key(where, group_labels),
         group_labels=group_labels,
         group_wait=pick("group_wait"),  # type: ignore[arg-type]

@@ -64,6 +64,7 @@ from anomon.alerts.model import IncidentView, Notice
 from anomon.alerts.post import Poster, PostFailed
 from anomon.config import WebhookReceiverConfig
 from anomon.errors import DeliveryError
+from anomon.model import IncidentStatus
 from anomon.timeutil import utcnow
 
 JSON = dict[str, Any]
@@ -342,7 +343,7 @@ def _alertmanager_alert(incident: IncidentView) -> JSON:
 
 
 def _ends_at(incident: IncidentView) -> str:
-    if incident.status == "firing":
+    if incident.status == IncidentStatus.FIRING:
         return ALERTMANAGER_ZERO_TIME  # what Alertmanager sends while an alert fires
     return render.rfc3339(incident.resolved_at or incident.last_seen_at)
 

@@ -12,6 +12,7 @@ from anomon.alerts.routing import coverage_problem
 from anomon.cli.common import load, open_store
 from anomon.cli.tables import cell_text, emit, escape_controls
 from anomon.errors import UsageError
+from anomon.model import Severity
 
 
 def incident_ack(args: argparse.Namespace) -> int:
@@ -71,7 +72,7 @@ def silence_add(args: argparse.Namespace) -> int:
     label_sets = [
         routing_labels(meta, severity)
         for meta in store.every_series_meta(engine)
-        for severity in ("warning", "critical")
+        for severity in Severity
     ]
     engine.dispose()
     match = {m["name"]: m["value"] for m in matchers if m["op"] == "="}

@@ -32,7 +32,7 @@ from anomon import store
 from anomon.config import AlertsConfig, PrometheusScrapeSourceConfig, load_config
 from anomon.demo.servers import Delivery, model_server, webhook_sink
 from anomon.demo.simulator import METRICS, MODELS, Incident, Scenario, values
-from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.model import IncidentStatus, Sample, SeriesInfo, SeriesKey, SeriesKind
 from anomon.service.detection import DetectJob
 from anomon.sources.prometheus_scrape import target_labels
 
@@ -171,7 +171,7 @@ def _history(config_path: Path, out: Print) -> None:
     incidents = store.list_incidents(engine, everything=True, limit=1000)
     moment = datetime.now(UTC)
     for row in incidents:  # closed, so the live daemon never tells of one it never opened
-        if row.status == "firing":
+        if row.status == IncidentStatus.FIRING:
             version = store.incident_detail(engine, row.id, anomaly_limit=0).version
             store.resolve_by_hand(engine, row.id, version=version, outbox=(), now=moment)
     engine.dispose()
@@ -306,7 +306,7 @@ def _findings(
         delay = first.opened_at.timestamp() - injected.start
         told = [d.at for d in deliveries if first.id in _incident_ids(d)]
         notice = f", webhook {told[0] - first.opened_at.timestamp():.0f} s later" if told else ""
-        ending = "still firing" if first.status == "firing" else "resolved"
+        ending = "still firing" if first.status == IncidentStatus.FIRING else "resolved"
         if first.resolved_at is not None and injected.end < time.time():
             ending = f"resolved {first.resolved_at.timestamp() - injected.end:.0f} s after it ended"
         out(

@@ -39,16 +39,24 @@ from anomon.config import (
     SourceBase,
 )
 from anomon.errors import AnomonError
-from anomon.model import SERIES_ABSENT, SOURCE_DOWN, IncidentWrite, escape_controls
+from anomon.model import (
+    SERIES_ABSENT,
+    SOURCE_DOWN,
+    Event,
+    IncidentStatus,
+    IncidentWrite,
+    Severity,
+    escape_controls,
+)
 from anomon.service.alerting import active_silences, episode_write, incident_write
 from anomon.timeutil import Clock, from_epoch, to_epoch, utcnow
 
 log = logging.getLogger("anomon.absent")
 
 MISSED_RUNS = 3  # a source is down only once this many of its intervals have failed
-DOWN_SEVERITY = "critical"
+DOWN_SEVERITY = Severity.CRITICAL
 DOWN_SCORE = 100.0  # no data is as sure as a score gets
-ABSENT_SEVERITY = "warning"  # one series of a source that works: someone should look
+ABSENT_SEVERITY = Severity.WARNING  # one series of a source that works: someone should look
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,7 @@ def plan_series_absent(
             last_seen_at=now,
             peak_score=DOWN_SCORE,
             severity=ABSENT_SEVERITY,
-            notices=[("firing", to_epoch(now))],
+            notices=[(Event.FIRING, to_epoch(now))],
         )
         write = incident_write(
             None, series_absent_meta(series), episode, alerts, silences, now,
@@ -278,7 +286,7 @@ def _opening(
         last_seen_at=now,
         peak_score=DOWN_SCORE,
         severity=DOWN_SEVERITY,
-        notices=[("firing", to_epoch(now))],
+        notices=[(Event.FIRING, to_epoch(now))],
     )
     return _write(source, episode, alerts, silences, now, "opened")
 
@@ -303,9 +311,9 @@ def resolved_episode(absence: store.OpenAbsence, back: datetime, now: datetime) 
         last_seen_at=back,
         peak_score=DOWN_SCORE,
         severity=absence.severity,
-        status="resolved",
+        status=IncidentStatus.RESOLVED,
         resolved_at=back,
-        notices=[("resolved", to_epoch(now))],
+        notices=[(Event.RESOLVED, to_epoch(now))],
     )
 
 

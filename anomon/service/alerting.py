@@ -32,8 +32,11 @@ from anomon.detect.rules import AlarmState, apply_rules
 from anomon.errors import UsageError
 from anomon.model import (
     AnomalyRecord,
+    Event,
+    IncidentStatus,
     IncidentWrite,
     OutboxEntry,
+    Severity,
     StoredIncident,
     canonical_labels,
 )
@@ -170,8 +173,8 @@ def plan_incidents(
                 assert latest is not None
                 write = stored_incident_write(latest, episode, alarms.alerts, every_silence, now)
             writes.append(replace(write, change=_change(episode, latest)))
-        firing = any(e.status == "firing" for e in episodes) or (
-            latest is not None and latest.status == "firing"
+        firing = any(e.status == IncidentStatus.FIRING for e in episodes) or (
+            latest is not None and latest.status == IncidentStatus.FIRING
         )
         if alarms.states[key].firing and not firing:
             alarms.forget_firing(key)
@@ -186,7 +189,7 @@ def unit_latest(
     incident opened before the series were one entity is finished, not left firing),
     else the newest."""
     found = [stored[sid] for sid in series_ids if sid in stored]
-    firing = [incident for incident in found if incident.status == "firing"]
+    firing = [incident for incident in found if incident.status == IncidentStatus.FIRING]
     return max(firing or found, key=lambda incident: incident.id, default=None)
 
 
@@ -206,9 +209,9 @@ def _change(episode: Episode, previous: StoredIncident | None) -> str | None:
         return "reopened"
     if previous is None:
         return None
-    if episode.status == "resolved" and previous.status == "firing":
+    if episode.status == IncidentStatus.RESOLVED and previous.status == IncidentStatus.FIRING:
         return "resolved"
-    if episode.status == "firing" and episode.severity != previous.severity:
+    if episode.status == IncidentStatus.FIRING and episode.severity != previous.severity:
         return "escalated"  # a severity follows the peak score, which only rises
     return None
 
@@ -219,7 +222,7 @@ def active_silences(engine: store.Engine, config: AlertsConfig, now: datetime) -
     return [*config_silences(config), *stored]
 
 
-def routing_labels(meta: store.SeriesMeta, severity: str) -> dict[str, str]:
+def routing_labels(meta: store.SeriesMeta, severity: Severity) -> dict[str, str]:
     """The labels routes and silences match: the series' own plus what anomon knows."""
     return {
         **meta.labels,
@@ -326,7 +329,7 @@ def outbox_entries(
         # as one message (resolved), never resolved first and firing after
         wait = delivery.group_wait if episode.incident_id is None else timedelta(0)
         for event, at in episode.notices:
-            if event == "resolved" and not delivery.send_resolved:
+            if event == Event.RESOLVED and not delivery.send_resolved:
                 continue
             key = notification_key(
                 identity, opened, event, at, f"{delivery.receiver}|{delivery.group_key}"
@@ -339,6 +342,8 @@ def outbox_entries(
                     key=key,
                     not_before=now + wait,
                     group_interval=delivery.group_interval,
+                    route=delivery.route,
+                    group_labels=canonical_labels(delivery.group_labels),
                 )
             )
     return entries
@@ -353,7 +358,7 @@ def resolve_incident(
     firing, or if the detection job changed it at every one of a few tries."""
     for _ in range(RESOLVE_TRIES):
         incident = store.incident_detail(engine, incident_id, anomaly_limit=0)
-        if incident.status != "firing":
+        if incident.status != IncidentStatus.FIRING:
             raise UsageError(f"incident {incident_id} is {incident.status}, not firing")
         entries: list[OutboxEntry] = []
         if config.enabled and not incident.silenced:
@@ -364,7 +369,7 @@ def resolve_incident(
                 last_seen_at=incident.last_seen_at,
                 peak_score=incident.peak_score,
                 severity=incident.severity,
-                notices=[("resolved", to_epoch(now))],
+                notices=[(Event.RESOLVED, to_epoch(now))],
             )
             # the stored labels are those of the opening; the routes match today's severity
             labels = {**incident.labels, "severity": incident.severity}

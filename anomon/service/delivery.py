@@ -19,10 +19,9 @@ sending and recording re-sends the same notice with the same idempotency key.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -32,7 +31,7 @@ from anomon.alerts.alertmanager import AlertmanagerNotifier
 from anomon.alerts.model import IncidentView, Notice, Notifier, Points
 from anomon.alerts.notifiers import build_notifier
 from anomon.alerts.render import format_time
-from anomon.alerts.routing import Silence, group_labels_of, muted_routes, route, silenced
+from anomon.alerts.routing import Silence, muted_routes, route, silenced
 from anomon.config import (
     AlertsConfig,
     DetectionConfig,
@@ -40,8 +39,9 @@ from anomon.config import (
     WebhookReceiverConfig,
 )
 from anomon.errors import AnomonError, DeliveryError, UsageError
-from anomon.model import OutboxEntry
+from anomon.model import Event, IncidentStatus, OutboxEntry, Severity, canonical_labels
 from anomon.service.alerting import active_silences, notification_key
+from anomon.service.delivery_plan import Message, Send, message_key, plan_delivery
 from anomon.service.telemetry import Telemetry
 from anomon.timeutil import Clock, to_epoch, utcnow
 
@@ -80,20 +80,6 @@ def _incident_list(rows: Sequence[store.Claimed]) -> str:
     """``incident 7`` or ``incidents 7, 9`` for a log line."""
     ids = sorted({row.incident_id for row in rows})
     return f"incident{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
-
-
-@dataclass(frozen=True)
-class Message:
-    """Claimed notifications that go to one receiver as one notice."""
-
-    receiver: str
-    group_key: str
-    rows: list[store.Claimed]
-
-    @property
-    def key(self) -> str:
-        """The message key of all its notifications (see :func:`message_key`)."""
-        return message_key(row.key for row in self.rows)
 
 
 @dataclass
@@ -150,36 +136,50 @@ class DeliverJob:
         delivery = self.config.delivery
         lease = self._lease()
         claimed = store.claim_due(self.engine, now=now, limit=delivery.batch_size, lease=lease)
-        done = Outcomes()
         if not claimed:
-            return done
+            return Outcomes()
         incidents = store.incidents_for_notice(self.engine, [c.incident_id for c in claimed])
         silences = active_silences(self.engine, self.config, now)
-        messages = _messages(claimed)
+        plan = plan_delivery(
+            claimed,
+            incidents,
+            receivers=self.notifiers.keys(),
+            silences=silences,
+            muted=muted_routes(self.config, now),
+            now=now,
+        )
         store.keep_messages(
             self.engine,
-            {m.key: [r.id for r in m.rows if r.message_key is None] for m in messages},
+            {m.key: [r.id for r in m.rows if r.message_key is None] for m in plan.messages},
         )
-        by_receiver: dict[str, list[Message]] = {}
-        for message in messages:
-            by_receiver.setdefault(message.receiver, []).append(message)
+        claims = {row.id: row.attempts for row in claimed}
+        # what is not sent is recorded at once: a silence's rows wait for no receiver
+        done = Outcomes(
+            dead=plan.dead,
+            silenced=plan.silenced,
+            silenced_incidents=plan.silenced_incidents,
+        )
+        if done.dead or done.silenced:
+            self._record(done, claims)
+        by_receiver: dict[str, list[Send]] = {}
+        for send in plan.sends:
+            by_receiver.setdefault(send.message.receiver, []).append(send)
         self._members = (
             self._group_members(silences, now) if self._whole_groups & set(by_receiver) else {}
         )
-        claims = {row.id: row.attempts for row in claimed}
         # stop starting sends at half the claim's lease: a send that starts ends at its
         # deadline, well before the lease does (see _lease); past the lease another
         # worker may claim the same rows; what is left goes back to the queue untouched
         send_by = now + lease / 2
 
         def serve(receiver: str) -> Outcomes:
-            outcome = self._serve(receiver, by_receiver[receiver], incidents, silences, send_by)
+            outcome = self._serve(receiver, by_receiver[receiver], incidents, send_by)
             self._record(outcome, claims)  # at once: its outcomes wait for no other receiver
             self._observe(outcome, claimed)
             return outcome
 
         workers = min(len(by_receiver), RECEIVER_WORKERS)
-        if workers == 1:
+        if workers <= 1:
             outcomes = [serve(receiver) for receiver in by_receiver]
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix="anomon-deliver") as pool:
@@ -198,9 +198,8 @@ class DeliverJob:
     def _serve(
         self,
         receiver: str,
-        messages: list[Message],
+        sends: list[Send],
         incidents: Mapping[int, store.IncidentData],
-        silences: Sequence[Silence],
         send_by: datetime,
     ) -> Outcomes:
         """Send one receiver's messages, fresh ones first, ``concurrency`` at a time.
@@ -211,18 +210,18 @@ class DeliverJob:
         """
         failing: list[datetime] = []
 
-        def one(message: Message) -> Outcomes:
+        def one(send: Send) -> Outcomes:
             if failing:
-                return Outcomes(deferred={row.id: failing[0] for row in message.rows})
+                return Outcomes(deferred={row.id: failing[0] for row in send.live})
             if self.clock() >= send_by:
-                return Outcomes(released=[row.id for row in message.rows])
-            outcome, timed_out = self._deliver(message, incidents, silences)
+                return Outcomes(released=[row.id for row in send.live])
+            outcome, timed_out = self._deliver(send, incidents)
             if timed_out and outcome.retry and not failing:
                 failing.append(min(at for _, at in outcome.retry.values()))
             return outcome
 
         # fresh messages first: one that keeps failing never holds back the others
-        ordered = sorted(messages, key=lambda m: (max(r.attempts for r in m.rows), m.rows[0].id))
+        ordered = sorted(sends, key=lambda s: (max(r.attempts for r in s.live), s.live[0].id))
         concurrency = self.config.delivery.concurrency
         if concurrency == 1 or len(ordered) == 1:
             outcomes = [one(message) for message in ordered]
@@ -245,36 +244,16 @@ class DeliverJob:
 
     def _deliver(
         self,
-        message: Message,
+        send: Send,
         incidents: Mapping[int, store.IncidentData],
-        silences: Sequence[Silence],
     ) -> tuple[Outcomes, bool]:
-        """Send one message's notice; return the outcomes of its rows, and whether the
-        send timed out."""
-        receiver = message.receiver
+        """Send one planned message's notice; return the outcomes of its rows, and
+        whether the send timed out."""
+        receiver, live = send.message.receiver, send.live
         now = self.clock()
         done = Outcomes()
-        notifier = self.notifiers.get(receiver)
-        if notifier is None:
-            for row in message.rows:
-                done.dead[row.id] = f"receiver {receiver!r} is not in the config"
-            return done, False
-        if any(message.group_key.startswith(f"{path}:") for path in muted_routes(self.config, now)):
-            # its route is in a mute time interval: recorded, not sent (told at a repeat)
-            done.silenced += [row.id for row in message.rows]
-            return done, False
-        live = []
-        for row in message.rows:
-            incident = incidents.get(row.incident_id)
-            if incident is None or silenced(incident.labels, silences, now):
-                done.silenced.append(row.id)
-                if incident is not None:
-                    done.silenced_incidents.add(incident.id)
-            else:
-                live.append(row)
-        if not live:
-            return done, False
-        notice = self._notice(receiver, message.group_key, live, incidents, now)
+        notifier = self.notifiers[receiver]  # the plan made the rows of others dead
+        notice = self._notice(send.message, live, incidents, now)
         about = _incident_list(live)
         try:
             notifier.send(notice)
@@ -335,12 +314,12 @@ class DeliverJob:
 
     def _notice(
         self,
-        receiver: str,
-        group_key: str,
+        message: Message,
         rows: list[store.Claimed],
         incidents: Mapping[int, store.IncidentData],
         now: datetime,
     ) -> Notice:
+        receiver, group_key = message.receiver, message.group_key
         charts = receiver in self._charts
         shown = sorted({row.incident_id for row in rows})
         events = {row.event for row in rows}
@@ -357,18 +336,22 @@ class DeliverJob:
             for data in sorted(self._members.get((receiver, group_key), ()), key=lambda d: d.id)
             if data.id not in keys
         ]
-        if all(view.status == "resolved" for view in views):
-            event = "resolved"  # a firing and its resolution claimed together: say how it ended
+        if all(view.status == IncidentStatus.RESOLVED for view in views):
+            event = Event.RESOLVED  # a firing and its resolution claimed together: say how it ended
         else:
             event = (
-                "firing" if "firing" in events else "repeat" if "repeat" in events else "resolved"
+                Event.FIRING
+                if Event.FIRING in events
+                else Event.REPEAT
+                if Event.REPEAT in events
+                else Event.RESOLVED
             )
         return Notice(
             receiver=receiver,
             event=event,
             key=message_key(row.key for row in rows),
             group_key=group_key,
-            group_labels=group_labels(group_key),
+            group_labels=dict(message.group_labels),
             incidents=views,
             sent_at=now,
             notification_keys=sorted(row.key for row in rows),
@@ -409,14 +392,14 @@ class DeliverJob:
             views = [
                 self._view(data, charts=False)
                 for data in incidents.values()
-                if data.status == "firing"
+                if data.status == IncidentStatus.FIRING
                 and not silenced(data.labels, silences, now)
                 and any(d.receiver == notifier.name for d in route(data.labels, self.config))
             ]
             if not views:
                 continue
             notice = Notice(
-                notifier.name, "repeat", f"refresh-{to_epoch(now)}", "refresh", {}, views, now
+                notifier.name, Event.REPEAT, f"refresh-{to_epoch(now)}", "refresh", {}, views, now
             )
             try:
                 notifier.send(notice)
@@ -436,7 +419,7 @@ class DeliverJob:
         members: dict[tuple[str, str], list[store.IncidentData]] = {}
         firing = store.incidents_for_notice(self.engine, store.firing_incident_ids(self.engine))
         for data in firing.values():
-            if data.status != "firing" or silenced(data.labels, silences, now):
+            if data.status != IncidentStatus.FIRING or silenced(data.labels, silences, now):
                 continue
             for delivery in route(data.labels, self.config):
                 if delivery.receiver in self._whole_groups:
@@ -470,12 +453,20 @@ class DeliverJob:
                 key = notification_key(
                     candidate.incident_id,
                     to_epoch(last),
-                    "repeat",
+                    Event.REPEAT,
                     period,
                     f"{delivery.receiver}|{delivery.group_key}",
                 )
                 due.setdefault(candidate.incident_id, []).append(
-                    OutboxEntry(delivery.receiver, delivery.group_key, "repeat", key, now)
+                    OutboxEntry(
+                        delivery.receiver,
+                        delivery.group_key,
+                        Event.REPEAT,
+                        key,
+                        now,
+                        route=delivery.route,
+                        group_labels=canonical_labels(delivery.group_labels),
+                    )
                 )
         if due:
             store.enqueue_many(self.engine, due, now=now)
@@ -493,26 +484,6 @@ class DeliverJob:
             deferred=done.deferred,
             now=self.clock(),
         )
-
-
-def _messages(claimed: Sequence[store.Claimed]) -> list[Message]:
-    """Group claimed rows into messages: a row tried before goes with the others of the
-    message it was first tried in; the rest, one message per receiver and group."""
-    sets: dict[tuple[str, str, str | None], list[store.Claimed]] = {}
-    for row in claimed:
-        sets.setdefault((row.receiver, row.group_key, row.message_key), []).append(row)
-    return [Message(receiver, group, rows) for (receiver, group, _), rows in sets.items()]
-
-
-def message_key(notification_keys: Iterable[str]) -> str:
-    """The Idempotency-Key of a message: 40 hex digits of SHA-256 over its notifications'
-    sorted keys, so the same notifications give the same key however they were claimed."""
-    return hashlib.sha256("|".join(sorted(notification_keys)).encode()).hexdigest()[:40]
-
-
-def group_labels(group_key: str) -> dict[str, str]:
-    """The ``group_by`` labels a group key stands for (``{}:{entity="churn"}``)."""
-    return group_labels_of(group_key)
 
 
 def incident_view(
@@ -559,8 +530,8 @@ def send_test_notice(config: AlertsConfig, receiver: str, *, clock: Clock = utcn
         metric="anomon_test",
         entity="anomon",
         labels={"metric": "anomon_test", "entity": "anomon", "severity": "warning"},
-        status="firing",
-        severity="warning",
+        status=IncidentStatus.FIRING,
+        severity=Severity.WARNING,
         peak_score=90.0,
         opened_at=now,
         last_seen_at=now,
@@ -574,7 +545,7 @@ def send_test_notice(config: AlertsConfig, receiver: str, *, clock: Clock = utcn
     )
     notice = Notice(
         receiver=receiver,
-        event="firing",
+        event=Event.FIRING,
         key=f"test-{ts}",
         group_key="test",
         group_labels={},

@@ -45,7 +45,7 @@ from anomon.detect import DETECTOR_VERSION
 from anomon.detect.entity import Scores, default_direction
 from anomon.detect.fleet import Fleet
 from anomon.errors import AnomonError, summarise
-from anomon.model import AnomalyRecord, SeriesKey, describe_key, escape_controls
+from anomon.model import AnomalyRecord, SeriesKey, Severity, describe_key, escape_controls
 from anomon.service.alerting import CRITICAL_SCORE, Alarms, Members, plan_incidents
 from anomon.service.telemetry import Telemetry
 from anomon.timeutil import Clock, format_duration, to_epoch, utcnow
@@ -576,7 +576,7 @@ def _records(
                 score=float(own[i]),
                 detector_scores={name: float(v[i]) for name, v in detectors.items()},
                 direction="up" if not np.isfinite(expected) or value >= expected else "down",
-                severity="critical" if own[i] >= CRITICAL_SCORE else "warning",
+                severity=Severity.CRITICAL if own[i] >= CRITICAL_SCORE else Severity.WARNING,
             )
         )
     return found

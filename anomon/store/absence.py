@@ -7,10 +7,11 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select
+from sqlalchemy import Engine, Row, and_, or_, select
 
-from anomon.model import SERIES_ABSENT, SOURCE_DOWN, IncidentWrite
+from anomon.model import SERIES_ABSENT, SOURCE_DOWN, IncidentStatus, IncidentWrite, Severity
 from anomon.store.engine import translated
 from anomon.store.incidents import write_incidents
 from anomon.store.schema import CollectionRun, Incident, Series, SeriesState
@@ -37,7 +38,7 @@ class OpenAbsence:
     version: int
     entity: str
     labels: str
-    severity: str
+    severity: Severity
     opened_at: datetime
     silenced: bool
 
@@ -75,14 +76,20 @@ def source_health(engine: Engine, sources: Sequence[str]) -> dict[str, SourceHea
     return found
 
 
+def _absence(row: Row[Any]) -> OpenAbsence:
+    """An open absence from its row (the severity as the enum)."""
+    i, version, entity, labels, severity, opened_at, silenced = row
+    return OpenAbsence(i, version, entity, labels, Severity(severity), opened_at, silenced)
+
+
 def open_absences(engine: Engine) -> dict[str, OpenAbsence]:
     """The firing ``source_down`` incidents, by source."""
     query = select(
         Incident.id, Incident.version, Incident.entity, Incident.labels, Incident.severity,
         Incident.opened_at, Incident.silenced,
-    ).where(Incident.status == "firing", Incident.metric == SOURCE_DOWN)  # fmt: skip
+    ).where(Incident.status == IncidentStatus.FIRING, Incident.metric == SOURCE_DOWN)  # fmt: skip
     with translated(engine, "reading the open source_down incidents"), engine.connect() as conn:
-        return {row.entity: OpenAbsence(*row) for row in conn.execute(query)}
+        return {row.entity: _absence(row) for row in conn.execute(query)}
 
 
 def open_series_absences(engine: Engine) -> dict[int, OpenAbsence]:
@@ -91,9 +98,9 @@ def open_series_absences(engine: Engine) -> dict[int, OpenAbsence]:
     query = select(
         Incident.id, Incident.version, Incident.entity, Incident.labels, Incident.severity,
         Incident.opened_at, Incident.silenced,
-    ).where(Incident.status == "firing", Incident.metric == SERIES_ABSENT)  # fmt: skip
+    ).where(Incident.status == IncidentStatus.FIRING, Incident.metric == SERIES_ABSENT)  # fmt: skip
     with translated(engine, "reading the open series_absent incidents"), engine.connect() as conn:
-        found = [OpenAbsence(*row) for row in conn.execute(query)]
+        found = [_absence(row) for row in conn.execute(query)]
     return {int(json.loads(a.labels).get("series_id", 0)): a for a in found}
 
 

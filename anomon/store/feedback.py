@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select
 
+from anomon.model import Feedback
 from anomon.store.engine import translated
 from anomon.store.schema import Anomaly, Incident, Series
 
-TAUGHT_BY = ("false_alarm", "expected")  # verdicts that say "this is not a problem"
+TAUGHT_BY = (Feedback.FALSE_ALARM, Feedback.EXPECTED)  # verdicts that say "this is not a problem"
 MARGIN = 1.2  # a tolerance is this much wider than the largest deviation marked
 
 

@@ -9,12 +9,12 @@ from datetime import datetime
 from sqlalchemy import Engine, select, update
 
 from anomon.errors import UsageError
-from anomon.model import OutboxEntry
+from anomon.model import Feedback, IncidentStatus, OutboxEntry, Severity
 from anomon.store.engine import translated
 from anomon.store.incidents import enqueue
 from anomon.store.schema import Incident
 
-FEEDBACK = ("confirmed", "false_alarm", "expected")
+FEEDBACK = tuple(verdict.value for verdict in Feedback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +22,8 @@ class IncidentRow:
     """One incident as ``anomon incidents list`` shows it."""
 
     id: int
-    status: str
-    severity: str
+    status: IncidentStatus
+    severity: Severity
     metric: str
     entity: str
     peak_score: float
@@ -31,27 +31,46 @@ class IncidentRow:
     resolved_at: datetime | None
     acknowledged: bool
     silenced: bool
-    feedback: str | None
+    feedback: Feedback | None
 
 
 def list_incidents(
     engine: Engine, *, everything: bool = False, limit: int = 50
 ) -> list[IncidentRow]:
     """Return the firing incidents (with ``everything``, the newest ``limit`` of all)."""
+    acknowledged = Incident.acknowledged_at.is_not(None).label("acknowledged")
     query = select(
         Incident.id, Incident.status, Incident.severity, Incident.metric, Incident.entity,
         Incident.peak_score, Incident.opened_at, Incident.resolved_at,
-        Incident.acknowledged_at.is_not(None), Incident.silenced, Incident.feedback,
+        acknowledged, Incident.silenced, Incident.feedback,
     ).order_by(Incident.id.desc()).limit(limit)  # fmt: skip
     if not everything:
-        query = query.where(Incident.status == "firing")
+        query = query.where(Incident.status == IncidentStatus.FIRING)
     with translated(engine, "listing incidents"), engine.connect() as conn:
-        return [IncidentRow(*row) for row in conn.execute(query)]
+        rows = conn.execute(query).all()
+    return [
+        IncidentRow(
+            id=row.id,
+            status=IncidentStatus(row.status),
+            severity=Severity(row.severity),
+            metric=row.metric,
+            entity=row.entity,
+            peak_score=row.peak_score,
+            opened_at=row.opened_at,
+            resolved_at=row.resolved_at,
+            acknowledged=row.acknowledged,
+            silenced=row.silenced,
+            feedback=None if row.feedback is None else Feedback(row.feedback),
+        )
+        for row in rows
+    ]
 
 
 def firing_incident_ids(engine: Engine) -> list[int]:
     """The ids of every firing incident (what a receiver that keeps state is re-sent)."""
-    query = select(Incident.id).where(Incident.status == "firing").order_by(Incident.id)
+    query = (
+        select(Incident.id).where(Incident.status == IncidentStatus.FIRING).order_by(Incident.id)
+    )
     with translated(engine, "listing firing incidents"), engine.connect() as conn:
         return list(conn.execute(query).scalars())
 
@@ -84,9 +103,9 @@ def resolve_by_hand(
         .where(
             Incident.id == incident_id,
             Incident.version == version,
-            Incident.status == "firing",
+            Incident.status == IncidentStatus.FIRING,
         )
-        .values(status="resolved", resolved_at=now, version=Incident.version + 1)
+        .values(status=IncidentStatus.RESOLVED, resolved_at=now, version=Incident.version + 1)
     )
     with translated(engine, "resolving an incident"), engine.begin() as conn:
         if conn.execute(statement).rowcount != 1:

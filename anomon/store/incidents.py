@@ -19,7 +19,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from anomon.model import IncidentWrite, OutboxEntry, StoredIncident
+from anomon.model import (
+    IncidentStatus,
+    IncidentWrite,
+    NotificationStatus,
+    OutboxEntry,
+    Severity,
+    StoredIncident,
+)
 from anomon.store.engine import translated
 from anomon.store.schema import Incident, Notification, Series
 
@@ -65,8 +72,8 @@ def latest_incidents(conn: Connection, series_ids: Sequence[int]) -> dict[int, S
             assert row.series_id is not None
             found[row.series_id] = StoredIncident(
                 id=row.id,
-                status=row.status,
-                severity=row.severity,
+                status=IncidentStatus(row.status),
+                severity=Severity(row.severity),
                 peak_score=row.peak_score,
                 opened_at=row.opened_at,
                 last_seen_at=row.last_seen_at,
@@ -91,7 +98,7 @@ def incident_context(
 
 def firing_series(engine: Engine) -> set[int]:
     """Return the series that have a firing incident."""
-    query = select(Incident.series_id).where(Incident.status == "firing")
+    query = select(Incident.series_id).where(Incident.status == IncidentStatus.FIRING)
     with translated(engine, "reading firing incidents"), engine.connect() as conn:
         return {sid for sid in conn.execute(query).scalars() if sid is not None}
 
@@ -186,8 +193,10 @@ def enqueue(
                 "incident_id": incident_id,
                 "receiver": entry.receiver,
                 "group_key": entry.group_key,
+                "route": entry.route,
+                "group_labels": entry.group_labels,
                 "event": entry.event,
-                "status": "pending",
+                "status": NotificationStatus.PENDING,
                 "idempotency_key": entry.key,
                 "attempts": 0,
                 "next_attempt_at": due,

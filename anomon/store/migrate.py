@@ -108,11 +108,38 @@ def _config(connection: Connection | None = None) -> AlembicConfig:
 
 @contextmanager
 def _alembic(engine: Engine, doing: str) -> Iterator[AlembicConfig]:
-    with translated(engine, doing), engine.begin() as conn:
+    with translated(engine, doing), engine.connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:
+            # batch mode rebuilds a table by copying it, dropping the old one and renaming
+            # the copy: with foreign keys on, that drop would run the ON DELETE actions of
+            # every row referring to it (an incident's notifications deleted, its
+            # anomalies unlinked). Off for the migration (only outside a transaction),
+            # then the references are checked before anything is committed.
+            conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
+            conn.commit()
         try:
-            yield _config(conn)
+            with conn.begin():
+                yield _config(conn)
+                if sqlite:
+                    _check_references(conn)
         except CommandError as exc:
             raise SchemaError(f"{doing} on {database_label(engine)} failed: {exc}") from None
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys = ON")
+                conn.commit()
+
+
+def _check_references(conn: Connection) -> None:
+    """Raise SchemaError if a migration left a row referring to one that is not there."""
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        table, _, parent, _ = broken[0]
+        raise SchemaError(
+            f"the migration left {len(broken)} row(s) of {table} referring to missing "
+            f"rows of {parent}; nothing was changed"
+        )
 
 
 def _is_known(revision: str) -> bool:

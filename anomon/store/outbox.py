@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,14 @@ import numpy as np
 from sqlalchemy import Engine, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from anomon.model import Contributor, OutboxEntry
+from anomon.model import (
+    Contributor,
+    Event,
+    IncidentStatus,
+    NotificationStatus,
+    OutboxEntry,
+    Severity,
+)
 from anomon.store.engine import translated
 from anomon.store.incidents import enqueue
 from anomon.store.samples import read_history
@@ -36,11 +43,13 @@ class Claimed:
     incident_id: int
     receiver: str
     group_key: str
-    event: str
+    event: Event
     key: str
     attempts: int
     created_at: datetime
     message_key: str | None = None  # the message it was first tried in, if any
+    route: str = ""  # the path of the route that chose it
+    group_labels: Mapping[str, str] = field(default_factory=dict)  # its group's labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +61,8 @@ class IncidentData:
     metric: str
     entity: str
     labels: dict[str, str]
-    status: str
-    severity: str
+    status: IncidentStatus
+    severity: Severity
     peak_score: float
     opened_at: datetime
     last_seen_at: datetime
@@ -75,7 +84,7 @@ def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) ->
     due = (
         select(Notification.id)
         .where(
-            Notification.status.in_(("pending", "sending")),
+            Notification.status.in_((NotificationStatus.PENDING, NotificationStatus.SENDING)),
             Notification.next_attempt_at <= now,
         )
         .order_by(Notification.next_attempt_at, Notification.id)
@@ -85,7 +94,11 @@ def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) ->
     statement = (
         update(Notification)
         .where(Notification.id.in_(due.scalar_subquery()))
-        .values(status="sending", attempts=Notification.attempts + 1, next_attempt_at=now + lease)
+        .values(
+            status=NotificationStatus.SENDING,
+            attempts=Notification.attempts + 1,
+            next_attempt_at=now + lease,
+        )
         .returning(
             Notification.id,
             Notification.incident_id,
@@ -96,11 +109,35 @@ def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) ->
             Notification.attempts,
             Notification.created_at,
             Notification.message_key,
+            Notification.route,
+            Notification.group_labels,
         )
     )
     with translated(engine, "claiming notifications"), engine.begin() as conn:
         rows = conn.execute(statement).all()
-    return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+    claimed = [
+        Claimed(
+            id=row.id,
+            incident_id=row.incident_id,
+            receiver=row.receiver,
+            group_key=row.group_key,
+            event=Event(row.event),
+            key=row.idempotency_key,
+            attempts=row.attempts,
+            created_at=row.created_at,
+            message_key=row.message_key,
+            route=row.route,
+            group_labels=_labels(row.group_labels),
+        )
+        for row in rows
+    ]
+    return sorted(claimed, key=lambda c: c.id)
+
+
+def _labels(text: str) -> dict[str, str]:
+    """Labels stored as canonical JSON (an object of strings)."""
+    found = json.loads(text)
+    return {str(name): str(value) for name, value in found.items()}
 
 
 def keep_messages(engine: Engine, messages: Mapping[str, Sequence[int]]) -> None:
@@ -150,23 +187,31 @@ def record_outcomes(
                         update(Notification)
                         .where(
                             Notification.id.in_(same[start : start + 500]),
-                            Notification.status == "sending",
+                            Notification.status == NotificationStatus.SENDING,
                             Notification.attempts == attempts,
                         )
                         .values(**values)
                     )
 
-        set_rows(sent, status="sent", sent_at=now, last_error=None)
-        set_rows(silenced, status="silenced", last_error=None)
+        set_rows(sent, status=NotificationStatus.SENT, sent_at=now, last_error=None)
+        set_rows(silenced, status=NotificationStatus.SILENCED, last_error=None)
         for error, ids in _by_value(dict(dead)).items():
-            set_rows(ids, status="dead", last_error=error)
+            set_rows(ids, status=NotificationStatus.DEAD, last_error=error)
         for (error, at), ids in _by_value(dict(retry)).items():
-            set_rows(ids, status="pending", last_error=error, next_attempt_at=at)
+            set_rows(ids, status=NotificationStatus.PENDING, last_error=error, next_attempt_at=at)
         set_rows(
-            released, status="pending", attempts=Notification.attempts - 1, next_attempt_at=now
+            released,
+            status=NotificationStatus.PENDING,
+            attempts=Notification.attempts - 1,
+            next_attempt_at=now,
         )
         for at, ids in _by_value(dict(deferred or {})).items():
-            set_rows(ids, status="pending", attempts=Notification.attempts - 1, next_attempt_at=at)
+            set_rows(
+                ids,
+                status=NotificationStatus.PENDING,
+                attempts=Notification.attempts - 1,
+                next_attempt_at=at,
+            )
         if silenced_incidents:
             conn.execute(
                 update(Incident)
@@ -285,8 +330,8 @@ def _incident_data(
         metric=incident.metric,
         entity=incident.entity,
         labels=json.loads(incident.labels),
-        status=incident.status,
-        severity=incident.severity,
+        status=IncidentStatus(incident.status),
+        severity=Severity(incident.severity),
         peak_score=incident.peak_score,
         opened_at=incident.opened_at,
         last_seen_at=incident.last_seen_at,
@@ -351,7 +396,7 @@ def repeat_candidates(engine: Engine, *, heard_before: datetime) -> list[RepeatC
     silence) and which receivers have one still queued. Dead notifications do not
     count as heard: the incident is repeated once the receiver is back."""
     live = (
-        Incident.status == "firing",
+        Incident.status == IncidentStatus.FIRING,
         Incident.acknowledged_at.is_(None),
         Incident.opened_at <= heard_before,
     )
@@ -373,9 +418,11 @@ def repeat_candidates(engine: Engine, *, heard_before: datetime) -> list[RepeatC
         heard: dict[int, dict[str, datetime]] = {}
         pending: dict[int, set[str]] = {}
         for incident_id, receiver, status, at in conn.execute(sends):
-            if status in ("pending", "sending"):
+            if status in (NotificationStatus.PENDING, NotificationStatus.SENDING):
                 pending.setdefault(incident_id, set()).add(receiver)
-            elif status in ("sent", "silenced") and at is not None:
+            elif (
+                status in (NotificationStatus.SENT, NotificationStatus.SILENCED) and at is not None
+            ):
                 known = heard.setdefault(incident_id, {})
                 at = _aware(at)
                 known[receiver] = max(at, known.get(receiver, at))

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, func, select
 
 from anomon.errors import UsageError
+from anomon.model import Event, Feedback, NotificationStatus
 from anomon.store.engine import translated
 from anomon.store.lookup import find_series
 from anomon.store.outbox import IncidentData, incidents_for_notice
@@ -91,8 +92,8 @@ class NotificationRow:
 
     id: int
     receiver: str
-    event: str
-    status: str
+    event: Event
+    status: NotificationStatus
     attempts: int
     created_at: datetime
     sent_at: datetime | None
@@ -105,7 +106,7 @@ class IncidentDetail(IncidentData):
     anomalies and every notification."""
 
     acknowledged_at: datetime | None
-    feedback: str | None
+    feedback: Feedback | None
     version: int
     anomaly_count: int
     anomalies: list[AnomalyRow]
@@ -141,12 +142,15 @@ def incident_detail(engine: Engine, incident_id: int, *, anomaly_limit: int = 20
     acknowledged_at, feedback, version = marked
     with translated(engine, "reading an incident"), engine.connect() as conn:
         top = _rows(conn, [anomalies])
-        sent = [NotificationRow(*n) for n in conn.execute(notifications)]
+        sent = [
+            NotificationRow(i, receiver, Event(event), NotificationStatus(status), *rest)
+            for i, receiver, event, status, *rest in conn.execute(notifications)
+        ]
         total = conn.execute(count).scalar_one()
     return IncidentDetail(
         **{f.name: getattr(found, f.name) for f in fields(IncidentData)},
         acknowledged_at=acknowledged_at,
-        feedback=feedback,
+        feedback=None if feedback is None else Feedback(feedback),
         version=version,
         anomaly_count=total,
         anomalies=top,

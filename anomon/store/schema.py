@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Float,
     ForeignKey,
     Index,
@@ -31,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from anomon.model import Event, Feedback, IncidentStatus, NotificationStatus, Severity, sql_in
 from anomon.store.types import UTCDateTime
 
 NAMING_CONVENTION = {
@@ -137,6 +139,9 @@ class Incident(Base):
     __tablename__ = "incidents"
     __table_args__ = (
         Index("ix_incidents_status_opened_at", "status", "opened_at"),
+        CheckConstraint(sql_in("status", IncidentStatus), name="status"),
+        CheckConstraint(sql_in("severity", Severity), name="severity"),
+        CheckConstraint(f"feedback IS NULL OR {sql_in('feedback', Feedback)}", name="feedback"),
         # one firing incident per series: a second writer's open loses, not duplicates
         Index(
             "uq_incidents_firing_series_id",
@@ -202,6 +207,8 @@ class Notification(Base):
         Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
         # the last send of a group (group_interval): an index-only max(sent_at)
         Index("ix_notifications_receiver_group_key", "receiver", "group_key", "sent_at"),
+        CheckConstraint(sql_in("event", Event), name="event"),
+        CheckConstraint(sql_in("status", NotificationStatus), name="status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -211,6 +218,12 @@ class Notification(Base):
     receiver: Mapped[str] = mapped_column(String(200))
     group_key: Mapped[str] = mapped_column(
         String(400), default="", doc="notifications with the same receiver and key go together"
+    )
+    route: Mapped[str] = mapped_column(
+        String(200), default="", doc="the route's path (its matchers): what mute times name"
+    )
+    group_labels: Mapped[str] = mapped_column(
+        Text, default="{}", doc="canonical JSON: the route's group_by labels of this group"
     )
     event: Mapped[str] = mapped_column(String(20), doc="firing | resolved | repeat")
     status: Mapped[str] = mapped_column(

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
+from anomon.model import IncidentStatus, NotificationStatus
 from anomon.store.engine import translated
 from anomon.store.schema import CollectionRun, Incident, Notification, Series, SeriesState
 from anomon.timeutil import from_epoch
@@ -90,7 +91,7 @@ def read_status(engine: Engine, *, dead_limit: int = 10, learning_limit: int = 2
             Notification.attempts,
             Notification.last_error,
         )
-        .where(Notification.status == "dead")
+        .where(Notification.status == NotificationStatus.DEAD)
         .order_by(Notification.id.desc())
         .limit(dead_limit)
     )
@@ -114,7 +115,9 @@ def read_status(engine: Engine, *, dead_limit: int = 10, learning_limit: int = 2
                 for sid, metric, labels, entity, until in conn.execute(learning)
             ],
             open_incidents=conn.execute(
-                select(func.count()).select_from(Incident).where(Incident.status == "firing")
+                select(func.count())
+                .select_from(Incident)
+                .where(Incident.status == IncidentStatus.FIRING)
             ).scalar_one(),
             outbox=dict(
                 conn.execute(

@@ -183,7 +183,8 @@ def test_running_a_cycle_again_after_a_crash_queues_nothing_twice(engine: store.
 
 
 def _firing_incidents(engine: store.Engine, count: int, at: datetime, **group: str) -> None:
-    """Store ``count`` firing incidents with one queued firing notification each."""
+    """Store ``count`` firing incidents with one queued firing notification each
+    (``key``, ``route`` and ``group_labels``: their group's, as a route gives them)."""
     writes = [
         IncidentWrite(
             series_id=None,
@@ -202,6 +203,8 @@ def _firing_incidents(engine: store.Engine, count: int, at: datetime, **group: s
                     "firing",
                     f"k{i}",
                     at,
+                    route=group.get("route", ""),
+                    group_labels=group.get("group_labels", "{}"),
                 ),
             ),
         )
@@ -269,7 +272,14 @@ def test_a_permanent_failure_is_dead_at_once_and_a_transient_one_after_max_attem
 
 def test_incidents_of_one_group_go_out_in_one_message(engine: store.Engine, hook: Receiver) -> None:
     clock = Clock(datetime(2026, 12, 1, tzinfo=UTC))
-    _firing_incidents(engine, 3, clock.now, key='default:{"metric":"accuracy"}')
+    _firing_incidents(
+        engine,
+        3,
+        clock.now,
+        key='{}:{metric="accuracy"}',
+        route="{}",
+        group_labels='{"metric":"accuracy"}',
+    )
     config = alerts(
         hook.url,
         receivers=[
@@ -576,7 +586,7 @@ def test_a_route_in_its_mute_time_interval_sends_nothing_and_says_so(
         ],
     )
     (delivery,) = route({"metric": "accuracy", "entity": "model-0"}, config)
-    _firing_incidents(engine, 1, clock.now, key=delivery.group_key)
+    _firing_incidents(engine, 1, clock.now, key=delivery.group_key, route=delivery.route)
     done = DeliverJob(engine, config, build_notifiers(config), clock=clock).run_once()
     assert hook.requests == [] and len(done.silenced) == 1
     assert store.outbox_counts(engine) == {"silenced": 1}

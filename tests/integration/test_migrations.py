@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from anomon import store
 from anomon.errors import SchemaError, StoreError
@@ -111,4 +112,73 @@ def test_tables_of_the_same_name_without_a_revision_are_refused(database_url: st
         conn.exec_driver_sql("CREATE TABLE series (id integer)")
     with pytest.raises(StoreError, match="already has tables series but no anomon schema revision"):
         store.ensure_schema(engine, migrate=True)
+    engine.dispose()
+
+
+def test_0009_splits_stored_group_keys_and_checks_statuses(database_url: str) -> None:
+    """An outbox written before 0009 gets each row's route and group labels from its
+    group key (both key forms, and a key that cannot be read), and the rebuilt incidents
+    table keeps what refers to it (SQLite: its notifications, its anomalies' link);
+    afterwards the database refuses a status outside its enum, on both tables."""
+    engine = store.open_engine(database_url)
+    store.upgrade(engine, "0008")
+    now = "2026-12-01 10:00:00+00:00" if engine.dialect.name == "postgresql" else "2026-12-01"
+    keys = ['{}/{severity="critical"}:{entity="churn",model="a:b"}', 'route0:{"entity":"x"}', "g"]
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO series (id, metric, labels, source, entity, kind, unit, "
+                "created_at) VALUES (1, 'latency', '{}', 's', 'churn', 'latency', '', :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO incidents (id, entity, metric, labels, status, severity, "
+                "peak_score, opened_at, last_seen_at, silenced, version) VALUES "
+                "(1, 'churn', 'latency', '{}', 'firing', 'critical', 99, :now, :now, false, 1)"
+            ),
+            {"now": now},
+        )
+        for i, key in enumerate(keys):
+            conn.execute(
+                text(
+                    "INSERT INTO notifications (incident_id, receiver, group_key, event, "
+                    "status, idempotency_key, attempts, next_attempt_at, created_at) VALUES "
+                    "(1, 'hook', :key, 'firing', 'pending', :ik, 0, :now, :now)"
+                ),
+                {"key": key, "ik": f"k{i}", "now": now},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO anomalies (series_id, ts, value, expected, score, "
+                "detector_scores, direction, severity, incident_id, config_hash, "
+                "detector_version, detected_at) VALUES "
+                "(1, 60, 9, 1, 99, '{}', 'up', 'critical', 1, 'h', '2', :now)"
+            ),
+            {"now": now},
+        )
+    store.upgrade(engine)
+    assert store.check(engine) == []
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT group_key, route, group_labels FROM notifications ORDER BY id")
+        ).all()
+        linked = conn.execute(text("SELECT incident_id FROM anomalies")).scalar_one()
+    assert linked == 1
+    assert [(route, labels) for _, route, labels in rows] == [
+        ('{}/{severity="critical"}', '{"entity":"churn","model":"a:b"}'),
+        ("", '{"entity":"x"}'),
+        ("", "{}"),
+    ]
+    for statement in (
+        "UPDATE incidents SET status = 'open' WHERE id = 1",
+        "UPDATE incidents SET feedback = 'meh' WHERE id = 1",
+        "UPDATE notifications SET status = 'lost'",
+        "UPDATE notifications SET event = 'boom'",
+    ):
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text(statement))
+    with engine.begin() as conn:  # the values of the enums pass
+        conn.execute(text("UPDATE incidents SET feedback = 'false_alarm', status = 'resolved'"))
     engine.dispose()
