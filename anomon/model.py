@@ -362,7 +362,9 @@ class Contributor:
 
 @dataclass(frozen=True, slots=True)
 class StoredIncident:
-    """What tracking needs of a series' latest stored incident."""
+    """An incident as the store keeps it (one row of ``incidents``, converted once by
+    the store): what tracking needs of a series' latest incident, and what
+    ``anomon incidents list`` shows."""
 
     id: int
     status: IncidentStatus
@@ -377,6 +379,13 @@ class StoredIncident:
     metric: str = ""
     entity: str = ""
     labels: str = "{}"  # canonical JSON: the routing labels it was opened with
+    acknowledged_at: datetime | None = None
+    feedback: Feedback | None = None
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether someone acknowledged it (it is no longer repeated)."""
+        return self.acknowledged_at is not None
 
 
 _NOT_LABEL_CHARACTER = re.compile(r"[^A-Za-z0-9_]")

@@ -31,7 +31,6 @@ from anomon.store.external import ExternalDatabase, open_database
 from anomon.store.feedback import TaughtSeries, Tolerance, feedback_tolerances, taught_series
 from anomon.store.incident_actions import (
     FEEDBACK,
-    IncidentRow,
     acknowledge,
     firing_incident_ids,
     give_feedback,
@@ -104,7 +103,6 @@ __all__ = [
     "ExternalDatabase",
     "IncidentData",
     "IncidentDetail",
-    "IncidentRow",
     "LatestRow",
     "NotificationRow",
     "OpenAbsence",

@@ -3,67 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
 
 from anomon.errors import UsageError
-from anomon.model import Feedback, IncidentStatus, OutboxEntry, Severity
+from anomon.model import Feedback, IncidentStatus, OutboxEntry, StoredIncident
 from anomon.store.engine import translated
-from anomon.store.incidents import enqueue
+from anomon.store.incidents import enqueue, stored_incident
 from anomon.store.schema import Incident
 
 FEEDBACK = tuple(verdict.value for verdict in Feedback)
 
 
-@dataclass(frozen=True, slots=True)
-class IncidentRow:
-    """One incident as ``anomon incidents list`` shows it."""
-
-    id: int
-    status: IncidentStatus
-    severity: Severity
-    metric: str
-    entity: str
-    peak_score: float
-    opened_at: datetime
-    resolved_at: datetime | None
-    acknowledged: bool
-    silenced: bool
-    feedback: Feedback | None
-
-
 def list_incidents(
     engine: Engine, *, everything: bool = False, limit: int = 50
-) -> list[IncidentRow]:
+) -> list[StoredIncident]:
     """Return the firing incidents (with ``everything``, the newest ``limit`` of all)."""
-    acknowledged = Incident.acknowledged_at.is_not(None).label("acknowledged")
-    query = select(
-        Incident.id, Incident.status, Incident.severity, Incident.metric, Incident.entity,
-        Incident.peak_score, Incident.opened_at, Incident.resolved_at,
-        acknowledged, Incident.silenced, Incident.feedback,
-    ).order_by(Incident.id.desc()).limit(limit)  # fmt: skip
+    query = select(Incident).order_by(Incident.id.desc()).limit(limit)
     if not everything:
         query = query.where(Incident.status == IncidentStatus.FIRING)
-    with translated(engine, "listing incidents"), engine.connect() as conn:
-        rows = conn.execute(query).all()
-    return [
-        IncidentRow(
-            id=row.id,
-            status=IncidentStatus(row.status),
-            severity=Severity(row.severity),
-            metric=row.metric,
-            entity=row.entity,
-            peak_score=row.peak_score,
-            opened_at=row.opened_at,
-            resolved_at=row.resolved_at,
-            acknowledged=row.acknowledged,
-            silenced=row.silenced,
-            feedback=None if row.feedback is None else Feedback(row.feedback),
-        )
-        for row in rows
-    ]
+    with translated(engine, "listing incidents"), Session(engine) as session:
+        return [stored_incident(row) for row in session.scalars(query)]
 
 
 def firing_incident_ids(engine: Engine) -> list[int]:

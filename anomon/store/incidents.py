@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from anomon.model import (
+    Feedback,
     IncidentStatus,
     IncidentWrite,
     NotificationStatus,
@@ -70,22 +71,30 @@ def latest_incidents(conn: Connection, series_ids: Sequence[int]) -> dict[int, S
         rows = Session(bind=conn).scalars(select(Incident).where(Incident.id.in_(newest)))
         for row in rows:
             assert row.series_id is not None
-            found[row.series_id] = StoredIncident(
-                id=row.id,
-                status=IncidentStatus(row.status),
-                severity=Severity(row.severity),
-                peak_score=row.peak_score,
-                opened_at=row.opened_at,
-                last_seen_at=row.last_seen_at,
-                resolved_at=row.resolved_at,
-                version=row.version,
-                silenced=row.silenced,
-                series_id=row.series_id,
-                metric=row.metric,
-                entity=row.entity,
-                labels=row.labels,
-            )
+            found[row.series_id] = stored_incident(row)
     return found
+
+
+def stored_incident(row: Incident) -> StoredIncident:
+    """The plain form of an ``incidents`` row: the one place a row becomes an incident
+    (statuses, severity and feedback as their enums)."""
+    return StoredIncident(
+        id=row.id,
+        status=IncidentStatus(row.status),
+        severity=Severity(row.severity),
+        peak_score=row.peak_score,
+        opened_at=row.opened_at,
+        last_seen_at=row.last_seen_at,
+        resolved_at=row.resolved_at,
+        version=row.version,
+        silenced=row.silenced,
+        series_id=row.series_id,
+        metric=row.metric,
+        entity=row.entity,
+        labels=row.labels,
+        acknowledged_at=row.acknowledged_at,
+        feedback=None if row.feedback is None else Feedback(row.feedback),
+    )
 
 
 def incident_context(
