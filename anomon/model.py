@@ -361,10 +361,16 @@ class Contributor:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredIncident:
-    """An incident as the store keeps it (one row of ``incidents``, converted once by
-    the store): what tracking needs of a series' latest incident, and what
-    ``anomon incidents list`` shows."""
+class IncidentRecord:
+    """An incident: the one plain type every layer passes around (the store converts an
+    ``incidents`` row once, :func:`anomon.store.stored_incident`).
+
+    ``labels`` are the routing labels it was opened with. ``value`` / ``expected`` are
+    its leading series' latest value and what was expected of it (None if unknown or
+    not read: tracking needs none), ``value_at`` when that value was measured;
+    ``direction`` and ``detector_scores`` are its strongest anomaly's; ``contributors``
+    the series behind it, strongest first (an entity's incident has several).
+    """
 
     id: int
     status: IncidentStatus
@@ -372,15 +378,21 @@ class StoredIncident:
     peak_score: float
     opened_at: datetime
     last_seen_at: datetime
-    resolved_at: datetime | None
-    version: int
+    resolved_at: datetime | None = None
+    version: int = 1
     silenced: bool = False
     series_id: int | None = None
     metric: str = ""
     entity: str = ""
-    labels: str = "{}"  # canonical JSON: the routing labels it was opened with
+    labels: Mapping[str, str] = field(default_factory=dict)
     acknowledged_at: datetime | None = None
     feedback: Feedback | None = None
+    value: float | None = None
+    expected: float | None = None
+    direction: str | None = None
+    detector_scores: Mapping[str, float] = field(default_factory=dict)
+    value_at: datetime | None = None
+    contributors: tuple[Contributor, ...] = ()
 
     @property
     def acknowledged(self) -> bool:

@@ -25,7 +25,7 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from anomon.model import Event, IncidentStatus, Severity, StoredIncident
+from anomon.model import Event, IncidentRecord, IncidentStatus, Severity
 from anomon.timeutil import from_epoch
 
 SEVERITIES = tuple(Severity)
@@ -58,7 +58,7 @@ def severity_of(score: float, critical: float) -> Severity:
 
 
 def track(
-    latest: StoredIncident | None,
+    latest: IncidentRecord | None,
     ts: npt.ArrayLike,
     combined: npt.ArrayLike,
     events: Sequence[tuple[int, str]],
@@ -93,7 +93,7 @@ def track(
     return [episode for episode in episodes if episode.changed]
 
 
-def _from_stored(stored: StoredIncident) -> Episode:
+def _from_stored(stored: IncidentRecord) -> Episode:
     return Episode(
         incident_id=stored.id,
         version=stored.version,

@@ -8,11 +8,11 @@ notifiers never read the database. Times are aware UTC datetimes; point times in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Protocol
 
-from anomon.model import Contributor, Event, IncidentStatus, Severity
+from anomon.model import Event, IncidentRecord, IncidentStatus
 
 
 @dataclass(frozen=True)
@@ -26,41 +26,36 @@ class Points:
     anomalies: Sequence[int] = ()
 
 
-@dataclass(frozen=True)
-class IncidentView:
-    """One incident as a notification shows it.
+@dataclass(frozen=True, slots=True)
+class IncidentView(IncidentRecord):
+    """One incident as a notification shows it: the incident (its ``labels`` are the
+    routing labels: the series' own plus ``metric``, ``entity``, ``source``, ``kind`` and
+    ``severity``; ``value`` / ``expected`` its leading series' latest when the message was
+    written) and what only a message has.
 
-    ``labels`` are the routing labels: the series' own plus ``metric``, ``entity``,
-    ``source``, ``kind`` and ``severity``. ``status`` is ``firing`` or ``resolved``.
-    ``value`` / ``expected`` are the series' latest value and what the detectors expected
-    of it when the message was written (None if unknown).
+    ``points``: its series around it, for a chart (None without one).
     ``notification_keys`` are the stable keys of the notifications about it that this
     message carries (a receiver drops a change it has seen, however it was grouped).
-    ``contributors`` are the series behind it, strongest first (several for an
-    entity's incident); ``value`` / ``expected`` are then the first one's.
     ``annotations`` are the free texts its ``[[detection.overrides]]`` give it
     (``summary``, ``runbook_url``, ``dashboard_url``, ...), shown by every format.
     """
 
-    id: int
-    metric: str
-    entity: str
-    labels: Mapping[str, str]
-    status: IncidentStatus
-    severity: Severity
-    peak_score: float
-    opened_at: datetime
-    last_seen_at: datetime
-    resolved_at: datetime | None = None
-    acknowledged: bool = False
-    value: float | None = None
-    expected: float | None = None
-    direction: str | None = None
-    detector_scores: Mapping[str, float] = field(default_factory=dict)
     points: Points | None = None
     notification_keys: Sequence[str] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
-    contributors: Sequence[Contributor] = ()
+
+    @classmethod
+    def of(
+        cls,
+        incident: IncidentRecord,
+        *,
+        points: Points | None = None,
+        annotations: Mapping[str, str] | None = None,
+    ) -> IncidentView:
+        """The view of a stored incident (with a chart's ``points`` and the
+        ``annotations`` of its overrides)."""
+        own = {f.name: getattr(incident, f.name) for f in fields(IncidentRecord)}
+        return cls(**own, points=points, annotations=dict(annotations or {}))
 
 
 @dataclass(frozen=True)

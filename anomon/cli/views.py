@@ -162,7 +162,7 @@ def incident_show(args: argparse.Namespace) -> int:
     found = store.incident_detail(engine, args.id)
     engine.dispose()
     if args.format == "json":  # anomalies in the shape `anomon anomalies` gives them
-        shown = dataclasses.asdict(found)
+        shown = dataclasses.asdict(found) | {"acknowledged": found.acknowledged}
         shown["anomalies"] = [_anomaly(a) for a in found.anomalies]
         print(as_json(shown))
         return 0

@@ -43,6 +43,7 @@ from anomon.model import (
     SERIES_ABSENT,
     SOURCE_DOWN,
     Event,
+    IncidentRecord,
     IncidentStatus,
     IncidentWrite,
     Severity,
@@ -164,7 +165,7 @@ def series_cutoffs(
 
 def plan_series_absent(
     quiet: Sequence[store.QuietSeries],
-    open_now: Mapping[int, store.OpenAbsence],
+    open_now: Mapping[int, IncidentRecord],
     last_seen: Mapping[int, int],
     *,
     watched: Mapping[str, Watched],
@@ -198,7 +199,7 @@ def plan_series_absent(
         )  # fmt: skip
         writes.append(replace(write, change="opened"))
     for sid, absence in sorted(open_now.items()):
-        labels = json.loads(absence.labels)
+        labels = dict(absence.labels)
         back = last_seen.get(sid)
         returned = back is not None and back > to_epoch(absence.opened_at)
         metric = labels.get("series_metric", "")
@@ -222,14 +223,14 @@ def series_absent_meta(series: store.QuietSeries) -> store.SeriesMeta:
 
 def _resolving_series(
     sid: int,
-    absence: store.OpenAbsence,
+    absence: IncidentRecord,
     back: datetime,
     alerts: AlertsConfig,
     silences: Sequence[Silence],
     now: datetime,
 ) -> IncidentWrite:
     episode = resolved_episode(absence, back, now)
-    labels = {**json.loads(absence.labels), "severity": absence.severity}  # as opened
+    labels = {**absence.labels, "severity": absence.severity}  # as opened
     write = episode_write(
         None, absence.entity, SERIES_ABSENT, labels, f"{SERIES_ABSENT}:{sid}",
         episode, alerts, silences, now,
@@ -239,7 +240,7 @@ def _resolving_series(
 
 def plan_source_down(
     health: Mapping[str, store.SourceHealth],
-    open_now: Mapping[str, store.OpenAbsence],
+    open_now: Mapping[str, IncidentRecord],
     *,
     intervals: Mapping[str, timedelta],
     config: AbsentConfig,
@@ -292,7 +293,7 @@ def _opening(
 
 
 def _resolving(
-    absence: store.OpenAbsence,
+    absence: IncidentRecord,
     back: datetime,
     alerts: AlertsConfig,
     silences: Sequence[Silence],
@@ -302,7 +303,7 @@ def _resolving(
     return _write(absence.entity, episode, alerts, silences, now, "resolved")
 
 
-def resolved_episode(absence: store.OpenAbsence, back: datetime, now: datetime) -> Episode:
+def resolved_episode(absence: IncidentRecord, back: datetime, now: datetime) -> Episode:
     """An absent-data incident resolved: the data is back since ``back``, told ``now``."""
     return Episode(
         incident_id=absence.id,

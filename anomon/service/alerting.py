@@ -33,11 +33,11 @@ from anomon.errors import UsageError
 from anomon.model import (
     AnomalyRecord,
     Event,
+    IncidentRecord,
     IncidentStatus,
     IncidentWrite,
     OutboxEntry,
     Severity,
-    StoredIncident,
     canonical_labels,
 )
 from anomon.timeutil import to_epoch
@@ -183,8 +183,8 @@ def plan_incidents(
 
 
 def unit_latest(
-    stored: Mapping[int, StoredIncident], series_ids: Sequence[int]
-) -> StoredIncident | None:
+    stored: Mapping[int, IncidentRecord], series_ids: Sequence[int]
+) -> IncidentRecord | None:
     """The incident an alarm unit goes on with: the newest firing one of its series (an
     incident opened before the series were one entity is finished, not left firing),
     else the newest."""
@@ -201,7 +201,7 @@ def _lead(members: Members | None, ts: np.ndarray, episode: Episode, key: int) -
     return int(members.leads[rows[0]]) if rows.size else key
 
 
-def _change(episode: Episode, previous: StoredIncident | None) -> str | None:
+def _change(episode: Episode, previous: IncidentRecord | None) -> str | None:
     """What an episode does to its incident, as people say it (None: nothing of note)."""
     if episode.incident_id is None:
         return "opened"
@@ -253,7 +253,7 @@ def incident_write(
 
 
 def stored_incident_write(
-    stored: StoredIncident,
+    stored: IncidentRecord,
     episode: Episode,
     config: AlertsConfig,
     silences: Sequence[Silence],
@@ -261,7 +261,7 @@ def stored_incident_write(
 ) -> IncidentWrite:
     """The write of one episode of a stored incident: routed by the labels it was opened
     with (whichever series of its entity goes on), at the severity it has now."""
-    labels = {**json.loads(stored.labels), "severity": episode.severity}
+    labels = {**stored.labels, "severity": episode.severity}
     return episode_write(
         stored.series_id,
         stored.entity,

@@ -39,7 +39,14 @@ from anomon.config import (
     WebhookReceiverConfig,
 )
 from anomon.errors import AnomonError, DeliveryError, UsageError
-from anomon.model import Event, IncidentStatus, OutboxEntry, Severity, canonical_labels
+from anomon.model import (
+    Event,
+    IncidentRecord,
+    IncidentStatus,
+    OutboxEntry,
+    Severity,
+    canonical_labels,
+)
 from anomon.service.alerting import active_silences, notification_key
 from anomon.service.delivery_plan import Message, Send, message_key, plan_delivery
 from anomon.service.telemetry import Telemetry
@@ -107,7 +114,7 @@ class DeliverJob:
             for r in self.config.receivers
             if isinstance(r, WebhookReceiverConfig) and r.format == "alertmanager"
         }
-        self._members: dict[tuple[str, str], list[store.IncidentData]] = {}
+        self._members: dict[tuple[str, str], list[IncidentRecord]] = {}
 
     def __call__(self) -> None:
         try:
@@ -199,7 +206,7 @@ class DeliverJob:
         self,
         receiver: str,
         sends: list[Send],
-        incidents: Mapping[int, store.IncidentData],
+        incidents: Mapping[int, IncidentRecord],
         send_by: datetime,
     ) -> Outcomes:
         """Send one receiver's messages, fresh ones first, ``concurrency`` at a time.
@@ -245,7 +252,7 @@ class DeliverJob:
     def _deliver(
         self,
         send: Send,
-        incidents: Mapping[int, store.IncidentData],
+        incidents: Mapping[int, IncidentRecord],
     ) -> tuple[Outcomes, bool]:
         """Send one planned message's notice; return the outcomes of its rows, and
         whether the send timed out."""
@@ -316,7 +323,7 @@ class DeliverJob:
         self,
         message: Message,
         rows: list[store.Claimed],
-        incidents: Mapping[int, store.IncidentData],
+        incidents: Mapping[int, IncidentRecord],
         now: datetime,
     ) -> Notice:
         receiver, group_key = message.receiver, message.group_key
@@ -357,7 +364,7 @@ class DeliverJob:
             notification_keys=sorted(row.key for row in rows),
         )
 
-    def _view(self, data: store.IncidentData, *, charts: bool) -> IncidentView:
+    def _view(self, data: IncidentRecord, *, charts: bool) -> IncidentView:
         points = None
         if charts and data.series_id is not None:
             until = to_epoch(data.resolved_at or data.last_seen_at) + 1800
@@ -369,7 +376,7 @@ class DeliverJob:
             )
             points = Points(around.ts, around.values, around.expected, around.anomalies)
         annotations = self.detection.settings_for(data.metric, data.labels).annotations
-        return incident_view(data, points, annotations)
+        return IncidentView.of(data, points=points, annotations=annotations)
 
     def _refresh_alertmanagers(self, now: datetime) -> None:
         """Re-send every firing incident to each Alertmanager it routes to, once per that
@@ -413,10 +420,10 @@ class DeliverJob:
 
     def _group_members(
         self, silences: Sequence[Silence], now: datetime
-    ) -> dict[tuple[str, str], list[store.IncidentData]]:
+    ) -> dict[tuple[str, str], list[IncidentRecord]]:
         """The firing, unsilenced incidents of each (receiver, group) of the receivers that
         get whole groups: what an Alertmanager message carries beside its news."""
-        members: dict[tuple[str, str], list[store.IncidentData]] = {}
+        members: dict[tuple[str, str], list[IncidentRecord]] = {}
         firing = store.incidents_for_notice(self.engine, store.firing_incident_ids(self.engine))
         for data in firing.values():
             if data.status != IncidentStatus.FIRING or silenced(data.labels, silences, now):
@@ -484,34 +491,6 @@ class DeliverJob:
             deferred=done.deferred,
             now=self.clock(),
         )
-
-
-def incident_view(
-    data: store.IncidentData,
-    points: Points | None = None,
-    annotations: Mapping[str, str] | None = None,
-) -> IncidentView:
-    """The notifier's view of a stored incident (with its overrides' ``annotations``)."""
-    return IncidentView(
-        id=data.id,
-        metric=data.metric,
-        entity=data.entity,
-        labels=data.labels,
-        status=data.status,
-        severity=data.severity,
-        peak_score=data.peak_score,
-        opened_at=data.opened_at,
-        last_seen_at=data.last_seen_at,
-        resolved_at=data.resolved_at,
-        acknowledged=data.acknowledged,
-        value=data.value,
-        expected=data.expected,
-        direction=data.direction,
-        detector_scores=data.detector_scores,
-        points=points,
-        annotations=dict(annotations or {}),
-        contributors=data.contributors,
-    )
 
 
 def send_test_notice(config: AlertsConfig, receiver: str, *, clock: Clock = utcnow) -> None:

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from anomon import store
 from anomon.alerts.routing import Silence, silenced
+from anomon.model import IncidentRecord
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class DeliveryPlan:
 
 def plan_delivery(
     claimed: Sequence[store.Claimed],
-    incidents: Mapping[int, store.IncidentData],
+    incidents: Mapping[int, IncidentRecord],
     *,
     receivers: Container[str],
     silences: Sequence[Silence],

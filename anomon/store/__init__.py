@@ -7,7 +7,6 @@ and typed query functions, one module per concern.
 from sqlalchemy import Engine
 
 from anomon.store.absence import (
-    OpenAbsence,
     QuietSeries,
     SourceHealth,
     last_sample_times,
@@ -58,7 +57,6 @@ from anomon.store.migrate import (
 )
 from anomon.store.outbox import (
     Claimed,
-    IncidentData,
     RepeatCandidate,
     SeriesAround,
     claim_due,
@@ -101,11 +99,9 @@ __all__ = [
     "DeadNotification",
     "Engine",
     "ExternalDatabase",
-    "IncidentData",
     "IncidentDetail",
     "LatestRow",
     "NotificationRow",
-    "OpenAbsence",
     "Points",
     "QuietSeries",
     "RepeatCandidate",

@@ -3,17 +3,16 @@ gone quiet, and the open ``source_down`` and ``series_absent`` incidents."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Engine, Row, and_, or_, select
+from sqlalchemy import Engine, and_, or_, select
+from sqlalchemy.orm import Session
 
-from anomon.model import SERIES_ABSENT, SOURCE_DOWN, IncidentStatus, IncidentWrite, Severity
+from anomon.model import SERIES_ABSENT, SOURCE_DOWN, IncidentRecord, IncidentStatus, IncidentWrite
 from anomon.store.engine import translated
-from anomon.store.incidents import write_incidents
+from anomon.store.incidents import stored_incident, write_incidents
 from anomon.store.schema import CollectionRun, Incident, Series, SeriesState
 
 
@@ -28,19 +27,6 @@ class SourceHealth:
     last_at: datetime
     last_ok_at: datetime | None
     last_error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class OpenAbsence:
-    """A firing ``source_down`` incident: what resolving or updating it needs."""
-
-    id: int
-    version: int
-    entity: str
-    labels: str
-    severity: Severity
-    opened_at: datetime
-    silenced: bool
 
 
 def source_health(engine: Engine, sources: Sequence[str]) -> dict[str, SourceHealth]:
@@ -76,32 +62,23 @@ def source_health(engine: Engine, sources: Sequence[str]) -> dict[str, SourceHea
     return found
 
 
-def _absence(row: Row[Any]) -> OpenAbsence:
-    """An open absence from its row (the severity as the enum)."""
-    i, version, entity, labels, severity, opened_at, silenced = row
-    return OpenAbsence(i, version, entity, labels, Severity(severity), opened_at, silenced)
-
-
-def open_absences(engine: Engine) -> dict[str, OpenAbsence]:
+def open_absences(engine: Engine) -> dict[str, IncidentRecord]:
     """The firing ``source_down`` incidents, by source."""
-    query = select(
-        Incident.id, Incident.version, Incident.entity, Incident.labels, Incident.severity,
-        Incident.opened_at, Incident.silenced,
-    ).where(Incident.status == IncidentStatus.FIRING, Incident.metric == SOURCE_DOWN)  # fmt: skip
-    with translated(engine, "reading the open source_down incidents"), engine.connect() as conn:
-        return {row.entity: _absence(row) for row in conn.execute(query)}
+    return {a.entity: a for a in _firing(engine, SOURCE_DOWN)}
 
 
-def open_series_absences(engine: Engine) -> dict[int, OpenAbsence]:
+def open_series_absences(engine: Engine) -> dict[int, IncidentRecord]:
     """The firing ``series_absent`` incidents, by the id of the series they are about
     (their ``series_id`` label)."""
-    query = select(
-        Incident.id, Incident.version, Incident.entity, Incident.labels, Incident.severity,
-        Incident.opened_at, Incident.silenced,
-    ).where(Incident.status == IncidentStatus.FIRING, Incident.metric == SERIES_ABSENT)  # fmt: skip
-    with translated(engine, "reading the open series_absent incidents"), engine.connect() as conn:
-        found = [_absence(row) for row in conn.execute(query)]
-    return {int(json.loads(a.labels).get("series_id", 0)): a for a in found}
+    return {int(a.labels.get("series_id", 0)): a for a in _firing(engine, SERIES_ABSENT)}
+
+
+def _firing(engine: Engine, metric: str) -> list[IncidentRecord]:
+    query = select(Incident).where(
+        Incident.status == IncidentStatus.FIRING, Incident.metric == metric
+    )
+    with translated(engine, f"reading the open {metric} incidents"), Session(engine) as session:
+        return [stored_incident(row) for row in session.scalars(query)]
 
 
 @dataclass(frozen=True, slots=True)

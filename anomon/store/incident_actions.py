@@ -9,7 +9,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from anomon.errors import UsageError
-from anomon.model import Feedback, IncidentStatus, OutboxEntry, StoredIncident
+from anomon.model import Feedback, IncidentRecord, IncidentStatus, OutboxEntry
 from anomon.store.engine import translated
 from anomon.store.incidents import enqueue, stored_incident
 from anomon.store.schema import Incident
@@ -19,7 +19,7 @@ FEEDBACK = tuple(verdict.value for verdict in Feedback)
 
 def list_incidents(
     engine: Engine, *, everything: bool = False, limit: int = 50
-) -> list[StoredIncident]:
+) -> list[IncidentRecord]:
     """Return the firing incidents (with ``everything``, the newest ``limit`` of all)."""
     query = select(Incident).order_by(Incident.id.desc()).limit(limit)
     if not everything:

@@ -21,12 +21,12 @@ from sqlalchemy.orm import Session
 
 from anomon.model import (
     Feedback,
+    IncidentRecord,
     IncidentStatus,
     IncidentWrite,
     NotificationStatus,
     OutboxEntry,
     Severity,
-    StoredIncident,
 )
 from anomon.store.engine import translated
 from anomon.store.schema import Incident, Notification, Series
@@ -57,9 +57,9 @@ def series_meta(conn: Connection, series_ids: Sequence[int]) -> dict[int, Series
     return found
 
 
-def latest_incidents(conn: Connection, series_ids: Sequence[int]) -> dict[int, StoredIncident]:
+def latest_incidents(conn: Connection, series_ids: Sequence[int]) -> dict[int, IncidentRecord]:
     """Return the newest incident of each series that has one."""
-    found: dict[int, StoredIncident] = {}
+    found: dict[int, IncidentRecord] = {}
     unique = sorted(set(series_ids))
     for start in range(0, len(unique), 500):
         chunk = unique[start : start + 500]
@@ -75,10 +75,10 @@ def latest_incidents(conn: Connection, series_ids: Sequence[int]) -> dict[int, S
     return found
 
 
-def stored_incident(row: Incident) -> StoredIncident:
+def stored_incident(row: Incident) -> IncidentRecord:
     """The plain form of an ``incidents`` row: the one place a row becomes an incident
     (statuses, severity and feedback as their enums)."""
-    return StoredIncident(
+    return IncidentRecord(
         id=row.id,
         status=IncidentStatus(row.status),
         severity=Severity(row.severity),
@@ -91,7 +91,7 @@ def stored_incident(row: Incident) -> StoredIncident:
         series_id=row.series_id,
         metric=row.metric,
         entity=row.entity,
-        labels=row.labels,
+        labels=json.loads(row.labels),
         acknowledged_at=row.acknowledged_at,
         feedback=None if row.feedback is None else Feedback(row.feedback),
     )
@@ -99,7 +99,7 @@ def stored_incident(row: Incident) -> StoredIncident:
 
 def incident_context(
     engine: Engine, series_ids: Sequence[int]
-) -> tuple[dict[int, StoredIncident], dict[int, SeriesMeta]]:
+) -> tuple[dict[int, IncidentRecord], dict[int, SeriesMeta]]:
     """Return the latest incident and the routing facts of each of ``series_ids``."""
     with translated(engine, "reading incidents"), engine.connect() as conn:
         return latest_incidents(conn, series_ids), series_meta(conn, series_ids)

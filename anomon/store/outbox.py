@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,13 +23,13 @@ from sqlalchemy.orm import Session
 from anomon.model import (
     Contributor,
     Event,
+    IncidentRecord,
     IncidentStatus,
     NotificationStatus,
     OutboxEntry,
-    Severity,
 )
 from anomon.store.engine import translated
-from anomon.store.incidents import enqueue
+from anomon.store.incidents import enqueue, stored_incident
 from anomon.store.samples import read_history
 from anomon.store.schema import Anomaly, Incident, Notification, Series, SeriesState, Silence
 from anomon.timeutil import from_epoch
@@ -50,33 +50,6 @@ class Claimed:
     message_key: str | None = None  # the message it was first tried in, if any
     route: str = ""  # the path of the route that chose it
     group_labels: Mapping[str, str] = field(default_factory=dict)  # its group's labels
-
-
-@dataclass(frozen=True, slots=True)
-class IncidentData:
-    """An incident with what a message shows of it (its strongest anomaly, its series)."""
-
-    id: int
-    series_id: int | None
-    metric: str
-    entity: str
-    labels: dict[str, str]
-    status: IncidentStatus
-    severity: Severity
-    peak_score: float
-    opened_at: datetime
-    last_seen_at: datetime
-    resolved_at: datetime | None
-    acknowledged: bool
-    silenced: bool
-    value: float | None
-    expected: float | None
-    direction: str | None
-    detector_scores: dict[str, float]
-    value_at: datetime | None  # when ``value`` was measured (the series' latest row), if known
-    # the series behind it, strongest first (an entity's incident has several); the
-    # value and expected above are the first one's
-    contributors: tuple[Contributor, ...]
 
 
 def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) -> list[Claimed]:
@@ -238,12 +211,12 @@ def enqueue_many(
         )
 
 
-def incidents_for_notice(engine: Engine, incident_ids: Sequence[int]) -> dict[int, IncidentData]:
+def incidents_for_notice(engine: Engine, incident_ids: Sequence[int]) -> dict[int, IncidentRecord]:
     """Return each incident with its series' latest value and expectation (as they are
     now, when a message is written; the strongest anomaly's where the series has no
     latest row yet) and its strongest anomaly's direction and detector scores."""
     ids = sorted(set(incident_ids))
-    found: dict[int, IncidentData] = {}
+    found: dict[int, IncidentRecord] = {}
     strongest = (
         select(Anomaly.incident_id, func.max(Anomaly.score).label("score"))
         .where(Anomaly.incident_id.in_(ids))
@@ -311,7 +284,7 @@ def _incident_data(
     anomaly: Anomaly | None,
     state: SeriesState | None,
     contributors: tuple[Contributor, ...],
-) -> IncidentData:
+) -> IncidentRecord:
     lead = contributors[0] if contributors else None
     value: float | None
     expected: float | None
@@ -324,20 +297,8 @@ def _incident_data(
     else:
         value = anomaly.value if anomaly else None
         expected = anomaly.expected if anomaly else None
-    return IncidentData(
-        id=incident.id,
-        series_id=incident.series_id,
-        metric=incident.metric,
-        entity=incident.entity,
-        labels=json.loads(incident.labels),
-        status=IncidentStatus(incident.status),
-        severity=Severity(incident.severity),
-        peak_score=incident.peak_score,
-        opened_at=incident.opened_at,
-        last_seen_at=incident.last_seen_at,
-        resolved_at=incident.resolved_at,
-        acknowledged=incident.acknowledged_at is not None,
-        silenced=incident.silenced,
+    return replace(
+        stored_incident(incident),
         value=value,
         expected=expected,
         value_at=from_epoch(state.last_ts) if state is not None and state.last_ts else None,

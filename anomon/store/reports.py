@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, func, select
 
 from anomon.errors import UsageError
-from anomon.model import Event, Feedback, NotificationStatus
+from anomon.model import Event, IncidentRecord, NotificationStatus
 from anomon.store.engine import translated
 from anomon.store.lookup import find_series
-from anomon.store.outbox import IncidentData, incidents_for_notice
+from anomon.store.outbox import incidents_for_notice
 from anomon.store.schema import Anomaly, Incident, Notification, Series
 
 CHUNK = 500  # series ids per IN list
@@ -101,16 +101,14 @@ class NotificationRow:
 
 
 @dataclass(frozen=True, slots=True)
-class IncidentDetail(IncidentData):
-    """An incident in full: what a message shows of it, people's marks on it, its top
-    anomalies and every notification."""
+class IncidentDetail(IncidentRecord):
+    """An incident in full: what a message shows of it, people's marks on it (its
+    ``version`` read before the rest, so a write conditioned on it never rests on older
+    facts), how many anomalies it has, its top ones and every notification."""
 
-    acknowledged_at: datetime | None
-    feedback: Feedback | None
-    version: int
-    anomaly_count: int
-    anomalies: list[AnomalyRow]
-    notifications: list[NotificationRow]
+    anomaly_count: int = 0
+    anomalies: list[AnomalyRow] = field(default_factory=list)
+    notifications: list[NotificationRow] = field(default_factory=list)
 
 
 def incident_detail(engine: Engine, incident_id: int, *, anomaly_limit: int = 20) -> IncidentDetail:
@@ -129,17 +127,14 @@ def incident_detail(engine: Engine, incident_id: int, *, anomaly_limit: int = 20
         .where(Notification.incident_id == incident_id)
         .order_by(Notification.id)
     )
-    marks = select(Incident.acknowledged_at, Incident.feedback, Incident.version).where(
-        Incident.id == incident_id
-    )
+    marks = select(Incident.version).where(Incident.id == incident_id)
     with translated(engine, "reading an incident"), engine.connect() as conn:
         # the version first: the facts read after it are as new or newer, so a write
         # conditioned on it (resolve_by_hand) never rests on older facts
-        marked = conn.execute(marks).one_or_none()
+        version = conn.execute(marks).scalar_one_or_none()
     found = incidents_for_notice(engine, [incident_id]).get(incident_id)
-    if found is None or marked is None:
+    if found is None or version is None:
         raise UsageError(f"no incident with id {incident_id}")
-    acknowledged_at, feedback, version = marked
     with translated(engine, "reading an incident"), engine.connect() as conn:
         top = _rows(conn, [anomalies])
         sent = [
@@ -147,11 +142,9 @@ def incident_detail(engine: Engine, incident_id: int, *, anomaly_limit: int = 20
             for i, receiver, event, status, *rest in conn.execute(notifications)
         ]
         total = conn.execute(count).scalar_one()
+    own = {f.name: getattr(found, f.name) for f in fields(IncidentRecord)}
     return IncidentDetail(
-        **{f.name: getattr(found, f.name) for f in fields(IncidentData)},
-        acknowledged_at=acknowledged_at,
-        feedback=None if feedback is None else Feedback(feedback),
-        version=version,
+        **(own | {"version": version}),
         anomaly_count=total,
         anomalies=top,
         notifications=sent,

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from anomon import store
 from tests.integration.test_daemon import start_daemon
 from tests.loopback import Receiver, receive, serve
@@ -64,6 +66,7 @@ def test_a_source_that_stays_down_opens_an_incident_and_its_return_resolves_it(
         finally:
             if daemon.poll() is None:
                 daemon.kill()
+                daemon.communicate(timeout=30)  # reaped, its pipes closed
     assert daemon.returncode == 0, stderr
     (down,) = firing["incidents"]
     assert (down["entity"], down["severity"], down["labels"]["kind"]) == (
@@ -109,7 +112,7 @@ def test_a_series_that_stops_arriving_opens_an_incident_and_its_return_resolves_
         )
         daemon = start_daemon(tmp_path, database_url, config)
         try:
-            time.sleep(4)  # both series arrive and are scored
+            _wait_until_scored(database_url, 2)  # both series arrive and are scored
             both["now"] = False
             firing = _wait_for(hook, "firing", "series_absent")
             both["now"] = True
@@ -119,6 +122,7 @@ def test_a_series_that_stops_arriving_opens_an_incident_and_its_return_resolves_
         finally:
             if daemon.poll() is None:
                 daemon.kill()
+                daemon.communicate(timeout=30)  # reaped, its pipes closed
     (shown,) = [i for i in firing["incidents"] if i["metric"] == "series_absent"]
     assert shown["labels"]["series_metric"] == "app_queue_depth"
     assert shown["labels"]["queue"] == "b" and shown["labels"]["kind"] == "absent"
@@ -134,3 +138,24 @@ def test_a_series_that_stops_arriving_opens_an_incident_and_its_return_resolves_
     finally:
         engine.dispose()
     assert others == 1  # queue "a" never stopped: nothing about it
+
+
+def _wait_until_scored(database_url: str, series: int, limit: float = 40.0) -> None:
+    """Wait until ``series`` series have been scored (a slow start on a busy machine must
+    not let a series drop out before the daemon has ever seen it)."""
+    engine = store.open_engine(database_url)
+    try:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                with engine.connect() as conn:
+                    found = conn.exec_driver_sql("SELECT count(*) FROM series_state")
+                    scored = found.scalar_one()
+            except DBAPIError:  # the daemon has not made the schema yet
+                scored = 0
+            if scored >= series:
+                return
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+    raise AssertionError(f"{series} series were not scored within {limit} s")

@@ -91,6 +91,7 @@ def test_it_collects_and_detects_every_interval_and_stops_cleanly(
     finally:
         if daemon.poll() is None:
             daemon.kill()
+            daemon.communicate(timeout=30)  # reaped, its pipes closed
     assert daemon.returncode == 0, stderr
     assert "anomon stopped" in stderr and "Traceback" not in stderr
     engine = store.open_engine(database_url)
@@ -144,6 +145,7 @@ def _run_json_daemon(tmp_path: Path, endpoint: str) -> None:
     finally:
         if daemon.poll() is None:
             daemon.kill()
+            daemon.communicate(timeout=30)  # reaped, its pipes closed
     assert daemon.returncode == 0
     engine = store.open_engine(url)
     good, dead = (
@@ -194,6 +196,7 @@ def test_it_runs_the_sql_predictions_logs_and_gpu_kinds_from_config(tmp_path: Pa
     finally:
         if daemon.poll() is None:
             daemon.kill()
+            daemon.communicate(timeout=30)  # reaped, its pipes closed
     assert daemon.returncode == 0, stderr
     engine = store.open_engine(url)
     with engine.connect() as conn:
@@ -275,6 +278,7 @@ def test_an_incident_reaches_a_webhook_and_a_mailbox_and_resolves(tmp_path: Path
         finally:
             if daemon.poll() is None:
                 daemon.kill()
+                daemon.communicate(timeout=30)  # reaped, its pipes closed
         assert daemon.returncode == 0, stderr
         statuses = [json.loads(r.body)["status"] for r in hook.requests]
         assert statuses == ["firing", "resolved"], stderr
@@ -325,6 +329,7 @@ def test_it_serves_metrics_and_health_logs_json_and_refuses_a_second_writer(
     finally:
         if daemon.poll() is None:
             daemon.kill()
+            daemon.communicate(timeout=30)  # reaped, its pipes closed
     assert daemon.returncode == 0
     lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
     assert {"time", "level", "logger", "message"} <= set(lines[0])
@@ -361,6 +366,7 @@ def test_sighup_refuses_a_broken_config_and_applies_a_valid_one_and_its_logging(
     finally:
         if daemon.poll() is None:
             daemon.kill()
+            daemon.communicate(timeout=30)  # reaped, its pipes closed
     assert daemon.returncode == 0, stderr
     assert "config reload refused, the running config is kept: sources[1].interval" in stderr
     # the reload re-applied the log settings: text lines before it, JSON lines after

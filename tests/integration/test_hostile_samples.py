@@ -283,6 +283,7 @@ def test_the_daemon_reads_millisecond_times_refuses_far_ones_and_keeps_detecting
         finally:
             if daemon.poll() is None:
                 daemon.kill()
+                daemon.communicate(timeout=30)  # reaped, its pipes closed
     assert daemon.returncode == 0, err
     assert "Traceback" not in err
     assert scored is not None and scored > time.time() - 60

@@ -122,6 +122,7 @@ def test_a_receiver_down_for_a_while_gets_every_notification_once_when_back(
     finally:
         if daemon.poll() is None:
             daemon.kill()
+            daemon.communicate(timeout=30)  # reaped, its pipes closed
     assert daemon.returncode == 0, stderr
     rows = _query(url, "SELECT idempotency_key FROM notifications")
     assert rows and set(keys) == {key for (key,) in rows}  # every one, the refused ones too
@@ -156,6 +157,7 @@ def test_a_source_that_hangs_past_its_timeout_is_a_failed_run_and_recovers(
         finally:
             if daemon.poll() is None:
                 daemon.kill()
+                daemon.communicate(timeout=30)  # reaped, its pipes closed
     assert daemon.returncode == 0, stderr
     assert "timed out after 1 s" in stderr and "Traceback" not in stderr
     stored, points, runs = _consistent(url, "exporter")
@@ -257,6 +259,7 @@ def test_postgresql_restarted_under_the_daemon_costs_runs_not_data(
     finally:
         if daemon.poll() is None:
             daemon.kill()
+            daemon.communicate(timeout=30)  # reaped, its pipes closed
         proxy.close()
     assert daemon.returncode == 0, stderr
     assert "Traceback" not in stderr, stderr[-3000:]
@@ -302,6 +305,7 @@ def test_a_full_disk_fails_writes_cleanly_and_the_daemon_goes_on_when_there_is_r
     finally:
         if daemon.poll() is None:
             daemon.kill()
+            daemon.communicate(timeout=30)  # reaped, its pipes closed
     assert daemon.returncode == 0, stderr
     # SQLite names the kernel's EFBIG "disk I/O error" (ENOSPC: "database or disk is full")
     assert "failed: disk I/O error (is the disk full, or a file size limit reached?)" in stderr

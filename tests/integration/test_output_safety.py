@@ -232,6 +232,7 @@ def test_the_daemon_log_at_debug_never_holds_url_credentials(
         finally:
             if daemon.poll() is None:
                 daemon.kill()
+                daemon.communicate(timeout=30)  # reaped, its pipes closed
     assert sum(h.startswith("/stats") for h in hits) >= 2, stderr
     assert "/stats?token=QTOKEN" in hits  # the server got the real URL ...
     for secret in ("URLPASS", "QTOKEN", "BEARERTOKEN"):  # ... the log never did

@@ -11,10 +11,10 @@ import pytest
 
 from anomon import store
 from anomon.alerts import email
-from anomon.alerts.model import Notice
+from anomon.alerts.model import IncidentView, Notice
 from anomon.alerts.notifiers import build_notifiers
 from anomon.config import AlertsConfig, DetectionConfig, SamplesConfig
-from anomon.service.delivery import DeliverJob, incident_view
+from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
 from tests.integration.test_alerting import START, Clock, collect, incidents
 from tests.loopback import receive
@@ -112,7 +112,7 @@ def test_annotations_reach_every_webhook_format_and_the_email(engine: store.Engi
     # the email of the same incident: text lines and links
     data = next(iter(store.incidents_for_notice(engine, [incidents(engine)[0].id]).values()))
     settings = config.settings_for(data.metric, data.labels)
-    view = incident_view(data, annotations=settings.annotations)
+    view = IncidentView.of(data, annotations=settings.annotations)
     notice = Notice("mail", "firing", "k", "{}", {}, [view], clock())
     assert "  runbook_url: https://runbooks.example/latency" in email.render.text_body(notice)
     assert (

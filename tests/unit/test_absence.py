@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from anomon.alerts.routing import Silence
 from anomon.config import AbsentConfig, AlertsConfig
-from anomon.model import IncidentWrite
+from anomon.model import IncidentRecord, IncidentStatus, IncidentWrite, Severity
 from anomon.service.absence import plan_source_down
-from anomon.store import OpenAbsence, SourceHealth
+from anomon.store import SourceHealth
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 ALERTS = AlertsConfig.model_validate(
@@ -25,7 +25,7 @@ def failing_since(name: str, good: datetime | None, first: datetime) -> SourceHe
 def plan(
     health: dict[str, SourceHealth],
     intervals: dict[str, timedelta],
-    open_now: dict[str, OpenAbsence] | None = None,
+    open_now: dict[str, IncidentRecord] | None = None,
     **changes: object,
 ) -> list[IncidentWrite]:
     config = AbsentConfig.model_validate(changes)
@@ -65,10 +65,8 @@ def test_a_source_that_never_succeeded_is_down_since_its_first_run() -> None:
 def test_the_first_good_run_resolves_it_and_a_removed_source_is_resolved_too() -> None:
     back = NOW - timedelta(seconds=20)
     healthy = SourceHealth("prom", NOW - timedelta(days=1), back, back, None)
-    absence = OpenAbsence(
-        7, 3, "prom", '{"entity":"prom"}', "critical", back - timedelta(hours=1), False
-    )
-    gone = OpenAbsence(8, 1, "old", '{"entity":"old"}', "critical", back, False)
+    absence = _open(7, "prom", back - timedelta(hours=1), version=3)
+    gone = _open(8, "old", back)
     writes = plan(
         {"prom": healthy}, {"prom": timedelta(seconds=15)}, {"prom": absence, "old": gone}
     )
@@ -150,10 +148,8 @@ def test_a_log_aggregate_and_an_override_may_come_and_go() -> None:
 
 def test_a_sample_after_the_opening_resolves_it_and_an_open_one_is_not_opened_again() -> None:
     opened = NOW - timedelta(minutes=20)
-    absence = OpenAbsence(
-        11, 1, "app", '{"series_metric":"app_queue_depth","series_id":"7","source":"app",'
-        '"queue":"b"}', "warning", opened, False,
-    )  # fmt: skip
+    labels = {"series_metric": "app_queue_depth", "series_id": "7", "source": "app", "queue": "b"}
+    absence = _open(11, "app", opened, labels=labels, severity=Severity.WARNING)
     assert (
         plan_series([_quiet(7, "app_queue_depth")], {7: absence}, {7: int(opened.timestamp())})
         == []
@@ -162,3 +158,26 @@ def test_a_sample_after_the_opening_resolves_it_and_an_open_one_is_not_opened_ag
     (write,) = plan_series([], {7: absence}, {7: back})
     assert (write.incident_id, write.status, write.change) == (11, "resolved", "resolved")
     assert write.resolved_at == datetime.fromtimestamp(back, UTC)
+
+
+def _open(
+    i: int,
+    entity: str,
+    opened: datetime,
+    *,
+    version: int = 1,
+    labels: dict[str, str] | None = None,
+    severity: Severity = Severity.CRITICAL,
+) -> IncidentRecord:
+    """A firing absent-data incident as the store gives it."""
+    return IncidentRecord(
+        id=i,
+        status=IncidentStatus.FIRING,
+        severity=severity,
+        peak_score=100.0,
+        opened_at=opened,
+        last_seen_at=opened,
+        version=version,
+        entity=entity,
+        labels=labels or {"entity": entity},
+    )

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from anomon import store
 from anomon.alerts.routing import Silence
-from anomon.model import Event, IncidentStatus, Severity
+from anomon.model import Event, IncidentRecord, IncidentStatus, Severity
 from anomon.service.delivery_plan import message_key, messages, plan_delivery
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -37,8 +37,8 @@ def claimed(
     )
 
 
-def data(i: int, **labels: str) -> store.IncidentData:
-    return store.IncidentData(
+def data(i: int, **labels: str) -> IncidentRecord:
+    return IncidentRecord(
         id=i,
         series_id=i,
         metric="latency_p99_ms",
@@ -50,7 +50,6 @@ def data(i: int, **labels: str) -> store.IncidentData:
         opened_at=NOW,
         last_seen_at=NOW,
         resolved_at=None,
-        acknowledged=False,
         silenced=False,
         value=9.0,
         expected=1.0,

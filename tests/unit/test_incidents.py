@@ -17,19 +17,19 @@ from anomon.alerts.routing import (
     stored_silence,
 )
 from anomon.config import AlertsConfig
-from anomon.model import StoredIncident
+from anomon.model import IncidentRecord
 from anomon.timeutil import from_epoch
 
 T0 = 1_795_000_000
 TS = T0 + 60 * np.arange(10)
 
 
-def _track(latest: StoredIncident | None, scores: list[float], events: list[tuple[int, str]]):
+def _track(latest: IncidentRecord | None, scores: list[float], events: list[tuple[int, str]]):
     return track(latest, TS[: len(scores)], scores, events, threshold=80, critical=95)
 
 
-def _stored(status: str, *, severity: str = "warning", peak: float = 85) -> StoredIncident:
-    return StoredIncident(
+def _stored(status: str, *, severity: str = "warning", peak: float = 85) -> IncidentRecord:
+    return IncidentRecord(
         id=7,
         status=status,
         severity=severity,
