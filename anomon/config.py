@@ -15,6 +15,7 @@ import difflib
 import math
 import os
 import re
+import shutil
 import tomllib
 import types
 from collections.abc import Callable, Iterable, Mapping
@@ -832,7 +833,45 @@ class AlertmanagerReceiverConfig(Section):
     resend_every: PositiveDuration = timedelta(minutes=1)
 
 
-AnyReceiverConfig = WebhookReceiverConfig | EmailReceiverConfig | AlertmanagerReceiverConfig
+def _runnable(argv: list[str]) -> list[str]:
+    """A program and its arguments: the program must be found (an absolute path, or a
+    name on ``PATH``) and executable now, so a typo fails at start, not at the first
+    incident."""
+    program = argv[0]
+    if not program.strip():
+        raise ValueError("the program (the first item) must not be empty")
+    if os.sep in program and not os.path.isabs(program):
+        raise ValueError(
+            f"the program {program!r} must be an absolute path or a name on PATH (the "
+            "daemon's working directory is not the config's)"
+        )
+    if shutil.which(program) is None:
+        where = "" if os.sep in program else " on PATH"
+        raise ValueError(f"no executable program {program!r} found{where}")
+    return argv
+
+
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class CommandReceiverConfig(Section):
+    """``kind = "command"``: run a program once per notification (no shell): the
+    notification as anomon's JSON on its stdin, its output kept in the outbox row. A
+    retraining pipeline or a rollback starts from here."""
+
+    name: ReceiverName
+    kind: Literal["command"]
+    command: Annotated[list[str], Field(min_length=1), AfterValidator(_runnable)]
+    timeout: PositiveDuration = timedelta(minutes=5)
+    # environment variables passed on from anomon's own (the rest are not: anomon's
+    # secrets stay with anomon); PATH, HOME, LANG and LC_ALL always are
+    inherit_env: list[Annotated[str, Field(pattern=ENV_NAME)]] = Field(default_factory=list)
+    working_dir: Path | None = None
+
+
+AnyReceiverConfig = (
+    WebhookReceiverConfig | EmailReceiverConfig | AlertmanagerReceiverConfig | CommandReceiverConfig
+)
 ReceiverConfig = Annotated[AnyReceiverConfig, Field(discriminator="kind")]
 
 
@@ -1355,6 +1394,7 @@ RECEIVER_MODELS: dict[str, type[BaseModel]] = {
     "webhook": WebhookReceiverConfig,
     "email": EmailReceiverConfig,
     "alertmanager": AlertmanagerReceiverConfig,
+    "command": CommandReceiverConfig,
 }
 # lists of tagged unions: pydantic names the tag in error paths, people do not
 TAGGED_LISTS: dict[str, Mapping[str, type[BaseModel]]] = {
@@ -1371,11 +1411,15 @@ def _strip_tags(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], type[BaseModel] 
     clean: list[Any] = []
     owner: type[BaseModel] | None = Config
     model: type[BaseModel] | None = Config
+    previous: Any = None
     for part in loc:
         tags = TAGGED_LISTS.get(clean[-2]) if len(clean) >= 2 else None
-        if tags is not None and isinstance(clean[-1], int) and part in tags:
-            model = tags[part]
+        # the tag comes right after the list index (once: a field named like its kind,
+        # the command receiver's `command`, is a field)
+        if tags is not None and isinstance(previous, int) and part in tags:
+            model, previous = tags[part], part
             continue
+        previous = part
         clean.append(part)
         if isinstance(part, str):
             owner, model = model, _submodel(model, part)

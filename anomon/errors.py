@@ -79,10 +79,19 @@ class DeliveryError(AnomonError):
 
     ``permanent`` is True when retrying cannot help (a 4xx answer, a refused recipient,
     a rejected login): the notification is then marked dead at once. ``timed_out`` is
-    True when the receiver's deadline ended it (a slow or hung receiver).
+    True when the receiver's deadline ended it (a slow or hung receiver). ``output`` is
+    what the receiver printed, when it is a program (kept in the notification's row).
     """
 
-    def __init__(self, reason: str, *, permanent: bool = False, timed_out: bool = False) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        permanent: bool = False,
+        timed_out: bool = False,
+        output: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.permanent = permanent
         self.timed_out = timed_out
+        self.output = output

@@ -97,8 +97,9 @@ class Notifier(Protocol):
 
     name: str
 
-    def send(self, notice: Notice) -> None:
-        """Deliver ``notice`` or raise DeliveryError."""
+    def send(self, notice: Notice) -> str | None:
+        """Deliver ``notice`` or raise DeliveryError; return what the receiver printed,
+        if it is a program (kept in the notification's row), else None."""
         ...
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ from anomon.config import (
     AlertmanagerReceiverConfig,
     AlertsConfig,
     AnyReceiverConfig,
+    CommandReceiverConfig,
     WebhookReceiverConfig,
 )
 
@@ -18,6 +19,10 @@ def build_notifier(config: AnyReceiverConfig, *, external_url: str = "") -> Noti
         from anomon.alerts.alertmanager import AlertmanagerNotifier
 
         return AlertmanagerNotifier(config)
+    if isinstance(config, CommandReceiverConfig):
+        from anomon.alerts.command import CommandNotifier
+
+        return CommandNotifier(config)
     if isinstance(config, WebhookReceiverConfig):
         from anomon.alerts.webhook import WebhookNotifier
 

@@ -48,8 +48,12 @@ def notify_test(args: argparse.Namespace) -> int:
     config = load(args)
     from anomon import service
 
-    service.send_test_notice(config.alerts, args.receiver)
+    printed = service.send_test_notice(config.alerts, args.receiver)
     print(f"test notification sent to {args.receiver}")
+    if printed:  # a program receiver: what it said
+        print(f"{args.receiver} printed:")
+        for line in printed.splitlines():
+            print(f"  | {line}")
     return 0
 
 

@@ -202,7 +202,15 @@ def incident_show(args: argparse.Namespace) -> int:
         sys.stdout.write(_indent(text_table([_anomaly(a) for a in found.anomalies])))
     print("\nnotifications:" if found.notifications else "\nnotifications: none")
     if found.notifications:
-        sys.stdout.write(_indent(text_table([dataclasses.asdict(n) for n in found.notifications])))
+        rows = [dataclasses.asdict(n) for n in found.notifications]
+        for row in rows:
+            del row["output"]  # a program's output: printed below the table, not in a cell
+        sys.stdout.write(_indent(text_table(rows)))
+    for n in found.notifications:
+        if n.output:
+            print(f"\noutput of notification {n.id} ({n.receiver}):")
+            for line in n.output.splitlines():
+                print(f"  | {escape_controls(line)}")
     return 0
 
 

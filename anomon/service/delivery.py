@@ -34,6 +34,7 @@ from anomon.alerts.render import format_time
 from anomon.alerts.routing import Silence, muted_routes, route, silenced
 from anomon.config import (
     AlertsConfig,
+    CommandReceiverConfig,
     DetectionConfig,
     EmailReceiverConfig,
     WebhookReceiverConfig,
@@ -65,6 +66,7 @@ class Outcomes:
     """What one run of the job did."""
 
     sent: list[int] = field(default_factory=list)
+    output: dict[int, str] = field(default_factory=dict)  # what a program printed, by row
     retry: dict[int, tuple[str, datetime]] = field(default_factory=dict)
     dead: dict[int, str] = field(default_factory=dict)
     silenced: list[int] = field(default_factory=list)
@@ -75,6 +77,7 @@ class Outcomes:
     def merge(self, other: Outcomes) -> None:
         """Add ``other``'s outcomes to these."""
         self.sent += other.sent
+        self.output |= other.output
         self.released += other.released
         self.deferred |= other.deferred
         self.retry |= other.retry
@@ -115,6 +118,10 @@ class DeliverJob:
             if isinstance(r, WebhookReceiverConfig) and r.format == "alertmanager"
         }
         self._members: dict[tuple[str, str], list[IncidentRecord]] = {}
+        # programs: each notification alone, never run twice
+        self._programs = {
+            r.name for r in self.config.receivers if isinstance(r, CommandReceiverConfig)
+        }
 
     def __call__(self) -> None:
         try:
@@ -154,6 +161,7 @@ class DeliverJob:
             silences=silences,
             muted=muted_routes(self.config, now),
             now=now,
+            one_by_one=self._programs,
         )
         store.keep_messages(
             self.engine,
@@ -261,10 +269,14 @@ class DeliverJob:
         done = Outcomes()
         notifier = self.notifiers[receiver]  # the plan made the rows of others dead
         notice = self._notice(send.message, live, incidents, now)
+        if receiver in self._programs:  # a crash from here on must not run it again
+            store.mark_started(self.engine, {row.id: row.attempts for row in live})
         about = _incident_list(live)
         try:
-            notifier.send(notice)
+            output = notifier.send(notice)
         except DeliveryError as exc:
+            if exc.output is not None:
+                done.output |= dict.fromkeys((row.id for row in live), exc.output)
             self._failed(receiver, live, str(exc), exc.permanent, now, done)
             return done, exc.timed_out
         except Exception as exc:  # a notifier bug must not stop the others
@@ -274,6 +286,8 @@ class DeliverJob:
             self._failed(receiver, live, error, False, now, done)
         else:
             done.sent += [row.id for row in live]
+            if output is not None:
+                done.output |= dict.fromkeys((row.id for row in live), output)
             log.info("receiver %s: delivered the %s notice of %s", receiver, notice.event, about)
         return done, False
 
@@ -489,12 +503,14 @@ class DeliverJob:
             silenced=done.silenced,
             silenced_incidents=sorted(done.silenced_incidents),
             deferred=done.deferred,
+            output=done.output,
             now=self.clock(),
         )
 
 
-def send_test_notice(config: AlertsConfig, receiver: str, *, clock: Clock = utcnow) -> None:
-    """Send one made-up firing incident to ``receiver`` once (no retries, no outbox).
+def send_test_notice(config: AlertsConfig, receiver: str, *, clock: Clock = utcnow) -> str | None:
+    """Send one made-up firing incident to ``receiver`` once (no retries, no outbox);
+    return what it printed, for a program receiver.
 
     Raises UsageError for an unknown receiver and DeliveryError if the send fails.
     """
@@ -534,6 +550,6 @@ def send_test_notice(config: AlertsConfig, receiver: str, *, clock: Clock = utcn
     )
     notifier = build_notifier(found)
     try:
-        notifier.send(notice)
+        return notifier.send(notice)
     finally:
         notifier.close()

@@ -78,20 +78,30 @@ def plan_delivery(
     silences: Sequence[Silence],
     muted: Container[str],
     now: datetime,
+    one_by_one: Container[str] = (),
 ) -> DeliveryPlan:
     """Plan a delivery run (pure: no database, no network).
 
-    Rows go into messages (:func:`messages`); a message to a receiver not in
-    ``receivers`` is dead; one whose route is in ``muted`` (a mute time interval) is
-    recorded as silenced (the receiver hears of a still firing incident at its next
-    repeat); of the rest, a row whose incident a silence covers, or whose incident is
-    gone, is silenced and the others are sent together.
+    Rows go into messages (:func:`messages`; a receiver in ``one_by_one``, a program,
+    gets each notification alone); a message to a receiver not in ``receivers`` is
+    dead, and so is a ``one_by_one`` row that was being run when anomon stopped
+    (:data:`~anomon.store.RUN_STARTED`: it may have run, and is never run twice); one
+    whose route is in ``muted`` (a mute time interval) is recorded as silenced (the
+    receiver hears of a still firing incident at its next repeat); of the rest, a row
+    whose incident a silence covers, or whose incident is gone, is silenced and the
+    others are sent together.
     """
-    plan = DeliveryPlan(messages=messages(claimed))
+    plan = DeliveryPlan(messages=messages(claimed, one_by_one=one_by_one))
     for message in plan.messages:
         if message.receiver not in receivers:
             reason = f"receiver {message.receiver!r} is not in the config"
             plan.dead |= dict.fromkeys((row.id for row in message.rows), reason)
+            continue
+        if message.receiver in one_by_one and message.rows[0].last_error == store.RUN_STARTED:
+            plan.dead[message.rows[0].id] = (
+                f"not run again: {store.RUN_STARTED}; the program can tell by its "
+                f"ANOMON_NOTIFICATION_KEY {message.key}"
+            )
             continue
         if message.route in muted:
             plan.silenced += [row.id for row in message.rows]
@@ -110,12 +120,15 @@ def plan_delivery(
     return plan
 
 
-def messages(claimed: Sequence[store.Claimed]) -> list[Message]:
+def messages(claimed: Sequence[store.Claimed], *, one_by_one: Container[str] = ()) -> list[Message]:
     """Group claimed rows into messages: a row tried before goes with the others of the
-    message it was first tried in; the rest, one message per receiver and group."""
-    sets: dict[tuple[str, str, str | None], list[store.Claimed]] = {}
+    message it was first tried in; the rest, one message per receiver and group. A
+    receiver in ``one_by_one`` gets every row as a message of its own."""
+    sets: dict[tuple[str, str, str | int | None], list[store.Claimed]] = {}
     for row in claimed:
-        sets.setdefault((row.receiver, row.group_key, row.message_key), []).append(row)
+        alone = row.receiver in one_by_one
+        key = (row.receiver, row.group_key, row.id if alone else row.message_key)
+        sets.setdefault(key, []).append(row)
     return [Message(receiver, group, rows) for (receiver, group, _), rows in sets.items()]
 
 

@@ -56,6 +56,7 @@ from anomon.store.migrate import (
     upgrade,
 )
 from anomon.store.outbox import (
+    RUN_STARTED,
     Claimed,
     RepeatCandidate,
     SeriesAround,
@@ -63,6 +64,7 @@ from anomon.store.outbox import (
     enqueue_many,
     incidents_for_notice,
     keep_messages,
+    mark_started,
     outbox_counts,
     record_outcomes,
     repeat_candidates,
@@ -92,6 +94,7 @@ from anomon.store.workers import (
 __all__ = [
     "FEEDBACK",
     "HEARTBEAT",
+    "RUN_STARTED",
     "AnomalyRow",
     "Claimed",
     "CollectionResult",
@@ -150,6 +153,7 @@ __all__ = [
     "list_anomalies",
     "list_incidents",
     "list_silences",
+    "mark_started",
     "open_absences",
     "open_database",
     "open_engine",

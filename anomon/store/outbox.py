@@ -50,6 +50,7 @@ class Claimed:
     message_key: str | None = None  # the message it was first tried in, if any
     route: str = ""  # the path of the route that chose it
     group_labels: Mapping[str, str] = field(default_factory=dict)  # its group's labels
+    last_error: str | None = None  # its last attempt's error (or RUN_STARTED), if any
 
 
 def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) -> list[Claimed]:
@@ -84,6 +85,7 @@ def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) ->
             Notification.message_key,
             Notification.route,
             Notification.group_labels,
+            Notification.last_error,
         )
     )
     with translated(engine, "claiming notifications"), engine.begin() as conn:
@@ -101,10 +103,31 @@ def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) ->
             message_key=row.message_key,
             route=row.route,
             group_labels=_labels(row.group_labels),
+            last_error=row.last_error,
         )
         for row in rows
     ]
     return sorted(claimed, key=lambda c: c.id)
+
+
+# what a program receiver's row says while the program runs: a row claimed again with it
+# was being run when anomon stopped, and is not run a second time
+RUN_STARTED = "started; no outcome was recorded (anomon stopped while it ran)"
+
+
+def mark_started(engine: Engine, claims: Mapping[int, int]) -> None:
+    """Mark claimed rows (id -> attempts when claimed) as being run now (RUN_STARTED)."""
+    with translated(engine, "marking notifications as started"), engine.begin() as conn:
+        for row, attempts in claims.items():
+            conn.execute(
+                update(Notification)
+                .where(
+                    Notification.id == row,
+                    Notification.status == NotificationStatus.SENDING,
+                    Notification.attempts == attempts,
+                )
+                .values(last_error=RUN_STARTED)
+            )
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -140,6 +163,7 @@ def record_outcomes(
     silenced_incidents: Sequence[int],
     released: Sequence[int] = (),
     deferred: Mapping[int, datetime] | None = None,
+    output: Mapping[int, str] | None = None,
     now: datetime,
 ) -> None:
     """Record a delivery run's outcomes in one transaction (a few statements, not one
@@ -150,11 +174,12 @@ def record_outcomes(
     worker whose lease ran out never overwrites what the next claimer recorded.
     ``released`` rows were claimed but not tried: they go back as they were; so do the
     ``deferred`` ones, due again at the time given (their receiver just failed).
+    ``output`` is what a program receiver printed for a row, sent or not.
     """
     with translated(engine, "recording notification outcomes"), engine.begin() as conn:
 
         def set_rows(ids: Sequence[int], **values: object) -> None:
-            for attempts, same in _by_value({i: claims[i] for i in ids}).items():
+            for attempts, same in _by_value({i: claims[i] for i in ids if i in claims}).items():
                 for start in range(0, len(same), 500):
                     conn.execute(
                         update(Notification)
@@ -166,6 +191,8 @@ def record_outcomes(
                         .values(**values)
                     )
 
+        for text, ids in _by_value(dict(output or {})).items():
+            set_rows(ids, output=text)
         set_rows(sent, status=NotificationStatus.SENT, sent_at=now, last_error=None)
         set_rows(silenced, status=NotificationStatus.SILENCED, last_error=None)
         for error, ids in _by_value(dict(dead)).items():

@@ -26,7 +26,7 @@ ANOMALY_COLUMNS = (
 NOTIFICATION_COLUMNS = (
     Notification.id, Notification.receiver, Notification.event, Notification.status,
     Notification.attempts, Notification.created_at, Notification.sent_at,
-    Notification.last_error,
+    Notification.last_error, Notification.output,
 )  # fmt: skip
 
 
@@ -98,6 +98,7 @@ class NotificationRow:
     created_at: datetime
     sent_at: datetime | None
     last_error: str | None
+    output: str | None  # what a program receiver printed
 
 
 @dataclass(frozen=True, slots=True)

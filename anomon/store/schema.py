@@ -233,6 +233,9 @@ class Notification(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
     last_error: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(
+        Text, doc="what a program receiver printed (its last 4,000 characters)"
+    )
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
     message_key: Mapped[str | None] = mapped_column(

@@ -9,7 +9,8 @@ Statuses, severities, feedback and events are closed sets (``anomon.model``'s en
 the database now refuses any other value. A notification keeps its route's path
 (``route``: what a route's mute times name) and its group's labels (``group_labels``,
 canonical JSON) in columns of their own; they were packed into ``group_key`` and parsed
-back. Existing rows get both from their group key.
+back. Existing rows get both from their group key. ``output`` keeps what a program
+receiver (``kind = "command"``) printed.
 
 Downtime: on SQLite the two tables are rebuilt (a copy of each, seconds for an outbox
 of a million rows); on PostgreSQL the constraints are validated by one scan of each.
@@ -45,6 +46,7 @@ def upgrade() -> None:
                                       server_default=""))
         batch_op.add_column(sa.Column("group_labels", sa.Text(), nullable=False,
                                       server_default="{}"))
+        batch_op.add_column(sa.Column("output", sa.Text(), nullable=True))
     _split_group_keys()
     with _views_aside():
         with op.batch_alter_table("notifications", schema=None) as batch_op:
@@ -68,6 +70,7 @@ def downgrade() -> None:
         with op.batch_alter_table("notifications", schema=None) as batch_op:
             for name in ("status", "event"):
                 batch_op.drop_constraint(op.f(f"ck_notifications_{name}"), type_="check")
+            batch_op.drop_column("output")
             batch_op.drop_column("group_labels")
             batch_op.drop_column("route")
 

@@ -283,7 +283,7 @@ def test_a_receiver_kind_that_is_a_webhook_format_says_how_to_write_it(tmp_path:
     found = problems(tmp_path, '[[alerts.receivers]]\nname = "s"\nkind = "slack"\nurl = "x"\n')
     assert found == [
         "alerts.receivers[0].kind: expected one of 'webhook', 'email', 'alertmanager', "
-        "got: 'slack' "
+        "'command', got: 'slack' "
         '(a slack receiver is kind = "webhook" with format = "slack")'
     ]
 

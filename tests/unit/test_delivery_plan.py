@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from anomon import store
@@ -121,3 +122,22 @@ def test_a_silence_that_ended_or_has_not_begun_silences_nothing() -> None:
         )
         assert [r.id for s in plan.sends for r in s.live] == [1]
         assert plan.silenced == []
+
+
+def test_a_program_gets_each_notification_alone_and_never_one_that_may_have_run() -> None:
+    rows = [claimed(1, 1, receiver="retrain"), claimed(2, 2, receiver="retrain")]
+    crashed = replace(claimed(3, 3, receiver="retrain"), attempts=2, last_error=store.RUN_STARTED)
+    failed = replace(claimed(4, 4, receiver="retrain"), attempts=2, last_error="exit status 3")
+    plan = plan_delivery(
+        [*rows, crashed, failed],
+        {i: data(i) for i in (1, 2, 3, 4)},
+        receivers={"retrain"},
+        silences=[],
+        muted=set(),
+        now=NOW,
+        one_by_one={"retrain"},
+    )
+    # one run per notification; a failed run is tried again, a cut-short one is not
+    assert [[r.id for r in s.live] for s in plan.sends] == [[1], [2], [4]]
+    assert list(plan.dead) == [3] and plan.dead[3].startswith("not run again: started;")
+    assert message_key(["k3"]) in plan.dead[3]  # the key the program can check
