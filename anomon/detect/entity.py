@@ -33,6 +33,14 @@ from anomon.detect.calibration import CALIBRATION_QUANTILES, RARITY_QUANTILES, c
 from anomon.detect.forest import FEATURES, fit_forest, forest_raw_score, summary_features
 from anomon.detect.params import DEFAULT_PRIOR_WEIGHT, DetectorParams
 from anomon.detect.rolling import Holdout, Judge, TrailingQuantiles
+from anomon.detect.sampling import (
+    MIN_WINDOWS,
+    NONE,
+    SPREAD_ROWS,
+    SamplingModel,
+    sampled_scores,
+    sampling_models,
+)
 from anomon.detect.seasonal import SEASONS, SeasonalProfile
 from anomon.detect.zscore import (
     DIRECTION_WEIGHTS,
@@ -151,13 +159,23 @@ def _window(
 class _MetricState:
     """What one metric keeps between batches: its trailing windows and seasonal profiles."""
 
-    def __init__(self, direction: Direction, limit: Limit | None, params: DetectorParams) -> None:
+    def __init__(
+        self,
+        direction: Direction,
+        limit: Limit | None,
+        params: DetectorParams,
+        sampling: SamplingModel | None = None,
+    ) -> None:
         config = params.config
         self.direction = direction
         self.limit = limit
+        self.sampling = sampling  # judged in units of its sampling error (sampling.py)
         self.valid_rows = 0  # rows with a value, ever
         self.spread = float("nan")  # the latest baseline interquartile range
-        baseline, history = config.baseline_window, config.min_history
+        baseline = config.baseline_window
+        # a sampled metric needs a baseline median only: a few windows are enough
+        history = config.min_history if sampling is None else MIN_WINDOWS
+        self.min_history = history
         # a reference needs no minimum: while it is short its calibration leans on the
         # normal prior (calibrate_z), so a series is scored from its min_history-th row
         calibration = (config.calibration_window, RARITY_QUANTILES, 1)
@@ -249,8 +267,10 @@ class EntityDetector:
         self.metrics = list(metrics)
         self.pooled = pooled
         self._metrics = [
-            _MetricState(direction, self.config.limit_for(name), self.params)
-            for name, direction in zip(metrics, chosen, strict=True)
+            _MetricState(direction, self.config.limit_for(name), self.params, sampling)
+            for name, direction, sampling in zip(
+                metrics, chosen, sampling_models(metrics), strict=True
+            )
         ]
         self._rows_seen = 0
         self._first_ts: int | None = None
@@ -276,7 +296,7 @@ class EntityDetector:
         allowed = max(stale_after, STALE_STEPS * self.mean_step())
         learning = self.learning_until()  # once, not once per metric
         for column, state in enumerate(self._metrics):
-            if state.valid_rows < self.config.min_history or np.isnan(state.spread):
+            if state.valid_rows < state.min_history or np.isnan(state.spread):
                 states.append("too_short")
             elif self._last_ts is None or now - self._last_ts > allowed:
                 states.append("stale")
@@ -295,8 +315,10 @@ class EntityDetector:
         Learnt: ``params.learned_rows`` valid rows (its own calibration reference then
         outweighs the normal prior, and its spread is known to within a few percent) and,
         with seasonality, one whole cycle of the shortest season seen (before that a
-        pattern cannot be told from a fault). The time left is estimated from the mean
-        step between the rows seen so far.
+        pattern cannot be told from a fault); a metric judged by its sampling error,
+        :data:`~anomon.detect.sampling.SPREAD_ROWS` windows (its variation between
+        windows is then known). The time left is estimated from the mean step between
+        the rows seen so far.
         """
         if self._first_ts is None or self._last_ts is None or self._rows_seen < 2:
             return [None] * len(self._metrics)
@@ -305,8 +327,11 @@ class EntityDetector:
         by_cycle = self._first_ts + min(cycles) if cycles else self._first_ts
         found: list[int | None] = []
         for state in self._metrics:
-            missing = max(self.params.learned_rows - state.valid_rows, 0)
-            until = max(by_cycle, int(self._last_ts + missing * step))
+            needed = self.params.learned_rows if state.sampling is None else SPREAD_ROWS
+            missing = max(needed - state.valid_rows, 0)
+            until = int(self._last_ts + missing * step)
+            if state.sampling is None:
+                until = max(by_cycle, until)
             found.append(until if until > self._last_ts else None)
         return found
 
@@ -386,10 +411,15 @@ class EntityDetector:
         return self._finish(pending, calibrate_forest(raw, self._forest_raw))
 
     def _prepare(self, times: IntArray, data: FloatArray) -> Pending:
-        point, seasonal, expected, flat = [], [], [], []
+        point, seasonal, expected, flat, quartiles = [], [], [], [], []
         per_detector: dict[str, list[FloatArray]] = {"zscore": [], "seasonal": [], "limit": []}
         for column, state in enumerate(self._metrics):
-            found = self._metric_scores(state, times, data[:, column])
+            q, seasonal_expected, qr = state.baselines(times, data[:, column])
+            quartiles.append(q)
+            up, down = DIRECTION_WEIGHTS[state.direction]
+            found = deviation_scores(
+                data[:, column], q, seasonal_expected, qr, up, down, self.config
+            )
             point.append(found.point)
             seasonal.append(found.seasonal)
             expected.append(found.expected)
@@ -400,6 +430,18 @@ class EntityDetector:
             ):
                 per_detector[name].append(state.calibrated(name, offset, scale))
             per_detector["limit"].append(_limit_scores(state.limit, data[:, column]))
+        for column, state in enumerate(self._metrics):
+            if state.sampling is not None:  # its sampling error judges it, not rarity
+                size = state.sampling.size
+                n = data[:, size] if size >= 0 else np.full(times.size, np.nan)
+                typical = quartiles[size][:, 1] if size >= 0 else np.full(times.size, np.nan)
+                up, down = DIRECTION_WEIGHTS[state.direction]
+                kind = np.full(times.size, state.sampling.kind, dtype=np.int64)
+                x = data[:, column]
+                per_detector["zscore"][column] = sampled_scores(
+                    kind, x, quartiles[column], n, typical, up, down
+                )
+                per_detector["seasonal"][column] = np.zeros(times.size)
         detectors = {name: _largest(cols) for name, cols in per_detector.items()}
         features = summary_features(np.column_stack(point), np.column_stack(seasonal))
         own = _own_scores(
@@ -421,12 +463,6 @@ class EntityDetector:
         return Scores(
             combined, anomaly, detectors, pending.expected, pending.metric_scores, pending.flat
         )
-
-    def _metric_scores(self, state: _MetricState, times: IntArray, x: FloatArray) -> Deviations:
-        """Return the deviations of ``x`` from its point and seasonal baselines."""
-        q, seasonal_expected, qr = state.baselines(times, x)
-        up, down = DIRECTION_WEIGHTS[state.direction]
-        return deviation_scores(x, q, seasonal_expected, qr, up, down, self.config)
 
     def _maybe_refit(self) -> None:
         config = self.config.forest
@@ -722,6 +758,7 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
         anomalous = scores[name] >= params.config.threshold
         for i, stream in enumerate(streams):
             stream.push(offset[i : i + 1], judge=_known(anomalous[i : i + 1]))
+    _sampled_override(states, offsets, sizes, x, q, up, down, scores)
     starts = offsets[:-1]
     largest = {
         name: np.fmax.reduceat(values, starts) if n else np.empty(0)
@@ -730,6 +767,32 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
     own = _own_scores(x, scores["zscore"], scores["seasonal"], scores["limit"])
     features = _grouped_features(found.point, found.seasonal, sizes, offsets)
     return PendingMany(ts, largest, features, found.expected, own, found.flat, offsets)
+
+
+def _sampled_override(
+    states: Sequence[_MetricState],
+    offsets: IntArray,
+    sizes: IntArray,
+    x: FloatArray,
+    q: FloatArray,
+    up: FloatArray,
+    down: FloatArray,
+    scores: dict[str, FloatArray],
+) -> None:
+    """Put the sampling-error scores of the sampled metrics in place of their calibrated
+    ones (what :meth:`EntityDetector._prepare` does for one entity)."""
+    kind = np.array([NONE if s.sampling is None else s.sampling.kind for s in states])
+    if not kind.any():
+        return
+    own = np.array([-1 if s.sampling is None else s.sampling.size for s in states])
+    owner_start = np.repeat(offsets[:-1], sizes)
+    where = np.where(own >= 0, owner_start + own, 0)  # the flat index of each one's n
+    n = np.where(own >= 0, x[where], np.nan)
+    typical = np.where(own >= 0, q[where, 1], np.nan)
+    sampled = kind != NONE
+    found = sampled_scores(kind, x, q, n, typical, up, down)
+    scores["zscore"] = np.where(sampled, found, scores["zscore"])
+    scores["seasonal"] = np.where(sampled, 0.0, scores["seasonal"])
 
 
 def _grouped_features(

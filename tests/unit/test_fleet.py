@@ -98,8 +98,15 @@ def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers(
         # a sparse counter: 0 nearly always, judged as counts where its baseline is flat
         "errors": np.where(rng.random((rows, 1)) < 0.01, rng.integers(1, 4, (rows, 1)), 0.0),
     }
+    labels = rng.poisson(120, rows).astype(float)
+    # a model's quality windows: accuracy judged on its labelled rows, counts as volumes
+    data["model"] = np.column_stack(
+        [rng.binomial(labels.astype(int), 0.9) / labels, labels, labels + rng.poisson(30, rows)]
+    )
+    data["model"][400:420, 0] -= 0.2  # a drop: scored by its sampling error
     data["cpu"][::50] = np.nan
     data["node"][::7, 1] = np.nan  # a column missing from some rows
+    data["model"][::13, 1] = np.nan  # a window without its count: its accuracy is not scored
     fleet = Fleet(params)
     for key, values in data.items():
         fleet.add(key, names_of(key, values))
@@ -126,7 +133,10 @@ def stand_ins(config: DetectionConfig, *, sampled: bool, holding: bool) -> Detec
 
 
 def names_of(key: str, values: np.ndarray) -> list[str]:
-    """The metric names of an entity: its key, or one name per column."""
+    """The metric names of an entity: its key, or one name per column (a model's:
+    the predictions source's)."""
+    if key == "model":
+        return ["accuracy", "labelled_rows", "predictions"]
     return [key] if values.shape[1] == 1 else [f"{key}_{i}" for i in range(values.shape[1])]
 
 

@@ -1,0 +1,64 @@
+"""Model quality in the daemon's detection job, judged by its sample size (issue 15,
+point 1), on SQLite and PostgreSQL: hourly windows as the predictions source stores them
+(accuracy, labelled_rows and predictions of one model), scored from the third window."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from anomon import store
+from anomon.config import AlertsConfig, DetectionConfig
+from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.service.detection import DetectJob
+from anomon.store.schema import Incident, SeriesState
+from tests.conftest import save_samples
+
+HOUR = 3600
+START = 1_796_000_000 // HOUR * HOUR
+DETECTION = DetectionConfig.model_validate({"forest": {"enabled": False}, "seasonality": []})
+
+
+def store_windows(engine: store.Engine, rows: list[tuple[float, float, float]]) -> None:
+    """Store hourly windows (accuracy, labelled_rows, predictions) of model churn, v3."""
+    info = SeriesInfo("predictions", "churn", SeriesKind.QUALITY)
+    labels = {"model": "churn", "version": "3"}
+    for i, row in enumerate(rows):
+        samples = [
+            Sample(SeriesKey.of(name, labels), info, START + HOUR * i, value)
+            for name, value in zip(("accuracy", "labelled_rows", "predictions"), row, strict=True)
+        ]
+        save_samples(engine, samples, at=datetime.fromtimestamp(START + HOUR * (i + 1), UTC))
+
+
+def firing(engine: store.Engine) -> list[tuple[str, dict[str, str]]]:
+    with Session(engine) as session:
+        found = session.scalars(select(Incident).where(Incident.status == "firing"))
+        return [(i.metric, json.loads(i.labels)) for i in found]
+
+
+@pytest.mark.parametrize(("labels", "opens"), [(4000, True), (40, False)])
+def test_an_accuracy_drop_opens_an_incident_by_its_sample_size_from_the_fourth_window(
+    engine: store.Engine, labels: int, opens: bool
+) -> None:
+    rng = np.random.default_rng(1)
+    normal = [(rng.binomial(labels, 0.92) / labels, labels, labels) for _ in range(3)]
+    store_windows(engine, [*normal, (0.85, labels, labels)])
+    clock = lambda: datetime.fromtimestamp(START + HOUR * 4 + 60, UTC)  # noqa: E731
+    job = DetectJob(engine, DETECTION, clock=clock, alerts=AlertsConfig())
+    job()
+    found = firing(engine)
+    if opens:
+        ((metric, routed),) = found
+        assert metric == "accuracy" and routed["version"] == "3"
+        assert routed["severity"] == "critical"
+    else:
+        assert found == []
+    with Session(engine) as session:  # scored, not waiting days for a history
+        states = {s.quality for s in session.scalars(select(SeriesState))}
+    assert "learning" in states and "too_short" not in states  # (constant counts: flat)

@@ -1,0 +1,109 @@
+"""Quality judged in units of its sampling error, volumes as counts (issue 15, point 1):
+a table of cases through the entity detector, as the daemon and replay run it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anomon.config import DetectionConfig
+from anomon.detect.entity import EntityDetector
+from anomon.detect.sampling import COUNT, PROPORTION, SamplingModel, sampling_models
+
+HOUR = 3600
+START = 1_796_000_000 // HOUR * HOUR
+MODEL = ["accuracy", "labelled_rows", "predictions"]  # the predictions source's series
+CONFIG = DetectionConfig.model_validate({"forest": {"enabled": False}, "seasonality": []})
+
+
+def windows(
+    count: int, *, accuracy: float, labels: int, seed: int = 0, predictions: int | None = None
+) -> np.ndarray:
+    """``count`` hourly windows of a model whose accuracy is ``accuracy``, measured on
+    about ``labels`` labels each (binomial and Poisson noise, as real windows have)."""
+    rng = np.random.default_rng(seed)
+    n = rng.poisson(labels, count).astype(float)
+    hits = rng.binomial(n.astype(int), accuracy)
+    sent = n + rng.poisson(predictions - labels, count) if predictions else n
+    return np.column_stack([hits / n, n, sent])
+
+
+def last_scores(history: np.ndarray, new_row: list[float]) -> np.ndarray:
+    """Each metric's own score for ``new_row`` after ``history`` (one window per hour)."""
+    detector = EntityDetector(MODEL, CONFIG)
+    rows = np.vstack([history, [new_row]])
+    scores = detector.update(START + HOUR * np.arange(len(rows)), rows)
+    return scores.metric_scores[-1]
+
+
+def test_the_series_of_a_predictions_source_get_their_sampling_models() -> None:
+    assert sampling_models([*MODEL, "f1"]) == [
+        SamplingModel(PROPORTION, 1),
+        SamplingModel(COUNT),
+        SamplingModel(COUNT),
+        None,  # precision, recall, f1: judged by rarity (their n is not a window's rows)
+    ]
+    assert sampling_models(["accuracy", "predictions"]) == [None, None]  # no labelled_rows
+
+
+@pytest.mark.parametrize(
+    ("labels", "alarms"),
+    [
+        (4000, True),  # 0.92 -> 0.85 on 4,000 labels: 16 standard errors, at once
+        (40, False),  # the same drop on 40 labels: 1.6 standard errors, noise
+    ],
+)
+def test_an_accuracy_drop_alarms_by_its_sample_size_from_the_third_window(
+    labels: int, alarms: bool
+) -> None:
+    history = windows(3, accuracy=0.92, labels=labels)  # three windows: the baseline
+    accuracy, _, _ = last_scores(history, [0.85, labels, labels])
+    assert bool(accuracy >= CONFIG.threshold) is alarms
+    if alarms:
+        assert accuracy >= 95.0  # critical: one in ten million, and more
+
+
+def test_a_long_history_widens_by_the_variation_between_windows_not_the_sample() -> None:
+    """Once 20 windows show an accuracy that moves more than its sampling error (a
+    model that is better on some hours than others), a move of that size is normal."""
+    rng = np.random.default_rng(4)
+    history = windows(48, accuracy=0.92, labels=4000)
+    history[:, 0] += rng.normal(0, 0.02, 48)  # +-2 points between windows
+    accuracy, _, _ = last_scores(history, [0.90, 4000, 4000])
+    assert accuracy < CONFIG.threshold  # 1 sd of the hours' variation
+    accuracy, _, _ = last_scores(history, [0.80, 4000, 4000])
+    assert accuracy >= CONFIG.threshold  # 6 of them
+
+
+@pytest.mark.parametrize(
+    ("predictions", "labelled", "quiet"),
+    [
+        (118, 120, True),  # the issue's 118 against 120: the noise of a count
+        (120, 106, True),  # a window still filling (106 of 120 labels so far)
+        (40, 120, False),  # traffic fell to a third: an event
+        (120, 30, False),  # labels stopped arriving
+    ],
+)
+def test_volumes_are_judged_as_counts(predictions: int, labelled: int, quiet: bool) -> None:
+    history = windows(30, accuracy=0.9, labels=120, predictions=120)
+    _, labelled_score, predictions_score = last_scores(history, [0.9, labelled, predictions])
+    assert bool(max(labelled_score, predictions_score) < CONFIG.threshold) is quiet
+
+
+def test_the_first_windows_are_too_short_then_learning_then_ok() -> None:
+    detector = EntityDetector(MODEL, CONFIG)
+    rows = windows(25, accuracy=0.9, labels=500)
+    ts = START + HOUR * np.arange(25)
+    detector.update(ts[:2], rows[:2])
+    assert detector.quality(int(ts[1]), stale_after=600)[0] == "too_short"
+    detector.update(ts[2:5], rows[2:5])
+    assert detector.quality(int(ts[4]), stale_after=600)[0] == "learning"
+    assert detector.learning_until()[0] == int(ts[4]) + (20 - 5) * HOUR
+    detector.update(ts[5:], rows[5:])
+    assert detector.quality(int(ts[-1]), stale_after=600)[0] == "ok"
+
+
+def test_a_window_without_its_label_count_is_not_judged_on_accuracy() -> None:
+    history = windows(10, accuracy=0.92, labels=4000)
+    accuracy, _, _ = last_scores(history, [0.5, float("nan"), 4000])
+    assert accuracy == 0.0
