@@ -663,6 +663,9 @@ class PredictionsSourceConfig(SourceBase):
     """``kind = "predictions"``: model quality per window from labelled prediction logs."""
 
     kind: Literal["predictions"]
+    # classification: classes and scores; regression: a number predicted, the target
+    # (the `label` column) a number too
+    task: Literal["classification", "regression"] = "classification"
     url: SqlalchemyUrl | None = None
     query: Annotated[str, Field(min_length=1)] | None = None
     path: Annotated[str, Field(min_length=1)] | None = None
@@ -697,6 +700,8 @@ class PredictionsSourceConfig(SourceBase):
             raise ValueError("query goes with url, not with path")
         if self.score and self.class_scores:
             raise ValueError("set score (binary) or class_scores (multiclass), not both")
+        if self.task == "regression" and (self.score or self.class_scores):
+            raise ValueError("score and class_scores are for classification, not regression")
         if self.lookback < self.window:
             raise ValueError("lookback must be at least one window")
         return self

@@ -44,14 +44,19 @@ from anomon.sources.base import (
     split_range,
     summarise,
 )
-from anomon.sources.quality import Labelled, classification_metrics
+from anomon.sources.quality import (
+    REGRESSION_METRICS,
+    Labelled,
+    classification_metrics,
+    regression_metrics,
+)
 from anomon.sources.tail import FileTail
 from anomon.timeutil import Clock, from_epoch, to_epoch, utcnow
 
 SQL_BACKFILL_CHUNK = timedelta(days=1)
 EPOCH = "_anomon_epoch"  # the parsed time of a row, epoch seconds (NaN: unreadable)
 FINGERPRINT = 256  # bytes at the start of a tailed file that must not change
-METRICS = ("accuracy", "precision", "recall", "f1", "log_loss", "roc_auc")
+METRICS = ("accuracy", "precision", "recall", "f1", "log_loss", "roc_auc", *REGRESSION_METRICS)
 MAX_INT_CHARS = 64  # a longer JSON integer is read as a float (a float has 17 digits)
 # the epoch seconds a datetime can hold (years 1 to 9999): a time outside is unreadable
 EARLIEST, LATEST = -62_135_596_800, 253_402_300_799
@@ -400,10 +405,13 @@ class Rows:
     ts: npt.NDArray[np.int64]
     group: npt.NDArray[np.int64]  # index into group_values
     group_values: list[tuple[str, ...]]  # the group_by values of each group, as text
-    truth: npt.NDArray[np.int64]  # class code, -1 where not labelled yet
+    truth: npt.NDArray[np.int64]  # class code, -1 where not labelled yet (regression: 0)
     predicted: npt.NDArray[np.int64]
     classes: list[str]
     scores: npt.NDArray[np.float64] | None
+    # regression: the number predicted and the target (NaN until it is known)
+    values: npt.NDArray[np.float64] | None = None
+    targets: npt.NDArray[np.float64] | None = None
 
 
 def normalise(frame: pd.DataFrame, config: PredictionsSourceConfig) -> tuple[Rows, list[str]]:
@@ -423,6 +431,8 @@ def normalise(frame: pd.DataFrame, config: PredictionsSourceConfig) -> tuple[Row
         raise SourceError(f"no column {', '.join(map(repr, missing))}; found: {_columns(frame)}")
     if EPOCH not in frame.columns:
         frame = _with_epoch(frame, config.timestamp, problems)
+    if config.task == "regression":
+        return _regression_rows(frame, config, problems), problems
     predicted_codes, predicted_names = _factorize(frame[config.prediction])
     truth_codes, truth_names = _factorize(frame[config.label])
     keep = predicted_codes >= 0
@@ -455,6 +465,36 @@ def normalise(frame: pd.DataFrame, config: PredictionsSourceConfig) -> tuple[Row
             scores=None if scores is None else scores[keep],
         ),
         problems,
+    )
+
+
+def _regression_rows(
+    frame: pd.DataFrame, config: PredictionsSourceConfig, problems: list[str]
+) -> Rows:
+    """A regression log's rows: the prediction a finite number, the target a finite
+    number or empty (not known yet); other rows are skipped and counted."""
+    values = _numeric(frame[config.prediction]).to_numpy(np.float64, na_value=np.nan)
+    raw_target = frame[config.label]
+    targets = _numeric(raw_target).to_numpy(np.float64, na_value=np.nan)
+    empty = raw_target.isna().to_numpy() | (raw_target.astype(str).str.strip() == "").to_numpy()
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(values) & np.isfinite(frame[EPOCH].to_numpy(np.float64))
+    _count(problems, ~np.isfinite(values), f"a {config.prediction} that is not a number")
+    bad_target = ~empty & ~np.isfinite(targets)
+    _count(problems, keep & bad_target, f"a {config.label} that is not a number")
+    keep &= ~bad_target
+    group, group_values = _groups(frame, config.group_by, keep)
+    known = np.isfinite(targets[keep])
+    return Rows(
+        ts=frame[EPOCH].to_numpy()[keep].astype(np.int64),
+        group=group,
+        group_values=group_values,
+        truth=np.where(known, 0, -1).astype(np.int64),
+        predicted=np.zeros(int(keep.sum()), dtype=np.int64),
+        classes=[],
+        scores=None,
+        values=values[keep],
+        targets=targets[keep],
     )
 
 
@@ -565,6 +605,8 @@ def _metrics(
     config: PredictionsSourceConfig,
 ) -> dict[str, npt.NDArray[np.float64]]:
     pick = np.flatnonzero(inside)[labelled]
+    if rows.values is not None and rows.targets is not None:  # a regression model
+        return regression_metrics(window[labelled], rows.values[pick], rows.targets[pick], windows)
     coded = Labelled(
         window=window[labelled],
         truth=rows.truth[pick],

@@ -1,4 +1,4 @@
-"""Classification quality of many windows at once, on whole arrays.
+"""Classification and regression quality of many windows at once, on whole arrays.
 
 The ``predictions`` source needs accuracy, precision, recall, F1, log loss and ROC AUC
 for every (group, window) of a prediction log. Calling ``sklearn.metrics`` once per
@@ -167,3 +167,42 @@ def _window_mean(rows: Labelled, values: FloatArray) -> FloatArray:
     total = np.bincount(rows.window, weights=values, minlength=rows.windows)
     with np.errstate(invalid="ignore", divide="ignore"):
         return total / count
+
+
+REGRESSION_METRICS = ("mae", "rmse", "mape", "r2", "bias")
+
+
+def regression_metrics(
+    window: IntArray, predicted: FloatArray, target: FloatArray, windows: int
+) -> dict[str, FloatArray]:
+    """Return mae, rmse, mape, r2 and bias (mean of prediction - target) per window.
+
+    ``window`` codes each labelled row's window in ``[0, windows)``. sklearn's
+    definitions: ``mean_absolute_error``, the root of ``mean_squared_error``,
+    ``mean_absolute_percentage_error`` (a fraction, |target| floored at machine
+    epsilon) and ``r2_score`` (NaN for fewer than two rows; with a constant target,
+    1 if every prediction is exact, else 0). Windows without rows are NaN throughout.
+    """
+    n = np.bincount(window, minlength=windows).astype(np.float64)
+    error = predicted - target
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_target = np.bincount(window, weights=target, minlength=windows) / n
+        # sums of squares around each window's own mean: two passes, no cancellation
+        total = np.bincount(window, weights=(target - mean_target[window]) ** 2, minlength=windows)
+        squared = np.bincount(window, weights=error**2, minlength=windows)
+        found = {
+            "mae": np.bincount(window, weights=np.abs(error), minlength=windows) / n,
+            "rmse": np.sqrt(squared / n),
+            "mape": np.bincount(
+                window, weights=np.abs(error) / np.maximum(np.abs(target), EPS), minlength=windows
+            )
+            / n,
+            "bias": np.bincount(window, weights=error, minlength=windows) / n,
+        }
+        r2 = 1.0 - squared / total
+    constant = total == 0
+    r2 = np.where(constant, np.where(squared == 0, 1.0, 0.0), r2)
+    found["r2"] = np.where(n < 2, np.nan, r2)
+    for values in found.values():
+        values[n == 0] = np.nan
+    return found

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from sklearn import metrics
 
 from anomon import store
@@ -387,3 +388,41 @@ def test_labels_written_to_a_copy_renamed_over_the_log_count_each_row_once(
     got = _by_key(source.collect(at))
     assert got[("predictions", "churn", START)] == 30  # each row once (was 60)
     assert got[("labelled_rows", "churn", START)] == 30
+
+
+def test_a_regression_log_gives_each_windows_errors_with_late_targets(tmp_path: Path) -> None:
+    """task = "regression": MAE, RMSE, MAPE, R² and bias per window, from the labelled
+    rows only (a target not known yet is empty); an unreadable prediction is counted."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for hour in range(2):
+        for i in range(50):
+            target = float(rng.normal(200, 30))
+            rows.append(
+                {
+                    "ts": START + hour * HOUR + i * 60,
+                    "model": "eta",
+                    "version": "v1",
+                    "prediction": round(target + float(rng.normal(5, 10)), 3),
+                    "label": None if i >= 40 else round(target, 3),  # late targets
+                }
+            )
+    rows[3]["prediction"] = "n/a"
+    path = tmp_path / "eta.jsonl"
+    _write_jsonl(path, rows)
+    with pytest.raises(PartialCollection) as caught:
+        _source(path=str(path), task="regression").collect(NOW)
+    assert "1 row(s) with a prediction that is not a number" in str(caught.value)
+    got = {(s.key.metric, s.ts): s.value for s in caught.value.samples}  # model eta, two windows
+    window = [r for r in rows[:50] if r["label"] is not None and r["prediction"] != "n/a"]
+    y = [r["label"] for r in window]
+    p = [r["prediction"] for r in window]
+    assert got[("mae", START)] == pytest.approx(metrics.mean_absolute_error(y, p))
+    assert got[("rmse", START)] == pytest.approx(np.sqrt(metrics.mean_squared_error(y, p)))
+    assert got[("mape", START)] == pytest.approx(metrics.mean_absolute_percentage_error(y, p))
+    assert got[("r2", START)] == pytest.approx(metrics.r2_score(y, p))
+    assert got[("bias", START)] == pytest.approx(float(np.mean(np.subtract(p, y))))
+    assert (got[("predictions", START)], got[("labelled_rows", START)]) == (49, 39)
+    assert ("accuracy", START) not in got
+    with pytest.raises(ValidationError, match="score and class_scores are for classification"):
+        _source(path=str(path), task="regression", score="label")

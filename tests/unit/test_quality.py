@@ -92,3 +92,27 @@ def test_it_counts_every_row_in_its_windows_confusion_matrix() -> None:
     w = 2
     picked = log.window == w
     assert (matrices[w] == metrics.confusion_matrix(log.truth[picked], log.predicted[picked])).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_regression_metrics_agree_with_sklearn_window_by_window(seed: int) -> None:
+    from anomon.sources.quality import regression_metrics
+
+    rng = np.random.default_rng(seed)
+    windows, rows = 6, 400
+    window = rng.integers(0, windows - 2, rows)  # two windows without rows
+    target = rng.normal(100, 20, rows)
+    target[window == 1] = 42.0  # a constant target: R² is 1 or 0 (sklearn's finite rule)
+    predicted = target + rng.normal(3, 10, rows)
+    window = np.append(window, windows - 2)  # a window of one row: R² undefined
+    target, predicted = np.append(target, 5.0), np.append(predicted, 6.0)
+    got = regression_metrics(window, predicted, target, windows)
+    for w in range(windows - 2):
+        y, p = target[window == w], predicted[window == w]
+        assert got["mae"][w] == pytest.approx(metrics.mean_absolute_error(y, p))
+        assert got["rmse"][w] == pytest.approx(np.sqrt(metrics.mean_squared_error(y, p)))
+        assert got["mape"][w] == pytest.approx(metrics.mean_absolute_percentage_error(y, p))
+        assert got["r2"][w] == pytest.approx(metrics.r2_score(y, p))
+        assert got["bias"][w] == pytest.approx(np.mean(p - y))
+    assert np.isnan(got["r2"][windows - 2]) and got["mae"][windows - 2] == pytest.approx(1.0)
+    assert all(np.isnan(values[windows - 1]) for values in got.values())
