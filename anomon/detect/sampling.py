@@ -20,9 +20,11 @@ its :data:`MIN_WINDOWS`-th window on. ``z`` becomes a 0-100 score through the no
 tail, on the scale of the calibrated detectors (a tail probability of 1e-4 scores 80).
 
 The series are the ``predictions`` source's, by name (:func:`sampling_models`): in an
-entity with a ``labelled_rows`` column, ``accuracy`` is a proportion on it, and
-``predictions`` and ``labelled_rows`` are counts. For these metrics this score replaces
-the rarity-calibrated ones; their expected value stays the baseline median.
+entity with a ``labelled_rows`` column, ``accuracy`` is a proportion on it, ``precision``
+one on ``predicted_positives`` and ``recall`` one on ``actual_positives`` (binary
+models), and those counts, ``predictions`` and ``labelled_rows`` are counts. For these
+metrics this score replaces the rarity-calibrated ones; their expected value stays the
+baseline median.
 """
 
 from __future__ import annotations
@@ -41,8 +43,13 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 NONE, PROPORTION, COUNT = 0, 1, 2  # the kinds, as codes for whole-array work
-SAMPLE_SIZE_OF = {"accuracy": "labelled_rows"}  # a proportion -> the column of its n
-COUNTS = ("predictions", "labelled_rows")
+# a proportion -> the column of the rows it is measured on
+SAMPLE_SIZE_OF = {
+    "accuracy": "labelled_rows",
+    "precision": "predicted_positives",
+    "recall": "actual_positives",
+}
+COUNTS = ("predictions", "labelled_rows", "predicted_positives", "actual_positives")
 MIN_WINDOWS = 3  # a baseline median needs this many windows: scored from the 3rd on
 SPREAD_ROWS = 20  # windows before the variation between windows is estimated
 

@@ -56,7 +56,17 @@ from anomon.timeutil import Clock, from_epoch, to_epoch, utcnow
 SQL_BACKFILL_CHUNK = timedelta(days=1)
 EPOCH = "_anomon_epoch"  # the parsed time of a row, epoch seconds (NaN: unreadable)
 FINGERPRINT = 256  # bytes at the start of a tailed file that must not change
-METRICS = ("accuracy", "precision", "recall", "f1", "log_loss", "roc_auc", *REGRESSION_METRICS)
+METRICS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "log_loss",
+    "roc_auc",
+    "predicted_positives",
+    "actual_positives",
+    *REGRESSION_METRICS,
+)
 MAX_INT_CHARS = 64  # a longer JSON integer is read as a float (a float has 17 digits)
 # the epoch seconds a datetime can hold (years 1 to 9999): a time outside is unreadable
 EARLIEST, LATEST = -62_135_596_800, 253_402_300_799

@@ -44,7 +44,9 @@ class Labelled:
 
 
 def classification_metrics(rows: Labelled, *, average: str, positive: int) -> dict[str, FloatArray]:
-    """Return accuracy, precision, recall, f1 (and log_loss, roc_auc with scores) per window.
+    """Return accuracy, precision, recall, f1 (and log_loss, roc_auc with scores) per window;
+    for ``binary``, also ``predicted_positives`` and ``actual_positives`` (the labelled
+    rows predicted / truly of the positive class: what precision and recall are measured on).
 
     ``average`` is ``binary`` (of class code ``positive``), ``macro`` or ``weighted``.
     Windows without labelled rows are NaN throughout.
@@ -80,7 +82,11 @@ def _precision_recall_f1(matrix: IntArray, average: str, positive: int) -> dict[
         "f1": _ratio(2 * hits, support + claimed),
     }
     if average == "binary":
-        return {name: values[:, positive].copy() for name, values in per_class.items()}
+        found = {name: values[:, positive].copy() for name, values in per_class.items()}
+        # the samples precision and recall are proportions of (sampling.py judges them so)
+        found["predicted_positives"] = claimed[:, positive].copy()
+        found["actual_positives"] = support[:, positive].copy()
+        return found
     # macro: the classes present in the window (sklearn's labels=None); weighted: support
     weights = ((support + claimed) > 0).astype(np.float64) if average == "macro" else support
     norm = weights.sum(axis=1)

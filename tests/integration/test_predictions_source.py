@@ -99,7 +99,10 @@ def test_it_computes_each_windows_quality_like_sklearn(tmp_path: Path) -> None:
     assert got[("roc_auc", *at)] == pytest.approx(metrics.roc_auc_score(y, s))
     assert got[("predictions", *at)] == 60
     assert got[("labelled_rows", *at)] == 60
-    assert len(samples) == 2 * 3 * 8  # two models, three windows, eight metrics
+    positives = [r for r in window if r["label"] == 1]
+    assert got[("actual_positives", *at)] == len(positives)  # what recall is measured on
+    assert got[("predicted_positives", *at)] == sum(p)  # and precision
+    assert len(samples) == 2 * 3 * 10  # two models, three windows, ten metrics
     one = samples[0]
     assert set(json.loads(one.key.labels)) == {"model", "version"}
     assert one.info.kind == "quality"

@@ -37,11 +37,14 @@ def last_scores(history: np.ndarray, new_row: list[float]) -> np.ndarray:
 
 
 def test_the_series_of_a_predictions_source_get_their_sampling_models() -> None:
-    assert sampling_models([*MODEL, "f1"]) == [
+    assert sampling_models([*MODEL, "f1", "precision", "predicted_positives", "recall"]) == [
         SamplingModel(PROPORTION, 1),
         SamplingModel(COUNT),
         SamplingModel(COUNT),
-        None,  # precision, recall, f1: judged by rarity (their n is not a window's rows)
+        None,  # f1: judged by rarity (it is no proportion of one sample)
+        SamplingModel(PROPORTION, 5),  # precision: of the rows predicted positive
+        SamplingModel(COUNT),
+        None,  # recall without actual_positives: no sample size, judged by rarity
     ]
     assert sampling_models(["accuracy", "predictions"]) == [None, None]  # no labelled_rows
 
