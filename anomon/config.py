@@ -673,6 +673,11 @@ class PredictionsSourceConfig(SourceBase):
     timestamp: ColumnName = "ts"
     prediction: ColumnName = "prediction"
     label: ColumnName = "label"
+    # labels from a feed of their own, joined to the predictions by this id column:
+    # labels_path (a CSV / JSONL file that grows, beside path) or labels_query (beside url)
+    id: ColumnName | None = None
+    labels_path: Annotated[str, Field(min_length=1)] | None = None
+    labels_query: Annotated[str, Field(min_length=1)] | None = None
     score: ColumnName | None = None
     class_scores: dict[str, ColumnName] = Field(default_factory=dict)
     group_by: list[ColumnName] = Field(default_factory=lambda: ["model", "version"])
@@ -700,6 +705,12 @@ class PredictionsSourceConfig(SourceBase):
             raise ValueError("query goes with url, not with path")
         if self.score and self.class_scores:
             raise ValueError("set score (binary) or class_scores (multiclass), not both")
+        if self.labels_path is not None and self.path is None:
+            raise ValueError("labels_path goes with path (a file of predictions)")
+        if self.labels_query is not None and self.url is None:
+            raise ValueError("labels_query goes with url and query")
+        if (self.labels_path or self.labels_query) and self.id is None:
+            raise ValueError("a labels feed needs id, the column both feeds have")
         if self.task == "regression" and (self.score or self.class_scores):
             raise ValueError("score and class_scores are for classification, not regression")
         if self.lookback < self.window:

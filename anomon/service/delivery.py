@@ -176,6 +176,14 @@ class DeliverJob:
         )
         if done.dead or done.silenced:
             self._record(done, claims)
+        for row in claimed:  # what someone will never receive: an error, with the reason
+            if row.id in plan.dead:
+                log.error(
+                    "receiver %s: notification of incident %d is dead: %s",
+                    row.receiver,
+                    row.incident_id,
+                    plan.dead[row.id],
+                )
         by_receiver: dict[str, list[Send]] = {}
         for send in plan.sends:
             by_receiver.setdefault(send.message.receiver, []).append(send)

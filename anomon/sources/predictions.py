@@ -90,14 +90,23 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
         self._clock = clock
         self._window = int(config.window.total_seconds())
         self._log: _SqlLog | _FileLog
+        self._labels: _SqlLog | _FileLog | None = None  # a labels feed of its own, by id
         if config.url is not None:
             if open_database is None:
                 raise ValueError("a predictions source with a url needs open_database")
             assert config.query is not None  # the config validates the pair
-            self._log = _SqlLog(open_database(config.url, config.timeout), config.query)
+            db = open_database(config.url, config.timeout)
+            self._log = _SqlLog(db, config.query)
+            if config.labels_query is not None:
+                self._labels = _SqlLog(db, config.labels_query, shared=True)
         else:
             assert config.path is not None
             self._log = _FileLog(config.path, _file_format(config), _columns_read(config))
+            if config.labels_path is not None:
+                assert config.id is not None
+                kind = _file_format(config, config.labels_path)
+                columns = [config.id, config.label]
+                self._labels = _FileLog(config.labels_path, kind, columns, timed=False)
 
     @classmethod
     def build(cls, config: PredictionsSourceConfig, context: SourceContext) -> PredictionsSource:
@@ -107,7 +116,10 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
     def collect(self, now: datetime) -> list[Sample]:
         """Return the samples of every ready window within ``lookback`` of ``now``."""
         start = self._align(to_epoch(now - self._config.lookback))
-        return self._samples(self._log.read(start, to_epoch(now)), start, to_epoch(now), now)
+        read = self._log.read(start, to_epoch(now))
+        if self._labels is not None:
+            read = self._joined(read, self._labels.read, start, to_epoch(now))
+        return self._samples(read, start, to_epoch(now), now)
 
     def backfill_chunks(self, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
         """Whole windows: a day of them per query for SQL, the whole range for a file."""
@@ -122,12 +134,32 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
     def collect_range(self, start: datetime, end: datetime) -> list[Sample]:
         """Return the samples of the ready windows inside ``[start, end)``."""
         since, until = to_epoch(start), to_epoch(end)
-        frame = self._log.read_all(since, until)
-        return self._samples(frame, since, until, self._clock())
+        read = self._log.read_all(since, until)
+        if self._labels is not None:
+            read = self._joined(read, self._labels.read_all, since, until)
+        return self._samples(read, since, until, self._clock())
 
     def close(self) -> None:
-        """Release the database connections or the open file."""
+        """Release the database connections or the open files."""
         self._log.close()
+        if self._labels is not None:
+            self._labels.close()
+
+    def _joined(self, read: _Read, labels_of: Any, since: int, until: int) -> _Read:
+        """The predictions read, with each row's label from the labels feed (its latest
+        for the row's id); a feed that cannot be read is a problem of this collection,
+        and the predictions go on without its labels."""
+        config = self._config
+        assert config.id is not None and self._labels is not None
+        try:
+            feed = labels_of(since, until)
+        except SourceError as exc:
+            feed = _Read(pd.DataFrame(), [f"labels: {exc}"])
+        frame, kept = join_labels(read.frame, feed.frame, config.id, config.label)
+        if isinstance(self._labels, _FileLog):
+            self._labels.keep(kept)
+        problems = read.problems + [f"labels: {p}" for p in feed.problems]
+        return _Read(frame, problems)
 
     def _align(self, ts: int) -> int:
         return ts // self._window * self._window
@@ -152,11 +184,13 @@ class _Read:
 
 
 class _SqlLog:
-    """A prediction log in a SQL table: every read is one query."""
+    """A prediction log (or a labels feed) in a SQL table: every read is one query.
+    A ``shared`` one reads through another's connection and leaves it open."""
 
-    def __init__(self, db: Any, query: str) -> None:
+    def __init__(self, db: Any, query: str, *, shared: bool = False) -> None:
         self._db = db
         self._query = query
+        self._shared = shared
         self.label = db.label
 
     def read(self, since: int, until: int) -> _Read:
@@ -170,17 +204,24 @@ class _SqlLog:
         return _Read(pd.DataFrame.from_records(rows, columns=columns))
 
     def close(self) -> None:
-        self._db.close()
+        if not self._shared:
+            self._db.close()
 
 
 class _FileLog:
-    """A CSV or JSONL prediction log that grows; only new complete lines are parsed."""
+    """A CSV or JSONL prediction log that grows; only new complete lines are parsed.
 
-    def __init__(self, path: str, kind: str, columns: list[str]) -> None:
+    ``columns``: the one every row has a value for (None where missing: the label, or
+    the id of a labels feed) first, then the time and the rest. Without ``timed`` (a
+    labels feed: id and label, no time) rows are kept by :meth:`keep`, not by age.
+    """
+
+    def __init__(self, path: str, kind: str, columns: list[str], *, timed: bool = True) -> None:
         self.label = path
         self._path = path
         self._kind = kind
-        self._columns = columns  # the label first, then the time and the rest
+        self._columns = columns
+        self._timed = timed
         self._ts_column = columns[1]
         self._tail = FileTail(path)
         self._pending = b""
@@ -197,13 +238,14 @@ class _FileLog:
             frame, bad = _parse(text, self._kind, header, self._columns)
             problems += bad
             if len(frame):
-                frames.append(_with_epoch(frame, self._ts_column, problems))
+                timed = _with_epoch(frame, self._ts_column, problems) if self._timed else frame
+                frames.append(timed)
         rows = (
             pd.concat([f for f in frames if len(f)], ignore_index=True)
             if any(len(f) for f in frames)
             else pd.DataFrame()
         )
-        if len(rows):
+        if len(rows) and self._timed:
             rows = rows[rows[EPOCH].to_numpy() >= since].reset_index(drop=True)
         self._rows = rows
         if not exists:  # what the file held to its end is kept for when it is back
@@ -224,6 +266,11 @@ class _FileLog:
             times = frame[EPOCH].to_numpy()
             frame = frame[(times >= since) & (times < until)].reset_index(drop=True)
         return _Read(frame, problems)
+
+    def keep(self, rows: pd.DataFrame) -> None:
+        """Keep only ``rows`` of what was read (a labels feed drops what it no longer
+        needs)."""
+        self._rows = rows
 
     def close(self) -> None:
         self._tail.close()
@@ -263,15 +310,54 @@ class _FileLog:
 
 
 def _columns_read(config: PredictionsSourceConfig) -> list[str]:
-    """The columns a file log keeps: the label first, then the time and the others."""
+    """The columns a file log keeps: the label first (the id, with a labels feed: the
+    label is then optional), then the time and the others."""
     scores = [config.score] if config.score else list(config.class_scores.values())
-    return [config.label, config.timestamp, config.prediction, *scores, *config.group_by]
+    others = [config.timestamp, config.prediction, *scores, *config.group_by]
+    if config.id is not None and config.labels_path is not None:
+        return [config.id, *others, config.label]
+    return [config.label, *others]
 
 
-def _file_format(config: PredictionsSourceConfig) -> str:
+def _file_format(config: PredictionsSourceConfig, path: str | None = None) -> str:
     if config.format != "auto":
         return config.format
-    return "csv" if str(config.path).lower().endswith(".csv") else "jsonl"
+    return "csv" if str(path or config.path).lower().endswith(".csv") else "jsonl"
+
+
+MAX_UNMATCHED_LABELS = 100_000  # labels kept for predictions not read yet, newest first
+
+
+def join_labels(
+    frame: pd.DataFrame, labels: pd.DataFrame, id_column: str, label_column: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Give each prediction row the latest label the feed has for its id (ids compared
+    as text: 7, 7.0 and "7" are one id); a row the feed has no label for keeps its own
+    (or none). Returns the rows and the labels worth keeping: those of the rows' ids,
+    and the newest of the others (their predictions may come later)."""
+    if not len(frame):
+        return frame, labels
+    if id_column not in frame.columns:
+        raise SourceError(f"no column {id_column!r} (the id); found: {_columns(frame)}")
+    if label_column not in frame.columns:  # the feed is where labels come from
+        frame = frame.assign(**{label_column: None})
+    if not len(labels) or id_column not in labels.columns:
+        return frame, labels
+    if label_column not in labels.columns:
+        labels = labels.assign(**{label_column: None})
+    latest = labels.drop_duplicates(subset=id_column, keep="last")
+    feed_codes, feed_ids = _factorize(latest[id_column])
+    mapping = dict(zip(feed_ids, latest[label_column].tolist(), strict=False))
+    codes, ids = _factorize(frame[id_column])
+    found = [mapping.get(name) if name else None for name in ids] + [None]
+    joined = pd.Series(np.array(found, dtype=object)[codes], index=frame.index)
+    own = frame[label_column] if label_column in frame.columns else None
+    if own is not None:
+        joined = joined.where(joined.notna(), own)
+    wanted = set(ids)
+    matched = np.array([name in wanted for name in feed_ids] + [False])[feed_codes]
+    kept = pd.concat([latest[matched], latest[~matched].tail(MAX_UNMATCHED_LABELS)])
+    return frame.assign(**{label_column: joined}), kept
 
 
 def _split_header(data: bytes, kind: str) -> tuple[bytes | None, bytes]:

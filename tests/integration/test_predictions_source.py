@@ -429,3 +429,88 @@ def test_a_regression_log_gives_each_windows_errors_with_late_targets(tmp_path: 
     assert ("accuracy", START) not in got
     with pytest.raises(ValidationError, match="score and class_scores are for classification"):
         _source(path=str(path), task="regression", score="label")
+
+
+def test_labels_from_a_file_of_their_own_are_joined_by_id(tmp_path: Path) -> None:
+    """labels_path: the predictions carry an id and no label; the labels arrive later in
+    a file of their own (id, label), in any order, a corrected label after the first;
+    each window's metrics count every labelled prediction once."""
+    rows = _log(seed=11, hours=2, per_hour=30)
+    predictions = [{**r, "prediction_id": f"p{i}"} for i, r in enumerate(rows)]
+    for row in predictions:
+        del row["label"]
+    path, labels = tmp_path / "predictions.jsonl", tmp_path / "labels.csv"
+    _write_jsonl(path, predictions)
+    labels.write_text("prediction_id,label\n", encoding="utf-8")
+    source = _source(path=str(path), id="prediction_id", labels_path=str(labels))
+    got = _by_key(source.collect(NOW))
+    assert ("accuracy", "churn", START) not in got  # no labels yet: not ready
+    # the labels of the first hour, newest first, one of them wrong and then corrected
+    first = rows[:30]
+    lines = [f"p{i},{1 - first[i]['label'] if i == 3 else first[i]['label']}" for i in range(30)]
+    with labels.open("a", encoding="utf-8") as out:
+        out.write("\n".join(reversed(lines)) + "\n")
+        out.write(f"p3,{first[3]['label']}\n")  # the correction: the latest wins
+        out.write("p999,1\n")  # a label of a prediction never seen: ignored
+    got = _by_key(source.collect(NOW))
+    y, p = [r["label"] for r in first], [r["prediction"] for r in first]
+    assert got[("accuracy", "churn", START)] == pytest.approx(metrics.accuracy_score(y, p))
+    assert got[("labelled_rows", "churn", START)] == 30
+    assert got[("predictions", "churn", START)] == 30
+    assert ("accuracy", "churn", START + HOUR) not in got  # its labels have not come
+    # the next collection reads no new lines and still knows every label
+    again = _by_key(source.collect(NOW))
+    assert again[("accuracy", "churn", START)] == got[("accuracy", "churn", START)]
+
+
+def test_a_labels_feed_needs_an_id_and_its_own_kind_of_log(tmp_path: Path) -> None:
+    for extra, said in (
+        ({"path": "p.jsonl", "labels_path": "l.csv"}, "a labels feed needs id"),
+        ({"path": "p.jsonl", "id": "pid", "labels_query": "SELECT 1"}, "labels_query goes"),
+    ):
+        with pytest.raises(ValidationError, match=said):
+            _source(**extra)
+
+
+@pytest.mark.postgres
+def test_labels_from_a_postgresql_table_of_their_own_are_joined_by_id(
+    postgres_schema_url: str,
+) -> None:
+    import psycopg
+
+    rows = _log(seed=12, hours=1, per_hour=20)
+    libpq = postgres_schema_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE served (id bigint, at timestamptz, model text, version text, "
+            "prediction int)"
+        )
+        conn.execute("CREATE TABLE outcomes (id bigint, label int, at timestamptz)")
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO served VALUES (%s, to_timestamp(%s), %s, %s, %s)",
+                [
+                    (i, r["ts"], r["model"], r["version"], r["prediction"])
+                    for i, r in enumerate(rows)
+                ],
+            )
+            cursor.executemany(  # 15 of the 20 are labelled, in another order
+                "INSERT INTO outcomes VALUES (%s, %s, now())",
+                [(i, rows[i]["label"]) for i in reversed(range(15))],
+            )
+    source = _source(
+        url=postgres_schema_url,
+        query="SELECT * FROM served WHERE at >= to_timestamp(:since)",
+        id="id",
+        labels_query="SELECT id, label FROM outcomes",
+        timestamp="at",
+    )
+    got = _by_key(source.collect(NOW))
+    y = [r["label"] for r in rows[:15]]
+    p = [r["prediction"] for r in rows[:15]]
+    assert got[("accuracy", "churn", START)] == pytest.approx(metrics.accuracy_score(y, p))
+    assert (got[("labelled_rows", "churn", START)], got[("predictions", "churn", START)]) == (
+        15,
+        20,
+    )
+    source.close()
