@@ -48,6 +48,7 @@ from anomon.errors import AnomonError, summarise
 from anomon.model import AnomalyRecord, SeriesKey, Severity, describe_key, escape_controls
 from anomon.service.alerting import CRITICAL_SCORE, Alarms, Members, plan_incidents
 from anomon.service.telemetry import Telemetry
+from anomon.sources.quality import ESTIMATED_METRICS
 from anomon.timeutil import Clock, format_duration, to_epoch, utcnow
 
 log = logging.getLogger("anomon.detect")
@@ -63,17 +64,27 @@ Rows = tuple[np.ndarray, np.ndarray]  # times, values (rows, metrics)
 Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
+# What a model's windows say before their labels (CBPE estimates): known when a window
+# closes, a day before its labelled metrics. An entity's rows are scored once, in time
+# order, so they are an entity (and alarm unit) of their own: in one with the labelled
+# metrics, those would come for rows already scored and never be judged.
+BEFORE_LABELS = frozenset(ESTIMATED_METRICS)
+BEFORE_LABELS_STAGE = "\x00before labels"  # in the key's entity: never a real entity name
+
+
 def entity_key(series: store.ScoredSeries) -> EntityKey:
     """The entity a series is scored with: its source, entity, and model and version
-    labels if it has them (a model version is part of a model's identity)."""
-    return _entity_key(series.source, series.entity, series.labels)
+    labels if it has them (a model version is part of a model's identity); a model's
+    estimates before labels (:data:`BEFORE_LABELS`) are an entity apart."""
+    return _entity_key(series.source, series.entity, series.labels, series.metric)
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _entity_key(source: str, entity: str, labels: str) -> EntityKey:
+def _entity_key(source: str, entity: str, labels: str, metric: str = "") -> EntityKey:
     # a series' labels never change: each cycle asks again, the JSON is read once
     found = json.loads(labels)
-    return source, entity, found.get("model", ""), found.get("version", "")
+    stage = BEFORE_LABELS_STAGE if metric in BEFORE_LABELS else ""
+    return source, entity + stage, found.get("model", ""), found.get("version", "")
 
 
 def config_hash(config: DetectionConfig) -> str:

@@ -45,9 +45,11 @@ from anomon.sources.base import (
     summarise,
 )
 from anomon.sources.quality import (
+    ESTIMATED_METRICS,
     REGRESSION_METRICS,
     Labelled,
     classification_metrics,
+    estimated_metrics,
     regression_metrics,
 )
 from anomon.sources.tail import FileTail
@@ -688,8 +690,61 @@ def window_samples(
     age = now - (window_start + size)
     ready = (n_labelled >= config.min_labels) | (age >= config.label_delay.total_seconds())
     metrics = _metrics(rows, inside, labelled, window, unique.size, config)
+    estimates = _estimates(rows, inside, window, unique.size, config, now)
     windows = [(rows.group_values[g], int(t)) for g, t in zip(group_of, window_start, strict=True)]
-    return _to_samples(windows, ready, count, n_labelled, metrics, config)
+    return _to_samples(windows, ready, count, n_labelled, metrics, estimates, config)
+
+
+MAX_REFERENCE_ROWS = 200_000  # labelled rows a calibrator is fitted on, at most
+
+
+def _estimates(
+    rows: Rows,
+    inside: npt.NDArray[np.bool_],
+    window: npt.NDArray[np.int64],
+    windows: int,
+    config: PredictionsSourceConfig,
+    now: int,
+) -> dict[str, npt.NDArray[np.float64]]:
+    """CBPE estimates of each window (binary classifiers with a ``score``): each group's
+    scores are calibrated on its reference — its labelled rows in windows older than
+    ``label_delay``, whose labels are in — by isotonic regression, then every row of a
+    window counts, labelled or not. No estimates for a group with fewer than
+    ``min_labels`` reference rows or one class only."""
+    scores = rows.scores
+    if scores is None or scores.ndim != 1 or config.average != "binary" or not rows.classes:
+        return {}
+    from sklearn.isotonic import IsotonicRegression  # only for models that log scores
+
+    size = int(config.window.total_seconds())
+    positive = rows.classes.index(config.pos_label) if config.pos_label in rows.classes else 0
+    settled = rows.ts // size * size + size + config.label_delay.total_seconds() <= now
+    reference = settled & (rows.truth >= 0)
+    probability = np.full(rows.ts.size, np.nan)
+    for group in np.unique(rows.group[inside]).tolist():
+        mine = rows.group == group
+        pick = np.flatnonzero(reference & mine)
+        truth = rows.truth[pick] == positive
+        if pick.size < config.min_labels or truth.all() or not truth.any():
+            continue
+        if pick.size > MAX_REFERENCE_ROWS:  # the latest ones
+            pick, truth = pick[-MAX_REFERENCE_ROWS:], truth[-MAX_REFERENCE_ROWS:]
+        calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        calibrator.fit(scores[pick], truth.astype(np.float64))
+        probability[mine] = calibrator.predict(scores[mine])
+    where = np.flatnonzero(inside)
+    known = np.isfinite(probability[where])
+    if not known.any():
+        return {}
+    found = estimated_metrics(
+        window[known],
+        rows.predicted[where[known]] == positive,
+        probability[where[known]],
+        windows,
+    )
+    # a window of a group without a calibrator has no estimate (not 0)
+    calibrated = np.bincount(window[known], minlength=windows) > 0
+    return {name: np.where(calibrated, values, np.nan) for name, values in found.items()}
 
 
 def _metrics(
@@ -721,17 +776,25 @@ def _to_samples(
     count: npt.NDArray[np.int64],
     n_labelled: npt.NDArray[np.int64],
     metrics: dict[str, npt.NDArray[np.float64]],
+    estimates: dict[str, npt.NDArray[np.float64]],
     config: PredictionsSourceConfig,
 ) -> list[Sample]:
-    """One sample per metric of each ready window (undefined metrics left out)."""
+    """One sample per metric of each ready window, and the estimates of every window
+    that is over (undefined metrics left out); with both, the gap between the realised
+    and the estimated accuracy (``estimation_gap``)."""
     samples: list[Sample] = []
-    for i in np.flatnonzero(ready).tolist():
+    for i in range(len(windows)):
         values, ts = windows[i]
         labels = {**dict(zip(config.group_by, values, strict=True)), **config.labels}
         entity = config.entity or (values[0] if values else "") or config.name
         info = SeriesInfo(config.name, entity, SeriesKind.QUALITY)
-        found = {"predictions": float(count[i]), "labelled_rows": float(n_labelled[i])}
-        found |= {name: float(metrics[name][i]) for name in METRICS if name in metrics}
+        found = {name: float(estimates[name][i]) for name in ESTIMATED_METRICS if estimates}
+        if ready[i]:
+            found |= {"predictions": float(count[i]), "labelled_rows": float(n_labelled[i])}
+            found |= {name: float(metrics[name][i]) for name in METRICS if name in metrics}
+            if estimates and "accuracy" in metrics:
+                gap = metrics["accuracy"][i] - estimates["estimated_accuracy"][i]
+                found["estimation_gap"] = float(gap)
         samples += [
             Sample(SeriesKey.of(name, labels), info, ts, value)
             for name, value in found.items()

@@ -212,3 +212,47 @@ def regression_metrics(
     for values in found.values():
         values[n == 0] = np.nan
     return found
+
+
+ESTIMATED_METRICS = (
+    "estimated_accuracy",
+    "estimated_precision",
+    "estimated_recall",
+    "estimated_f1",
+)
+
+
+def estimated_metrics(
+    window: IntArray,
+    predicted_positive: npt.NDArray[np.bool_],
+    probability: FloatArray,
+    windows: int,
+) -> dict[str, FloatArray]:
+    """Confidence-based performance estimation (NannyML's CBPE) of a binary classifier
+    per window, without labels: each row's calibrated probability of the positive class
+    ``probability`` is its expected share of a true positive (if predicted positive) or
+    a false negative (if not), so the window's expected confusion matrix is a sum, and
+    accuracy, precision, recall and F1 follow from it (0 where undefined, as sklearn's
+    ``zero_division=0``). Windows without rows are NaN."""
+    p = np.asarray(probability, dtype=np.float64)
+    yes = np.asarray(predicted_positive, dtype=bool)
+    n = np.bincount(window, minlength=windows).astype(np.float64)
+    tp = _sums(window[yes], p[yes], windows)
+    fp = _sums(window[yes], 1.0 - p[yes], windows)
+    fn = _sums(window[~yes], p[~yes], windows)
+    tn = _sums(window[~yes], 1.0 - p[~yes], windows)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        found = {
+            "estimated_accuracy": (tp + tn) / n,
+            "estimated_precision": _ratio(tp, tp + fp),
+            "estimated_recall": _ratio(tp, tp + fn),
+            "estimated_f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        }
+    for values in found.values():
+        values[n == 0] = np.nan
+    return found
+
+
+def _sums(window: IntArray, weights: FloatArray, windows: int) -> FloatArray:
+    """The sum of ``weights`` per window."""
+    return np.bincount(window, weights=weights, minlength=windows).astype(np.float64)

@@ -102,7 +102,10 @@ def test_it_computes_each_windows_quality_like_sklearn(tmp_path: Path) -> None:
     positives = [r for r in window if r["label"] == 1]
     assert got[("actual_positives", *at)] == len(positives)  # what recall is measured on
     assert got[("predicted_positives", *at)] == sum(p)  # and precision
-    assert len(samples) == 2 * 3 * 10  # two models, three windows, ten metrics
+    realised = [s for s in samples if not s.key.metric.startswith(("estimated_", "estimation"))]
+    assert len(realised) == 2 * 3 * 10  # two models, three windows, ten metrics
+    # and, its scores calibrated on its own labelled windows, four estimates and the gap
+    assert len(samples) - len(realised) == 2 * 3 * 5
     one = samples[0]
     assert set(json.loads(one.key.labels)) == {"model", "version"}
     assert one.info.kind == "quality"
@@ -514,3 +517,56 @@ def test_labels_from_a_postgresql_table_of_their_own_are_joined_by_id(
         20,
     )
     source.close()
+
+
+def test_performance_is_estimated_before_labels_within_a_tolerance(tmp_path: Path) -> None:
+    """CBPE: a calibrated binary model's scores, calibrated on the windows whose labels
+    are in (older than label_delay), estimate accuracy, precision, recall and F1 of the
+    windows with no label yet — also of one where the scores shifted towards 0.5 and
+    the model got worse; once labels land, the gap is a series of its own."""
+    rng = np.random.default_rng(21)
+    reference_hours, recent_hours, per_hour = 36, 6, 600
+    rows, hidden = [], {}
+    recent_start = int(NOW.timestamp()) - recent_hours * HOUR
+    for hour in range(reference_hours + recent_hours):
+        at = (
+            START + hour * HOUR
+            if hour < reference_hours
+            else recent_start + (hour - reference_hours) * HOUR
+        )
+        shifted = hour == reference_hours + recent_hours - 1  # the last window: harder cases
+        score = rng.beta(2, 2, per_hour) if shifted else rng.beta(0.5, 0.5, per_hour)
+        truth = (rng.random(per_hour) < score).astype(int)  # calibrated: P(y=1 | s) = s
+        labelled = hour < reference_hours
+        for i in range(per_hour):
+            rows.append(
+                {
+                    "ts": at + i * (HOUR // per_hour),
+                    "model": "churn",
+                    "version": "v3",
+                    "prediction": int(score[i] > 0.5),
+                    "label": int(truth[i]) if labelled else None,
+                    "score": round(float(score[i]), 4),
+                }
+            )
+        hidden[at] = (truth, (score > 0.5).astype(int))
+    path = tmp_path / "predictions.jsonl"
+    _write_jsonl(path, rows)
+    got = _by_key(_source(path=str(path), score="score", min_labels=100).collect(NOW))
+    for at in range(recent_start, recent_start + recent_hours * HOUR, HOUR):
+        y, p = hidden[at]
+        assert ("accuracy", "churn", at) not in got  # no labels: no realised metrics
+        for name, realised, tolerance in (
+            ("accuracy", metrics.accuracy_score(y, p), 0.03),
+            ("precision", metrics.precision_score(y, p), 0.05),
+            ("recall", metrics.recall_score(y, p), 0.05),
+            ("f1", metrics.f1_score(y, p), 0.05),
+        ):
+            assert got[(f"estimated_{name}", "churn", at)] == pytest.approx(realised, abs=tolerance)
+    last = recent_start + (recent_hours - 1) * HOUR
+    assert (
+        got[("estimated_accuracy", "churn", last)]
+        < got[("estimated_accuracy", "churn", START)] - 0.1
+    )
+    gaps = [value for (name, _, _), value in got.items() if name == "estimation_gap"]
+    assert len(gaps) == reference_hours and max(abs(g) for g in gaps) < 0.05

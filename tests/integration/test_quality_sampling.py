@@ -16,7 +16,7 @@ from anomon import store
 from anomon.config import AlertsConfig, DetectionConfig
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
 from anomon.service.detection import DetectJob
-from anomon.store.schema import Incident, SeriesState
+from anomon.store.schema import Anomaly, Incident, Series, SeriesState
 from tests.conftest import save_samples
 
 HOUR = 3600
@@ -62,3 +62,44 @@ def test_an_accuracy_drop_opens_an_incident_by_its_sample_size_from_the_fourth_w
     with Session(engine) as session:  # scored, not waiting days for a history
         states = {s.quality for s in session.scalars(select(SeriesState))}
     assert "learning" in states and "too_short" not in states  # (constant counts: flat)
+
+
+def test_the_estimates_before_labels_do_not_keep_the_labelled_metrics_from_being_scored(
+    engine: store.Engine,
+) -> None:
+    """A window's estimate is stored when it closes, its accuracy a day later: scored as
+    one entity (one watermark), the accuracy would come for rows already scored and be
+    stored unjudged; as two, a drop in the late accuracy is found."""
+    info = SeriesInfo("predictions", "churn", SeriesKind.QUALITY)
+    labels = {"model": "churn", "version": "3"}
+    rng = np.random.default_rng(2)
+    accuracy = rng.binomial(1000, 0.92, 20) / 1000
+    accuracy[15] = 0.80  # 14 standard errors: an anomaly, once judged
+
+    def stored(hours: range, *, estimates: bool, at_hour: int) -> None:
+        samples = [
+            Sample(SeriesKey.of(name, labels), info, START + HOUR * i, value)
+            for i in hours
+            for name, value in (
+                (("estimated_accuracy", 0.92),)
+                if estimates
+                else (("accuracy", float(accuracy[i])), ("labelled_rows", 1000.0))
+            )
+        ]
+        save_samples(engine, samples, at=datetime.fromtimestamp(START + HOUR * at_hour, UTC))
+
+    now = {"hour": 0}
+    clock = lambda: datetime.fromtimestamp(START + HOUR * now["hour"], UTC)  # noqa: E731
+    job = DetectJob(engine, DETECTION, clock=clock, alerts=AlertsConfig())  # one daemon
+    stored(range(30), estimates=True, at_hour=31)  # each window when it closed
+    stored(range(6), estimates=False, at_hour=31)  # the labels of the first six are in
+    now["hour"] = 31
+    job()
+    stored(range(6, 20), estimates=False, at_hour=40)  # a day later, the next ones'
+    now["hour"] = 40
+    job()
+    with Session(engine) as session:
+        found = session.execute(
+            select(Series.metric, Anomaly.ts).join(Anomaly, Anomaly.series_id == Series.id)
+        ).all()
+    assert ("accuracy", START + HOUR * 15) in found
