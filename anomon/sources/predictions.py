@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from sklearn.isotonic import IsotonicRegression
 
 from anomon.config import PredictionsSourceConfig
 from anomon.errors import SourceError, StoreError
@@ -695,7 +696,7 @@ def window_samples(
     return _to_samples(windows, ready, count, n_labelled, metrics, estimates, config)
 
 
-MAX_REFERENCE_ROWS = 200_000  # labelled rows a calibrator is fitted on, at most
+MAX_REFERENCE_ROWS = 20_000  # labelled rows a calibrator is fitted on (the latest), at most
 
 
 def _estimates(
@@ -714,8 +715,6 @@ def _estimates(
     scores = rows.scores
     if scores is None or scores.ndim != 1 or config.average != "binary" or not rows.classes:
         return {}
-    from sklearn.isotonic import IsotonicRegression  # only for models that log scores
-
     size = int(config.window.total_seconds())
     positive = rows.classes.index(config.pos_label) if config.pos_label in rows.classes else 0
     settled = rows.ts // size * size + size + config.label_delay.total_seconds() <= now
@@ -731,7 +730,8 @@ def _estimates(
             pick, truth = pick[-MAX_REFERENCE_ROWS:], truth[-MAX_REFERENCE_ROWS:]
         calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         calibrator.fit(scores[pick], truth.astype(np.float64))
-        probability[mine] = calibrator.predict(scores[mine])
+        wanted = mine & inside  # the rows of the windows to estimate
+        probability[wanted] = calibrator.predict(scores[wanted])
     where = np.flatnonzero(inside)
     known = np.isfinite(probability[where])
     if not known.any():
