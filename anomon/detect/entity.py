@@ -666,8 +666,8 @@ def default_direction(metric: str, config: DetectionConfig) -> Direction:
         return "down"
     if any(word in name for word in ("latency", "loss", "error", "duration")):
         return "up"
-    if name in ("mae", "rmse", "mape"):  # a regression model's errors
-        return "up"
+    if name in ("mae", "rmse", "mape", "low_margin_share") or name.startswith("drift_"):
+        return "up"  # a regression model's errors, a model less sure, drift
     if name == "r2":
         return "down"
     return "both"

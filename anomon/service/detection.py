@@ -48,7 +48,7 @@ from anomon.errors import AnomonError, summarise
 from anomon.model import AnomalyRecord, SeriesKey, Severity, describe_key, escape_controls
 from anomon.service.alerting import CRITICAL_SCORE, Alarms, Members, plan_incidents
 from anomon.service.telemetry import Telemetry
-from anomon.sources.quality import ESTIMATED_METRICS
+from anomon.sources.quality import DRIFT_METRICS, ESTIMATED_METRICS
 from anomon.timeutil import Clock, format_duration, to_epoch, utcnow
 
 log = logging.getLogger("anomon.detect")
@@ -64,11 +64,11 @@ Rows = tuple[np.ndarray, np.ndarray]  # times, values (rows, metrics)
 Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-# What a model's windows say before their labels (CBPE estimates): known when a window
+# What a model's windows say before their labels (CBPE estimates, drift): known when a window
 # closes, a day before its labelled metrics. An entity's rows are scored once, in time
 # order, so they are an entity (and alarm unit) of their own: in one with the labelled
 # metrics, those would come for rows already scored and never be judged.
-BEFORE_LABELS = frozenset(ESTIMATED_METRICS)
+BEFORE_LABELS = frozenset((*ESTIMATED_METRICS, *DRIFT_METRICS))
 BEFORE_LABELS_STAGE = "\x00before labels"  # in the key's entity: never a real entity name
 
 

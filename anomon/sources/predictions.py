@@ -46,10 +46,10 @@ from anomon.sources.base import (
     summarise,
 )
 from anomon.sources.quality import (
-    ESTIMATED_METRICS,
     REGRESSION_METRICS,
     Labelled,
     classification_metrics,
+    drift_metrics,
     estimated_metrics,
     regression_metrics,
 )
@@ -707,44 +707,54 @@ def _estimates(
     config: PredictionsSourceConfig,
     now: int,
 ) -> dict[str, npt.NDArray[np.float64]]:
-    """CBPE estimates of each window (binary classifiers with a ``score``): each group's
-    scores are calibrated on its reference — its labelled rows in windows older than
-    ``label_delay``, whose labels are in — by isotonic regression, then every row of a
-    window counts, labelled or not. No estimates for a group with fewer than
-    ``min_labels`` reference rows or one class only."""
+    """What each window says before its labels (binary classifiers with a ``score``),
+    against each group's reference — its rows in windows older than ``label_delay``
+    (the latest MAX_REFERENCE_ROWS): the drift of its scores and predicted classes
+    (:func:`~anomon.sources.quality.drift_metrics`), and CBPE estimates, the scores
+    calibrated on the reference's labelled rows by isotonic regression (not for a group
+    with fewer than ``min_labels`` of them or one class only)."""
     scores = rows.scores
     if scores is None or scores.ndim != 1 or config.average != "binary" or not rows.classes:
         return {}
     size = int(config.window.total_seconds())
     positive = rows.classes.index(config.pos_label) if config.pos_label in rows.classes else 0
     settled = rows.ts // size * size + size + config.label_delay.total_seconds() <= now
-    reference = settled & (rows.truth >= 0)
+    predicted_positive = rows.predicted == positive
     probability = np.full(rows.ts.size, np.nan)
+    where = np.flatnonzero(inside)
+    found: dict[str, npt.NDArray[np.float64]] = {}
     for group in np.unique(rows.group[inside]).tolist():
         mine = rows.group == group
-        pick = np.flatnonzero(reference & mine)
+        base = np.flatnonzero(settled & mine)[-MAX_REFERENCE_ROWS:]
+        ours = rows.group[where] == group  # this group's rows among the windows'
+        if base.size >= config.min_labels:
+            drift = drift_metrics(
+                window[ours],
+                scores[where[ours]],
+                predicted_positive[where[ours]],
+                scores[base],
+                predicted_positive[base],
+                windows,
+            )
+            for name, values in drift.items():
+                found[name] = np.fmax(found.get(name, np.full(windows, np.nan)), values)
+        pick = np.flatnonzero(settled & mine & (rows.truth >= 0))[-MAX_REFERENCE_ROWS:]
         truth = rows.truth[pick] == positive
         if pick.size < config.min_labels or truth.all() or not truth.any():
             continue
-        if pick.size > MAX_REFERENCE_ROWS:  # the latest ones
-            pick, truth = pick[-MAX_REFERENCE_ROWS:], truth[-MAX_REFERENCE_ROWS:]
         calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         calibrator.fit(scores[pick], truth.astype(np.float64))
-        wanted = mine & inside  # the rows of the windows to estimate
+        wanted = where[ours]  # the rows of the windows to estimate
         probability[wanted] = calibrator.predict(scores[wanted])
-    where = np.flatnonzero(inside)
     known = np.isfinite(probability[where])
-    if not known.any():
-        return {}
-    found = estimated_metrics(
-        window[known],
-        rows.predicted[where[known]] == positive,
-        probability[where[known]],
-        windows,
-    )
-    # a window of a group without a calibrator has no estimate (not 0)
-    calibrated = np.bincount(window[known], minlength=windows) > 0
-    return {name: np.where(calibrated, values, np.nan) for name, values in found.items()}
+    if known.any():
+        estimates = estimated_metrics(
+            window[known], predicted_positive[where[known]], probability[where[known]], windows
+        )
+        # a window of a group without a calibrator has no estimate (not 0)
+        calibrated = np.bincount(window[known], minlength=windows) > 0
+        found |= {name: np.where(calibrated, v, np.nan) for name, v in estimates.items()}
+    return found
 
 
 def _metrics(
@@ -788,11 +798,11 @@ def _to_samples(
         labels = {**dict(zip(config.group_by, values, strict=True)), **config.labels}
         entity = config.entity or (values[0] if values else "") or config.name
         info = SeriesInfo(config.name, entity, SeriesKind.QUALITY)
-        found = {name: float(estimates[name][i]) for name in ESTIMATED_METRICS if estimates}
+        found = {name: float(values[i]) for name, values in estimates.items()}
         if ready[i]:
             found |= {"predictions": float(count[i]), "labelled_rows": float(n_labelled[i])}
             found |= {name: float(metrics[name][i]) for name in METRICS if name in metrics}
-            if estimates and "accuracy" in metrics:
+            if "estimated_accuracy" in estimates and "accuracy" in metrics:
                 gap = metrics["accuracy"][i] - estimates["estimated_accuracy"][i]
                 found["estimation_gap"] = float(gap)
         samples += [

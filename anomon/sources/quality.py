@@ -256,3 +256,107 @@ def estimated_metrics(
 def _sums(window: IntArray, weights: FloatArray, windows: int) -> FloatArray:
     """The sum of ``weights`` per window."""
     return np.bincount(window, weights=weights, minlength=windows).astype(np.float64)
+
+
+DRIFT_METRICS = (
+    "drift_psi",
+    "drift_js",
+    "drift_wasserstein",
+    "drift_class_js",
+    "mean_confidence",
+    "low_margin_share",
+)
+DRIFT_BINS = 10  # reference deciles
+LOW_MARGIN = 0.1  # a score within this of 0.5 is a prediction the model is unsure of
+PSI_FLOOR = 1e-4  # a bin's share never below this in the PSI (an empty bin is not infinite)
+
+
+def drift_metrics(
+    window: IntArray,
+    scores: FloatArray,
+    predicted_positive: npt.NDArray[np.bool_],
+    reference: FloatArray,
+    reference_positive: npt.NDArray[np.bool_],
+    windows: int,
+) -> dict[str, FloatArray]:
+    """How far each window's scores (a binary model's probability of its positive class)
+    and predicted classes are from the ``reference`` ones, per window, without labels.
+
+    ``drift_psi`` (population stability index) and ``drift_js`` (Jensen-Shannon distance,
+    base 2: scipy's ``jensenshannon``) compare the shares of the rows in bins fixed by the
+    reference's deciles; ``drift_wasserstein`` is the exact first Wasserstein distance
+    between the window's and the reference's scores (scipy's ``wasserstein_distance``);
+    ``drift_class_js`` the Jensen-Shannon distance of the predicted-class mix;
+    ``mean_confidence`` the mean of ``max(s, 1 - s)`` and ``low_margin_share`` the share of
+    scores within LOW_MARGIN of 0.5. Distances, not p-values (which flag any large
+    window). Windows without rows are NaN.
+    """
+    n = np.bincount(window, minlength=windows).astype(np.float64)
+    ordered = np.sort(reference)
+    edges = np.unique(np.quantile(ordered, np.linspace(0, 1, DRIFT_BINS + 1)[1:-1]))
+    bins = edges.size + 1
+    where = np.searchsorted(edges, scores, side="right")
+    counts = np.bincount(window * bins + where, minlength=windows * bins).reshape(windows, bins)
+    mine = counts / np.maximum(n, 1.0)[:, None]
+    ref = np.bincount(np.searchsorted(edges, ordered, side="right"), minlength=bins)
+    theirs = ref / max(ordered.size, 1)
+    a, b = np.maximum(mine, PSI_FLOOR), np.maximum(theirs, PSI_FLOOR)
+    found = {
+        "drift_psi": ((a - b) * np.log(a / b)).sum(axis=1),
+        "drift_js": _js_distance(mine, theirs[None, :]),
+        "drift_wasserstein": _wasserstein_each(window, scores, ordered, windows),
+        "drift_class_js": _js_distance(
+            _shares(window, predicted_positive, n, windows),
+            _shares(np.zeros(reference.size, dtype=np.int64), reference_positive, None, 1),
+        ),
+        "mean_confidence": _sums(window, np.maximum(scores, 1.0 - scores), windows)
+        / np.maximum(n, 1.0),
+        "low_margin_share": _sums(
+            window, (np.abs(scores - 0.5) < LOW_MARGIN).astype(np.float64), windows
+        )
+        / np.maximum(n, 1.0),
+    }
+    for values in found.values():
+        values[n == 0] = np.nan
+    return found
+
+
+def _shares(
+    window: IntArray, positive: npt.NDArray[np.bool_], n: FloatArray | None, windows: int
+) -> FloatArray:
+    """Each window's (negative, positive) shares of rows, ``(windows, 2)``."""
+    total = n if n is not None else np.bincount(window, minlength=windows).astype(np.float64)
+    yes = _sums(window, positive.astype(np.float64), windows) / np.maximum(total, 1.0)
+    return np.column_stack([1.0 - yes, yes])
+
+
+def _js_distance(p: FloatArray, q: FloatArray) -> FloatArray:
+    """Row-wise Jensen-Shannon distance, base 2 (scipy's ``jensenshannon``): the root of
+    the mean of the two Kullback-Leibler divergences from their midpoint."""
+    m = (p + q) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        left = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=1)
+        right = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=1)
+    divergence: FloatArray = np.maximum((left + right) / 2.0, 0.0)
+    return np.sqrt(divergence)
+
+
+def _wasserstein_each(
+    window: IntArray, scores: FloatArray, ordered: FloatArray, windows: int
+) -> FloatArray:
+    """The first Wasserstein distance of each window's scores to the sorted reference:
+    the integral of the absolute difference of the two empirical CDFs, exactly as scipy
+    computes it (one sort per window; the reference is sorted once)."""
+    found = np.full(windows, np.nan)
+    order = np.lexsort((scores, window))
+    starts = np.searchsorted(window[order], np.arange(windows + 1))
+    for w in range(windows):
+        values = scores[order[starts[w] : starts[w + 1]]]
+        if values.size == 0 or ordered.size == 0:
+            continue
+        everything = np.sort(np.concatenate([values, ordered]))
+        deltas = np.diff(everything)
+        u = np.searchsorted(values, everything[:-1], side="right") / values.size
+        v = np.searchsorted(ordered, everything[:-1], side="right") / ordered.size
+        found[w] = float(np.sum(np.abs(u - v) * deltas))
+    return found

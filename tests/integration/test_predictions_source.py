@@ -102,10 +102,11 @@ def test_it_computes_each_windows_quality_like_sklearn(tmp_path: Path) -> None:
     positives = [r for r in window if r["label"] == 1]
     assert got[("actual_positives", *at)] == len(positives)  # what recall is measured on
     assert got[("predicted_positives", *at)] == sum(p)  # and precision
-    realised = [s for s in samples if not s.key.metric.startswith(("estimated_", "estimation"))]
+    before_labels = ("estimated_", "estimation", "drift_", "mean_confidence", "low_margin")
+    realised = [s for s in samples if not s.key.metric.startswith(before_labels)]
     assert len(realised) == 2 * 3 * 10  # two models, three windows, ten metrics
-    # and, its scores calibrated on its own labelled windows, four estimates and the gap
-    assert len(samples) - len(realised) == 2 * 3 * 5
+    # and, against its own settled windows: four estimates, the gap and six drift numbers
+    assert len(samples) - len(realised) == 2 * 3 * 11
     one = samples[0]
     assert set(json.loads(one.key.labels)) == {"model", "version"}
     assert one.info.kind == "quality"
@@ -568,5 +569,8 @@ def test_performance_is_estimated_before_labels_within_a_tolerance(tmp_path: Pat
         got[("estimated_accuracy", "churn", last)]
         < got[("estimated_accuracy", "churn", START)] - 0.1
     )
+    # the scores of the last window moved towards 0.5: its drift is far above the others'
+    assert got[("drift_js", "churn", last)] > got[("drift_js", "churn", recent_start)] + 0.1
+    assert got[("low_margin_share", "churn", last)] > 2 * got[("low_margin_share", "churn", START)]
     gaps = [value for (name, _, _), value in got.items() if name == "estimation_gap"]
     assert len(gaps) == reference_hours and max(abs(g) for g in gaps) < 0.05

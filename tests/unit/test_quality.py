@@ -116,3 +116,36 @@ def test_regression_metrics_agree_with_sklearn_window_by_window(seed: int) -> No
         assert got["bias"][w] == pytest.approx(np.mean(p - y))
     assert np.isnan(got["r2"][windows - 2]) and got["mae"][windows - 2] == pytest.approx(1.0)
     assert all(np.isnan(values[windows - 1]) for values in got.values())
+
+
+def test_drift_distances_match_scipys_definitions_window_by_window() -> None:
+    from scipy.spatial.distance import jensenshannon
+    from scipy.stats import wasserstein_distance
+
+    from anomon.sources.quality import DRIFT_BINS, PSI_FLOOR, drift_metrics
+
+    rng = np.random.default_rng(3)
+    reference = rng.beta(0.6, 0.6, 5000)
+    reference_positive = reference > 0.5
+    windows = 4
+    parts = [rng.beta(0.6, 0.6, 800), rng.beta(2, 2, 800), rng.beta(0.6, 2.5, 800)]
+    scores = np.concatenate(parts)
+    window = np.repeat(np.arange(3), 800)  # the fourth window has no rows
+    positive = scores > 0.5
+    got = drift_metrics(window, scores, positive, reference, reference_positive, windows)
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, DRIFT_BINS + 1)[1:-1]))
+    theirs = np.bincount(np.searchsorted(edges, reference, side="right")) / reference.size
+    for w, values in enumerate(parts):
+        mine = np.bincount(np.searchsorted(edges, values, side="right"), minlength=theirs.size)
+        mine = mine / values.size
+        a, b = np.maximum(mine, PSI_FLOOR), np.maximum(theirs, PSI_FLOOR)
+        assert got["drift_psi"][w] == pytest.approx(np.sum((a - b) * np.log(a / b)))
+        assert got["drift_js"][w] == pytest.approx(jensenshannon(mine, theirs, base=2))
+        assert got["drift_wasserstein"][w] == pytest.approx(wasserstein_distance(values, reference))
+        mix = [np.mean(values <= 0.5), np.mean(values > 0.5)]
+        base = [np.mean(~reference_positive), np.mean(reference_positive)]
+        assert got["drift_class_js"][w] == pytest.approx(jensenshannon(mix, base, base=2))
+        assert got["mean_confidence"][w] == pytest.approx(np.mean(np.maximum(values, 1 - values)))
+        assert got["low_margin_share"][w] == pytest.approx(np.mean(np.abs(values - 0.5) < 0.1))
+    assert got["drift_js"][0] < 0.05 < got["drift_js"][1]  # the same shape, then a shift
+    assert all(np.isnan(values[3]) for values in got.values())
