@@ -10,6 +10,8 @@ many of them with one pooled forest (``pooled=True``), the rest being identical.
 Per metric: a robust z-score against the trailing median (``zscore``) and against the
 median of the same time of day / week over the last few periods (``seasonal``). Per
 entity: an IsolationForest over scale-free summaries of those z-scores (``forest``).
+A model's quality and volumes measured on samples (accuracy on its window's labelled
+rows, counts of rows) are judged by their sampling error instead (:mod:`.sampling`).
 Each detector is calibrated to 0-100 against a long trailing reference of its own raw
 scores (the rarity of this deviation for this series); the ensemble combines them. The
 score is not damped: de-duplicating an episode is the alarm rules' work

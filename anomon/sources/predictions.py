@@ -350,7 +350,13 @@ def join_labels(
         labels = labels.assign(**{label_column: None})
     latest = labels.drop_duplicates(subset=id_column, keep="last")
     feed_codes, feed_ids = _factorize(latest[id_column])
-    mapping = dict(zip(feed_ids, latest[label_column].tolist(), strict=False))
+    texts = np.array([*feed_ids, ""], dtype=object)[feed_codes]  # per row ("": no id)
+    # in row order, so of two rows whose ids read alike (7 and "7") the later one wins
+    mapping = {
+        text: label
+        for text, label in zip(texts.tolist(), latest[label_column].tolist(), strict=True)
+        if text
+    }
     codes, ids = _factorize(frame[id_column])
     found = [mapping.get(name) if name else None for name in ids] + [None]
     joined = pd.Series(np.array(found, dtype=object)[codes], index=frame.index)
@@ -359,7 +365,8 @@ def join_labels(
         joined = joined.where(joined.notna(), own)
     wanted = set(ids)
     matched = np.array([name in wanted for name in feed_ids] + [False])[feed_codes]
-    kept = pd.concat([latest[matched], latest[~matched].tail(MAX_UNMATCHED_LABELS)])
+    waiting = ~matched & (feed_codes >= 0)  # a label without an id waits for nothing
+    kept = pd.concat([latest[matched], latest[waiting].tail(MAX_UNMATCHED_LABELS)])
     return frame.assign(**{label_column: joined}), kept
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 from sklearn import metrics
@@ -574,3 +575,13 @@ def test_performance_is_estimated_before_labels_within_a_tolerance(tmp_path: Pat
     assert got[("low_margin_share", "churn", last)] > 2 * got[("low_margin_share", "churn", START)]
     gaps = [value for (name, _, _), value in got.items() if name == "estimation_gap"]
     assert len(gaps) == reference_hours and max(abs(g) for g in gaps) < 0.05
+
+
+def test_ids_are_joined_as_text_the_latest_label_winning() -> None:
+    from anomon.sources.predictions import join_labels
+
+    predictions = pd.DataFrame({"pid": [1, 2, "3", 4], "prediction": [1, 0, 1, 0]})
+    labels = pd.DataFrame({"pid": [None, 2, 3.0, 1, "1"], "label": [1, 1, 0, 1, 0]})
+    joined, kept = join_labels(predictions, labels, "pid", "label")
+    assert joined["label"].tolist() == [0, 1, 0, None]  # "1" after 1; 3.0 is "3"
+    assert kept["pid"].tolist() == [2, 3.0, 1, "1"]  # a label without an id is dropped
