@@ -36,6 +36,7 @@ from anomon.model import escape_controls
 
 OUTPUT_LIMIT = 4000  # characters of a run's output kept in its notification row
 KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL")  # always passed on (when anomon has them)
+REAP_SECONDS = 5.0  # how long a killed program's output is waited for
 
 
 class CommandNotifier:
@@ -72,7 +73,7 @@ class CommandNotifier:
             printed, _ = process.communicate(body, timeout=self._seconds)
         except subprocess.TimeoutExpired:
             _kill_group(process)
-            printed, _ = process.communicate()
+            printed = _after_kill(process)
             raise DeliveryError(
                 f"{self.name}: {argv[0]} ran past its timeout of {self._seconds:g} s and "
                 "was killed",
@@ -121,6 +122,20 @@ def _status(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"status {code}"
+
+
+def _after_kill(process: subprocess.Popen[bytes]) -> bytes:
+    """What a killed program printed; nothing if a process it detached (a new session
+    of its own, out of reach of the kill) still holds its output open."""
+    try:
+        printed, _ = process.communicate(timeout=REAP_SECONDS)
+    except subprocess.TimeoutExpired:
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                stream.close()
+        process.wait()  # the program itself is dead: reaped at once
+        return b""
+    return printed or b""
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

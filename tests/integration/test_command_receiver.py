@@ -5,7 +5,10 @@ killed, and a notification whose run was cut short by a crash never run again.""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 import textwrap
 import time
@@ -39,6 +42,11 @@ PROGRAM = textwrap.dedent(
     if mode == "fail":
         print("no GPU left", file=sys.stderr)
         sys.exit(3)
+    if mode == "detach":  # a child in a session of its own, holding the output open
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+            start_new_session=True)
+        open(out + ".pid", "w").write(str(child.pid))
+        time.sleep(60)
     if mode == "hang":
         # a child that would leave a mark if it outlived the timeout
         subprocess.Popen([sys.executable, "-c",
@@ -189,3 +197,22 @@ def test_a_program_that_cannot_be_run_is_a_config_error_naming_the_field(
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert f"alerts.receivers[0].command: {said}" in str(caught.value).replace("\n", " ")
+
+
+def test_a_program_whose_detached_child_holds_its_output_does_not_hold_the_delivery(
+    engine: store.Engine, tmp_path: Path
+) -> None:
+    config, out = command_alerts(tmp_path, "detach", timeout="1s")
+    clock = Clock(datetime.fromtimestamp(START + 60 * 1005, UTC))
+    open_incident(engine, config, clock)
+    started = time.monotonic()
+    try:
+        DeliverJob(engine, config, build_notifiers(config), clock=clock).run_once()
+        assert time.monotonic() - started < 20  # the timeout, then a few seconds at most
+        (row,) = rows(engine)
+        assert row.status == "pending" and "ran past its timeout" in row.last_error
+    finally:  # the detached child is out of the kill's reach: the test ends it
+        pid = Path(f"{out}.pid")
+        if pid.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid.read_text()), signal.SIGKILL)
