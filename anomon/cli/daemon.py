@@ -66,10 +66,25 @@ def redact_secrets(text: str) -> str:
 
 
 class QuietThirdParty(logging.Filter):
-    """Drop records below WARNING from the :data:`QUIET` loggers, even if one was lowered."""
+    """Drop records below WARNING from the :data:`QUIET` loggers, even if one was lowered.
+
+    SQLAlchemy's pool logs a traceback at ERROR when a connection it takes back cannot
+    be reset because the database went away (a PostgreSQL restart): the connection is
+    simply replaced, and anomon's own error for the work that failed says what happened.
+    That record becomes one WARNING line, without the traceback.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         quiet = any(record.name == n or record.name.startswith(n + ".") for n in QUIET)
+        if record.name.startswith("sqlalchemy.pool") and record.exc_info:
+            error = record.exc_info[1]
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            record.msg, record.args = (
+                "a database connection was lost and is replaced: %s",
+                (reason,),
+            )
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return record.levelno >= logging.WARNING or not quiet
 
 

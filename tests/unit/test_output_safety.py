@@ -136,6 +136,23 @@ def test_third_party_records_below_warning_are_dropped_whatever_their_level() ->
     assert quiet.filter(mine)
 
 
+def test_a_connection_lost_under_the_pool_is_one_warning_line_without_a_traceback() -> None:
+    try:
+        raise OSError("server closed the connection unexpectedly\n\tThis probably means")
+    except OSError:
+        record = logging.LogRecord(
+            "sqlalchemy.pool.impl.QueuePool", logging.ERROR, __file__, 1,
+            "Exception during reset or similar", (), sys.exc_info(),
+        )  # fmt: skip
+    assert QuietThirdParty().filter(record)
+    line = TextLines().format(record)
+    assert "Traceback" not in line and "\n" not in line
+    assert line.endswith(
+        "WARNING sqlalchemy.pool.impl.QueuePool: a database connection was lost and is "
+        "replaced: server closed the connection unexpectedly"
+    )
+
+
 def test_configure_logging_holds_http_loggers_at_warning_at_debug_level() -> None:
     import subprocess
 
