@@ -27,6 +27,7 @@ from anomon.errors import ConfigError
 from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
 from anomon.store.schema import Notification
+from tests.conftest import run_cli
 from tests.integration.test_alerting import DETECTION, START, Clock, collect, incidents
 
 # the program: records what it was given, prints, and exits as told by its argv
@@ -220,3 +221,28 @@ def test_a_program_whose_detached_child_holds_its_output_does_not_hold_the_deliv
         if pid.exists():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid.read_text()), signal.SIGKILL)
+
+
+def test_what_the_program_printed_is_shown_by_incidents_show_and_notify_test(
+    engine: store.Engine, tmp_path: Path
+) -> None:
+    config, out = command_alerts(tmp_path, "ok")
+    clock = Clock(datetime.fromtimestamp(START + 60 * 1005, UTC))
+    open_incident(engine, config, clock)
+    (incident,) = incidents(engine)
+    DeliverJob(engine, config, build_notifiers(config), clock=clock).run_once()
+    script = tmp_path / "retrain.py"
+    path = tmp_path / "anomon.toml"
+    url = engine.url.render_as_string(hide_password=False)
+    path.write_text(
+        f'[database]\nurl = "{url}"\n[alerts]\nreceiver = "retrain"\n'
+        '[[alerts.receivers]]\nname = "retrain"\nkind = "command"\n'
+        f"command = {json.dumps([sys.executable, str(script), str(out), 'ok'])}\n",
+        encoding="utf-8",
+    )
+    shown = run_cli("incidents", "show", str(incident.id), "-c", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert "  | retraining latency_p99 for firing" in shown.stdout
+    tested = run_cli("notify", "test", "retrain", "-c", str(path))
+    assert tested.returncode == 0, tested.stderr
+    assert "retrain printed:\n  | retraining anomon_test for firing" in tested.stdout
