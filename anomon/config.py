@@ -420,6 +420,20 @@ class AbsentConfig(Section):
     # a series with no sample this long (and 3 of its source's intervals) while its source
     # collects is absent; "0s": not watched
     series_absent_after: Duration = timedelta(minutes=10)
+    # a series with no sample this long before its source's latest is gone for good: its
+    # series_absent incident resolves and detection lets it go (it comes back when its
+    # samples do); "0s": never
+    series_retire_after: Duration = timedelta(days=1)
+
+    @model_validator(mode="after")
+    def _retired_after_absent(self) -> AbsentConfig:
+        retire, absent = self.series_retire_after, self.series_absent_after
+        if retire and retire <= absent:
+            raise ValueError(
+                'series_retire_after must be longer than series_absent_after (or "0s": '
+                f"never), got: {format_duration(retire)} <= {format_duration(absent)}"
+            )
+        return self
 
 
 class DetectionConfig(Section):

@@ -59,6 +59,10 @@ class Fleet(Generic[Key]):
         self.entities[key] = detector
         return detector
 
+    def remove(self, key: Key) -> None:
+        """Let an entity go (its series are gone); the pooled forest keeps what it learnt."""
+        del self.entities[key]
+
     def update(self, rows: Mapping[Key, tuple[npt.ArrayLike, npt.ArrayLike]]) -> dict[Key, Scores]:
         """Score the new rows of some entities: ``{key: (ts, values (rows, metrics))}``.
 

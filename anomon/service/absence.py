@@ -19,6 +19,9 @@ that stamp every series at every collection are watched (not ``sql`` and ``predi
 whose rows carry their own times, nor a ``logs`` pattern that aggregates values and is
 silent when nothing matched); an override with ``absent = false`` lets a series come and
 go. A source that is down is ``source_down``'s: its series are not absent on top of it.
+A series with no sample for ``series_retire_after`` (a day) before its source's last good
+collection is retired: its incident resolves (the log says "retired") and it is not
+watched again until a sample of it comes back.
 """
 
 from __future__ import annotations
@@ -133,11 +136,13 @@ class AbsenceJob:
         if not (self.config.enabled and self.config.series_absent_after):
             return []
         cutoffs = series_cutoffs(health, self.watched, self.config)
+        retired = retire_cutoffs(health, self.watched, self.config)
         open_now = store.open_series_absences(self.engine)
         return plan_series_absent(
-            store.quiet_series(self.engine, cutoffs),
+            store.quiet_series(self.engine, cutoffs, retired),
             open_now,
             store.last_sample_times(self.engine, list(open_now)),
+            retired=retired,
             watched=self.watched,
             detection=self.detection,
             alerts=self.alerts,
@@ -163,11 +168,31 @@ def series_cutoffs(
     return found
 
 
+def retire_cutoffs(
+    health: Mapping[str, store.SourceHealth],
+    watched: Mapping[str, Watched],
+    config: AbsentConfig,
+) -> dict[str, int]:
+    """Per watched source that is collecting: the time (epoch seconds) a series' last
+    sample must be older than to be retired — its last good collection, less
+    ``series_retire_after`` (none when that is 0: never)."""
+    if not config.series_retire_after:
+        return {}
+    found: dict[str, int] = {}
+    for name in watched:
+        seen = health.get(name)
+        if seen is None or seen.last_ok_at is None or seen.last_error is not None:
+            continue  # not collecting: nothing can be told about its series
+        found[name] = to_epoch(seen.last_ok_at - config.series_retire_after)
+    return found
+
+
 def plan_series_absent(
     quiet: Sequence[store.QuietSeries],
     open_now: Mapping[int, IncidentRecord],
     last_seen: Mapping[int, int],
     *,
+    retired: Mapping[str, int] | None = None,
     watched: Mapping[str, Watched],
     detection: DetectionConfig,
     alerts: AlertsConfig,
@@ -175,8 +200,11 @@ def plan_series_absent(
     now: datetime,
 ) -> list[IncidentWrite]:
     """The ``series_absent`` incidents to open (a quiet series of a collecting source,
-    not let off by an override) and to resolve (a sample came after its opening, or its
-    source is no longer watched). Pure."""
+    not let off by an override) and to resolve (a sample came after its opening, its
+    source is no longer watched, or it is retired: its last sample is older than its
+    source's ``retired`` cutoff — a label set gone for good, such as a replaced pod's,
+    stops firing after ``series_retire_after``). Pure."""
+    retired = retired or {}
     writes: list[IncidentWrite] = []
     for series in quiet:
         if series.id in open_now or series.metric in watched[series.source].skip:
@@ -204,9 +232,12 @@ def plan_series_absent(
         returned = back is not None and back > to_epoch(absence.opened_at)
         metric = labels.get("series_metric", "")
         let_off = not detection.settings_for(metric, labels).absent
-        if returned or let_off or labels.get("source", "") not in watched:
+        source = labels.get("source", "")
+        gone = back is not None and source in retired and back < retired[source]
+        if returned or let_off or gone or source not in watched:
             at = from_epoch(back) if returned and back is not None else now
-            writes.append(_resolving_series(sid, absence, at, alerts, silences, now))
+            write = _resolving_series(sid, absence, at, alerts, silences, now)
+            writes.append(replace(write, change="retired") if gone and not returned else write)
     return writes
 
 

@@ -94,6 +94,11 @@ class Alarms:
         state.firing = firing
         state.normal_streak = 0
 
+    def forget(self, series_id: int) -> None:
+        """Drop an alarm unit's rules and state (its series are gone)."""
+        self.states.pop(series_id, None)
+        self.rules.pop(series_id, None)
+
     def forget_firing(self, series_id: int) -> None:
         """The rules say firing but the store has no firing incident (a person resolved
         it): start over, so abnormal rows go on to open a new incident, not nothing."""

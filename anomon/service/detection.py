@@ -87,6 +87,13 @@ def _entity_key(source: str, entity: str, labels: str, metric: str = "") -> Enti
     return source, entity + stage, found.get("model", ""), found.get("version", "")
 
 
+def _shown(key: EntityKey) -> str:
+    """An entity key as people read it: ``source / entity / model / version``."""
+    source, entity, model, version = key
+    entity = entity.replace(BEFORE_LABELS_STAGE, " (before labels)")
+    return " / ".join(part for part in (source, entity, model, version) if part)
+
+
 def config_hash(config: DetectionConfig) -> str:
     """A short stable fingerprint of the detection settings, stored with each anomaly."""
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
@@ -144,7 +151,10 @@ class DetectJob:
         """
         now = self.clock()
         self.quarantine = {sid: q for sid, q in self.quarantine.items() if q[0] > now}
-        series = [s for s in store.series_to_score(self.engine) if s.id not in self.quarantine]
+        retire_after = int(self.config.absent.series_retire_after.total_seconds())
+        every = store.series_to_score(self.engine, retire_after=retire_after)
+        self._let_go({entity_key(s) for s in every})
+        series = [s for s in every if s.id not in self.quarantine]
         # an entity's series side by side, so that halving splits as few entities as it can
         series.sort(key=lambda s: (entity_key(s), s.id))
         try:
@@ -159,6 +169,34 @@ class DetectJob:
             )
             self._forget()  # the windows took in rows that were not stored
         return self._halves(started, series)
+
+    def _let_go(self, live: set[EntityKey]) -> None:
+        """Drop the windows and alarm state of the entities none of whose series is to
+        be scored any more (retired: ``series_to_score``), so a daemon that sees label
+        sets come and go for months keeps only the living in memory. One that comes back
+        is rebuilt from the store, as after a restart."""
+        gone = [key for key in self.members if key not in live]
+        if not gone:
+            return
+        for key in gone:
+            for sid in self.members.pop(key):
+                self.settings.pop(sid, None)
+            self.fleet.remove(key)
+        for unit_key in {key[1:] for key in gone}:
+            ids = sorted(sid for key, m in self.members.items() if key[1:] == unit_key for sid in m)
+            old = self.unit_ids.pop(unit_key, [])
+            if old and (not ids or ids[0] != old[0]):  # else the same unit goes on
+                self.alarms.forget(old[0])
+            if ids:  # the unit's other sources' series go on, keyed by their first
+                self.unit_ids[unit_key] = ids
+                self.alarms.configure(ids[0], self._unit_settings(ids))
+        log.info(
+            "detection: %d entit%s retired (no sample for %s before their source's latest): %s",
+            len(gone),
+            "y" if len(gone) == 1 else "ies",
+            format_duration(self.config.absent.series_retire_after),
+            escape_controls(summarise([_shown(key) for key in gone], 3)),
+        )
 
     def _halves(self, started: datetime, series: list[store.ScoredSeries]) -> tuple[int, int]:
         """Score ``series`` in halves, recursively; quarantine a single series that fails."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select
 from sqlalchemy.orm import Session
@@ -93,11 +94,23 @@ class QuietSeries:
     last_ts: int
 
 
-def quiet_series(engine: Engine, cutoffs: Mapping[str, int]) -> list[QuietSeries]:
+def quiet_series(
+    engine: Engine, cutoffs: Mapping[str, int], retired: Mapping[str, int] | None = None
+) -> list[QuietSeries]:
     """The series of each source in ``cutoffs`` whose last scored sample is older than
-    the source's cutoff (epoch seconds): one query, on the few that have gone quiet."""
+    the source's cutoff (epoch seconds) but not older than its ``retired`` cutoff (where
+    one is given: a series gone for good is no longer quiet, it is retired): one query,
+    on the few that have gone quiet."""
     if not cutoffs:
         return []
+    retired = retired or {}
+
+    def gone_quiet(source: str, cutoff: int) -> Any:
+        found = and_(Series.source == source, SeriesState.last_ts < cutoff)
+        if source in retired:
+            found = and_(found, SeriesState.last_ts >= retired[source])
+        return found
+
     query = (
         select(
             Series.id, Series.metric, Series.labels, Series.source, Series.entity,
@@ -105,8 +118,7 @@ def quiet_series(engine: Engine, cutoffs: Mapping[str, int]) -> list[QuietSeries
         )
         .join(SeriesState, SeriesState.series_id == Series.id)
         .where(
-            or_(*(and_(Series.source == source, SeriesState.last_ts < cutoff)
-                  for source, cutoff in sorted(cutoffs.items())))
+            or_(*(gone_quiet(source, cutoff) for source, cutoff in sorted(cutoffs.items())))
         )
         .order_by(Series.id)
     )  # fmt: skip

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, exists, func, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -22,7 +22,7 @@ from anomon.model import AnomalyRecord, IncidentWrite
 from anomon.store.engine import translated
 from anomon.store.incidents import write_incidents
 from anomon.store.samples import SERIES_PER_QUERY, Points, split_by_series
-from anomon.store.schema import Anomaly, DetectionRun, Series, SeriesState
+from anomon.store.schema import Anomaly, DetectionRun, Sample, Series, SeriesState
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +38,16 @@ class ScoredSeries:
     source: str = ""
 
 
-def series_to_score(engine: Engine) -> list[ScoredSeries]:
-    """Return every series with its watermark (None: never scored)."""
+def series_to_score(engine: Engine, *, retire_after: int = 0) -> list[ScoredSeries]:
+    """Return every series with its watermark (None: never scored), but the retired.
+
+    Retired (``retire_after`` > 0 seconds): its latest scored sample is more than
+    ``retire_after`` older than the latest of any series of its source, and no sample
+    of it waits past its watermark — a label set gone for good (a replaced pod's) that
+    detection need not keep in memory. Judged against its source's own latest time,
+    not the clock, so a backfilled or finished source's history is never retired; a
+    series whose samples come back is returned again.
+    """
     query = (
         select(
             Series.id,
@@ -53,6 +61,23 @@ def series_to_score(engine: Engine) -> list[ScoredSeries]:
         .outerjoin(SeriesState, SeriesState.series_id == Series.id)
         .order_by(Series.id)
     )
+    if retire_after > 0:
+        latest = (
+            select(Series.source, func.max(SeriesState.last_ts).label("latest"))
+            .join(SeriesState, SeriesState.series_id == Series.id)
+            .group_by(Series.source)
+            .subquery()
+        )
+        waiting = exists().where(
+            Sample.series_id == Series.id, Sample.ts > SeriesState.scored_until
+        )
+        query = query.outerjoin(latest, latest.c.source == Series.source).where(
+            or_(
+                SeriesState.last_ts.is_(None),
+                SeriesState.last_ts >= latest.c.latest - retire_after,
+                waiting,
+            )
+        )
     with translated(engine, "reading series to score"), engine.connect() as conn:
         return [ScoredSeries(*row) for row in conn.execute(query)]
 

@@ -102,7 +102,8 @@ def _quiet(sid: int, metric: str, source: str = "app", minutes: int = 20) -> obj
 
 
 def plan_series(quiet: list, open_now: dict | None = None, last_seen: dict | None = None,
-                overrides: list | None = None) -> list[IncidentWrite]:  # fmt: skip
+                overrides: list | None = None,
+                retired: dict | None = None) -> list[IncidentWrite]:  # fmt: skip
     from anomon.config import DetectionConfig, LogsSourceConfig, PrometheusScrapeSourceConfig
     from anomon.service.absence import plan_series_absent, watched_sources
 
@@ -124,8 +125,8 @@ def plan_series(quiet: list, open_now: dict | None = None, last_seen: dict | Non
     ]
     detection = DetectionConfig.model_validate({"overrides": overrides or []})
     return plan_series_absent(
-        quiet, open_now or {}, last_seen or {}, watched=watched_sources(sources),
-        detection=detection, alerts=ALERTS, silences=[], now=NOW,
+        quiet, open_now or {}, last_seen or {}, retired=retired,
+        watched=watched_sources(sources), detection=detection, alerts=ALERTS, silences=[], now=NOW,
     )  # fmt: skip
 
 
@@ -158,6 +159,34 @@ def test_a_sample_after_the_opening_resolves_it_and_an_open_one_is_not_opened_ag
     (write,) = plan_series([], {7: absence}, {7: back})
     assert (write.incident_id, write.status, write.change) == (11, "resolved", "resolved")
     assert write.resolved_at == datetime.fromtimestamp(back, UTC)
+
+
+def test_a_series_gone_past_its_retire_cutoff_is_resolved_as_retired() -> None:
+    opened = NOW - timedelta(days=2)
+    labels = {"series_metric": "app_queue_depth", "series_id": "7", "source": "app", "queue": "b"}
+    absence = _open(11, "app", opened, labels=labels, severity=Severity.WARNING)
+    last = int(opened.timestamp())
+    cutoff = int((NOW - timedelta(days=1)).timestamp())
+    (write,) = plan_series([], {7: absence}, {7: last}, retired={"app": cutoff})
+    assert (write.incident_id, write.status, write.change) == (11, "resolved", "retired")
+    assert write.resolved_at == NOW  # told now: the data did not come back
+    assert [entry.event for entry in write.outbox] == ["resolved"]
+    # a day is not over yet for this source: it goes on firing
+    assert plan_series([], {7: absence}, {7: last}, retired={"app": last - 60}) == []
+    # another source's cutoff says nothing about this one
+    assert plan_series([], {7: absence}, {7: last}, retired={"log": cutoff}) == []
+
+
+def test_retiring_must_wait_longer_than_absence() -> None:
+    import pytest
+
+    from anomon.config import DetectionConfig
+
+    with pytest.raises(ValueError, match="series_retire_after must be longer"):
+        AbsentConfig.model_validate({"series_retire_after": "5m"})
+    never = DetectionConfig.model_validate({"absent": {"series_retire_after": "0s"}})
+    assert not never.absent.series_retire_after
+    assert AbsentConfig().series_retire_after == timedelta(days=1)
 
 
 def _open(
