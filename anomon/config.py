@@ -1054,6 +1054,8 @@ class AlertsConfig(GroupTiming):
     silences: list[SilenceConfig] = Field(default_factory=list)
     time_intervals: list[TimeIntervalConfig] = Field(default_factory=list)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    # an incident that opens this soon after a deploy of its model (or entity) names it
+    deploy_window: Duration = timedelta(hours=1)
 
     @model_validator(mode="after")
     def _known_receivers(self) -> AlertsConfig:

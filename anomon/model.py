@@ -278,6 +278,35 @@ class AnomalyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DeployRecord:
+    """A deploy: ``model`` at ``version`` went live at ``at`` (on ``entity``; "" for the
+    model wherever it runs), or, with no model, a change of the entity itself.
+    ``origin`` is ``cli`` (``anomon deploy``) or ``label`` (detection saw a model's
+    ``version`` label change)."""
+
+    at: datetime
+    model: str
+    version: str
+    entity: str = ""
+    note: str = ""
+    origin: str = "cli"
+    id: int | None = None
+
+    def describe(self) -> str:
+        """``churn v2 on srv-1`` / ``churn v2`` / ``srv-1 release-7``, as people read it."""
+        what = " ".join(part for part in (self.model or self.entity, self.version) if part)
+        return f"{what} on {self.entity}" if self.model and self.entity else what
+
+    def covers(self, entity: str, labels: Mapping[str, str]) -> bool:
+        """Whether this deploy is about an incident of ``entity`` with ``labels``: the
+        same model (and entity, when the deploy names one), or, for a deploy of no
+        model, the same entity."""
+        if not self.model:
+            return self.entity == entity
+        return self.model == labels.get("model") and self.entity in ("", entity)
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxEntry:
     """One notification to enqueue: ``event`` about an incident to ``receiver``.
 

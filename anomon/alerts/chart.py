@@ -29,6 +29,7 @@ DPI = 100
 VALUE_COLOUR = "#1f77b4"
 EXPECTED_COLOUR = "#7f7f7f"
 ANOMALY_COLOUR = "#d62728"
+DEPLOY_COLOUR = "#2ca02c"
 
 
 def render_chart(
@@ -54,11 +55,13 @@ def render_series(
     heading: str,
     *,
     spans: Sequence[tuple[int, int]] = (),
+    deploys: Sequence[tuple[int, str]] = (),
     width_px: int = WIDTH_PX,
     height_px: int = HEIGHT_PX,
 ) -> bytes:
-    """Return a PNG of a series: values, expected values, anomalies, and ``spans``
-    (epoch-second ranges, e.g. incidents) shaded. Needs at least one point."""
+    """Return a PNG of a series: values, expected values, anomalies, ``spans``
+    (epoch-second ranges, e.g. incidents) shaded, and ``deploys`` (epoch second, what:
+    ``v2``) as labelled vertical lines. Needs at least one point."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -68,6 +71,8 @@ def render_series(
     _draw_series(axes, points)
     for start, stop in spans:
         _shade(axes, start, stop)
+    for at, what in deploys:
+        _deploy_line(axes, at, what)
     _style(axes, heading)
     figure.subplots_adjust(left=0.09, right=0.98, top=0.88, bottom=0.16)
     buffer = io.BytesIO()
@@ -130,6 +135,20 @@ def _shade(axes: Axes, start_s: int, stop_s: int) -> None:
     axes.axvspan(start, stop, color=ANOMALY_COLOUR, alpha=0.08, linewidth=0)
 
 
+def _deploy_line(axes: Axes, at_s: int, what: str) -> None:
+    (at,) = _dates([at_s])
+    axes.axvline(at, color=DEPLOY_COLOUR, linewidth=1, linestyle=":", label="deploy")
+    axes.annotate(
+        _plain(what),
+        xy=(at, 1.0),
+        xycoords=("data", "axes fraction"),
+        xytext=(2, -9),
+        textcoords="offset points",
+        fontsize=6,
+        color=DEPLOY_COLOUR,
+    )
+
+
 def _style(axes: Axes, heading: str) -> None:
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
@@ -142,7 +161,11 @@ def _style(axes: Axes, heading: str) -> None:
     axes.grid(alpha=0.3, linewidth=0.5)
     axes.xaxis.get_offset_text().set_fontsize(7)
     # above the plot, right of the title: inside it would hide the points that matter
+    handles, labels = axes.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))  # one "deploy" entry for many lines
     axes.legend(
+        list(unique.values()),
+        list(unique),
         fontsize=7,
         loc="lower right",
         bbox_to_anchor=(1.0, 1.0),

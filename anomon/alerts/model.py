@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
-from anomon.model import Event, IncidentRecord, IncidentStatus
+from anomon.model import DeployRecord, Event, IncidentRecord, IncidentStatus
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,16 @@ class IncidentView(IncidentRecord):
     ``notification_keys`` are the stable keys of the notifications about it that this
     message carries (a receiver drops a change it has seen, however it was grouped).
     ``annotations`` are the free texts its ``[[detection.overrides]]`` give it
-    (``summary``, ``runbook_url``, ``dashboard_url``, ...), shown by every format.
+    (``summary``, ``runbook_url``, ``dashboard_url``, ...), shown by every format; a
+    ``deploy`` of its model or entity shortly before it opened is one of them too
+    (``deploy``: "churn v2 at 2026-12-07 09:30:00Z, 12 min before it opened"), unless an
+    override names its own.
     """
 
     points: Points | None = None
     notification_keys: Sequence[str] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
+    deploy: DeployRecord | None = None
 
     @classmethod
     def of(
@@ -51,11 +55,36 @@ class IncidentView(IncidentRecord):
         *,
         points: Points | None = None,
         annotations: Mapping[str, str] | None = None,
+        deploy: DeployRecord | None = None,
     ) -> IncidentView:
-        """The view of a stored incident (with a chart's ``points`` and the
-        ``annotations`` of its overrides)."""
+        """The view of a stored incident (with a chart's ``points``, the
+        ``annotations`` of its overrides and the deploy it followed)."""
         own = {f.name: getattr(incident, f.name) for f in fields(IncidentRecord)}
-        return cls(**own, points=points, annotations=dict(annotations or {}))
+        shown = dict(annotations or {})
+        if deploy is not None:
+            shown = {"deploy": deploy_text(deploy, incident.opened_at), **shown}
+        return cls(**own, points=points, annotations=shown, deploy=deploy)
+
+
+def deploy_text(deploy: DeployRecord, opened_at: datetime) -> str:
+    """``churn v2 at 2026-12-07 09:30:00Z, 12 min before it opened`` (and its note)."""
+    minutes = max(int((opened_at - deploy.at).total_seconds() // 60), 0)
+    text = f"{deploy.describe()} at {deploy.at:%Y-%m-%d %H:%M:%S}Z, {minutes} min before it opened"
+    return f"{text} ({deploy.note})" if deploy.note else text
+
+
+def latest_deploy(
+    deploys: Sequence[DeployRecord], incident: IncidentRecord, window: timedelta
+) -> DeployRecord | None:
+    """The last deploy about ``incident``'s model or entity in the ``window`` before it
+    opened (None: none)."""
+    earliest = incident.opened_at - window
+    found = [
+        d
+        for d in deploys
+        if earliest <= d.at <= incident.opened_at and d.covers(incident.entity, incident.labels)
+    ]
+    return max(found, key=lambda d: d.at, default=None)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ from anomon.alerts.model import IncidentView, Notice
 from anomon.alerts.post import Poster, PostFailed
 from anomon.config import WebhookReceiverConfig
 from anomon.errors import DeliveryError
-from anomon.model import IncidentStatus
+from anomon.model import DeployRecord, IncidentStatus
 from anomon.timeutil import utcnow
 
 JSON = dict[str, Any]
@@ -289,6 +289,17 @@ def _anomon_incident(incident: IncidentView) -> JSON:
             }
             for c in incident.contributors
         ],
+        "deploy": None if incident.deploy is None else _deploy(incident.deploy),
+    }
+
+
+def _deploy(deploy: DeployRecord) -> JSON:
+    return {
+        "at": render.rfc3339(deploy.at),
+        "model": deploy.model,
+        "version": deploy.version,
+        "entity": deploy.entity,
+        "note": deploy.note,
     }
 
 

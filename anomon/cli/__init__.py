@@ -17,7 +17,7 @@ from pathlib import Path
 
 from anomon import __version__, store
 from anomon.cli import actions, daemon, offline, views
-from anomon.cli.common import add_command, duration, limit, real_number, record_id
+from anomon.cli.common import add_command, duration, instant, limit, real_number, record_id
 from anomon.cli.tables import escape_controls
 from anomon.errors import AnomonError, ConfigError, UsageError
 
@@ -143,6 +143,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("--since", type=duration, default=timedelta(days=2), help="e.g. 2d")
     plot.add_argument("--out", type=Path, default=None, help="PNG file (default: METRIC.png)")
+
+    deployed = add_command(
+        commands,
+        "deploy",
+        "record a deploy of a model version (plots, Grafana and notifications show it)",
+        actions.deploy,
+    )
+    deployed.add_argument("--model", default="", help="the model's `model` label")
+    deployed.add_argument("--version", required=True, help="the version that went live")
+    deployed.add_argument(
+        "--entity", default="", help="where (default: the model wherever it runs)"
+    )
+    deployed.add_argument(
+        "--at", type=instant, default=None, help="when: ISO 8601 or a span ago (default: now)"
+    )
+    deployed.add_argument("--note", default="", help="free text, e.g. a change id")
+    listed = add_command(commands, "deploys", "deploys, newest first", views.deploys, formats=TABLE)
+    listed.add_argument(
+        "--since", type=duration, default=timedelta(days=30), help="how far back (default 30d)"
+    )
 
     incidents = commands.add_parser(
         "incidents", help="list, show, acknowledge, resolve and judge incidents"

@@ -12,7 +12,7 @@ from anomon.alerts.routing import coverage_problem
 from anomon.cli.common import load, open_store
 from anomon.cli.tables import cell_text, emit, escape_controls
 from anomon.errors import UsageError
-from anomon.model import Severity
+from anomon.model import DeployRecord, Severity
 
 
 def incident_ack(args: argparse.Namespace) -> int:
@@ -132,4 +132,22 @@ def silence_expire(args: argparse.Namespace) -> int:
     store.expire_silence(engine, args.id, now=datetime.now(UTC))
     engine.dispose()
     print(f"silence {args.id} expired")
+    return 0
+
+
+def deploy(args: argparse.Namespace) -> int:
+    if not (args.model or args.entity):
+        raise UsageError("name what was deployed: --model, --entity or both")
+    now = datetime.now(UTC).replace(microsecond=0)
+    at = args.at or now
+    if at > now + timedelta(minutes=5):
+        raise UsageError(f"--at is in the future: {cell_text(at)}")
+    record = DeployRecord(
+        at=at, model=args.model, version=args.version, entity=args.entity, note=args.note
+    )
+    engine = open_store(args)
+    new = store.record_deploys(engine, [record], now=now)
+    engine.dispose()
+    told = "recorded" if new else "already recorded"
+    print(escape_controls(f"deploy of {record.describe()} at {cell_text(at)} {told}"))
     return 0

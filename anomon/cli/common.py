@@ -7,6 +7,7 @@ import math
 import os
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from anomon import store
@@ -80,6 +81,23 @@ def duration(text: str) -> object:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def instant(text: str) -> object:
+    """An argparse type: an ISO 8601 time (``2026-12-07T09:30``, UTC unless it names an
+    offset) or a span ago (``30m``: thirty minutes before now)."""
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time such as 2026-12-07T09:30Z or a span ago such as 30m, "
+            f"got: {text!r}"
+        ) from None
+    return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
 
 
 def whole_number(text: str, low: int, high: int) -> int:

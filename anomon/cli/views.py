@@ -16,7 +16,7 @@ from anomon.cli.common import MAX_ID, label_pairs, open_store, whole_number
 from anomon.cli.tables import as_json, cell_text, emit, escape_controls, text_table
 from anomon.errors import UsageError
 from anomon.model import SeriesKey, describe_key
-from anomon.timeutil import format_duration, from_epoch
+from anomon.timeutil import format_duration, from_epoch, to_epoch
 
 # the columns of the list commands, in their order
 ANOMALY = ("at", "metric", "labels", "entity", "value", "expected", "score", "severity",
@@ -259,6 +259,11 @@ def plot(args: argparse.Namespace) -> int:
     since = until - int(args.since.total_seconds())
     around = store.series_around(engine, series.id, since=since, until=until)
     spans = store.incident_spans(engine, series.id, since=since, until=until)
+    deploys = [
+        (to_epoch(d.at), d.version)
+        for d in store.list_deploys(engine, since=from_epoch(since), until=from_epoch(until))
+        if d.covers(series.entity, series.labels)
+    ]
     engine.dispose()
     if not around.ts:
         raise UsageError(
@@ -267,9 +272,35 @@ def plot(args: argparse.Namespace) -> int:
     points = Points(around.ts, around.values, around.expected, around.anomalies)
     heading = f"{series.metric} {json.dumps(series.labels)} ({series.unit or 'no unit'})"
     out = args.out or Path(f"{_file_name(series.metric)}.png")
-    out.write_bytes(render_series(points, heading, spans=spans, width_px=960, height_px=320))
+    out.write_bytes(
+        render_series(points, heading, spans=spans, deploys=deploys, width_px=960, height_px=320)
+    )
     print(
         f"{out}: {len(around.ts)} points, {len(around.anomalies)} anomalies, "
-        f"{len(spans)} incident(s)"
+        f"{len(spans)} incident(s), {len(deploys)} deploy(s)"
+    )
+    return 0
+
+
+def deploys(args: argparse.Namespace) -> int:
+    engine = open_store(args)
+    rows = store.list_deploys(engine, since=datetime.now(UTC) - args.since)
+    engine.dispose()
+    emit(
+        [
+            {
+                "id": row.id,
+                "at": row.at,
+                "model": row.model,
+                "version": row.version,
+                "entity": row.entity,
+                "origin": row.origin,
+                "note": row.note,
+            }
+            for row in reversed(rows)
+        ],
+        args.format,
+        columns=("id", "at", "model", "version", "entity", "origin", "note"),
+        empty=f"no deploys in the last {format_duration(args.since)}",
     )
     return 0

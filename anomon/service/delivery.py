@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 
 from anomon import store
 from anomon.alerts.alertmanager import AlertmanagerNotifier
-from anomon.alerts.model import IncidentView, Notice, Notifier, Points
+from anomon.alerts.model import IncidentView, Notice, Notifier, Points, latest_deploy
 from anomon.alerts.notifiers import build_notifier
 from anomon.alerts.render import format_time
 from anomon.alerts.routing import Silence, muted_routes, route, silenced
@@ -398,7 +398,14 @@ class DeliverJob:
             )
             points = Points(around.ts, around.values, around.expected, around.anomalies)
         annotations = self.detection.settings_for(data.metric, data.labels).annotations
-        return IncidentView.of(data, points=points, annotations=annotations)
+        deploy = None
+        if self.config.deploy_window:
+            window = self.config.deploy_window
+            near = store.list_deploys(
+                self.engine, since=data.opened_at - window, until=data.opened_at
+            )
+            deploy = latest_deploy(near, data, window)
+        return IncidentView.of(data, points=points, annotations=annotations, deploy=deploy)
 
     def _refresh_alertmanagers(self, now: datetime) -> None:
         """Re-send every firing incident to each Alertmanager it routes to, once per that

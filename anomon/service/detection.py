@@ -45,17 +45,28 @@ from anomon.detect import DETECTOR_VERSION
 from anomon.detect.entity import Scores, default_direction
 from anomon.detect.fleet import Fleet
 from anomon.errors import AnomonError, summarise
-from anomon.model import AnomalyRecord, SeriesKey, Severity, describe_key, escape_controls
+from anomon.model import (
+    AnomalyRecord,
+    DeployRecord,
+    SeriesKey,
+    Severity,
+    describe_key,
+    escape_controls,
+)
 from anomon.service.alerting import CRITICAL_SCORE, Alarms, Members, plan_incidents
 from anomon.service.telemetry import Telemetry
 from anomon.sources.quality import DRIFT_METRICS, ESTIMATED_METRICS
-from anomon.timeutil import Clock, format_duration, to_epoch, utcnow
+from anomon.timeutil import Clock, format_duration, from_epoch, to_epoch, utcnow
 
 log = logging.getLogger("anomon.detect")
 
 READ_SERIES = 1000  # series read per query batch (whole entities, at least one)
 QUARANTINE = timedelta(hours=1)  # how long a series that fails the cycle is set aside
 SLICE_POINTS = 250_000  # rows scored per fleet call when there is a backlog
+# A model version, or a model deployed again (``anomon deploy``), starts from this many
+# rows of what ran before it: a baseline of its own within about as many rows, yet a
+# new version much worse than the last is told at once, not learnt as its normal.
+SEED_ROWS = 50
 
 EntityKey = tuple[str, str, str, str]  # source, entity, model, version
 UnitKey = tuple[str, str, str]  # entity, model, version: what one incident is about
@@ -125,6 +136,8 @@ class DetectJob:
         self.unit_ids: dict[UnitKey, list[int]] = {}  # each alarm unit's series, id order
         self.settings: dict[int, SeriesSettings] = {}  # each series' overrides
         self.alarms = Alarms(self.config, self.alerts)
+        self.deploys: list[DeployRecord] = []  # recorded with `anomon deploy`, oldest first
+        self.deploys_seen: int | None = None  # the last deploy id read
 
     def __call__(self) -> None:
         started = self.clock()
@@ -154,6 +167,7 @@ class DetectJob:
         retire_after = int(self.config.absent.series_retire_after.total_seconds())
         every = store.series_to_score(self.engine, retire_after=retire_after)
         self._let_go({entity_key(s) for s in every})
+        self._follow_deploys()
         series = [s for s in every if s.id not in self.quarantine]
         # an entity's series side by side, so that halving splits as few entities as it can
         series.sort(key=lambda s: (entity_key(s), s.id))
@@ -178,6 +192,49 @@ class DetectJob:
         gone = [key for key in self.members if key not in live]
         if not gone:
             return
+        self._drop(gone)
+        log.info(
+            "detection: %d entit%s retired (no sample for %s before their source's latest): %s",
+            len(gone),
+            "y" if len(gone) == 1 else "ies",
+            format_duration(self.config.absent.series_retire_after),
+            escape_controls(summarise([_shown(key) for key in gone], 3)),
+        )
+
+    def _follow_deploys(self) -> None:
+        """Read the deploys recorded since the last cycle; an entity of a model that has
+        no ``version`` label starts afresh at its deploy (dropped now, rebuilt by the
+        next warm-up from :data:`SEED_ROWS` rows before the deploy and its rows since)."""
+        new = store.list_deploys(self.engine, after_id=self.deploys_seen)
+        if not new:
+            return
+        self.deploys_seen = max(d.id or 0 for d in new)
+        told = [d for d in new if d.origin == "cli"]
+        self.deploys += told
+        restart = [key for key in self.members if self._deployed_at(key, told) is not None]
+        if restart:
+            self._drop(restart)
+            log.info(
+                "detection: %d entit%s a new baseline at a deploy: %s",
+                len(restart),
+                "y starts" if len(restart) == 1 else "ies start",
+                escape_controls(summarise([_shown(key) for key in restart], 3)),
+            )
+
+    @staticmethod
+    def _deployed_at(key: EntityKey, deploys: list[DeployRecord]) -> int | None:
+        """When an entity of no ``version`` label was last deployed (epoch seconds), by
+        ``deploys``; None if never (a versioned entity is new at each version anyway)."""
+        _, entity, model, version = key
+        if version:
+            return None
+        plain = entity.replace(BEFORE_LABELS_STAGE, "")
+        times = [to_epoch(d.at) for d in deploys if d.covers(plain, {"model": model})]
+        return max(times, default=None)
+
+    def _drop(self, gone: list[EntityKey]) -> None:
+        """Drop the windows and alarm state of entities (the next warm-up rebuilds any
+        that is still to be scored)."""
         for key in gone:
             for sid in self.members.pop(key):
                 self.settings.pop(sid, None)
@@ -190,13 +247,6 @@ class DetectJob:
             if ids:  # the unit's other sources' series go on, keyed by their first
                 self.unit_ids[unit_key] = ids
                 self.alarms.configure(ids[0], self._unit_settings(ids))
-        log.info(
-            "detection: %d entit%s retired (no sample for %s before their source's latest): %s",
-            len(gone),
-            "y" if len(gone) == 1 else "ies",
-            format_duration(self.config.absent.series_retire_after),
-            escape_controls(summarise([_shown(key) for key in gone], 3)),
-        )
 
     def _halves(self, started: datetime, series: list[store.ScoredSeries]) -> tuple[int, int]:
         """Score ``series`` in halves, recursively; quarantine a single series that fails."""
@@ -435,19 +485,15 @@ class DetectJob:
             ids = self.unit_ids[unit_key]
             self.alarms.configure(ids[0], self._unit_settings(ids))
         seen = [key for key in fresh if any(s.scored_until is not None for s in groups[key])]
+        self._seed_versions([key for key in fresh if key not in seen], groups)
         if not seen:
             return
         firing = store.firing_series(self.engine)
         taught = store.feedback_tolerances(self.engine)
         scored: dict[UnitKey, list[Part]] = {}  # each alarm unit's rows scored before
         if self.config.warmup_rows:
-            rows = self.config.warmup_rows
-
-            def recent(conn: Any, ids: list[int]) -> dict[int, store.Points]:
-                return store.read_recent(conn, ids, rows=rows)
-
             # rows scored before: only the windows and the alarm rules' state are kept
-            for batch in self._slices(seen, recent):
+            for batch in self._warm_batches(seen):
                 for key, scores in self.fleet.update(batch).items():
                     own = series_scores(scores, self.config.threshold)
                     values = batch[key][1]
@@ -475,6 +521,69 @@ class DetectJob:
             _, unit, _, at_once = merged(found) if found else _NO_ROWS
             self.alarms.warm(ids[0], unit, firing=was_firing, at_once=at_once)
 
+    def _warm_batches(self, keys: list[EntityKey]) -> Iterator[dict[EntityKey, Rows]]:
+        """The rows the windows of ``keys`` are rebuilt from: each entity's last
+        ``warmup_rows`` scored rows, or, for one deployed since (``anomon deploy``),
+        :data:`SEED_ROWS` rows before its deploy and its scored rows since."""
+        rows = self.config.warmup_rows
+        starts: dict[int | None, list[EntityKey]] = {}
+        for key in keys:
+            starts.setdefault(self._deployed_at(key, self.deploys), []).append(key)
+        for start, chosen in starts.items():
+
+            def read(conn: Any, ids: list[int], at: int | None = start) -> dict[int, store.Points]:
+                if at is None:
+                    return store.read_recent(conn, ids, rows=rows)
+                return store.read_seed(conn, ids, before=at, seed=SEED_ROWS, rows=rows)
+
+            yield from self._slices(chosen, read)
+
+    def _seed_versions(
+        self, keys: list[EntityKey], groups: dict[EntityKey, list[store.ScoredSeries]]
+    ) -> None:
+        """Start each new version of a model from the last :data:`SEED_ROWS` rows of its
+        previous version (the one of the same source, entity and model scored last), its
+        series matched by metric and labels but ``version``; record the deploy (at the
+        new version's first sample) where there was a previous one."""
+        found: dict[tuple[str, str, str], DeployRecord] = {}
+        for key in keys:
+            _, entity, model, version = key
+            before = [
+                other
+                for other in groups
+                if other[:3] == key[:3] and other[3] != version and other in self.members
+            ]
+            if not version or not before:
+                continue
+            previous = max(before, key=lambda k: max(s.scored_until or 0 for s in groups[k]))
+            by_name = {_unversioned(s): s.id for s in groups[previous]}
+            columns = [by_name.get(_unversioned(s)) for s in groups[key]]
+            with self.engine.connect() as conn:
+                start = store.first_sample_time(conn, self.members[key])
+                if start is None:
+                    continue
+                points = store.read_seed(
+                    conn, [sid for sid in columns if sid is not None], before=start,
+                    seed=SEED_ROWS, rows=0,
+                )  # fmt: skip
+            rows = aligned(
+                [points.get(sid) if sid is not None else None for sid in columns], after=None
+            )
+            if rows[0].size:
+                self.fleet.update({key: rows})  # their scores were the previous version's
+            plain = entity.replace(BEFORE_LABELS_STAGE, "")
+            deploy = DeployRecord(
+                at=from_epoch(start), model=model, version=version, entity=plain,
+                note=f"the version label changed from {previous[3]}", origin="label",
+            )  # fmt: skip
+            earlier = found.get((model, plain, version))
+            if earlier is None or deploy.at < earlier.at:
+                found[(model, plain, version)] = deploy
+        if found:
+            store.record_deploys(self.engine, list(found.values()), now=self.clock())
+            for deploy in found.values():
+                log.info("detection: %s", escape_controls(f"deploy of {deploy.describe()} found"))
+
     def _unit_settings(self, ids: list[int]) -> SeriesSettings:
         """The alarm rules of an alarm unit: the largest ``open_after`` and
         ``resolve_after`` its series' overrides set (the threshold is each series' own,
@@ -495,6 +604,14 @@ _NO_ROWS: Part = (
     np.empty(0, dtype=np.int64),
     np.empty(0, dtype=bool),
 )
+
+
+def _unversioned(series: store.ScoredSeries) -> tuple[str, str]:
+    """A series' metric and labels but its ``version``: the same series of another
+    version of its model."""
+    labels = json.loads(series.labels)
+    labels.pop("version", None)
+    return series.metric, json.dumps(labels, sort_keys=True)
 
 
 def merged(parts: list[Part]) -> Part:

@@ -17,10 +17,13 @@ from anomon.store.absence import (
     source_health,
 )
 from anomon.store.collections import CollectionResult, last_collections, save_collection
+from anomon.store.deploys import list_deploys, record_deploys
 from anomon.store.detections import (
     LatestRow,
     ScoredSeries,
+    first_sample_time,
     read_recent,
+    read_seed,
     read_unscored,
     save_detection,
     series_to_score,
@@ -139,6 +142,7 @@ __all__ = [
     "find_series",
     "firing_incident_ids",
     "firing_series",
+    "first_sample_time",
     "give_feedback",
     "head_revision",
     "incident_context",
@@ -151,6 +155,7 @@ __all__ = [
     "last_sample_times",
     "latest_incidents",
     "list_anomalies",
+    "list_deploys",
     "list_incidents",
     "list_silences",
     "mark_started",
@@ -163,9 +168,11 @@ __all__ = [
     "quiet_series",
     "read_history",
     "read_recent",
+    "read_seed",
     "read_status",
     "read_unscored",
     "read_workers",
+    "record_deploys",
     "record_outcomes",
     "redact",
     "register_worker",

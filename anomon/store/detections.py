@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 from sqlalchemy import Connection, Engine, exists, func, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -108,6 +109,53 @@ def read_recent(conn: Connection, series_ids: Sequence[int], *, rows: int) -> di
         ") recent WHERE age <= {limit} ORDER BY series_id, ts"
     )
     return _batched(conn, sql, series_ids, (), limit=rows)
+
+
+def read_seed(
+    conn: Connection, series_ids: Sequence[int], *, before: int, seed: int, rows: int
+) -> dict[int, Points]:
+    """A fresh start at ``before`` (epoch seconds; a deploy): each series' last ``seed``
+    samples older than it, then its last ``rows`` scored samples from it on, oldest first."""
+    earlier = _batched(
+        conn,
+        "SELECT series_id, ts, value FROM ("
+        " SELECT p.series_id, p.ts, p.value, ROW_NUMBER() OVER ("
+        "  PARTITION BY p.series_id ORDER BY p.ts DESC) AS age"
+        f" FROM samples p WHERE p.series_id IN ({{marks}}) AND p.ts < {int(before)}"
+        ") recent WHERE age <= {limit} ORDER BY series_id, ts",
+        series_ids,
+        (),
+        limit=seed,
+    )
+    later = _batched(
+        conn,
+        "SELECT series_id, ts, value FROM ("
+        " SELECT p.series_id, p.ts, p.value, ROW_NUMBER() OVER ("
+        "  PARTITION BY p.series_id ORDER BY p.ts DESC) AS age"
+        " FROM samples p JOIN series_state w ON w.series_id = p.series_id"
+        f" WHERE p.series_id IN ({{marks}}) AND p.ts >= {int(before)}"
+        " AND p.ts <= w.scored_until"
+        ") recent WHERE age <= {limit} ORDER BY series_id, ts",
+        series_ids,
+        (),
+        limit=rows,
+    )
+    found: dict[int, Points] = {}
+    for sid in set(earlier) | set(later):
+        parts = [p for p in (earlier.get(sid), later.get(sid)) if p is not None]
+        found[sid] = Points(
+            np.concatenate([p.ts for p in parts]), np.concatenate([p.values for p in parts])
+        )
+    return found
+
+
+def first_sample_time(conn: Connection, series_ids: Sequence[int]) -> int | None:
+    """The time of the earliest sample of any of ``series_ids`` (None: none has one)."""
+    if not series_ids:
+        return None
+    query = select(func.min(Sample.ts)).where(Sample.series_id.in_(sorted(set(series_ids))))
+    found = conn.execute(query).scalar_one_or_none()
+    return None if found is None else int(found)
 
 
 def _batched(

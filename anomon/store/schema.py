@@ -270,3 +270,21 @@ class Worker(Base):
     started_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime] = mapped_column(index=True)
     stopped_at: Mapped[datetime | None]
+
+
+class Deploy(Base):
+    """A model (or entity) deployed at ``at``: recorded by ``anomon deploy`` or found by
+    detection when a model's ``version`` label changes. Drawn on plots and Grafana, and
+    named in the notifications of incidents that open soon after it."""
+
+    __tablename__ = "deploys"
+    __table_args__ = (UniqueConstraint("model", "entity", "version", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    model: Mapped[str] = mapped_column(String(200), doc="'' : a deploy of the entity itself")
+    version: Mapped[str] = mapped_column(String(200))
+    entity: Mapped[str] = mapped_column(String(200), doc="'' : the model wherever it runs")
+    note: Mapped[str] = mapped_column(Text, default="")
+    origin: Mapped[str] = mapped_column(String(20), doc="'cli' or 'label'")
+    created_at: Mapped[datetime]

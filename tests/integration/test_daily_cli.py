@@ -15,9 +15,10 @@ from sqlalchemy import func, select, text
 
 from anomon import store
 from anomon.config import AlertsConfig, DetectionConfig
-from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.model import DeployRecord, Sample, SeriesInfo, SeriesKey, SeriesKind
 from anomon.service.detection import DetectJob
 from anomon.store.schema import Anomaly, Notification, Series
+from anomon.timeutil import from_epoch
 from tests.conftest import ROOT, run_cli, save_samples
 
 DETECTION = DetectionConfig.model_validate({"forest": {"min_train": 200}, "seasonality": []})
@@ -163,9 +164,33 @@ def test_the_grafana_dashboard_of_each_database_reads_what_detection_wrote(
     assert len(anomalies) == _count(engine)
     assert sum(row["anomalies"] for row in per_hour) == _count(engine)
     assert [row["source"] for row in sources] == ["model-server"]
+    # deploys are the dashboard's annotations: those in the time range, as text
+    store.record_deploys(
+        engine,
+        [
+            DeployRecord(from_epoch(now - 3600), "a", "v2", note="CHG-7"),
+            DeployRecord(from_epoch(now - 1800), "", "release-9", entity="srv-1"),
+            DeployRecord(from_epoch(now - 3 * 86_400), "a", "v1"),
+        ],
+        now=datetime.now(UTC),
+    )
+    (annotation,) = board["annotations"]["list"]
+    target = annotation["target"]
+    with engine.connect() as conn:
+        query = _expand_macros(target.get("rawQueryText") or target["rawSql"], now)
+        shown = conn.execute(text(query)).mappings().all()
+    assert [(row["time"], row["text"], row["tags"]) for row in shown] == [
+        ((now - 3600) * 1000, "deploy a v2 CHG-7", "cli"),
+        ((now - 1800) * 1000, "deploy release-9 on srv-1", "cli"),
+    ]
 
 
 def _expand_macros(query: str, now: int) -> str:
     """Grafana's PostgreSQL macros as Grafana expands them for the last 24 hours."""
     query = query.replace("$__unixEpochFilter(ts)", f"ts >= {now - 86_400} AND ts <= {now}")
+    query = query.replace(
+        "$__timeFilter(at)",
+        f"at BETWEEN to_timestamp({now - 86_400}) AND to_timestamp({now})",
+    )
+    query = query.replace("$__from", str((now - 86_400) * 1000)).replace("$__to", str(now * 1000))
     return query.replace("$__unixEpochGroupAlias(ts, '1h')", 'floor(ts/3600)*3600 AS "time"')

@@ -87,8 +87,9 @@ def test_it_posts_anomons_own_json(receiver: Receiver) -> None:
     assert set(shown) == {
         "id", "metric", "entity", "labels", "status", "severity", "peak_score", "opened_at",
         "last_seen_at", "resolved_at", "acknowledged", "value", "expected", "direction",
-        "detector_scores", "notification_keys", "annotations", "contributors",
+        "detector_scores", "notification_keys", "annotations", "contributors", "deploy",
     }  # fmt: skip
+    assert shown["deploy"] is None  # none was made shortly before it
 
 
 def test_it_sends_null_for_unknown_and_non_finite_numbers(receiver: Receiver) -> None:

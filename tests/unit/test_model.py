@@ -48,3 +48,36 @@ def test_backoff_skips_more_runs_after_each_failure_and_stops_at_a_success() -> 
     gaps = "".join("-" if r == "-" else " " for r in runs).split()
     assert max(map(len, gaps)) == 5  # ... at most max_skip
     assert runs[-2:] == ["ok", "F"] and backoff.skip == 0  # after a success: no skip
+
+
+def test_a_deploy_covers_its_model_or_its_entity_and_the_last_one_before_opening_is_named() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from anomon.alerts.model import deploy_text, latest_deploy
+    from anomon.model import DeployRecord, IncidentRecord, IncidentStatus, Severity
+
+    at = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+    anywhere = DeployRecord(at, "churn", "v2", note="CHG-7")
+    there = DeployRecord(at + timedelta(minutes=5), "churn", "v3", entity="srv-1")
+    host = DeployRecord(at, "", "release-9", entity="srv-1")
+    assert anywhere.covers("srv-2", {"model": "churn"})
+    assert not anywhere.covers("srv-2", {"model": "fraud"}) and not anywhere.covers("srv-2", {})
+    assert there.covers("srv-1", {"model": "churn"}) and not there.covers(
+        "srv-2", {"model": "churn"}
+    )
+    assert host.covers("srv-1", {}) and not host.covers("srv-2", {"model": "churn"})
+    assert [d.describe() for d in (anywhere, there, host)] == [
+        "churn v2", "churn v3 on srv-1", "srv-1 release-9"]  # fmt: skip
+    incident = IncidentRecord(
+        id=1, status=IncidentStatus.FIRING, severity=Severity.WARNING, peak_score=90.0,
+        opened_at=at + timedelta(minutes=17), last_seen_at=at + timedelta(minutes=17),
+        version=1, entity="srv-1", labels={"model": "churn"},
+    )  # fmt: skip
+    window = timedelta(hours=1)
+    assert latest_deploy([anywhere, there, host], incident, window) == there  # the latest
+    assert latest_deploy([anywhere], incident, timedelta(minutes=10)) is None  # too long ago
+    later = DeployRecord(at + timedelta(minutes=30), "churn", "v4")
+    assert latest_deploy([later], incident, window) is None  # after it opened
+    assert deploy_text(anywhere, incident.opened_at) == (
+        "churn v2 at 2026-12-07 09:30:00Z, 17 min before it opened (CHG-7)"
+    )
