@@ -801,6 +801,23 @@ class LogsSourceConfig(SourceBase):
 
 
 @source_kind
+class TensorboardSourceConfig(SourceBase):
+    """``kind = "tensorboard"``: scalars from the TensorBoard event files under a folder."""
+
+    kind: Literal["tensorboard"]
+    logdir: Annotated[str, Field(min_length=1)]
+    tags: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = Field(
+        default_factory=lambda: ["*"]
+    )
+    max_bytes: Annotated[int, Field(ge=64 * 1024)] = 64 * 1024 * 1024
+    max_files: Annotated[int, Field(ge=1)] = 1000
+
+    def may_go_quiet(self) -> frozenset[str] | None:
+        """Events carry their own times: a run that stops logging is no absence."""
+        return None
+
+
+@source_kind
 class GpuSourceConfig(SourceBase):
     """``kind = "gpu"``: utilisation, memory, temperature and power per GPU (NVML)."""
 

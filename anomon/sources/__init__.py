@@ -25,6 +25,7 @@ from anomon.sources.prometheus_query import PrometheusQuerySource
 from anomon.sources.prometheus_scrape import PrometheusScrapeSource
 from anomon.sources.sql import SqlSource
 from anomon.sources.system import SystemSource
+from anomon.sources.tensorboard import TensorboardSource
 
 __all__ = [
     "Backfillable",
@@ -42,6 +43,7 @@ __all__ = [
     "SourceUnavailable",
     "SqlSource",
     "SystemSource",
+    "TensorboardSource",
     "build_source",
     "open_gpu_source",
     "unbuilt_kinds",

@@ -159,7 +159,9 @@ def _run_json_daemon(tmp_path: Path, endpoint: str) -> None:
     )
 
 
-def test_it_runs_the_sql_predictions_logs_and_gpu_kinds_from_config(tmp_path: Path) -> None:
+def test_it_runs_the_sql_predictions_logs_tensorboard_and_gpu_kinds_from_config(
+    tmp_path: Path,
+) -> None:
     """Every new kind in the real daemon; a gpu source without NVML is skipped, said once."""
     import sqlite3
 
@@ -173,6 +175,12 @@ def test_it_runs_the_sql_predictions_logs_and_gpu_kinds_from_config(tmp_path: Pa
         )
     log = tmp_path / "server.log"
     log.write_text("", encoding="utf-8")
+    from tensorboardX import SummaryWriter
+
+    runs = tmp_path / "runs"
+    with SummaryWriter(str(runs / "exp-1")) as board:
+        for step in range(5):
+            board.add_scalar("loss/train", 1.0 / (step + 1), step, walltime=now - 600 + 60 * step)
     url = f"sqlite:///{tmp_path / 'kinds.db'}"
     config = (
         '[database]\nurl = "{url}"\n'
@@ -185,6 +193,8 @@ def test_it_runs_the_sql_predictions_logs_and_gpu_kinds_from_config(tmp_path: Pa
         '[[sources]]\nname = "log"\nkind = "logs"\ninterval = "1s"\n'
         f'path = "{log}"\npatterns = {{ errors = "ERROR" }}\n'
         '[[sources]]\nname = "gpu"\nkind = "gpu"\ninterval = "1s"\n'
+        '[[sources]]\nname = "training"\nkind = "tensorboard"\ninterval = "1s"\n'
+        f'logdir = "{runs}"\n'
     )
     daemon = start_daemon(tmp_path, url, config)
     try:
@@ -210,6 +220,7 @@ def test_it_runs_the_sql_predictions_logs_and_gpu_kinds_from_config(tmp_path: Pa
     assert values["predictions_logged"] == 20
     assert values["accuracy"] == 0.5 and values["labelled_rows"] == 20
     assert values["errors"] == 2
+    assert values["loss_train"] == 1.0  # step 0's; the other four steps are lower
     has_nvml = "NVML not available" not in stderr
     if not has_nvml:
         assert stderr.count("source gpu: NVML not available") == 1

@@ -21,6 +21,7 @@ from anomon.sources import (
     Source,
     SqlSource,
     SystemSource,
+    TensorboardSource,
     build_source,
     unbuilt_kinds,
 )
@@ -36,6 +37,7 @@ def test_every_kind_the_config_accepts_has_a_source_that_builds_it() -> None:
         "sql",
         "predictions",
         "logs",
+        "tensorboard",
         "gpu",
     }
 
@@ -56,6 +58,7 @@ def test_build_source_builds_the_class_registered_for_each_kind(tmp_path: Path) 
                  "query": "select 'm' as metric, 1 as value"},
                 {"name": "quality", "kind": "predictions", "path": str(tmp_path / "p.csv")},
                 {"name": "app", "kind": "logs", "path": str(log), "patterns": {"e": "ERROR"}},
+                {"name": "training", "kind": "tensorboard", "logdir": str(tmp_path)},
             ]
         }
     )  # fmt: skip
@@ -69,12 +72,13 @@ def test_build_source_builds_the_class_registered_for_each_kind(tmp_path: Path) 
             SqlSource,
             PredictionsSource,
             LogsSource,
+            TensorboardSource,
         ]
         assert [source.name for source in built] == [s.name for s in config.sources]
         # what the service asks of every source, without getattr
-        assert [source.replaces_samples for source in built] == [False] * 5 + [True, False]
+        assert [source.replaces_samples for source in built] == [False] * 5 + [True] + [False] * 2
         assert [isinstance(source, Backfillable) for source in built] == [
-            False, False, False, True, True, True, False
+            False, False, False, True, True, True, False, False
         ]  # fmt: skip
     finally:
         for source in built:
