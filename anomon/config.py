@@ -643,6 +643,30 @@ class PrometheusQuerySourceConfig(HttpSourceBase):
     queries: Annotated[dict[MetricName, Annotated[str, Field(min_length=1)]], Field(min_length=1)]
 
 
+@source_kind
+class MlflowSourceConfig(HttpSourceBase):
+    """``kind = "mlflow"``: metric histories of MLflow runs through its REST API."""
+
+    kind: Literal["mlflow"]
+    experiments: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    filter: str = ""  # MLflow's run filter: "attributes.status = 'FINISHED'", "params.lr = '0.1'"
+    metrics: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = Field(
+        default_factory=lambda: ["*"]
+    )
+    time: Literal["timestamp", "step"] = "timestamp"
+    max_runs: Annotated[int, Field(ge=1, le=50_000)] = 1000
+    registered_models: bool = True
+    interval: Annotated[PositiveDuration, AfterValidator(_at_least_one_second)] = timedelta(
+        minutes=1
+    )
+    series_kind: Literal["quality", "latency", "resource", "custom"] = "quality"
+    max_bytes: Annotated[int, Field(ge=1024)] = 20_000_000
+
+    def may_go_quiet(self) -> frozenset[str] | None:
+        """Runs log at their own times: a run that finished is no absence."""
+        return None
+
+
 def _sqlalchemy_url(url: str) -> str:
     if not re.match(r"^[A-Za-z][A-Za-z0-9+]*://", url):
         raise ValueError(

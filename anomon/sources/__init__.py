@@ -20,6 +20,7 @@ from anomon.sources.base import (
 from anomon.sources.gpu import GpuSource, SourceUnavailable, open_gpu_source
 from anomon.sources.http_json import HttpJsonSource
 from anomon.sources.logs import LogsSource
+from anomon.sources.mlflow import MlflowSource
 from anomon.sources.predictions import PredictionsSource
 from anomon.sources.prometheus_query import PrometheusQuerySource
 from anomon.sources.prometheus_scrape import PrometheusScrapeSource
@@ -33,6 +34,7 @@ __all__ = [
     "GpuSource",
     "HttpJsonSource",
     "LogsSource",
+    "MlflowSource",
     "OpenDatabase",
     "PartialCollection",
     "PredictionsSource",

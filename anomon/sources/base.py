@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ __all__ = [
     "Source",
     "SourceContext",
     "build_source",
+    "metric_name_of",
     "split_range",
     "summarise",
 ]
@@ -103,6 +105,16 @@ class PartialCollection(SourceError):
     def __init__(self, reason: str, samples: Sequence[Sample]) -> None:
         super().__init__(reason)
         self.samples = list(samples)
+
+
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]")
+
+
+def metric_name_of(text: str) -> str:
+    """A metric name for a name from elsewhere (a TensorBoard tag, an MLflow key):
+    ``_`` for each character a metric name cannot hold, ``_`` before a leading digit."""
+    name = _NOT_IN_NAME.sub("_", text)
+    return f"_{name}" if not name or name[0].isdigit() else name
 
 
 def split_range(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,10 +24,9 @@ from pathlib import Path
 from anomon.config import TensorboardSourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
-from anomon.sources.base import PartialCollection, Source
+from anomon.sources.base import PartialCollection, Source, metric_name_of
 from anomon.sources.tfevents import FOOTER, HEADER, Scalar, scalars, split_records
 
-_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]")
 HEAD = 64  # first bytes compared to tell a file from a new one in its place
 
 
@@ -158,9 +156,7 @@ class TensorboardSource(Source, config=TensorboardSourceConfig):
     def _samples(self, found: _Found) -> list[Sample]:
         samples = []
         for (run, tag), points in found.points.items():
-            metric = _NOT_IN_NAME.sub("_", tag)
-            if not metric or metric[0].isdigit():
-                metric = f"_{metric}"
+            metric = metric_name_of(tag)
             labels = {"run": run, **self._config.labels}
             if metric != tag:
                 labels["tag"] = tag

@@ -81,7 +81,8 @@ def test_config_check_reports_cross_field_problems_in_the_same_round(tmp_path: P
         "sources[0].interval: expected a duration such as 15s, 5m, 1h30m or 7d "
         "(units ms, s, m, h, d, w), got: '15x'",
         "sources[0].kind: expected one of 'system', 'http_json', 'prometheus_scrape', "
-        "'prometheus_query', 'sql', 'predictions', 'logs', 'tensorboard', 'gpu', got: 'sytem' "
+        "'prometheus_query', 'mlflow', 'sql', 'predictions', 'logs', 'tensorboard', 'gpu', "
+        "got: 'sytem' "
         "(did you mean 'system'?)",
         "sources[1].name: duplicate source name 'host' (first used by sources[0])",
         "sources[1].per_cpu: expected true or false, got: 'yes'",

@@ -157,7 +157,7 @@ def test_it_is_frozen() -> None:
         (
             '[[sources]]\nname = "x"\nkind = "carrier-pigeon"\n',
             "sources[0].kind: expected one of 'system', 'http_json', 'prometheus_scrape', "
-            "'prometheus_query', 'sql', 'predictions', 'logs', 'tensorboard', 'gpu', "
+            "'prometheus_query', 'mlflow', 'sql', 'predictions', 'logs', 'tensorboard', 'gpu', "
             "got: 'carrier-pigeon'",
         ),
         ('[[sources]]\nkind = "system"\n', "sources[0].name: required, but missing"),

@@ -15,6 +15,7 @@ from anomon.sources import (
     Backfillable,
     HttpJsonSource,
     LogsSource,
+    MlflowSource,
     PredictionsSource,
     PrometheusQuerySource,
     PrometheusScrapeSource,
@@ -34,6 +35,7 @@ def test_every_kind_the_config_accepts_has_a_source_that_builds_it() -> None:
         "http_json",
         "prometheus_scrape",
         "prometheus_query",
+        "mlflow",
         "sql",
         "predictions",
         "logs",
@@ -59,6 +61,7 @@ def test_build_source_builds_the_class_registered_for_each_kind(tmp_path: Path) 
                 {"name": "quality", "kind": "predictions", "path": str(tmp_path / "p.csv")},
                 {"name": "app", "kind": "logs", "path": str(log), "patterns": {"e": "ERROR"}},
                 {"name": "training", "kind": "tensorboard", "logdir": str(tmp_path)},
+                {"name": "runs", "kind": "mlflow", "url": "http://127.0.0.1:1"},
             ]
         }
     )  # fmt: skip
@@ -73,12 +76,13 @@ def test_build_source_builds_the_class_registered_for_each_kind(tmp_path: Path) 
             PredictionsSource,
             LogsSource,
             TensorboardSource,
+            MlflowSource,
         ]
         assert [source.name for source in built] == [s.name for s in config.sources]
         # what the service asks of every source, without getattr
-        assert [source.replaces_samples for source in built] == [False] * 5 + [True] + [False] * 2
+        assert [source.replaces_samples for source in built] == [False] * 5 + [True] + [False] * 3
         assert [isinstance(source, Backfillable) for source in built] == [
-            False, False, False, True, True, True, False, False
+            False, False, False, True, True, True, False, False, True
         ]  # fmt: skip
     finally:
         for source in built:
