@@ -270,6 +270,46 @@ class DaemonConfig(Section):
     external_url: Annotated[str, AfterValidator(_external_url)] = ""
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _web_listen(address: str) -> str:
+    return address if address == "auto" else _listen(address)
+
+
+class WebConfig(Section):
+    """``[web]``: the console the daemon serves (incidents, series, sources)."""
+
+    enabled: bool = True
+    # HOST:PORT; "auto": beside /metrics, on its host and the next port (127.0.0.1:9465)
+    listen: Annotated[str, AfterValidator(_web_listen)] = "auto"
+    # who may look: off loopback one of them is required. Give them from the environment
+    # ("${ANOMON_WEB_PASSWORD}"); the console keeps only a salted hash of each.
+    username: Annotated[str, Field(min_length=1, pattern=r"^[^:\s]+$")] = "anomon"
+    password: str | None = None  # HTTP basic authentication, as username
+    token: str | None = None  # "Authorization: Bearer <token>", for scripts
+    page_size: Annotated[int, Field(ge=1, le=1000)] = 50
+
+    def address(self, daemon: DaemonConfig) -> str:
+        """The HOST:PORT it serves on (``auto`` resolved against ``[daemon]``)."""
+        if self.listen != "auto":
+            return self.listen
+        host, _, port = daemon.metrics_listen.rpartition(":")
+        return f"{host}:{int(port) + 1}" if daemon.metrics else "127.0.0.1:9465"
+
+    @model_validator(mode="after")
+    def _authenticated_off_loopback(self) -> WebConfig:
+        host = self.listen.rpartition(":")[0]
+        open_to_others = self.enabled and self.listen != "auto" and host not in LOOPBACK_HOSTS
+        if open_to_others and not (self.password or self.token):
+            raise ValueError(
+                f"listen {self.listen} is reachable from other hosts: set password or "
+                'token (from the environment, e.g. "${ANOMON_WEB_PASSWORD}"), or listen '
+                "on 127.0.0.1"
+            )
+        return self
+
+
 class SamplesConfig(Section):
     """``[samples]``: which sample times are accepted where samples enter (collections
     and backfills); a sample outside the window is refused and named in the run's error."""
@@ -1128,6 +1168,7 @@ class Config(Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     samples: SamplesConfig = Field(default_factory=SamplesConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -1135,6 +1176,14 @@ class Config(Section):
         duplicates = duplicate_source_names([source.name for source in self.sources])
         if duplicates:
             raise ValueError(duplicates[0])  # parse_config reports the rest
+        web = self.web
+        host = web.address(self.daemon).rpartition(":")[0]
+        open_to_others = web.enabled and web.listen == "auto" and host not in LOOPBACK_HOSTS
+        if open_to_others and not (web.password or web.token):
+            raise ValueError(
+                f"web.listen: beside metrics_listen it would be {web.address(self.daemon)}, "
+                "reachable from other hosts: set web.password or web.token, or web.listen"
+            )
         return self
 
 

@@ -85,6 +85,8 @@ def postable_alerts(
             "startsAt": render.rfc3339(incident.opened_at),
             "endsAt": render.rfc3339(max(ends, incident.opened_at)),
         }
+        if incident.url:  # Alertmanager's UI links "Source" to it
+            alert["generatorURL"] = incident.url
         alerts.append(alert)
     return alerts
 

@@ -58,10 +58,12 @@ def render_series(
     deploys: Sequence[tuple[int, str]] = (),
     width_px: int = WIDTH_PX,
     height_px: int = HEIGHT_PX,
+    image_format: str = "png",
 ) -> bytes:
     """Return a PNG of a series: values, expected values, anomalies, ``spans``
     (epoch-second ranges, e.g. incidents) shaded, and ``deploys`` (epoch second, what:
-    ``v2``) as labelled vertical lines. Needs at least one point."""
+    ``v2``) as labelled vertical lines, as ``image_format`` (``png`` or ``svg``, whose
+    text is drawn as paths: nothing in it is markup). Needs at least one point."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -76,7 +78,13 @@ def render_series(
     _style(axes, heading)
     figure.subplots_adjust(left=0.09, right=0.98, top=0.88, bottom=0.16)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    if image_format == "svg":
+        from matplotlib import rc_context
+
+        with rc_context({"svg.fonttype": "path", "svg.hashsalt": "anomon"}):
+            figure.savefig(buffer, format="svg")
+    else:
+        figure.savefig(buffer, format="png")
     return buffer.getvalue()
 
 

@@ -300,6 +300,8 @@ def _html_incident(incident: IncidentView, cid: str | None) -> str:
             for name, text in incident.annotations.items()
         )
         block.append(f"<ul>{items}</ul>")
+    if incident.url:
+        block.append(f'<p><a href="{_h(incident.url)}">incident {incident.id} in anomon</a></p>')
     if cid is not None:
         alt = f"chart of {incident.metric} on {incident.entity}"
         block.append(f'<img src="cid:{_h(cid)}" alt="{_h(alt)}" width="640" height="240">')

@@ -47,6 +47,7 @@ class IncidentView(IncidentRecord):
     notification_keys: Sequence[str] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
     deploy: DeployRecord | None = None
+    url: str = ""  # its page in the console ("" without [daemon] external_url)
 
     @classmethod
     def of(
@@ -56,14 +57,22 @@ class IncidentView(IncidentRecord):
         points: Points | None = None,
         annotations: Mapping[str, str] | None = None,
         deploy: DeployRecord | None = None,
+        external_url: str = "",
     ) -> IncidentView:
         """The view of a stored incident (with a chart's ``points``, the
-        ``annotations`` of its overrides and the deploy it followed)."""
+        ``annotations`` of its overrides, the deploy it followed and its page under
+        ``external_url``)."""
         own = {f.name: getattr(incident, f.name) for f in fields(IncidentRecord)}
         shown = dict(annotations or {})
         if deploy is not None:
             shown = {"deploy": deploy_text(deploy, incident.opened_at), **shown}
-        return cls(**own, points=points, annotations=shown, deploy=deploy)
+        page = incident_url(external_url, incident.id)
+        return cls(**own, points=points, annotations=shown, deploy=deploy, url=page)
+
+
+def incident_url(external_url: str, incident_id: int) -> str:
+    """The console's page of an incident ("" when anomon has no external URL)."""
+    return f"{external_url.rstrip('/')}/incidents/{incident_id}" if external_url else ""
 
 
 def deploy_text(deploy: DeployRecord, opened_at: datetime) -> str:

@@ -195,6 +195,8 @@ def text_body(notice: Notice) -> str:
         lines.append(f"  {description(incident)}")
         lines.append(f"  labels: {format_labels(incident.labels)}")
         lines += [f"  {line}" for line in annotation_lines(incident)]
+        if incident.url:
+            lines.append(f"  details: {incident.url}")
         lines.append("")
     lines.append(f"-- anomon, receiver {notice.receiver}, notice {notice.key}")
     return "\n".join(lines) + "\n"

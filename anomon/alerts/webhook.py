@@ -279,6 +279,7 @@ def _anomon_incident(incident: IncidentView) -> JSON:
         },
         "notification_keys": list(incident.notification_keys),
         "annotations": dict(incident.annotations),
+        "url": incident.url or None,
         "contributors": [
             {
                 "metric": c.metric,
@@ -310,8 +311,8 @@ def alertmanager_payload(notice: Notice, *, external_url: str = "") -> JSON:
     ``groupKey`` in Alertmanager's syntax (``{}/{severity="critical"}:{entity="churn"}``,
     from the route's matchers, not its position) and each alert's fingerprint from its
     labels without ``severity``, so an escalation keeps the alert's identity.
-    ``externalURL`` is ``[daemon] external_url``; ``generatorURL`` stays empty until anomon
-    has a page per incident to link to.
+    ``externalURL`` is ``[daemon] external_url``; ``generatorURL`` the incident's page in
+    the console under it (both empty without an external URL).
     """
     alerts = [_alertmanager_alert(incident) for incident in notice.incidents]
     return {
@@ -347,7 +348,7 @@ def _alertmanager_alert(incident: IncidentView) -> JSON:
         "annotations": annotations,
         "startsAt": render.rfc3339(incident.opened_at),
         "endsAt": _ends_at(incident),
-        "generatorURL": "",
+        "generatorURL": incident.url,
         # its identity: a severity that rises is the same alert, updated
         "fingerprint": fingerprint({k: v for k, v in labels.items() if k != "severity"}),
     }
@@ -417,6 +418,8 @@ def _slack_section(incident: IncidentView) -> JSON:
     )
     for line in render.annotation_lines(incident):  # runbook and dashboard links
         text += f"\n{_escape(line)}"
+    if incident.url:  # Slack's link syntax: <url|text>; the URL is anomon's own
+        text += f"\n<{_escape(incident.url)}|incident {incident.id} in anomon>"
     return {"type": "section", "text": _mrkdwn(text)}
 
 

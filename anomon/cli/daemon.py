@@ -37,10 +37,15 @@ def run(args: argparse.Namespace) -> int:
 
     apply_logging(config)
     from anomon import service  # the detectors and sources load slowly: only when needed
+    from anomon.web import start_console
 
     path = config_path(args.config)
     return service.run(
-        config, migrate=args.migrate, reload=lambda: load_config(path), reloaded=apply_logging
+        config,
+        migrate=args.migrate,
+        reload=lambda: load_config(path),
+        reloaded=apply_logging,
+        console=start_console,
     )
 
 

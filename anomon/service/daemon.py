@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Protocol
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
@@ -220,8 +221,13 @@ def run(
     migrate: bool = False,
     reload: Callable[[], Config] | None = None,
     reloaded: Callable[[Config], None] | None = None,
+    console: Callable[[Config, Engine], Closable | None] | None = None,
 ) -> int:
     """Run the daemon until SIGTERM or SIGINT; return the process exit code.
+
+    ``console`` starts the web console of a config over the daemon's engine (the command
+    line passes :func:`anomon.web.start_console`); it is closed at a stop and started
+    again with each reloaded config.
 
     Creates the schema on an empty database; refuses a database behind the migrations
     unless ``migrate`` (or ``database.migrate_on_start``) is set. Raises StoreError or
@@ -255,7 +261,12 @@ def run(
         )
         heartbeat = _Heartbeat(engine, worker)
         while not control.stopping:
-            fresh = _serve(config, engine, telemetry, control, reload, heartbeat)
+            served = console(config, engine) if console is not None else None
+            try:
+                fresh = _serve(config, engine, telemetry, control, reload, heartbeat)
+            finally:
+                if served is not None:
+                    served.close()
             if fresh is None or control.stopping:
                 break
             if fresh.database != config.database:
@@ -276,6 +287,13 @@ def run(
         engine.dispose()
     log.info("anomon stopped")
     return 0
+
+
+class Closable(Protocol):
+    """A server the daemon runs beside its jobs (the console)."""
+
+    def close(self) -> None:
+        """Stop it."""
 
 
 def tune_allocator() -> bool:
@@ -514,6 +532,7 @@ def build_scheduler(
                     notifiers,
                     telemetry=telemetry,
                     detection=config.detection,
+                    external_url=config.daemon.external_url,
                 )
             ),
             IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),

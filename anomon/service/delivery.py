@@ -104,6 +104,8 @@ class DeliverJob:
     telemetry: Telemetry | None = None
     # the overrides whose annotations every notification carries
     detection: DetectionConfig = field(default_factory=DetectionConfig)
+    # where people reach the console: every notification links to its incident's page
+    external_url: str = ""
     _repeats_checked: datetime | None = field(default=None, init=False)
     _refreshed: dict[str, datetime] = field(default_factory=dict, init=False)
 
@@ -405,7 +407,13 @@ class DeliverJob:
                 self.engine, since=data.opened_at - window, until=data.opened_at
             )
             deploy = latest_deploy(near, data, window)
-        return IncidentView.of(data, points=points, annotations=annotations, deploy=deploy)
+        return IncidentView.of(
+            data,
+            points=points,
+            annotations=annotations,
+            deploy=deploy,
+            external_url=self.external_url,
+        )
 
     def _refresh_alertmanagers(self, now: datetime) -> None:
         """Re-send every firing incident to each Alertmanager it routes to, once per that

@@ -38,6 +38,7 @@ from anomon.store.incident_actions import (
     give_feedback,
     list_incidents,
     resolve_by_hand,
+    search_incidents,
 )
 from anomon.store.incidents import (
     SeriesMeta,
@@ -85,7 +86,14 @@ from anomon.store.retention import Cutoffs, delete_old
 from anomon.store.samples import Points, insert_samples, read_history
 from anomon.store.series import SeriesRegistry
 from anomon.store.silences import SilenceRow, add_silence, expire_silence, list_silences
-from anomon.store.status import DeadNotification, SourceStatus, Status, read_status
+from anomon.store.status import (
+    DeadNotification,
+    DetectionCycle,
+    SourceStatus,
+    Status,
+    last_detection,
+    read_status,
+)
 from anomon.store.workers import (
     HEARTBEAT,
     WorkerStatus,
@@ -103,6 +111,7 @@ __all__ = [
     "CollectionResult",
     "Cutoffs",
     "DeadNotification",
+    "DetectionCycle",
     "Engine",
     "ExternalDatabase",
     "IncidentDetail",
@@ -152,6 +161,7 @@ __all__ = [
     "insert_samples",
     "keep_messages",
     "last_collections",
+    "last_detection",
     "last_sample_times",
     "latest_incidents",
     "list_anomalies",
@@ -181,6 +191,7 @@ __all__ = [
     "save_collection",
     "save_detection",
     "save_incidents",
+    "search_incidents",
     "series_around",
     "series_meta",
     "series_to_score",

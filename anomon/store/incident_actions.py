@@ -28,6 +28,36 @@ def list_incidents(
         return [stored_incident(row) for row in session.scalars(query)]
 
 
+def search_incidents(
+    engine: Engine,
+    *,
+    status: IncidentStatus | None = None,
+    severity: str | None = None,
+    entity: str | None = None,
+    metric: str | None = None,
+    since: datetime | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[IncidentRecord]:
+    """The incidents that match every filter given (``since``: opened or still seen
+    since then), newest first; ``before_id`` pages on (the ids below the last shown)."""
+    query = select(Incident).order_by(Incident.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(Incident.status == status)
+    if severity:
+        query = query.where(Incident.severity == severity)
+    if entity:
+        query = query.where(Incident.entity == entity)
+    if metric:
+        query = query.where(Incident.metric == metric)
+    if since is not None:
+        query = query.where(Incident.last_seen_at >= since)
+    if before_id is not None:
+        query = query.where(Incident.id < before_id)
+    with translated(engine, "listing incidents"), Session(engine) as session:
+        return [stored_incident(row) for row in session.scalars(query)]
+
+
 def firing_incident_ids(engine: Engine) -> list[int]:
     """The ids of every firing incident (what a receiver that keeps state is re-sent)."""
     query = (

@@ -9,7 +9,14 @@ from sqlalchemy import Engine, func, select
 
 from anomon.model import IncidentStatus, NotificationStatus
 from anomon.store.engine import translated
-from anomon.store.schema import CollectionRun, Incident, Notification, Series, SeriesState
+from anomon.store.schema import (
+    CollectionRun,
+    DetectionRun,
+    Incident,
+    Notification,
+    Series,
+    SeriesState,
+)
 from anomon.timeutil import from_epoch
 
 
@@ -131,3 +138,41 @@ def read_status(engine: Engine, *, dead_limit: int = 10, learning_limit: int = 2
                 for nid, receiver, event, incident, attempts, error in conn.execute(dead)
             ],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionCycle:
+    """The last detection cycle: when it ran, how long it took, what it did."""
+
+    started_at: datetime
+    seconds: float | None  # None: not finished
+    points: int
+    anomalies: int
+    error: str | None
+
+
+def last_detection(engine: Engine) -> DetectionCycle | None:
+    """The newest ``detection_runs`` row (None before the first cycle)."""
+    query = (
+        select(
+            DetectionRun.started_at,
+            DetectionRun.finished_at,
+            DetectionRun.points_scored,
+            DetectionRun.anomalies,
+            DetectionRun.error,
+        )
+        .order_by(DetectionRun.id.desc())
+        .limit(1)
+    )
+    with translated(engine, "reading the last detection cycle"), engine.connect() as conn:
+        row = conn.execute(query).first()
+    if row is None:
+        return None
+    started, finished, points, anomalies, error = row
+    return DetectionCycle(
+        started_at=started,
+        seconds=None if finished is None else (finished - started).total_seconds(),
+        points=int(points),
+        anomalies=int(anomalies),
+        error=error,
+    )

@@ -214,6 +214,7 @@ def test_the_daemon_log_at_debug_never_holds_url_credentials(
             '[database]\nurl = "{url}"\n'
             f'[daemon]\nlog_level = "debug"\nlog_format = "{log_format}"\n'
             "metrics = false\n"
+            "[web]\nenabled = false\n"
             '[[sources]]\nname = "stats"\nkind = "http_json"\ninterval = "1s"\n'
             f'url = "{authority}/stats?token=QTOKEN"\nfields = {{v = "a.v"}}\n'
             'bearer_token = "BEARERTOKEN"\n'

@@ -15,6 +15,9 @@ import jsonschema
 import pytest
 
 from anomon import __version__
+from anomon.alerts import render
+from anomon.alerts.alertmanager import postable_alerts
+from anomon.alerts.email import html_body
 from anomon.alerts.webhook import WebhookNotifier, fingerprint
 from anomon.config import WebhookReceiverConfig
 from tests.alert_fixtures import NOW, OPENED, delivery_error, incident, notice
@@ -87,9 +90,10 @@ def test_it_posts_anomons_own_json(receiver: Receiver) -> None:
     assert set(shown) == {
         "id", "metric", "entity", "labels", "status", "severity", "peak_score", "opened_at",
         "last_seen_at", "resolved_at", "acknowledged", "value", "expected", "direction",
-        "detector_scores", "notification_keys", "annotations", "contributors", "deploy",
+        "detector_scores", "notification_keys", "annotations", "url", "contributors", "deploy",
     }  # fmt: skip
     assert shown["deploy"] is None  # none was made shortly before it
+    assert shown["url"] is None  # no [daemon] external_url: no page to link to
 
 
 def test_it_sends_null_for_unknown_and_non_finite_numbers(receiver: Receiver) -> None:
@@ -154,6 +158,24 @@ def test_an_escalation_keeps_the_alert_and_the_external_url_is_sent(receiver: Re
     assert second["alerts"][0]["labels"]["severity"] == "critical"
     assert first["alerts"][0]["fingerprint"] == second["alerts"][0]["fingerprint"]
     assert second["externalURL"] == "https://anomon.example"
+
+
+def test_every_format_links_to_the_incidents_page_in_the_console(receiver: Receiver) -> None:
+    page = "https://anomon.example/incidents/17"
+    linked = incident(url=page)
+    for format in ("anomon", "alertmanager", "slack"):
+        notifier(receiver.url, format=format).send(notice(linked))
+    anomon, alertmanager, slack = (json.loads(r.body) for r in receiver.requests)
+    assert anomon["incidents"][0]["url"] == page
+    assert alertmanager["alerts"][0]["generatorURL"] == page
+    assert f"<{page}|incident 17 in anomon>" in slack["blocks"][1]["text"]["text"]
+    assert f"details: {page}" in render.text_body(notice(linked))
+    assert f'<a href="{page}">incident 17 in anomon</a>' in html_body(notice(linked), {})
+    assert "details:" not in render.text_body(notice(incident()))  # none without a URL
+    (posted,) = postable_alerts([linked], now=NOW, ttl=timedelta(minutes=4))
+    assert posted["generatorURL"] == page  # what kind = "alertmanager" posts
+    (plain,) = postable_alerts([incident()], now=NOW, ttl=timedelta(minutes=4))
+    assert "generatorURL" not in plain
 
 
 def test_it_computes_fingerprints_as_prometheus_does() -> None:

@@ -1,0 +1,135 @@
+"""The web console's pages and their JSON twins (issue 16), on both databases, through
+Flask's test client: what they show, the filters and pages, escaping of names that come
+from outside, the charts, authentication, and the refusal to listen off loopback without
+it."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from flask.testing import FlaskClient
+
+from anomon import store
+from anomon.config import Config, DetectionConfig, SamplesConfig, parse_config
+from anomon.errors import ConfigError
+from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.service.detection import DetectJob
+from anomon.web.app import create_app
+
+START = 1_700_000_000 - 1_700_000_000 % 86_400
+NOW = datetime.fromtimestamp(START + 60 * 900, UTC)
+HOSTILE = '<script>alert("x")</script>'
+DETECTION = DetectionConfig.model_validate({"forest": {"min_train": 200}, "seasonality": []})
+
+
+def seed_hosts(engine: store.Engine, *, start: int, hostile: str, now: datetime) -> None:
+    """Two hosts' cpu, 900 minutes from ``start``, jumping in the last 40 (one host named
+    by ``hostile``): two incidents, scored as of ``now``."""
+    rng = np.random.default_rng(3)
+    samples = []
+    for host in ("db-1", hostile):
+        values = 40 + rng.normal(0, 1, 900)
+        values[860:] += 30
+        info = SeriesInfo("node", host, SeriesKind.RESOURCE, "")
+        key = SeriesKey.of("cpu", {"host": host})
+        samples += [Sample(key, info, start + 60 * i, float(values[i])) for i in range(900)]
+    store.save_collection(
+        engine, store.SeriesRegistry(), source="node", started_at=now, finished_at=now,
+        samples=samples,
+    )  # fmt: skip
+    DetectJob(engine, DETECTION, clock=lambda: now,
+              samples=SamplesConfig(max_ahead=timedelta(days=1)))()  # fmt: skip
+
+
+def _seed(engine: store.Engine) -> None:
+    seed_hosts(engine, start=START, hostile=HOSTILE, now=NOW)
+
+
+def _client(engine: store.Engine, **web: object) -> FlaskClient:
+    config = Config.model_validate({"web": web})
+    return create_app(config, engine, clock=lambda: NOW).test_client()
+
+
+def test_the_overview_and_incident_pages_show_what_detection_found_escaped(
+    engine: store.Engine,
+) -> None:
+    _seed(engine)
+    client = _client(engine)
+    page = client.get("/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Firing incidents: 2" in html
+    assert HOSTILE not in html and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+    assert "script-src" not in page.headers["Content-Security-Policy"]  # none allowed at all
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    overview = client.get("/overview.json").get_json()
+    assert overview["firing_count"] == 2 and overview["detection"]["points"] == 1800
+    assert {i["entity"] for i in overview["firing"]} == {"db-1", HOSTILE}  # JSON: as it is
+    (shown,) = [i for i in overview["firing"] if i["entity"] == "db-1"]
+    detail = client.get(f"/incidents/{shown['id']}.json").get_json()
+    assert detail["status"] == "firing" and detail["timeline"][0]["what"] == "opened"
+    (contributor,) = detail["contributors"]
+    assert contributor["series"] == 'cpu{"host":"db-1"}' and contributor["value"] > 60
+    assert detail["anomaly_count"] >= len(detail["anomalies"]) > 0
+    html = client.get(f"/incidents/{shown['id']}").get_data(as_text=True)
+    assert f"Incident {shown['id']}" in html and detail["charts"][0]["url"] in html
+    chart = client.get(detail["charts"][0]["url"])
+    assert chart.status_code == 200 and chart.mimetype == "image/svg+xml"
+    svg = chart.get_data(as_text=True)
+    assert svg.startswith("<?xml") and "<script" not in svg
+    assert client.get("/incidents/999999").status_code == 404
+    assert client.get("/incidents/999999.json").status_code == 404
+
+
+def test_the_incident_list_filters_and_pages_newest_first(engine: store.Engine) -> None:
+    _seed(engine)
+    client = _client(engine, page_size=1)
+    first = client.get("/incidents.json").get_json()
+    (newest,) = first["incidents"]
+    assert first["next"] is not None
+    second = client.get(first["next"].replace("/incidents?", "/incidents.json?")).get_json()
+    (older,) = second["incidents"]
+    assert older["id"] < newest["id"] and second["next"] is None
+    wanted = client.get("/incidents.json?entity=db-1&status=firing&since=1d").get_json()
+    assert [i["entity"] for i in wanted["incidents"]] == ["db-1"]
+    assert client.get("/incidents.json?status=resolved").get_json()["incidents"] == []
+    assert (
+        client.get("/incidents.json?severity=warning&metric=memory").get_json()["incidents"] == []
+    )
+    assert client.get("/incidents?status=bogus").status_code == 404
+    assert client.get("/incidents?since=soon").status_code == 404
+    html = client.get("/incidents?entity=%3Cb%3E").get_data(as_text=True)
+    assert 'value="&lt;b&gt;"' in html  # the filter as typed, escaped
+
+
+def test_a_password_or_a_token_is_asked_for_when_configured(engine: store.Engine) -> None:
+    client = _client(engine, password="s3cret-pass", token="t0ken-for-scripts")
+    refused = client.get("/")
+    assert refused.status_code == 401 and "Basic" in refused.headers["WWW-Authenticate"]
+    good = base64.b64encode(b"anomon:s3cret-pass").decode()
+    assert client.get("/", headers={"Authorization": f"Basic {good}"}).status_code == 200
+    bad = base64.b64encode(b"anomon:wrong").decode()
+    assert client.get("/", headers={"Authorization": f"Basic {bad}"}).status_code == 401
+    other = base64.b64encode(b"root:s3cret-pass").decode()
+    assert client.get("/", headers={"Authorization": f"Basic {other}"}).status_code == 401
+    token = {"Authorization": "Bearer t0ken-for-scripts"}
+    assert client.get("/overview.json", headers=token).status_code == 200
+    wrong = {"Authorization": "Bearer nope"}
+    assert client.get("/overview.json", headers=wrong).status_code == 401
+    assert client.get("/static/console.css").status_code == 401  # everything is behind it
+
+
+def test_listening_off_loopback_needs_a_password_or_token() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"web": {"listen": "0.0.0.0:9465"}})
+    assert any("web" in p and "reachable from other hosts" in p for p in caught.value.problems)
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"daemon": {"metrics_listen": "0.0.0.0:9464"}})
+    assert any("beside metrics_listen it would be 0.0.0.0:9465" in p
+               for p in caught.value.problems)  # fmt: skip
+    fine = parse_config({"web": {"listen": "0.0.0.0:9465", "password": "x"}})
+    assert fine.web.address(fine.daemon) == "0.0.0.0:9465"
+    assert Config().web.address(Config().daemon) == "127.0.0.1:9465"
