@@ -289,6 +289,8 @@ class WebConfig(Section):
     password: str | None = None  # HTTP basic authentication, as username
     token: str | None = None  # "Authorization: Bearer <token>", for scripts
     page_size: Annotated[int, Field(ge=1, le=1000)] = 50
+    # true: no acknowledge / resolve / feedback / silence forms, and every POST refused
+    read_only: bool = False
 
     def address(self, daemon: DaemonConfig) -> str:
         """The HOST:PORT it serves on (``auto`` resolved against ``[daemon]``)."""

@@ -59,6 +59,23 @@ class Silence:
         return matches(labels, self.match, self.match_re)
 
 
+def parse_matcher(text: str) -> dict[str, str]:
+    """``label=value`` (exact) or ``label=~regex`` as a stored matcher ``{name, value, op}``.
+
+    Raises ValueError naming the text when it is neither, or its regex does not compile.
+    """
+    name, op, value = text.partition("=~") if "=~" in text else text.partition("=")
+    name = name.strip()
+    if not name or not op:
+        raise ValueError(f"expected LABEL=VALUE or LABEL=~REGEX, got: {text!r}")
+    if op == "=~":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{text!r}: not a valid regular expression ({exc})") from None
+    return {"name": name, "value": value, "op": op}
+
+
 def matches(labels: Labels, match: Mapping[str, str], match_re: Mapping[str, str]) -> bool:
     """Whether every exact and every regex matcher holds (a missing label is ``""``)."""
     return all(labels.get(name, "") == value for name, value in match.items()) and all(

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from datetime import UTC, datetime, timedelta
 
 from anomon import store
-from anomon.alerts.routing import coverage_problem
+from anomon.alerts.routing import coverage_problem, parse_matcher
 from anomon.cli.common import load, open_store
 from anomon.cli.tables import cell_text, emit, escape_controls
 from anomon.errors import UsageError
@@ -93,15 +92,10 @@ def silence_add(args: argparse.Namespace) -> int:
 
 
 def _matcher(text: str) -> dict[str, str]:
-    name, op, value = text.partition("=~") if "=~" in text else text.partition("=")
-    if not name or not op:
-        raise UsageError(f"expected LABEL=VALUE or LABEL=~REGEX, got: {text!r}")
-    if op == "=~":
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise UsageError(f"{text!r}: not a valid regular expression ({exc})") from None
-    return {"name": name, "value": value, "op": op}
+    try:
+        return parse_matcher(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def silence_list(args: argparse.Namespace) -> int:

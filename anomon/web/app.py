@@ -35,7 +35,9 @@ HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # same-origin: no address leaves for other sites, and a form's POST still says its
+    # Origin (no-referrer would make it "null", and the CSRF check refuses those)
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -67,6 +69,11 @@ def create_app(config: Config, engine: store.Engine, *, clock: Clock = utcnow) -
     @app.errorhandler(404)
     def _not_found(_exc: Exception) -> tuple[str, int]:
         return render_template("error.html", message="nothing here"), 404
+
+    @app.errorhandler(403)
+    def _refused(exc: Exception) -> tuple[str, int]:
+        reason = getattr(exc, "description", "") or "not allowed"
+        return render_template("error.html", message=reason), 403
 
     def twin(html: Callable[..., dict[str, Any]], name: str) -> Callable[..., Any]:
         """Serve ``html``'s data as HTML, and at ``<path>.json`` as JSON."""
@@ -160,6 +167,9 @@ def create_app(config: Config, engine: store.Engine, *, clock: Clock = utcnow) -
             ],
         }
 
+    from anomon.web import actions
+
+    actions.install(app, config, engine, clock)
     app.add_url_rule("/", "overview", twin(overview, "overview"))
     app.add_url_rule("/overview.json", "overview_json", twin(overview, "overview"))
     app.add_url_rule("/incidents", "incidents", twin(incidents, "incidents"))

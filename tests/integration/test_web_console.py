@@ -133,3 +133,97 @@ def test_listening_off_loopback_needs_a_password_or_token() -> None:
     fine = parse_config({"web": {"listen": "0.0.0.0:9465", "password": "x"}})
     assert fine.web.address(fine.daemon) == "0.0.0.0:9465"
     assert Config().web.address(Config().daemon) == "127.0.0.1:9465"
+
+
+def _token(client: FlaskClient, path: str) -> str:
+    """The CSRF token a page's forms carry (the browser session's)."""
+    html = client.get(path).get_data(as_text=True)
+    marker = 'name="csrf" value="'
+    start = html.index(marker) + len(marker)
+    return html[start : html.index('"', start)]
+
+
+def _firing(client: FlaskClient, entity: str) -> int:
+    found = client.get(f"/incidents.json?status=firing&entity={entity}").get_json()
+    return int(found["incidents"][0]["id"])
+
+
+def test_acknowledge_resolve_and_feedback_are_forms_protected_from_forgery(
+    engine: store.Engine,
+) -> None:
+    _seed(engine)
+    client = _client(engine)
+    incident = _firing(client, "db-1")
+    page = f"/incidents/{incident}"
+    token = _token(client, page)
+    # no token, a wrong one, or another site's page: refused, nothing changes
+    assert client.post(f"{page}/ack").status_code == 403
+    assert client.post(f"{page}/ack", data={"csrf": "forged"}).status_code == 403
+    evil = {"Origin": "https://evil.example"}
+    assert client.post(f"{page}/ack", data={"csrf": token}, headers=evil).status_code == 403
+    assert client.get(f"{page}.json").get_json()["acknowledged_at"] is None
+    done = client.post(f"{page}/ack", data={"csrf": token}, headers={"Origin": "http://localhost"})
+    assert done.status_code == 303 and done.headers["Location"].endswith(page)
+    shown = client.get(page).get_data(as_text=True)
+    assert "acknowledged: it is no longer repeated" in shown  # told once, on the page
+    assert client.get(f"{page}.json").get_json()["acknowledged_at"] is not None
+    told = client.post(f"{page}/feedback", data={"csrf": token, "verdict": "false_alarm"})
+    assert told.status_code == 303
+    assert client.get(f"{page}.json").get_json()["feedback"] == "false_alarm"
+    assert client.post(f"{page}/resolve", data={"csrf": token}).status_code == 303
+    assert client.get(f"{page}.json").get_json()["status"] == "resolved"
+    again = client.post(f"{page}/resolve", data={"csrf": token}, follow_redirects=True)
+    assert "is resolved, not firing" in again.get_data(as_text=True)
+
+
+def test_silence_like_this_is_prefilled_previewed_created_and_expired(
+    engine: store.Engine,
+) -> None:
+    _seed(engine)
+    client = _client(engine)
+    incident = _firing(client, "db-1")
+    form = client.get(f"/silences?incident={incident}").get_data(as_text=True)
+    assert "entity=db-1\nhost=db-1\nkind=resource\nmetric=cpu\nsource=node</textarea>" in form
+    assert f'<a href="/incidents/{incident}">{incident}</a> cpu on db-1' in form  # covered now
+    preview = client.get("/silences?matchers=entity%3D~db.%2A%0Ametric%3Dcpu").get_data(
+        as_text=True
+    )
+    assert f'<a href="/incidents/{incident}">' in preview
+    token = _token(client, "/silences")
+    bad = client.post("/silences", data={"csrf": token, "matchers": "entity=~(", "for": "2h"})
+    assert bad.status_code == 400 and "not a valid regular expression" in bad.get_data(as_text=True)
+    made = client.post(
+        "/silences",
+        data={"csrf": token, "matchers": "entity=db-1\nmetric=cpu", "for": "3h",
+              "comment": "<b>maintenance</b>"},
+    )  # fmt: skip
+    assert made.status_code == 303
+    listed = client.get("/silences.json").get_json()["silences"]
+    assert [(s["matchers"], s["comment"], s["created_by"]) for s in listed] == [
+        ("entity=db-1 metric=cpu", "<b>maintenance</b>", "console")]  # fmt: skip
+    assert "&lt;b&gt;maintenance&lt;/b&gt;" in client.get("/silences").get_data(as_text=True)
+    assert datetime.fromisoformat(listed[0]["ends_at"]) - NOW == timedelta(hours=3)
+    expire = f"/silences/{listed[0]['id']}/expire"
+    assert client.post(expire, data={"csrf": token}).status_code == 303
+    assert client.get("/silences.json").get_json()["silences"] == []
+    assert len(client.get("/silences.json?all=1").get_json()["silences"]) == 1
+
+
+def test_a_script_acts_with_its_token_and_a_read_only_console_acts_not_at_all(
+    engine: store.Engine,
+) -> None:
+    _seed(engine)
+    client = _client(engine, token="t0ken-for-scripts")
+    token = {"Authorization": "Bearer t0ken-for-scripts"}
+    incident = int(
+        client.get("/incidents.json?entity=db-1", headers=token).get_json()["incidents"][0]["id"]
+    )
+    acked = client.post(f"/incidents/{incident}/ack", headers=token)  # no cookie: no CSRF
+    assert acked.status_code == 200 and acked.get_json()["ok"] is True
+    made = client.post("/silences", headers=token, data={"matchers": "entity=db-1", "for": "1h"})
+    assert made.get_json()["id"] >= 1
+    watching = _client(engine, read_only=True)
+    html = watching.get(f"/incidents/{incident}").get_data(as_text=True)
+    assert "Acknowledge" not in html and "Resolve" not in html and '<form method="post"' not in html
+    assert watching.post(f"/incidents/{incident}/resolve").status_code == 403
+    assert watching.get(f"/incidents/{incident}.json").get_json()["status"] == "firing"
