@@ -343,7 +343,12 @@ class DetectJob:
                     quality[sid] = states[column]
                     learning[sid] = until[column] if states[column] == "learning" else None
                     expected = float(scores.expected[has, column][-1])
-                    last_rows[sid] = (int(times[-1]), float(values[has, column][-1]), expected)
+                    last_rows[sid] = (
+                        int(times[-1]),
+                        float(values[has, column][-1]),
+                        expected,
+                        float(score[-1]),
+                    )
                 unit, leading = self._unit_scores(key, per_series)
                 leads = np.asarray(self.members[key])[leading]
                 parts.setdefault(key[1:], []).append((ts, unit, leads, _at_once(scores, leading)))

@@ -50,7 +50,14 @@ from anomon.store.incidents import (
     write_incidents,
 )
 from anomon.store.lock import WriterLock, writer_lock
-from anomon.store.lookup import SeriesRow, every_series_meta, find_series, incident_spans
+from anomon.store.lookup import (
+    SeriesRow,
+    SeriesStatus,
+    every_series_meta,
+    find_series,
+    incident_spans,
+    search_series,
+)
 from anomon.store.migrate import (
     check,
     current_revision,
@@ -125,6 +132,7 @@ __all__ = [
     "SeriesMeta",
     "SeriesRegistry",
     "SeriesRow",
+    "SeriesStatus",
     "SilenceRow",
     "SourceHealth",
     "SourceStatus",
@@ -192,6 +200,7 @@ __all__ = [
     "save_detection",
     "save_incidents",
     "search_incidents",
+    "search_series",
     "series_around",
     "series_meta",
     "series_to_score",

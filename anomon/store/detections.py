@@ -176,19 +176,24 @@ def _batched(
     return found
 
 
-LatestRow = tuple[int, float | None, float | None]
+LatestRow = tuple[int, float | None, float | None, float | None]  # ts, value, expected, score
 
 
 def _latest_columns(row: LatestRow | None) -> dict[str, int | float | None]:
     """``series_state``'s latest-row columns; non-finite numbers are stored as NULL."""
     if row is None:
-        return {"last_ts": None, "last_value": None, "last_expected": None}
-    ts, value, expected = row
+        return {"last_ts": None, "last_value": None, "last_expected": None, "last_score": None}
+    ts, value, expected, score = row
 
     def finite(x: float | None) -> float | None:
         return x if x is not None and math.isfinite(x) else None
 
-    return {"last_ts": ts, "last_value": finite(value), "last_expected": finite(expected)}
+    return {
+        "last_ts": ts,
+        "last_value": finite(value),
+        "last_expected": finite(expected),
+        "last_score": finite(score),
+    }
 
 
 def save_detection(
@@ -210,7 +215,7 @@ def save_detection(
 ) -> int:
     """Write a cycle's incident changes (with their outbox rows), anomalies, watermarks
     (with each series' data-quality state, while it is learning until about when, and
-    its latest row: ``latest`` maps a series to (ts, value, expected))
+    its latest row: ``latest`` maps a series to (ts, value, expected, score))
     and run row in one transaction.
 
     An anomaly whose ``incident`` indexes into ``incidents`` is linked to that incident.
@@ -271,6 +276,7 @@ def save_detection(
                         "last_ts": upsert.excluded.last_ts,
                         "last_value": upsert.excluded.last_value,
                         "last_expected": upsert.excluded.last_expected,
+                        "last_score": upsert.excluded.last_score,
                         "updated_at": upsert.excluded.updated_at,
                     },
                 ),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
 
+from anomon.store import schema
 from anomon.store.engine import translated
 from anomon.store.incidents import SeriesMeta
 from anomon.store.schema import Incident, Series
@@ -43,6 +44,69 @@ def find_series(
             for sid, name, text, entity, unit in conn.execute(query.order_by(Series.id))
         ]
     return [r for r in rows if all(r.labels.get(k) == v for k, v in wanted.items())]
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesStatus:
+    """A series as the console's explorer lists it: what it is, and where detection
+    stands on it (its data-quality state, and its latest value, expectation and score)."""
+
+    id: int
+    metric: str
+    labels: dict[str, str]
+    entity: str
+    source: str
+    unit: str
+    quality: str | None  # None: never scored
+    learning_until: int | None
+    last_ts: int | None
+    last_value: float | None
+    last_expected: float | None
+    last_score: float | None
+
+
+def search_series(
+    engine: Engine,
+    *,
+    metric: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    entity: str | None = None,
+    series_id: int | None = None,
+    limit: int = 200,
+) -> list[SeriesStatus]:
+    """The series named ``metric`` (a ``*`` in it matches anything), of ``entity``,
+    whose labels include ``labels``, with their detection state; at most ``limit``."""
+    state = schema.SeriesState
+    query = (
+        select(
+            Series.id, Series.metric, Series.labels, Series.entity, Series.source, Series.unit,
+            state.quality, state.learning_until, state.last_ts, state.last_value,
+            state.last_expected, state.last_score,
+        )
+        .outerjoin(state, state.series_id == Series.id)
+        .order_by(Series.metric, Series.id)
+    )  # fmt: skip
+    if series_id is not None:
+        query = query.where(Series.id == series_id)
+    if metric:
+        pattern = metric.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Series.metric.like(pattern.replace("*", "%"), escape="\\"))
+    if entity:
+        query = query.where(Series.entity == entity)
+    wanted = dict(labels or {})
+    found: list[SeriesStatus] = []
+    with translated(engine, "finding series"), engine.connect() as conn:
+        rows = conn.execution_options(yield_per=1000).execute(query)
+        try:  # streamed: the labels are matched here, so no LIMIT can be given to SQL
+            for sid, name, text, *rest in rows:
+                own = json.loads(text)
+                if all(own.get(k) == v for k, v in wanted.items()):
+                    found.append(SeriesStatus(sid, name, own, *rest))
+                    if len(found) >= limit:
+                        break
+        finally:
+            rows.close()
+    return found
 
 
 def incident_spans(

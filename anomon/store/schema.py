@@ -89,6 +89,9 @@ class SeriesState(Base):
     last_expected: Mapped[float | None] = mapped_column(
         Float(precision=53), default=None, doc="what the detectors expected at last_ts"
     )
+    last_score: Mapped[float | None] = mapped_column(
+        Float(precision=53), default=None, doc="its score (0-100) at last_ts"
+    )
     updated_at: Mapped[datetime]
 
 

@@ -25,6 +25,15 @@ from anomon.web.auth import Credentials
 
 # the routing labels anomon adds to a series' own (its title shows the series' own)
 ROUTING_ONLY = ("metric", "entity", "source", "kind", "severity")
+# the ranges the series explorer draws (zoom by range links)
+RANGES = {
+    "1h": timedelta(hours=1),
+    "6h": timedelta(hours=6),
+    "1d": timedelta(days=1),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+}
+SERIES_SHOWN = 200  # series listed by one search
 CHART_BEFORE = timedelta(hours=6)  # a series is drawn from this long before its incident
 CHART_AFTER = timedelta(hours=1)  # ... to this long after it (or now)
 HEADERS = {
@@ -179,11 +188,65 @@ def create_app(config: Config, engine: store.Engine, *, clock: Clock = utcnow) -
         "/incidents/<int:incident_id>.json", "incident_json", twin(incident, "incident")
     )
 
+    def series_list() -> dict[str, Any]:
+        filters = {
+            "metric": request.args.get("metric", "").strip(),
+            "entity": request.args.get("entity", "").strip(),
+            "labels": request.args.get("labels", "").strip(),
+        }
+        wanted: dict[str, str] = {}
+        for pair in filters["labels"].split():
+            name, sep, value = pair.partition("=")
+            if not sep or not name:
+                abort(404)
+            wanted[name] = value
+        found = store.search_series(
+            engine,
+            metric=filters["metric"] or None,
+            entity=filters["entity"] or None,
+            labels=wanted,
+            limit=SERIES_SHOWN + 1,
+        )
+        return {
+            "filters": filters,
+            "series": [_series(s) for s in found[:SERIES_SHOWN]],
+            "more": len(found) > SERIES_SHOWN,
+        }
+
+    def series_page(series_id: int) -> dict[str, Any]:
+        found = store.search_series(engine, series_id=series_id, limit=1)
+        if not found:
+            abort(404)
+        shown = _series(found[0])
+        span = request.args.get("range", "1d")
+        if span not in RANGES:
+            abort(404)
+        now = clock()
+        since = now - RANGES[span]
+        recent = store.search_incidents(engine, entity=found[0].entity, since=since, limit=20)
+        return {
+            **shown,
+            "range": span,
+            "ranges": list(RANGES),
+            "chart": url_for("chart", series_id=series_id, range=span),
+            "incidents": [_incident(i) for i in recent],
+        }
+
+    app.add_url_rule("/series", "series_list", twin(series_list, "series_list"))
+    app.add_url_rule("/series.json", "series_list_json", twin(series_list, "series_list"))
+    app.add_url_rule("/series/<int:series_id>", "series", twin(series_page, "series"))
+    app.add_url_rule("/series/<int:series_id>.json", "series_json", twin(series_page, "series"))
+
     @app.route("/series/<int:series_id>/chart.svg")
     def chart(series_id: int) -> Response:
-        """The series around an incident (``?incident=ID``) or over the last day."""
+        """The series around an incident (``?incident=ID``), or over ``?range=`` (1h to
+        30d; the last day by default) with its incidents shaded and its deploys."""
         now = clock()
-        start, end, spans = now - timedelta(days=1), now, []
+        span = RANGES.get(request.args.get("range", "1d"))
+        if span is None:
+            abort(404)
+        start, end = now - span, now
+        spans = store.incident_spans(engine, series_id, since=to_epoch(start), until=to_epoch(end))
         wanted = request.args.get("incident", "")
         if wanted.isdigit():
             try:
@@ -200,9 +263,16 @@ def create_app(config: Config, engine: store.Engine, *, clock: Clock = utcnow) -
         from anomon.alerts.model import Points
 
         points = Points(around.ts, around.values, around.expected, around.anomalies)
+        (about,) = store.search_series(engine, series_id=series_id, limit=1) or abort(404)
+        deploys = [
+            (to_epoch(d.at), d.version)
+            for d in store.list_deploys(engine, since=start, until=end)
+            if d.covers(about.entity, about.labels)
+        ]
         image = render_series(
-            points, "", spans=spans, width_px=900, height_px=260, image_format="svg"
-        )
+            points, "", spans=spans, deploys=deploys, width_px=900, height_px=260,
+            image_format="svg",
+        )  # fmt: skip
         return Response(image, mimetype="image/svg+xml")
 
     @app.template_filter("when")
@@ -250,6 +320,31 @@ def _incident(record: IncidentRecord) -> dict[str, Any]:
             for c in record.contributors
         ],
     }
+
+
+def _series(found: store.SeriesStatus) -> dict[str, Any]:
+    """A series as the explorer shows it."""
+    return {
+        "id": found.id,
+        "name": describe_key(SeriesKey.of(found.metric, found.labels), limit=200),
+        "metric": found.metric,
+        "labels": found.labels,
+        "entity": found.entity,
+        "source": found.source,
+        "unit": found.unit,
+        "quality": found.quality or "not scored yet",
+        "learning_until": None
+        if found.learning_until is None
+        else from_epoch(found.learning_until),
+        "last_at": None if found.last_ts is None else from_epoch(found.last_ts),
+        "value": found.last_value,
+        "expected": found.last_expected,
+        "score": found.last_score,
+    }
+
+
+def _moment(epoch: int | None) -> datetime | None:
+    return None if epoch is None else from_epoch(epoch)
 
 
 def _timeline(detail: store.IncidentDetail) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from anomon import store
 from anomon.config import Config, DetectionConfig, SamplesConfig, parse_config
 from anomon.errors import ConfigError
-from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.model import DeployRecord, Sample, SeriesInfo, SeriesKey, SeriesKind
 from anomon.service.detection import DetectJob
 from anomon.web.app import create_app
 
@@ -227,3 +227,33 @@ def test_a_script_acts_with_its_token_and_a_read_only_console_acts_not_at_all(
     assert "Acknowledge" not in html and "Resolve" not in html and '<form method="post"' not in html
     assert watching.post(f"/incidents/{incident}/resolve").status_code == 403
     assert watching.get(f"/incidents/{incident}.json").get_json()["status"] == "firing"
+
+
+def test_the_series_explorer_finds_series_and_draws_a_range_with_deploys(
+    engine: store.Engine,
+) -> None:
+    _seed(engine)
+    store.record_deploys(
+        engine, [DeployRecord(NOW - timedelta(hours=2), "", "release-9", entity="db-1")], now=NOW
+    )
+    client = _client(engine)
+    found = client.get("/series.json?metric=cp*&labels=host%3Ddb-1").get_json()
+    (series,) = found["series"]
+    assert (series["name"], series["entity"], series["quality"]) == (
+        'cpu{"host":"db-1"}', "db-1", "ok")  # fmt: skip
+    assert series["value"] > 60 and series["expected"] < 45 and series["score"] >= 80
+    assert client.get("/series.json?metric=memory").get_json()["series"] == []
+    assert client.get("/series.json?entity=db-1").get_json()["series"] == [series]
+    page = client.get(f"/series/{series['id']}.json?range=7d").get_json()
+    assert page["range"] == "7d" and page["chart"].endswith("range=7d")
+    assert [i["entity"] for i in page["incidents"]] == ["db-1"]
+    html = client.get(f"/series/{series['id']}?range=6h").get_data(as_text=True)
+    assert '<a href="/series/' in html and "<strong>6h</strong>" in html
+    assert client.get(f"/series/{series['id']}?range=2y").status_code == 404
+    drawn = client.get(f"/series/{series['id']}/chart.svg?range=6h")
+    assert drawn.status_code == 200 and drawn.mimetype == "image/svg+xml"
+    bare = client.get(f"/series/{series['id']}/chart.svg?range=6h&incident=x")
+    assert len(drawn.get_data()) > 0 and bare.status_code == 200
+    assert client.get("/series/999999").status_code == 404
+    hostile = client.get("/series?metric=%3Cscript%3E").get_data(as_text=True)
+    assert "<script>" not in hostile and "&lt;script&gt;" in hostile
