@@ -26,13 +26,7 @@ from anomon.web.auth import Credentials
 # the routing labels anomon adds to a series' own (its title shows the series' own)
 ROUTING_ONLY = ("metric", "entity", "source", "kind", "severity")
 # the ranges the series explorer draws (zoom by range links)
-RANGES = {
-    "1h": timedelta(hours=1),
-    "6h": timedelta(hours=6),
-    "1d": timedelta(days=1),
-    "7d": timedelta(days=7),
-    "30d": timedelta(days=30),
-}
+RANGES = {text: parse_duration(text) for text in ("1h", "6h", "1d", "7d", "30d")}
 SERIES_SHOWN = 200  # series listed by one search
 CHART_BEFORE = timedelta(hours=6)  # a series is drawn from this long before its incident
 CHART_AFTER = timedelta(hours=1)  # ... to this long after it (or now)
