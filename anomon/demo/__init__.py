@@ -50,6 +50,10 @@ url = {db}
 [daemon]
 metrics_listen = "127.0.0.1:{metrics_port}"
 shutdown_timeout = "10s"
+external_url = "http://127.0.0.1:{web_port}"
+
+[web]
+listen = "127.0.0.1:{web_port}"
 
 [detection]
 interval = "{step}s"
@@ -92,11 +96,13 @@ def run_demo(minutes: float, workdir: Path | None = None, out: Print = print) ->
         webhook_sink() as (sink_url, received),
         model_server(lambda: live[0] if live else None) as server,
     ):
-        config_path = _write_config(folder, server, sink_url)
+        web_port = _free_port()
+        config_path = _write_config(folder, server, sink_url, web_port)
         paths = ",".join(MODELS)
         shape = f"{len(MODELS)} models x {len(METRICS)} metrics, noise and a daily shape"
         out(f"  model server  {server}/metrics/{{{paths}}}  ({shape})")
         out(f"  webhook sink  {sink_url}")
+        out(f"  console       http://127.0.0.1:{web_port}/  (while the daemon runs)")
         _history(config_path, out)
         daemon, log_path = _start_daemon(config_path, folder)
         try:
@@ -120,7 +126,7 @@ def run_demo(minutes: float, workdir: Path | None = None, out: Print = print) ->
     return code
 
 
-def _write_config(folder: Path, server: str, sink: str) -> Path:
+def _write_config(folder: Path, server: str, sink: str, web_port: int) -> Path:
     # JSON strings are TOML basic strings: quotes and backslashes in a path stay intact
     sources = "".join(
         SOURCE.format(model=m, url=json.dumps(f"{server}/metrics/{m}"), step=STEP) for m in MODELS
@@ -128,6 +134,7 @@ def _write_config(folder: Path, server: str, sink: str) -> Path:
     text = CONFIG.format(
         db=json.dumps(f"sqlite:///{folder / 'anomon.db'}"),
         metrics_port=_free_port(),
+        web_port=web_port,
         step=STEP,
         sink=json.dumps(sink),
         sources=sources,

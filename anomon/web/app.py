@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask, Response, abort, jsonify, render_template, request, url_for
 
 from anomon import store
+from anomon.alerts.model import deploy_text, latest_deploy
 from anomon.config import Config
 from anomon.errors import AnomonError, UsageError
 from anomon.model import IncidentRecord, IncidentStatus, SeriesKey, describe_key
@@ -146,8 +147,17 @@ def create_app(config: Config, engine: store.Engine, *, clock: Clock = utcnow) -
         except UsageError:
             abort(404)
         facts = _incident(detail)
+        deploy = None
+        if config.alerts.deploy_window:
+            window = config.alerts.deploy_window
+            near = store.list_deploys(
+                engine, since=detail.opened_at - window, until=detail.opened_at
+            )
+            found = latest_deploy(near, detail, window)
+            deploy = None if found is None else deploy_text(found, detail.opened_at)
         return {
             **facts,
+            "deploy": deploy,
             "timeline": _timeline(detail),
             "anomaly_count": detail.anomaly_count,
             "anomalies": [

@@ -3,17 +3,49 @@ webhook sink hears of them."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from anomon import store
-from tests.conftest import run_cli
+from tests.conftest import ROOT
 
 
 def test_the_demo_finds_what_it_injects_and_notifies(tmp_path: Path) -> None:
-    result = run_cli("demo", "--minutes", "1.5", "--dir", str(tmp_path), timeout=240)
-    assert result.returncode == 0, result.stdout + result.stderr
-    text = result.stdout
+    lines: list[str] = []
+    console: dict[str, object] = {}
+    errors = ""
+    with subprocess.Popen(
+        [sys.executable, "-m", "anomon", "demo", "--minutes", "1.5", "--dir", str(tmp_path)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # its lines as it prints them
+    ) as demo:  # fmt: skip
+        try:
+            assert demo.stdout is not None and demo.stderr is not None
+            for line in demo.stdout:  # the demo prints as it goes; it ends after its run
+                lines.append(line)
+                found = re.match(r"  console       (http://127\.0\.0\.1:\d+/)", line)
+                if line.startswith("  daemon        pid") and "url" in console:
+                    console["overview"] = _overview(str(console["url"]))
+                if found:
+                    console["url"] = found.group(1)
+            errors = demo.stderr.read()
+            demo.wait(timeout=240)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait(timeout=30)
+    text = "".join(lines)
+    assert demo.returncode == 0, text + errors
+    # the console answered while the daemon ran, at the address the demo printed
+    overview = console.get("overview")
+    assert isinstance(overview, dict) and overview["daemons"][0]["alive"] is True, console
     for name in ("accuracy drop", "latency spike"):
         assert re.search(rf"^  {name}: detected \d+ s after it began", text, re.M), text
     assert "  latency spike ends" in text
@@ -31,3 +63,19 @@ def test_the_demo_finds_what_it_injects_and_notifies(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     assert "Traceback" not in (tmp_path / "anomon.log").read_text()
+
+
+def _overview(url: str) -> dict[str, Any]:
+    """The console's overview as JSON, once it answers (within 30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            reply = httpx.get(f"{url}overview.json", timeout=5)
+            if reply.status_code == 200:
+                found: dict[str, Any] = reply.json()
+                return found
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            return {}
+        time.sleep(0.5)

@@ -25,9 +25,11 @@ HOSTILE = '<script>alert("x")</script>'
 DETECTION = DetectionConfig.model_validate({"forest": {"min_train": 200}, "seasonality": []})
 
 
-def seed_hosts(engine: store.Engine, *, start: int, hostile: str, now: datetime) -> None:
+def seed_hosts(
+    engine: store.Engine, *, start: int, hostile: str, now: datetime, detect: bool = True
+) -> None:
     """Two hosts' cpu, 900 minutes from ``start``, jumping in the last 40 (one host named
-    by ``hostile``): two incidents, scored as of ``now``."""
+    by ``hostile``): two incidents, scored as of ``now`` (unless not ``detect``)."""
     rng = np.random.default_rng(3)
     samples = []
     for host in ("db-1", hostile):
@@ -40,6 +42,8 @@ def seed_hosts(engine: store.Engine, *, start: int, hostile: str, now: datetime)
         engine, store.SeriesRegistry(), source="node", started_at=now, finished_at=now,
         samples=samples,
     )  # fmt: skip
+    if not detect:
+        return
     DetectJob(engine, DETECTION, clock=lambda: now,
               samples=SamplesConfig(max_ahead=timedelta(days=1)))()  # fmt: skip
 
@@ -257,3 +261,12 @@ def test_the_series_explorer_finds_series_and_draws_a_range_with_deploys(
     assert client.get("/series/999999").status_code == 404
     hostile = client.get("/series?metric=%3Cscript%3E").get_data(as_text=True)
     assert "<script>" not in hostile and "&lt;script&gt;" in hostile
+    # an incident that opened soon after a deploy of its entity names it on its page
+    store.record_deploys(
+        engine, [DeployRecord(NOW - timedelta(minutes=50), "", "release-10", entity="db-1")],
+        now=NOW,
+    )  # fmt: skip
+    incident = page["incidents"][0]["id"]
+    shown = client.get(f"/incidents/{incident}.json").get_json()["deploy"]
+    assert shown.startswith("db-1 release-10 at ") and "min before it opened" in shown
+    assert "release-10" in client.get(f"/incidents/{incident}").get_data(as_text=True)
