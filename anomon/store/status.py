@@ -28,6 +28,7 @@ class SourceStatus:
     last_at: datetime
     last_error: str | None
     last_ok_at: datetime | None
+    failures: int = 0  # failed collections in a row since the last good one (backed off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,15 +103,28 @@ def read_status(engine: Engine, *, dead_limit: int = 10, learning_limit: int = 2
         .order_by(Notification.id.desc())
         .limit(dead_limit)
     )
+    latest_ok = ok.subquery()
+    streak = (
+        select(CollectionRun.source, func.count())
+        .outerjoin(latest_ok, latest_ok.c.source == CollectionRun.source)
+        .where(
+            CollectionRun.error.is_not(None),
+            (latest_ok.c[1].is_(None)) | (CollectionRun.started_at > latest_ok.c[1]),
+        )
+        .group_by(CollectionRun.source)
+    )
     with translated(engine, "reading the status"), engine.connect() as conn:
         oks = dict(conn.execute(ok).tuples().all())
+        failing = dict(conn.execute(streak).tuples().all())
         runs = conn.execute(
             select(CollectionRun.source, CollectionRun.started_at, CollectionRun.error)
             .where(CollectionRun.id.in_(last))
             .order_by(CollectionRun.source)
         ).all()
         return Status(
-            sources=[SourceStatus(s, at, error, oks.get(s)) for s, at, error in runs],
+            sources=[
+                SourceStatus(s, at, error, oks.get(s), failing.get(s, 0)) for s, at, error in runs
+            ],
             series_by_quality={
                 ("unscored" if state is None else state): count
                 for state, count in conn.execute(quality).tuples()

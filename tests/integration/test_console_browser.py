@@ -60,9 +60,9 @@ def _until(what: str, check: Callable[[], Any], seconds: float = 60) -> Any:
 
 
 def test_a_person_on_call_follows_a_notification_into_the_console_and_acts(
-    tmp_path: Path, browser: Any
+    tmp_path: Path, browser: Any, database_url: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'console.db'}"
+    url = database_url
     engine = store.open_engine(url)
     store.upgrade(engine)
     now = datetime.now(UTC)

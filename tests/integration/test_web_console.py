@@ -270,3 +270,19 @@ def test_the_series_explorer_finds_series_and_draws_a_range_with_deploys(
     shown = client.get(f"/incidents/{incident}.json").get_json()["deploy"]
     assert shown.startswith("db-1 release-10 at ") and "min before it opened" in shown
     assert "release-10" in client.get(f"/incidents/{incident}").get_data(as_text=True)
+
+
+def test_the_overview_says_how_long_a_source_has_been_failing(engine: store.Engine) -> None:
+    registry = store.SeriesRegistry()
+    for minute, error in enumerate([None, "HTTP 503", None, "HTTP 503", "HTTP 503", "timeout"]):
+        at = NOW + timedelta(minutes=minute)
+        store.save_collection(engine, registry, source="scrape", started_at=at, finished_at=at,
+                              samples=[], error=error)  # fmt: skip
+    store.save_collection(engine, registry, source="fine", started_at=NOW, finished_at=NOW,
+                          samples=[])  # fmt: skip
+    client = _client(engine)
+    sources = {s["source"]: s for s in client.get("/overview.json").get_json()["sources"]}
+    assert sources["scrape"]["failures"] == 3 and sources["scrape"]["last_error"] == "timeout"
+    assert sources["fine"]["failures"] == 0
+    html = client.get("/").get_data(as_text=True)
+    assert "3 failures in a row: tried less and less often" in html
