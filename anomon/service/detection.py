@@ -44,16 +44,23 @@ from anomon.config import AlertsConfig, DetectionConfig, SamplesConfig, SeriesSe
 from anomon.detect import DETECTOR_VERSION
 from anomon.detect.entity import Scores, default_direction
 from anomon.detect.fleet import Fleet
-from anomon.errors import AnomonError, summarise
+from anomon.errors import AnomonError, UsageError, summarise
 from anomon.model import (
     AnomalyRecord,
     DeployRecord,
+    IncidentStatus,
     SeriesKey,
     Severity,
     describe_key,
     escape_controls,
 )
-from anomon.service.alerting import CRITICAL_SCORE, Alarms, Members, plan_incidents
+from anomon.service.alerting import (
+    CRITICAL_SCORE,
+    Alarms,
+    Members,
+    plan_incidents,
+    resolve_incident,
+)
 from anomon.service.telemetry import Telemetry
 from anomon.sources.quality import DRIFT_METRICS, ESTIMATED_METRICS
 from anomon.timeutil import Clock, format_duration, from_epoch, to_epoch, utcnow
@@ -167,6 +174,8 @@ class DetectJob:
         retire_after = int(self.config.absent.series_retire_after.total_seconds())
         every = store.series_to_score(self.engine, retire_after=retire_after)
         self._let_go({entity_key(s) for s in every})
+        if retire_after:
+            self._resolve_retired(every)
         self._follow_deploys()
         series = [s for s in every if s.id not in self.quarantine]
         # an entity's series side by side, so that halving splits as few entities as it can
@@ -200,6 +209,31 @@ class DetectJob:
             format_duration(self.config.absent.series_retire_after),
             escape_controls(summarise([_shown(key) for key in gone], 3)),
         )
+
+    def _resolve_retired(self, every: list[store.ScoredSeries]) -> None:
+        """Resolve the firing incidents of things that are gone: an incident whose series
+        is retired, and no series of its entity (and model / version) is scored any more,
+        would fire for ever. Its receivers are told it resolved, as by hand."""
+        live = {s.id for s in every}
+        units = {
+            (key[1].replace(BEFORE_LABELS_STAGE, ""), key[2], key[3])
+            for key in map(entity_key, every)
+        }
+        firing = store.search_incidents(self.engine, status=IncidentStatus.FIRING, limit=10_000)
+        for incident in firing:
+            labels = incident.labels
+            unit = (incident.entity, labels.get("model", ""), labels.get("version", ""))
+            if incident.series_id is None or incident.series_id in live or unit in units:
+                continue  # absent-data incidents have their own watch; the unit goes on
+            try:
+                resolve_incident(self.engine, self.alerts, incident.id, now=self.clock())
+            except UsageError:
+                continue  # resolved meanwhile (by a person, by another writer)
+            log.info(
+                "incident %d resolved: its series are retired (no sample for %s)",
+                incident.id,
+                format_duration(self.config.absent.series_retire_after),
+            )
 
     def _follow_deploys(self) -> None:
         """Read the deploys recorded since the last cycle; an entity of a model that has

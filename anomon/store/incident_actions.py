@@ -37,10 +37,12 @@ def search_incidents(
     metric: str | None = None,
     since: datetime | None = None,
     before_id: int | None = None,
+    series_id: int | None = None,
     limit: int = 50,
 ) -> list[IncidentRecord]:
     """The incidents that match every filter given (``since``: opened or still seen
-    since then), newest first; ``before_id`` pages on (the ids below the last shown)."""
+    since then; ``series_id``: stored under that series, an entity's first), newest
+    first; ``before_id`` pages on (the ids below the last shown)."""
     query = select(Incident).order_by(Incident.id.desc()).limit(limit)
     if status is not None:
         query = query.where(Incident.status == status)
@@ -54,6 +56,8 @@ def search_incidents(
         query = query.where(Incident.last_seen_at >= since)
     if before_id is not None:
         query = query.where(Incident.id < before_id)
+    if series_id is not None:
+        query = query.where(Incident.series_id == series_id)
     with translated(engine, "listing incidents"), Session(engine) as session:
         return [stored_incident(row) for row in session.scalars(query)]
 

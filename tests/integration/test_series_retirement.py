@@ -24,14 +24,16 @@ CONFIG = DetectionConfig.model_validate(
 HOST_1, HOST_2 = ("node", "host-1", "", ""), ("node", "host-2", "", "")
 
 
-def _save(engine: store.Engine, rows: range, hosts: tuple[str, ...]) -> None:
+def _save(
+    engine: store.Engine, rows: range, hosts: tuple[str, ...], jump_from: int | None = None
+) -> None:
     rng = np.random.default_rng(rows.start)
     samples = [
         Sample(
             SeriesKey.of("cpu", {"host": host}),
             SeriesInfo("node", host, SeriesKind.RESOURCE, ""),
             START + 60 * i,
-            float(40 + rng.normal(0, 2)),
+            float(40 + rng.normal(0, 2) + (30 if jump_from is not None and i >= jump_from else 0)),
         )
         for i in rows
         for host in hosts
@@ -53,10 +55,12 @@ def test_an_entity_gone_past_series_retire_after_is_let_go_and_taken_back_when_i
 ) -> None:
     job = DetectJob(engine, CONFIG, clock=lambda: NOW)
     _save(engine, range(200), ("host-1",))
-    _save(engine, range(100), ("host-2",))  # host-2 stops after 99 minutes
+    _save(engine, range(100), ("host-2",), jump_from=85)  # goes wrong, then stops at 99
     job()
     assert set(job.members) == {HOST_1, HOST_2}
     ids = _ids(engine)
+    (firing,) = store.search_incidents(engine, series_id=ids["host-2"])
+    assert firing.status == "firing"
     # 100 minutes behind its source's latest sample is not two hours
     assert {s.id for s in store.series_to_score(engine, retire_after=7200)} == set(ids.values())
     # two hours past host-2's last sample, by its source's own clock (not the wall clock)
@@ -70,6 +74,13 @@ def test_an_entity_gone_past_series_retire_after_is_let_go_and_taken_back_when_i
     assert "1 entity retired (no sample for 2h before their source's latest): node / host-2" in (
         caplog.text
     )
+    # its incident would fire for ever: resolved, and said so
+    (gone,) = store.search_incidents(engine, series_id=ids["host-2"])
+    assert gone.status == "resolved" and gone.id == firing.id
+    assert f"incident {firing.id} resolved: its series are retired (no sample for 2h)" in (
+        caplog.text
+    )
+    assert [i.status for i in store.search_incidents(engine, series_id=ids["host-1"])] == []
     # its samples come back: it is scored again, from where it stopped
     _save(engine, range(600, 610), ("host-1", "host-2"))
     job()
