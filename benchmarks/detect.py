@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from anomon.config import DetectionConfig
-from anomon.detect import EntityDetector
+from anomon.detect import Solo
 from anomon.detect.fleet import Fleet
 
 START = 1_700_000_000 - 1_700_000_000 % 86_400
@@ -46,7 +46,7 @@ def replay_rate(rows: int, metrics: int, config: DetectionConfig, repeats: int =
     took = []
     for _ in range(repeats):
         start = time.perf_counter()
-        EntityDetector([f"m{i}" for i in range(metrics)], config).update(ts, values)
+        Solo([f"m{i}" for i in range(metrics)], config).update(ts, values)
         took.append(time.perf_counter() - start)
     return rows * metrics / min(took)
 

@@ -1,11 +1,12 @@
 """Causal, incremental scoring of one entity: one or more aligned metrics.
 
-:class:`EntityDetector` is the time-series runner around the detectors. Feed it rows
-in time order, in batches of any size; each row is scored from the rows before it only,
-and the result does not depend on how the rows were batched (every statistic is an
-exact trailing order statistic, and the forest is refitted at fixed row counts).
-``anomon replay`` runs it alone; the daemon's :class:`~anomon.detect.fleet.Fleet` runs
-many of them with one pooled forest (``pooled=True``), the rest being identical.
+:class:`EntityDetector` is the time-series runner around the detectors of one entity;
+a :class:`~anomon.detect.fleet.Fleet` runs them, many at once in the daemon and one
+alone (a :class:`~anomon.detect.fleet.Solo`) in ``anomon replay``, with one pooled
+forest either way. Rows come in time order, in batches of any size; each row is scored
+from the rows before it only, and the result does not depend on how the rows were
+batched (every statistic is an exact trailing order statistic, and the forest is
+refitted at fixed row counts).
 
 Per metric: a robust z-score against the trailing median (``zscore``) and against the
 median of the same time of day / week over the last few periods (``seasonal``). Per
@@ -22,17 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.ensemble import IsolationForest
 
 from anomon.config import DetectionConfig, Limit
 from anomon.detect.calibration import CALIBRATION_QUANTILES, RARITY_QUANTILES, calibrate
-from anomon.detect.forest import FEATURES, fit_forest, forest_raw_score, summary_features
+from anomon.detect.forest import FEATURES, summary_features
 from anomon.detect.params import DEFAULT_PRIOR_WEIGHT, DetectorParams
 from anomon.detect.rolling import Holdout, Judge, TrailingQuantiles
 from anomon.detect.sampling import (
@@ -253,13 +252,12 @@ class EntityDetector:
         config: DetectionConfig | DetectorParams,
         *,
         directions: Sequence[Direction] | None = None,
-        pooled: bool = False,
     ) -> None:
         """Make a detector for ``metrics`` from the config (or params built from it).
 
-        ``pooled``: the entity has no forest of its own; a :class:`~anomon.detect.fleet.Fleet`
-        scores the features of many entities with one shared forest and hands the raw
-        scores to :meth:`finish`.
+        It has no forest of its own: a :class:`~anomon.detect.fleet.Fleet` (a
+        :class:`~anomon.detect.fleet.Solo` for one entity alone) scores the features of
+        its entities with one pooled forest and hands the scores to :meth:`finish`.
         """
         if not metrics:
             raise ValueError("an entity needs at least one metric")
@@ -267,7 +265,6 @@ class EntityDetector:
         self.config = self.params.config
         chosen = directions or [default_direction(name, self.config) for name in metrics]
         self.metrics = list(metrics)
-        self.pooled = pooled
         self._metrics = [
             _MetricState(direction, self.config.limit_for(name), self.params, sampling)
             for name, direction, sampling in zip(
@@ -277,11 +274,6 @@ class EntityDetector:
         self._rows_seen = 0
         self._first_ts: int | None = None
         self._last_ts: int | None = None
-        self._forest: IsolationForest | None = None
-        self._features = np.empty((0, FEATURES))
-        self._flags = np.empty(0, dtype=bool)
-        # a pooled entity's forest scores are calibrated by its fleet, over all entities
-        self._forest_raw = None if pooled else forest_calibration(self.params)
 
     def quality(self, now: int, *, stale_after: int) -> list[Quality]:
         """Return each metric's data-quality state at ``now`` (epoch seconds).
@@ -348,27 +340,16 @@ class EntityDetector:
             return 0.0
         return (self._last_ts - self._first_ts) / (self._rows_seen - 1)
 
-    def update(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> Scores:
-        """Score new rows: ``ts`` epoch seconds (never decreasing), ``values`` ``(rows, metrics)``.
-
-        Raises ValueError for misshapen input or timestamps that go backwards.
-        """
-        if self.pooled:
-            raise RuntimeError("a pooled detector is updated through its Fleet")
-        times, data = self._checked(ts, values)
-        parts = [self._segment(times[a:b], data[a:b]) for a, b in self._segments(times.size)]
-        return concat_scores(parts, len(self.metrics))
-
     def validated(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
         """Return the rows as arrays; raise ValueError if they cannot follow the last ones."""
         return self._checked(ts, values)
 
     def prepare(self, ts: IntArray, values: FloatArray) -> Pending:
-        """Pooled mode, step one: score validated new rows with the per-metric detectors."""
+        """Step one: score validated new rows with the per-metric detectors."""
         return self._prepare(ts, values)
 
     def finish(self, pending: Pending, forest_score: FloatArray) -> Scores:
-        """Pooled mode, step two: add the shared forest's calibrated scores, finish the rows."""
+        """Step two: add the pooled forest's calibrated scores, finish the rows."""
         return self._finish(pending, forest_score)
 
     def _checked(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
@@ -389,28 +370,6 @@ class EntityDetector:
                 f"timestamps must not go backwards: row {int(backwards[0])} of the batch is "
                 "older than the row before it"
             )
-
-    def _segments(self, rows: int) -> list[tuple[int, int]]:
-        """Split a batch where the forest is due for a refit (fixed row counts)."""
-        config = self.config.forest
-        cuts = {0, rows}
-        if config.enabled and not self.pooled:
-            seen = self._rows_seen
-            first = max(config.min_train, 1)
-            for boundary in range(first, seen + rows, config.refit_every):
-                if seen < boundary < seen + rows:
-                    cuts.add(boundary - seen)
-        return list(pairwise(sorted(cuts)))
-
-    def _segment(self, times: IntArray, data: FloatArray) -> Scores:
-        self._maybe_refit()
-        pending = self._prepare(times, data)
-        if self._forest is None:
-            raw = np.full(times.size, np.nan)
-        else:
-            raw = forest_raw_score(self._forest, pending.features)
-        assert self._forest_raw is not None  # a lone detector calibrates its own forest
-        return self._finish(pending, calibrate_forest(raw, self._forest_raw))
 
     def _prepare(self, times: IntArray, data: FloatArray) -> Pending:
         point, seasonal, expected, flat, quartiles = [], [], [], [], []
@@ -458,23 +417,15 @@ class EntityDetector:
 
     def _finish(self, pending: Pending, forest_score: FloatArray) -> Scores:
         detectors = dict(pending.detectors)
-        detectors["forest"] = forest_score
+        detectors["forest"] = (
+            forest_score if self.uses("forest") else np.full_like(forest_score, np.nan)
+        )
         combined = self._combine(detectors)
         anomaly = combined >= self.config.threshold
-        self._remember(pending.times, pending.features, anomaly)
+        self.advance(int(pending.times[0]), int(pending.times[-1]), pending.times.size)
         return Scores(
             combined, anomaly, detectors, pending.expected, pending.metric_scores, pending.flat
         )
-
-    def _maybe_refit(self) -> None:
-        config = self.config.forest
-        seen = self._rows_seen
-        due = seen >= config.min_train and (seen - config.min_train) % config.refit_every == 0
-        if not (config.enabled and due):
-            return
-        clean = self._features[~self._flags]
-        if clean.shape[0] >= min(config.min_train, 50):
-            self._forest = fit_forest(clean, config)
 
     def _combine(self, detectors: dict[str, FloatArray]) -> FloatArray:
         active = [detectors[name] for name in DETECTORS if self.uses(name)]
@@ -489,20 +440,13 @@ class EntityDetector:
         if name == "seasonal":
             return bool(self.config.seasonality)
         if name == "forest":
-            return self.config.forest.enabled
+            # its features are summaries over metrics: over one metric they are that
+            # metric's own z-score again, which the zscore detector already judges (and
+            # the forest's coarser tail gave lone single-row alarms on ordinary rows)
+            return self.config.forest.enabled and len(self._metrics) > 1
         if name == "limit":
             return any(state.limit is not None for state in self._metrics)
         return True
-
-    def _remember(
-        self, times: IntArray, features: FloatArray, anomaly: npt.NDArray[np.bool_]
-    ) -> None:
-        if not self.pooled:  # a pooled entity's training rows live in its fleet's pool
-            window = self.config.forest.train_window
-            # copies: a view would keep the whole batch alive
-            self._features = np.concatenate([self._features, features])[-window:].copy()
-            self._flags = np.concatenate([self._flags, anomaly])[-window:].copy()
-        self.advance(int(times[0]), int(times[-1]), times.size)
 
     def advance(self, first: int, last: int, rows: int) -> None:
         """Count ``rows`` new rows, from ``first`` to ``last`` (epoch seconds), as scored."""
@@ -697,12 +641,6 @@ def concat_scores(parts: list[Scores], metrics: int) -> Scores:
     )
 
 
-def fast_path_ok(detector: EntityDetector) -> bool:
-    """Whether a fleet may score this entity with the whole-array path (pooled; its rows
-    go through it one layer at a time)."""
-    return detector.pooled
-
-
 @dataclass(frozen=True, slots=True)
 class PendingMany:
     """One new row of each of many entities, scored by the per-metric detectors.
@@ -835,10 +773,11 @@ def finish_many(
         return []
     config = detectors[0].config
     scores = dict(pending.detectors)
-    scores["forest"] = forest_score
     active = np.array(
         [[detector.uses(name) for name in DETECTORS] for detector in detectors], dtype=bool
     )
+    # a detector an entity does not use has no score there (the forest of a one-metric one)
+    scores["forest"] = np.where(active[:, DETECTORS.index("forest")], forest_score, np.nan)
     stacked = np.column_stack([scores[name] for name in DETECTORS])
     if config.ensemble == "max":
         combined = np.where(active, stacked, -np.inf).max(axis=1)

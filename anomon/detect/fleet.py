@@ -20,12 +20,11 @@ from anomon.detect.entity import (
     Scores,
     calibrate_forest,
     concat_scores,
-    fast_path_ok,
     finish_many,
     forest_calibration,
     prepare_many,
 )
-from anomon.detect.forest import FEATURES, ForestPool
+from anomon.detect.forest import ForestPool
 from anomon.detect.params import DetectorParams
 from anomon.detect.zscore import Direction
 
@@ -55,7 +54,7 @@ class Fleet(Generic[Key]):
         directions: Sequence[Direction] | None = None,
     ) -> EntityDetector:
         """Register an entity (its metrics in column order) and return its detector."""
-        detector = EntityDetector(metrics, self.params, directions=directions, pooled=True)
+        detector = EntityDetector(metrics, self.params, directions=directions)
         self.entities[key] = detector
         return detector
 
@@ -70,14 +69,13 @@ class Fleet(Generic[Key]):
         (before anything is scored, so a bad entity does not advance the others).
         Entities with at most :data:`LAYERS` new rows are scored together with
         whole-array operations over all their metrics, one layer of new rows at a time;
-        the others one by one. Either way the numbers are the same.
+        the others one by one, in pieces that end where the pooled forest is refitted.
+        Either way the per-entity numbers are the same, and an entity alone (a
+        :class:`Solo`, what ``replay`` runs) gets the same scores however its rows are
+        batched: the forest is refitted at the same row counts.
         """
         checked = {key: self.entities[key].validated(*batch) for key, batch in rows.items()}
-        fast = [
-            key
-            for key, (ts, _) in checked.items()
-            if fast_path_ok(self.entities[key]) and ts.size <= LAYERS
-        ]
+        fast = [key for key, (ts, _) in checked.items() if ts.size <= LAYERS]
         chosen = set(fast)
         slow = [key for key in checked if key not in chosen]
         # entities with few new rows go through the whole-array path one layer at a time
@@ -85,39 +83,52 @@ class Fleet(Generic[Key]):
         # rows behind costs a few whole-array passes, not a slow pass over every entity
         depth = max((checked[key][0].size for key in fast), default=0)
         layers = [[key for key in fast if checked[key][0].size > j] for j in range(depth)]
-        many = [
-            prepare_many(
+        parts: dict[Key, list[Scores]] = {key: [] for key in checked}
+        for j, layer in enumerate(layers):
+            prepared = prepare_many(
                 [self.entities[key] for key in layer],
                 np.array([checked[key][0][j] for key in layer], dtype=np.int64),
                 np.concatenate([checked[key][1][j] for key in layer]).astype(np.float64),
             )
-            for j, layer in enumerate(layers)
-        ]
-        pending = {key: self.entities[key].prepare(*checked[key]) for key in slow}
-        features = np.concatenate(
-            [
-                np.empty((0, FEATURES)),
-                *(m.features for m in many),
-                *(p.features for p in pending.values()),
-            ]
-        )
-        forest = calibrate_forest(self.pool.score(features), self.forest_history)
-        parts: dict[Key, list[Scores]] = {key: [] for key in fast}
-        flags = []
-        start = 0
-        for layer, prepared in zip(layers, many, strict=True):
-            done = finish_many(
-                [self.entities[key] for key in layer], prepared, forest[start : start + len(layer)]
-            )
+            forest = self._forest(prepared.features)
+            done = finish_many([self.entities[key] for key in layer], prepared, forest)
             for key, part in zip(layer, done, strict=True):
                 parts[key].append(part)
-            flags += [part.anomaly for part in done]
-            start += len(layer)
-        scores = {key: concat_scores(parts[key], 1) for key in fast}
-        for key, waiting in pending.items():
-            size = waiting.times.size
-            scores[key] = self.entities[key].finish(waiting, forest[start : start + size])
-            flags.append(scores[key].anomaly)
-            start += size
-        self.pool.learn(features, np.concatenate(flags) if flags else np.empty(0, dtype=bool))
-        return {key: scores[key] for key in checked}
+            self.pool.learn(prepared.features, np.concatenate([p.anomaly for p in done]))
+        for key in slow:
+            ts, values = checked[key]
+            detector = self.entities[key]
+            start = 0
+            while start < ts.size:
+                room = self.pool.due_in()
+                end = ts.size if room is None else min(ts.size, start + room)
+                pending = detector.prepare(ts[start:end], values[start:end])
+                part = detector.finish(pending, self._forest(pending.features))
+                self.pool.learn(pending.features, part.anomaly)
+                parts[key].append(part)
+                start = end
+        return {key: concat_scores(parts[key], len(self.entities[key].metrics)) for key in checked}
+
+    def _forest(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The pooled forest's calibrated score of feature rows."""
+        return calibrate_forest(self.pool.score(features), self.forest_history)
+
+
+class Solo:
+    """One entity scored alone: a fleet of one. What ``anomon replay`` and ``evaluate``
+    run, and the same code as the daemon's fleet (one path, one pooled forest)."""
+
+    def __init__(
+        self,
+        metrics: Sequence[str],
+        config: DetectionConfig | DetectorParams,
+        *,
+        directions: Sequence[Direction] | None = None,
+    ) -> None:
+        self.fleet = Fleet[int](config)
+        self.detector = self.fleet.add(0, metrics, directions=directions)
+
+    def update(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> Scores:
+        """Score new rows: ``ts`` epoch seconds (never decreasing), ``values``
+        ``(rows, metrics)``. Raises ValueError for misshapen input or times that go back."""
+        return self.fleet.update({0: (ts, values)})[0]

@@ -62,8 +62,10 @@ class ForestPool:
 
     The features are scale-free, so rows of every entity are comparable. The pool keeps
     a uniform reservoir sample (seeded, so deterministic) of ``train_window`` clean rows
-    of everything it has been shown, fits after ``min_train`` rows and refits after every
-    ``refit_every`` more: one small forest instead of one per series, and one
+    of everything it has been shown, and fits when ``min_train`` rows (clean or not) have
+    been offered, then after every ``refit_every`` more: at fixed row counts, so a caller
+    that offers rows in pieces ending at those counts (:meth:`due_in`) gets the same
+    forest whatever the pieces. One small forest instead of one per series, and one
     ``score_samples`` call per cycle instead of one per entity.
     """
 
@@ -72,8 +74,16 @@ class ForestPool:
         self.model: IsolationForest | None = None
         self._reservoir = np.empty((0, len(FEATURE_NAMES)))
         self._seen = 0  # clean rows offered so far
-        self._since_fit = 0
+        self._offered = 0  # rows offered so far, clean or not: the refit schedule's clock
+        self._next_fit = max(config.min_train, 1)
         self._rng = np.random.default_rng(config.random_state)
+
+    def due_in(self) -> int | None:
+        """How many more rows may be offered before the forest is (re)fitted: a caller
+        scores at most that many, learns them, then scores on (None: no forest)."""
+        if not self.config.enabled:
+            return None
+        return max(self._next_fit - self._offered, 1)
 
     def score(self, features: FloatArray) -> FloatArray:
         """Return the raw score of each row (NaN until the first fit)."""
@@ -94,8 +104,11 @@ class ForestPool:
             keep = slots < capacity
             self._reservoir[slots[keep]] = rest[keep]
         self._seen += clean.shape[0]
-        self._since_fit += clean.shape[0]
-        first = self.model is None and self._seen >= self.config.min_train
-        if self.config.enabled and (first or self._since_fit >= self.config.refit_every):
+        self._offered += features.shape[0]
+        due = False
+        while self._offered >= self._next_fit:
+            due, self._next_fit = True, self._next_fit + self.config.refit_every
+        # a reservoir of nearly only anomalies is no picture of normal: wait for more
+        enough = self._reservoir.shape[0] >= min(self.config.min_train, 50)
+        if self.config.enabled and due and enough:
             self.model = fit_forest(self._reservoir, self.config)
-            self._since_fit = 0

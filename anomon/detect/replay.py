@@ -29,7 +29,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from anomon.config import DetectionConfig
-from anomon.detect.entity import DETECTORS, EntityDetector, Scores
+from anomon.detect.entity import DETECTORS, Scores
+from anomon.detect.fleet import Solo
 from anomon.errors import DataError
 
 TIMESTAMP = "timestamp"
@@ -192,7 +193,7 @@ def replay(table: Table, config: DetectionConfig, *, train: Table | None = None)
     One result row per input row, in input order; rows :func:`time_order` does not
     score (nor warm up on, in ``train``) get NaN scores and no anomaly.
     """
-    detector = EntityDetector(table.metrics, config)
+    detector = Solo(table.metrics, config)  # a replayed file is a fleet of one
     if train is not None:
         if train.metrics != table.metrics:
             raise DataError(

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anomon.config import DetectionConfig
-from anomon.detect import EntityDetector
+from anomon.detect import Solo
 from anomon.detect.entity import default_direction
 from anomon.detect.params import DetectorParams
 from anomon.detect.rules import repeat_damped
@@ -44,7 +44,7 @@ def with_shift(x: np.ndarray, size: float) -> np.ndarray:
 
 
 def score(x: np.ndarray, metric: str = "value", config: DetectionConfig = DEFAULTS) -> np.ndarray:
-    return EntityDetector([metric], config).update(TS, x[:, None]).score
+    return Solo([metric], config).update(TS, x[:, None]).score
 
 
 CASES: list[tuple[str, Callable[[], np.ndarray], str, bool]] = [
@@ -96,7 +96,7 @@ def test_rows_without_enough_history_score_zero() -> None:
 def test_missing_values_are_never_anomalies_and_gaps_are_bridged() -> None:
     x = 50 + noise()
     x[AT - 20 : AT] = np.nan
-    result = EntityDetector(["value"], DEFAULTS).update(TS, x[:, None])
+    result = Solo(["value"], DEFAULTS).update(TS, x[:, None])
     assert not result.anomaly[AT - 20 : AT].any()
     assert np.all(result.score[AT - 20 : AT] == 0.0)
     assert result.score[AT + 5] < DEFAULTS.threshold
@@ -104,14 +104,14 @@ def test_missing_values_are_never_anomalies_and_gaps_are_bridged() -> None:
 
 def test_several_metrics_are_scored_as_one_entity() -> None:
     both = np.column_stack([50 + noise(4), with_spike(10 + noise(5), 15.0)])
-    result = EntityDetector(["cpu", "memory"], DEFAULTS).update(TS, both)
+    result = Solo(["cpu", "memory"], DEFAULTS).update(TS, both)
     assert result.anomaly[AT]
     assert result.expected.shape == (ROWS, 2)
     assert abs(result.expected[AT, 1] - 10) < 1.0
 
 
 def test_timestamps_that_go_backwards_are_refused() -> None:
-    detector = EntityDetector(["value"], DEFAULTS)
+    detector = Solo(["value"], DEFAULTS)
     detector.update(TS[:10], np.ones((10, 1)))
     with pytest.raises(ValueError, match="must not go backwards"):
         detector.update(TS[5:6], np.ones((1, 1)))
@@ -149,8 +149,8 @@ def assert_batching_invariant(
     rows = 400
     ts = START + 60 * np.arange(rows)
     x = rng.standard_t(3, size=(rows, 2)).cumsum(axis=0)
-    whole = EntityDetector(["a", "b"], params).update(ts, x)
-    batched, start, turn = EntityDetector(["a", "b"], params), 0, 0
+    whole = Solo(["a", "b"], params).update(ts, x)
+    batched, start, turn = Solo(["a", "b"], params), 0, 0
     parts = []
     while start < rows:
         size = sizes[turn % len(sizes)]
@@ -158,7 +158,7 @@ def assert_batching_invariant(
         start, turn = start + size, turn + 1
     assert np.array_equal(np.concatenate(parts), whole.score)
     prefix = rng.integers(1, rows)
-    again = EntityDetector(["a", "b"], params).update(ts[:prefix], x[:prefix])
+    again = Solo(["a", "b"], params).update(ts[:prefix], x[:prefix])
     assert np.array_equal(again.score, whole.score[:prefix])
 
 
@@ -170,7 +170,7 @@ def test_scores_against_a_sampled_reference_do_not_depend_on_batching(
     """The same with the calibration references' older rows sampled (small stand-ins for
     the 4,000 dense rows and every n-th older one that long windows keep)."""
     params = DetectorParams(SMALL, reference_dense=20, reference_sparse=12, reference_step=8)
-    probe = EntityDetector(["a"], params).only_metric.raw["zscore"]
+    probe = Solo(["a"], params).detector.only_metric.raw["zscore"]
     assert (probe.stride, probe.dense, probe.step) == (4, 20, 8)
     assert_batching_invariant(seed, sizes, params)
 
@@ -183,7 +183,7 @@ def test_a_long_level_shift_stays_anomalous_while_it_is_new() -> None:
     ts = START + STEP * np.arange(before + after)
     x = 50 + np.random.default_rng(7).normal(0.0, 1.0, before + after)
     x[before:] += 10.0
-    result = EntityDetector(["value"], DEFAULTS).update(ts, x[:, None])
+    result = Solo(["value"], DEFAULTS).update(ts, x[:, None])
     assert not result.anomaly[before - 2000 : before].any()
     share = result.anomaly[before : before + 500].mean()
     assert share >= 0.8, share
@@ -194,9 +194,7 @@ def test_static_limits_flow_into_the_same_scores() -> None:
     x = 0.9 + 0.001 * noise()
     x[AT] = 0.79  # barely below the bound, not unusual for the learned detectors at all
     x[AT - 1] = 0.899
-    result = EntityDetector(["accuracy", "latency"], config).update(
-        TS, np.column_stack([x, 100 + noise()])
-    )
+    result = Solo(["accuracy", "latency"], config).update(TS, np.column_stack([x, 100 + noise()]))
     assert result.detectors["limit"][AT] == 100.0
     assert result.anomaly[AT]
     assert result.detectors["limit"][:AT].max() == 0.0
@@ -211,37 +209,37 @@ def test_a_limit_needs_a_bound_in_order() -> None:
 
 
 def test_data_quality_states() -> None:
-    detector = EntityDetector(["short", "flat", "busy"], DEFAULTS)
+    detector = Solo(["short", "flat", "busy"], DEFAULTS)
     rows = 300
     values = np.column_stack(
         [np.r_[np.full(rows - 10, np.nan), np.ones(10)], np.full(rows, 3.0), 50 + noise()[:rows]]
     )
     detector.update(TS[:rows], values)
     now = int(TS[rows - 1])
-    assert detector.quality(now, stale_after=900) == ["too_short", "flat", "learning"]
-    assert detector.quality(now + 901, stale_after=900)[1:] == ["stale", "stale"]
+    assert detector.detector.quality(now, stale_after=900) == ["too_short", "flat", "learning"]
+    assert detector.detector.quality(now + 901, stale_after=900)[1:] == ["stale", "stale"]
     # 300 rows of five minutes: a day has been seen; 100 more rows make 400 (params.learned_rows)
-    short, _flat, busy = detector.learning_until()
-    assert busy == now + (detector.params.learned_rows - rows) * STEP
+    short, _flat, busy = detector.detector.learning_until()
+    assert busy == now + (detector.detector.params.learned_rows - rows) * STEP
     assert short is not None and short > busy  # 10 valid rows: far from learnt
     detector.update(TS[rows : rows + 100], np.column_stack([np.ones(100)] * 3))
-    assert detector.learning_until()[2] is None
-    assert detector.quality(int(TS[rows + 99]), stale_after=900)[2] == "ok"
+    assert detector.detector.learning_until()[2] is None
+    assert detector.detector.quality(int(TS[rows + 99]), stale_after=900)[2] == "ok"
 
 
 def test_an_hourly_series_is_not_stale_between_its_rows() -> None:
     """Issue 14, point 10: predictions' hourly windows were called stale ten minutes
     after each row. Stale is past stale_after and past three of the series' own steps."""
     hourly = START + 3600 * np.arange(100)
-    detector = EntityDetector(["accuracy"], DEFAULTS)
+    detector = Solo(["accuracy"], DEFAULTS)
     detector.update(hourly, (0.9 + 0.01 * noise()[:100])[:, None])
     last = int(hourly[-1])
-    assert detector.mean_step() == 3600.0
-    assert detector.quality(last + 3000, stale_after=600) != ["stale"]
-    assert detector.quality(last + 3 * 3600 + 1, stale_after=600) == ["stale"]
-    minutely = EntityDetector(["cpu"], DEFAULTS)
+    assert detector.detector.mean_step() == 3600.0
+    assert detector.detector.quality(last + 3000, stale_after=600) != ["stale"]
+    assert detector.detector.quality(last + 3 * 3600 + 1, stale_after=600) == ["stale"]
+    minutely = Solo(["cpu"], DEFAULTS)
     minutely.update(START + 60 * np.arange(100), (50 + noise()[:100])[:, None])
-    assert minutely.quality(int(START + 60 * 99) + 601, stale_after=600) == ["stale"]
+    assert minutely.detector.quality(int(START + 60 * 99) + 601, stale_after=600) == ["stale"]
 
 
 def test_a_series_learns_for_a_whole_seasonal_cycle() -> None:
@@ -249,22 +247,22 @@ def test_a_series_learns_for_a_whole_seasonal_cycle() -> None:
     row; without seasonality, until the 400th row."""
     ts = START + 60 * np.arange(500)
     x = (50 + noise()[:500])[:, None]
-    daily = EntityDetector(["value"], DEFAULTS)
+    daily = Solo(["value"], DEFAULTS)
     daily.update(ts, x)
-    assert daily.learning_until() == [int(ts[0]) + 86_400]
-    assert daily.quality(int(ts[-1]), stale_after=900) == ["learning"]
-    plain = EntityDetector(["value"], DetectionConfig(seasonality=[]))
+    assert daily.detector.learning_until() == [int(ts[0]) + 86_400]
+    assert daily.detector.quality(int(ts[-1]), stale_after=900) == ["learning"]
+    plain = Solo(["value"], DetectionConfig(seasonality=[]))
     plain.update(ts[:300], x[:300])
-    assert plain.learning_until() == [int(ts[299]) + 100 * 60]
+    assert plain.detector.learning_until() == [int(ts[299]) + 100 * 60]
     plain.update(ts[300:], x[300:])
-    assert plain.learning_until() == [None]
-    assert plain.quality(int(ts[-1]), stale_after=900) == ["ok"]
+    assert plain.detector.learning_until() == [None]
+    assert plain.detector.quality(int(ts[-1]), stale_after=900) == ["ok"]
 
 
 def test_the_undamped_score_stays_high_through_an_episode() -> None:
     """The score itself is never damped; repeat damping is for counting alerts only."""
     x = with_shift(50 + noise(), 15.0)
-    result = EntityDetector(["value"], DEFAULTS).update(TS, x[:, None])
+    result = Solo(["value"], DEFAULTS).update(TS, x[:, None])
     assert result.anomaly[AT]
     assert np.all(result.score[AT : AT + 20] >= DEFAULTS.threshold)
     assert np.array_equal(result.anomaly, result.score >= DEFAULTS.threshold)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from anomon.config import DetectionConfig
-from anomon.detect import EntityDetector
+from anomon.detect import Solo
 from anomon.detect.fleet import Fleet
 from anomon.detect.params import DetectorParams
 
@@ -35,23 +35,41 @@ def test_a_fleet_scores_each_entity_like_a_lone_detector_except_the_shared_fores
         for key, scores in fleet.update(cycle).items():
             got[key].append(scores.detectors["zscore"])
     for key, (ts, x) in data.items():
-        alone = EntityDetector(["cpu"], CONFIG).update(ts, x)
+        alone = Solo(["cpu"], CONFIG).update(ts, x)
         assert np.array_equal(np.concatenate(got[key]), alone.detectors["zscore"])
     assert fleet.pool.model is not None  # 5 x 600 clean rows passed min_train
 
 
+def _pair(seed: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two metrics of one model: latency and throughput."""
+    ts, first = series(seed, rows)
+    return ts, np.column_stack([first[:, 0], series(seed + 100, rows)[1][:, 0]])
+
+
 def test_the_pooled_forest_flags_a_spike_in_one_entity() -> None:
     fleet = Fleet(CONFIG)
-    data = {f"m{i}": series(10 + i, 1500) for i in range(4)}
-    data["m0"][1][1400, 0] += 40
+    data = {f"m{i}": _pair(10 + i, 1500) for i in range(4)}
+    data["m0"][1][1400, :] += 40  # both metrics at once
     for key in data:
-        fleet.add(key, ["latency"])
+        fleet.add(key, ["latency", "requests"])
     fleet.update({key: (ts[:700], x[:700]) for key, (ts, x) in data.items()})  # fits the pool
     fleet.update({key: (ts[700:1399], x[700:1399]) for key, (ts, x) in data.items()})
     last = fleet.update({key: (ts[1399:], x[1399:]) for key, (ts, x) in data.items()})
     assert last["m0"].anomaly[1]
     assert last["m0"].detectors["forest"][1] > 50
     assert not any(last[key].anomaly.any() for key in ("m1", "m2", "m3"))
+
+
+def test_a_one_metric_entity_is_judged_without_the_forest() -> None:
+    # its features would be its own z-score again: the forest takes no part there
+    fleet = Fleet(CONFIG)
+    fleet.add("alone", ["latency"])
+    fleet.add("pair", ["latency", "requests"])
+    ts, x = _pair(3, 1200)
+    scores = fleet.update({"alone": (ts, x[:, :1]), "pair": (ts, x)})
+    assert np.isnan(scores["alone"].detectors["forest"]).all()
+    assert not np.isnan(scores["pair"].detectors["forest"]).any()
+    assert not fleet.entities["alone"].uses("forest") and fleet.entities["pair"].uses("forest")
 
 
 def test_a_bad_batch_is_refused_before_any_entity_moves() -> None:
@@ -63,8 +81,6 @@ def test_a_bad_batch_is_refused_before_any_entity_moves() -> None:
     with pytest.raises(ValueError, match="must not go backwards"):
         fleet.update({"a": (ts[5:], x[5:]), "b": (ts[:2], x[:2])})
     assert fleet.update({"a": (ts[5:], x[5:]), "b": (ts[5:], x[5:])})["a"].score.size == 5
-    with pytest.raises(RuntimeError, match="through its Fleet"):
-        fleet.entities["a"].update(ts[5:], x[5:])
 
 
 @pytest.mark.parametrize("holding", [False, True], ids=["", "episodes held from row 2"])
@@ -145,7 +161,7 @@ def assert_like_alone(
 ) -> None:
     """The fleet's scores of each entity, cycle after cycle, are its lone detector's."""
     for key, values in data.items():
-        alone = EntityDetector(names_of(key, values), params).update(ts, values)
+        alone = Solo(names_of(key, values), params).update(ts, values)
         for field in ("score", "anomaly", "expected", "metric_scores", "flat"):
             assert np.array_equal(
                 np.concatenate([getattr(s, field) for s in got[key]]),

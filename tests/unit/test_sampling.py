@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from anomon.config import DetectionConfig
-from anomon.detect.entity import EntityDetector
+from anomon.detect import Solo
 from anomon.detect.sampling import COUNT, PROPORTION, SamplingModel, sampling_models
 
 HOUR = 3600
@@ -30,7 +30,7 @@ def windows(
 
 def last_scores(history: np.ndarray, new_row: list[float]) -> np.ndarray:
     """Each metric's own score for ``new_row`` after ``history`` (one window per hour)."""
-    detector = EntityDetector(MODEL, CONFIG)
+    detector = Solo(MODEL, CONFIG)
     rows = np.vstack([history, [new_row]])
     scores = detector.update(START + HOUR * np.arange(len(rows)), rows)
     return scores.metric_scores[-1]
@@ -94,16 +94,16 @@ def test_volumes_are_judged_as_counts(predictions: int, labelled: int, quiet: bo
 
 
 def test_the_first_windows_are_too_short_then_learning_then_ok() -> None:
-    detector = EntityDetector(MODEL, CONFIG)
+    detector = Solo(MODEL, CONFIG)
     rows = windows(25, accuracy=0.9, labels=500)
     ts = START + HOUR * np.arange(25)
     detector.update(ts[:2], rows[:2])
-    assert detector.quality(int(ts[1]), stale_after=600)[0] == "too_short"
+    assert detector.detector.quality(int(ts[1]), stale_after=600)[0] == "too_short"
     detector.update(ts[2:5], rows[2:5])
-    assert detector.quality(int(ts[4]), stale_after=600)[0] == "learning"
-    assert detector.learning_until()[0] == int(ts[4]) + (20 - 5) * HOUR
+    assert detector.detector.quality(int(ts[4]), stale_after=600)[0] == "learning"
+    assert detector.detector.learning_until()[0] == int(ts[4]) + (20 - 5) * HOUR
     detector.update(ts[5:], rows[5:])
-    assert detector.quality(int(ts[-1]), stale_after=600)[0] == "ok"
+    assert detector.detector.quality(int(ts[-1]), stale_after=600)[0] == "ok"
 
 
 def test_a_window_without_its_label_count_is_not_judged_on_accuracy() -> None:

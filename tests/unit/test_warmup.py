@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anomon.config import DetectionConfig
-from anomon.detect import EntityDetector, entity
+from anomon.detect import Solo, entity
 from anomon.detect.params import DetectorParams
 from anomon.detect.zscore import small_sample_inflation
 
@@ -21,7 +21,7 @@ def run(
     x: np.ndarray, config: DetectionConfig = DEFAULTS, *, step: int = 60, name: str = "value"
 ) -> entity.Scores:
     ts = START + step * np.arange(x.size)
-    return EntityDetector([name], config).update(ts, x[:, None])
+    return Solo([name], config).update(ts, x[:, None])
 
 
 def noise(rows: int, seed: int = 0) -> np.ndarray:
@@ -117,11 +117,11 @@ def test_held_episodes_do_not_depend_on_batching(seed: int, sizes: list[int]) ->
     for begin in rng.integers(50, 480, 5):
         x[begin : begin + rng.integers(5, 40), rng.integers(0, 2)] += 15.0
     params = DetectorParams(config, holdout_start=2)
-    whole_detector = EntityDetector(["a", "b"], params)
+    whole_detector = Solo(["a", "b"], params)
     whole = whole_detector.update(ts, x)
-    held = sum(s.raw["zscore"].held_rows for s in whole_detector._metrics)
+    held = sum(s.raw["zscore"].held_rows for s in whole_detector.detector._metrics)
     assert held > 0
-    batched, start, turn, parts = EntityDetector(["a", "b"], params), 0, 0, []
+    batched, start, turn, parts = Solo(["a", "b"], params), 0, 0, []
     while start < rows:
         size = sizes[turn % len(sizes)]
         parts.append(batched.update(ts[start : start + size], x[start : start + size]).score)
