@@ -55,11 +55,14 @@ def create_app(config: Config, engine: store.Engine, *, clock: Clock = utcnow) -
 
     @app.before_request
     def _authenticate() -> Response | None:
-        if credentials.allows(request.headers.get("Authorization")):
-            return None
-        reply = Response("authentication required\n", 401, mimetype="text/plain")
-        reply.headers["WWW-Authenticate"] = 'Basic realm="anomon", charset="UTF-8"'
-        return reply
+        if not credentials.allows(request.headers.get("Authorization")):
+            reply = Response("authentication required\n", 401, mimetype="text/plain")
+            reply.headers["WWW-Authenticate"] = 'Basic realm="anomon", charset="UTF-8"'
+            return reply
+        ids = request.view_args or {}
+        if any(isinstance(v, int) and v >= 2**63 for v in ids.values()):
+            abort(404)  # no row has such an id (the database would refuse the number)
+        return None
 
     @app.after_request
     def _secure(reply: Response) -> Response:
@@ -118,6 +121,8 @@ def create_app(config: Config, engine: store.Engine, *, clock: Clock = utcnow) -
             before = int(request.args["before"]) if request.args.get("before") else None
         except ValueError:
             abort(404)
+        if before is not None and not 0 < before < 2**63:
+            abort(404)  # no row has such an id
         filters = {
             "status": status or "",
             "severity": request.args.get("severity") or "",

