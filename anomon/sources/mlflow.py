@@ -92,10 +92,15 @@ class MlflowSource(HttpSource[MlflowSourceConfig], Backfillable, config=MlflowSo
         self, deadline: Deadline, started: tuple[datetime, datetime] | None
     ) -> list[Sample]:
         found = _Found()
-        experiments = self._experiments(deadline, found)
+        try:
+            experiments = self._experiments(deadline, found)
+            runs = self._runs(experiments, deadline, started) if experiments else []
+        except SourceError as exc:  # nothing can be read: said once, after the server
+            return self._outcome([], [*found.problems, str(exc)])
+        except _MALFORMED:
+            return self._outcome([], ["the answer is not an MLflow search result"])
         if not experiments:
-            return self._outcome(found.samples, found.problems or ["no experiment to read"])
-        runs = self._runs(experiments, deadline, started)
+            return self._outcome([], found.problems or ["no experiment to read"])
         versions = self._versions(deadline, found) if self._config.registered_models else {}
         for run in runs:
             for key, latest in sorted(run.latest.items()):
@@ -123,10 +128,14 @@ class MlflowSource(HttpSource[MlflowSourceConfig], Backfillable, config=MlflowSo
     def _api(self, path: str, deadline: Deadline, *, body: dict[str, Any] | None = None) -> Any:
         """One request to MLflow's API (a POST with ``body``, else a GET)."""
         url = f"{self._base}/{path}"
-        if body is None:
-            reply = self._get(url, deadline=deadline)
-        else:
-            reply = self._get(url, deadline=deadline, method="POST", body=json.dumps(body).encode())
+        try:
+            if body is None:
+                reply = self._get(url, deadline=deadline)
+            else:
+                data = json.dumps(body).encode()
+                reply = self._get(url, deadline=deadline, method="POST", body=data)
+        except SourceError as exc:  # the server is named once, in front of every problem
+            raise SourceError(str(exc).replace(f"{self._where}{API}/", "")) from None
         try:
             return load_json(reply)
         except ValueError:
@@ -198,6 +207,9 @@ class MlflowSource(HttpSource[MlflowSourceConfig], Backfillable, config=MlflowSo
             versions = self._paged("model-versions/search", "model_versions", deadline, PAGE)
         except SourceError as exc:
             found.problems.append(f"model versions: {exc}")
+            return {}
+        except _MALFORMED:
+            found.problems.append("model versions: not an MLflow search result")
             return {}
         for item in versions:
             run_id = item.get("run_id")

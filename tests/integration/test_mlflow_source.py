@@ -220,3 +220,17 @@ def test_anomon_backfill_stores_the_histories_once(mlflow: str, tmp_path: Path) 
         ).all()
     engine.dispose()
     assert stored == [("f1", '{"experiment":"stored","run":"weekly"}', 20, T0, 0.7 + 19 / 100)]
+
+
+def test_a_server_that_is_not_mlflow_fails_the_collection_in_one_line() -> None:
+    from anomon.errors import SourceError
+    from tests.loopback import serve
+
+    with serve(lambda _path: (200, b"<html>a wiki</html>")) as wiki:
+        with pytest.raises(SourceError) as caught:
+            _source(wiki, experiments=["churn"]).collect(NOW)
+        message = str(caught.value)
+        assert message.startswith(f"{wiki}: ") and message.count(wiki) == 1
+        assert "experiments/get-by-name: the answer is not JSON" in message
+    with pytest.raises(SourceError, match="connection refused"):
+        _source(wiki).collect(NOW)  # gone now
