@@ -20,7 +20,7 @@ from anomon import store
 from anomon.alerts.model import deploy_text, latest_deploy
 from anomon.config import Config
 from anomon.errors import AnomonError, UsageError
-from anomon.model import IncidentRecord, IncidentStatus, SeriesKey, describe_key
+from anomon.model import IncidentRecord, IncidentStatus, SeriesKey, Severity, describe_key
 from anomon.timeutil import Clock, from_epoch, parse_duration, to_epoch, utcnow
 from anomon.web.auth import Credentials
 
@@ -109,6 +109,9 @@ def create_app(config: Config, engine: store.Engine, *, clock: Clock = utcnow) -
             "dead": found.dead,
             "firing": [_incident(i) for i in firing],
             "firing_count": found.open_incidents,
+            "firing_by_severity": {
+                str(level): sum(1 for i in firing if i.severity == level) for level in Severity
+            },
         }
 
     def incidents() -> dict[str, Any]:

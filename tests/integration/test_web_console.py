@@ -71,6 +71,7 @@ def test_the_overview_and_incident_pages_show_what_detection_found_escaped(
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
     overview = client.get("/overview.json").get_json()
     assert overview["firing_count"] == 2 and overview["detection"]["points"] == 1800
+    assert sum(overview["firing_by_severity"].values()) == 2
     assert {i["entity"] for i in overview["firing"]} == {"db-1", HOSTILE}  # JSON: as it is
     (shown,) = [i for i in overview["firing"] if i["entity"] == "db-1"]
     detail = client.get(f"/incidents/{shown['id']}.json").get_json()
