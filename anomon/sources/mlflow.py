@@ -120,6 +120,9 @@ class MlflowSource(HttpSource[MlflowSourceConfig], Backfillable, config=MlflowSo
                     continue
                 self._looked[(run.run_id, key)] = look
                 found.samples += self._samples(run, key, points, registered)
+        if started is None:  # forget the runs that left the newest max_runs: never read again
+            listed = {run.run_id for run in runs}
+            self._looked = {k: v for k, v in self._looked.items() if k[0] in listed}
         return self._outcome(found.samples, found.problems)
 
     def _wanted(self, key: str) -> bool:
