@@ -1,9 +1,10 @@
 """Many entities scored together: what the daemon's detection cycle runs.
 
 Each entity keeps its own trailing windows and seasonal profiles; the forest is pooled
-(:class:`~anomon.detect.forest.ForestPool`): every cycle the new rows of all entities are
-scored by one ``score_samples`` call, and their clean rows feed one shared training
-sample. A cycle's cost is proportional to the new rows, not to the history.
+(:class:`~anomon.detect.forest.ForestPool`): every cycle the new rows of all entities of
+two metrics or more (the only ones it judges) are scored by one ``score_samples`` call,
+and their clean rows feed one shared training sample. A cycle's cost is proportional to
+the new rows, not to the history.
 """
 
 from __future__ import annotations
@@ -90,14 +91,24 @@ class Fleet(Generic[Key]):
                 np.array([checked[key][0][j] for key in layer], dtype=np.int64),
                 np.concatenate([checked[key][1][j] for key in layer]).astype(np.float64),
             )
-            forest = self._forest(prepared.features)
+            # the forest only for the entities it takes part in (two metrics or more)
+            joint = np.array([self.entities[key].uses("forest") for key in layer], dtype=bool)
+            forest = np.full(len(layer), np.nan)
+            if joint.any():
+                forest[joint] = self._forest(prepared.features[joint])
             done = finish_many([self.entities[key] for key in layer], prepared, forest)
             for key, part in zip(layer, done, strict=True):
                 parts[key].append(part)
-            self.pool.learn(prepared.features, np.concatenate([p.anomaly for p in done]))
+            if joint.any():
+                anomalous = np.concatenate([p.anomaly for p in done])
+                self.pool.learn(prepared.features[joint], anomalous[joint])
         for key in slow:
             ts, values = checked[key]
             detector = self.entities[key]
+            if not detector.uses("forest"):  # neither scored by the pool nor teaching it
+                pending = detector.prepare(ts, values)
+                parts[key].append(detector.finish(pending, np.full(ts.size, np.nan)))
+                continue
             start = 0
             while start < ts.size:
                 room = self.pool.due_in()

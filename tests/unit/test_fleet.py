@@ -37,7 +37,12 @@ def test_a_fleet_scores_each_entity_like_a_lone_detector_except_the_shared_fores
     for key, (ts, x) in data.items():
         alone = Solo(["cpu"], CONFIG).update(ts, x)
         assert np.array_equal(np.concatenate(got[key]), alone.detectors["zscore"])
-    assert fleet.pool.model is not None  # 5 x 600 clean rows passed min_train
+    assert fleet.pool.model is None  # one-metric entities neither use nor teach the forest
+    pairs = Fleet(CONFIG)
+    for key in data:
+        pairs.add(key, ["cpu", "cpu_again"])
+    pairs.update({key: (ts, np.column_stack([x, x])) for key, (ts, x) in data.items()})
+    assert pairs.pool.model is not None  # 5 x 600 clean rows passed min_train
 
 
 def _pair(seed: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
