@@ -85,7 +85,8 @@ class TensorboardSource(Source, config=TensorboardSourceConfig):
         return samples
 
     def _event_files(self, found: _Found) -> list[Path]:
-        """The event files under the log folder, oldest name first, at most max_files."""
+        """The event files under the log folder in path order (a run's files are named by
+        the time they were opened), at most max_files."""
         files: list[Path] = []
         for folder, _, names in os.walk(self._root):
             files += [Path(folder) / n for n in names if "tfevents" in n]
@@ -93,7 +94,7 @@ class TensorboardSource(Source, config=TensorboardSourceConfig):
         if len(files) > self._config.max_files:
             found.problems.append(
                 f"{len(files)} event files, more than max_files ({self._config.max_files}): "
-                "the newest are not read"
+                "the last ones by path are not read"
             )
             files = files[: self._config.max_files]
         return files
