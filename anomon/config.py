@@ -1178,6 +1178,10 @@ class Config(Section):
         duplicates = duplicate_source_names([source.name for source in self.sources])
         if duplicates:
             raise ValueError(duplicates[0])  # parse_config reports the rest
+        return self
+
+    @model_validator(mode="after")
+    def _console_authenticated_beside_metrics(self) -> Config:
         web = self.web
         host = web.address(self.daemon).rpartition(":")[0]
         open_to_others = web.enabled and web.listen == "auto" and host not in LOOPBACK_HOSTS
