@@ -259,11 +259,13 @@ def plot(args: argparse.Namespace) -> int:
     since = until - int(args.since.total_seconds())
     around = store.series_around(engine, series.id, since=since, until=until)
     spans = store.incident_spans(engine, series.id, since=since, until=until)
-    deploys = [
-        (to_epoch(d.at), d.version)
-        for d in store.list_deploys(engine, since=from_epoch(since), until=from_epoch(until))
-        if d.covers(series.entity, series.labels)
-    ]
+    marked = store.list_deploys(
+        engine,
+        since=from_epoch(since),
+        until=from_epoch(until),
+        about=(series.entity, series.labels),
+    )
+    deploys = [(to_epoch(d.at), d.version) for d in marked]
     engine.dispose()
     if not around.ts:
         raise UsageError(

@@ -41,6 +41,7 @@ from anomon.config import (
 )
 from anomon.errors import AnomonError, DeliveryError, UsageError
 from anomon.model import (
+    DeployRecord,
     Event,
     IncidentRecord,
     IncidentStatus,
@@ -400,13 +401,7 @@ class DeliverJob:
             )
             points = Points(around.ts, around.values, around.expected, around.anomalies)
         annotations = self.detection.settings_for(data.metric, data.labels).annotations
-        deploy = None
-        if self.config.deploy_window:
-            window = self.config.deploy_window
-            near = store.list_deploys(
-                self.engine, since=data.opened_at - window, until=data.opened_at
-            )
-            deploy = latest_deploy(near, data, window)
+        deploy = deploy_before(self.engine, data, self.config.deploy_window)
         return IncidentView.of(
             data,
             points=points,
@@ -529,6 +524,23 @@ class DeliverJob:
             output=done.output,
             now=self.clock(),
         )
+
+
+def deploy_before(
+    engine: store.Engine, incident: IncidentRecord, window: timedelta
+) -> DeployRecord | None:
+    """The last deploy of ``incident``'s model or entity in the ``window`` before it
+    opened, which its notifications and its console page name (None: none; a window
+    of 0: never looked for)."""
+    if not window:
+        return None
+    near = store.list_deploys(
+        engine,
+        since=incident.opened_at - window,
+        until=incident.opened_at,
+        about=(incident.entity, incident.labels),
+    )
+    return latest_deploy(near, incident, window)
 
 
 def send_test_notice(config: AlertsConfig, receiver: str, *, clock: Clock = utcnow) -> str | None:

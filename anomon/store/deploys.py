@@ -3,7 +3,7 @@ delivery of notifications and ``anomon deploys``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import Engine, select
@@ -44,9 +44,11 @@ def list_deploys(
     since: datetime | None = None,
     until: datetime | None = None,
     after_id: int | None = None,
+    about: tuple[str, Mapping[str, str]] | None = None,
 ) -> list[DeployRecord]:
     """The deploys at or after ``since`` and at or before ``until`` (and with an id above
-    ``after_id``: the ones recorded since a reader last looked), oldest first."""
+    ``after_id``: the ones recorded since a reader last looked; ``about`` an entity and
+    labels: the ones :meth:`~anomon.model.DeployRecord.covers`), oldest first."""
     query = select(Deploy).order_by(Deploy.at, Deploy.id)
     if since is not None:
         query = query.where(Deploy.at >= since)
@@ -55,7 +57,7 @@ def list_deploys(
     if after_id is not None:
         query = query.where(Deploy.id > after_id)
     with translated(engine, "reading deploys"), engine.connect() as conn:
-        return [
+        found = [
             DeployRecord(
                 at=row.at,
                 model=row.model,
@@ -67,3 +69,4 @@ def list_deploys(
             )
             for row in conn.execute(query)
         ]
+    return found if about is None else [d for d in found if d.covers(*about)]

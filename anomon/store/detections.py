@@ -127,18 +127,22 @@ def read_seed(
         (),
         limit=seed,
     )
-    later = _batched(
-        conn,
-        "SELECT series_id, ts, value FROM ("
-        " SELECT p.series_id, p.ts, p.value, ROW_NUMBER() OVER ("
-        "  PARTITION BY p.series_id ORDER BY p.ts DESC) AS age"
-        " FROM samples p JOIN series_state w ON w.series_id = p.series_id"
-        f" WHERE p.series_id IN ({{marks}}) AND p.ts >= {int(before)}"
-        " AND p.ts <= w.scored_until"
-        ") recent WHERE age <= {limit} ORDER BY series_id, ts",
-        series_ids,
-        (),
-        limit=rows,
+    later = (
+        {}
+        if rows <= 0
+        else _batched(
+            conn,
+            "SELECT series_id, ts, value FROM ("
+            " SELECT p.series_id, p.ts, p.value, ROW_NUMBER() OVER ("
+            "  PARTITION BY p.series_id ORDER BY p.ts DESC) AS age"
+            " FROM samples p JOIN series_state w ON w.series_id = p.series_id"
+            f" WHERE p.series_id IN ({{marks}}) AND p.ts >= {int(before)}"
+            " AND p.ts <= w.scored_until"
+            ") recent WHERE age <= {limit} ORDER BY series_id, ts",
+            series_ids,
+            (),
+            limit=rows,
+        )
     )
     found: dict[int, Points] = {}
     for sid in set(earlier) | set(later):

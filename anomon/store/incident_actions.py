@@ -21,11 +21,8 @@ def list_incidents(
     engine: Engine, *, everything: bool = False, limit: int = 50
 ) -> list[IncidentRecord]:
     """Return the firing incidents (with ``everything``, the newest ``limit`` of all)."""
-    query = select(Incident).order_by(Incident.id.desc()).limit(limit)
-    if not everything:
-        query = query.where(Incident.status == IncidentStatus.FIRING)
-    with translated(engine, "listing incidents"), Session(engine) as session:
-        return [stored_incident(row) for row in session.scalars(query)]
+    status = None if everything else IncidentStatus.FIRING
+    return search_incidents(engine, status=status, limit=limit)
 
 
 def search_incidents(

@@ -17,10 +17,11 @@ from typing import Any
 from flask import Flask, Response, abort, jsonify, render_template, request, url_for
 
 from anomon import store
-from anomon.alerts.model import deploy_text, latest_deploy
+from anomon.alerts.model import deploy_text
 from anomon.config import Config
 from anomon.errors import AnomonError, UsageError
 from anomon.model import IncidentRecord, IncidentStatus, SeriesKey, Severity, describe_key
+from anomon.service.delivery import deploy_before
 from anomon.timeutil import Clock, from_epoch, parse_duration, to_epoch, utcnow
 from anomon.web.auth import Credentials
 
@@ -155,14 +156,8 @@ def create_app(config: Config, engine: store.Engine, *, clock: Clock = utcnow) -
         except UsageError:
             abort(404)
         facts = _incident(detail)
-        deploy = None
-        if config.alerts.deploy_window:
-            window = config.alerts.deploy_window
-            near = store.list_deploys(
-                engine, since=detail.opened_at - window, until=detail.opened_at
-            )
-            found = latest_deploy(near, detail, window)
-            deploy = None if found is None else deploy_text(found, detail.opened_at)
+        found = deploy_before(engine, detail, config.alerts.deploy_window)
+        deploy = None if found is None else deploy_text(found, detail.opened_at)
         return {
             **facts,
             "deploy": deploy,
@@ -276,11 +271,10 @@ def create_app(config: Config, engine: store.Engine, *, clock: Clock = utcnow) -
 
         points = Points(around.ts, around.values, around.expected, around.anomalies)
         (about,) = store.search_series(engine, series_id=series_id, limit=1) or abort(404)
-        deploys = [
-            (to_epoch(d.at), d.version)
-            for d in store.list_deploys(engine, since=start, until=end)
-            if d.covers(about.entity, about.labels)
-        ]
+        marked = store.list_deploys(
+            engine, since=start, until=end, about=(about.entity, about.labels)
+        )
+        deploys = [(to_epoch(d.at), d.version) for d in marked]
         image = render_series(
             points, "", spans=spans, deploys=deploys, width_px=900, height_px=260,
             image_format="svg",
