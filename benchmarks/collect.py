@@ -4,16 +4,23 @@
    whole path of a collection -- fetch, parse, store (series already known, as in a
    steady daemon) -- and the first scrape too (which creates the 10,000 series).
 2. The ``predictions`` source over a log of 1,000,000 labelled binary predictions with
-   scores (a week of them, 4 models, hourly windows): one collection -- read, compute
-   every window's accuracy, precision, recall, F1, log loss and ROC AUC, store -- from
-   a SQLite table and from a JSONL file.
+   scores (a week of them, 4 models, hourly windows): one collection from nothing --
+   read, compute every window's accuracy, precision, recall, F1, log loss, ROC AUC,
+   estimates and drift, store -- from a SQLite table and from a JSONL file (a cold
+   start: the table is read whole at every collection, the file only once).
+3. The steady state of a tailed log: 1,000,000 predictions over the lookback (a week),
+   20 model x version groups, hourly windows, 10 % of the labels arriving late (10 min
+   to 6 h) in a labels file joined by id; a collection every minute (the minute's new
+   predictions and late labels appended first), each stored; ``--minutes`` of them
+   timed. The same traffic with a lookback ten times shorter (100,000 rows in it) shows
+   that the cost follows what changed, not the lookback.
 
-Prints readable figures, then one JSON line with ``scrape_10k_seconds`` and
-``predictions_rows_per_s`` (the slower of the two inputs). For the file it also times
-the next collection, which parses no new line but recomputes every window of the week
-(the steady cost of a tailed log).
+Prints readable figures, then one JSON line with ``scrape_10k_seconds``,
+``predictions_rows_per_s`` (the steady state: rows of the log within the lookback per
+second of a collection, median), ``predictions_steady_ms`` (that collection's median
+time) and ``predictions_cold_rows_per_s`` (the slower of the two cold starts).
 
-    python benchmarks/collect.py [--series 10000] [--predictions 1000000]
+    python benchmarks/collect.py [--series 10000] [--predictions 1000000] [--minutes 20]
 """
 
 from __future__ import annotations
@@ -47,14 +54,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=10_000)
     parser.add_argument("--predictions", type=int, default=1_000_000)
+    parser.add_argument("--minutes", type=int, default=20)
     args = parser.parse_args()
     steady = scrape(args.series)
     rates = {kind: predictions(args.predictions, kind) for kind in ("sql", "jsonl")}
+    per_minute = max(1, args.predictions // WEEK_MINUTES)  # the same traffic in both
+    short = tailed_steady_state(args.predictions // 10, per_minute, args.minutes)
+    took = tailed_steady_state(args.predictions, per_minute, args.minutes)
+    print(
+        f"steady collection: {took * 1000:.1f} ms with {args.predictions:,} rows in the "
+        f"lookback, {short * 1000:.1f} ms with {args.predictions // 10:,}"
+    )
     print(
         json.dumps(
             {
                 "scrape_10k_seconds": round(steady, 3),
-                "predictions_rows_per_s": round(min(rates.values())),
+                "predictions_rows_per_s": round(args.predictions / took),
+                "predictions_steady_ms": round(took * 1000, 1),
+                "predictions_cold_rows_per_s": round(min(rates.values())),
             }
         )
     )
@@ -112,6 +129,7 @@ def scrape(series: int) -> float:
 
 
 WEEK = 7 * 24 * 3600
+WEEK_MINUTES = WEEK // 60
 
 
 def prediction_log(rows: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -177,6 +195,81 @@ def predictions(rows: int, kind: str) -> float:
         f"{rows / took:,.0f} rows/s; the next collection {again:.2f} s"
     )
     return rows / took
+
+
+GROUPS = 20  # model x version
+LATE = 0.1  # the share of labels that arrive late, in the labels file
+
+
+def tailed_steady_state(rows: int, per_minute: int, minutes: int) -> float:
+    """A tailed JSONL log of ``per_minute`` predictions a minute with ``rows`` of them in
+    its lookback, and a labels file; after a first collection, ``minutes`` collections a
+    minute apart, each after that minute's new predictions and late labels; return their
+    median time (s), collection and store."""
+    rng = np.random.default_rng(1)
+    lookback = rows // per_minute  # minutes
+    total = rows + per_minute * minutes
+    start = 1_795_000_000 // 3600 * 3600
+    ts = start + np.arange(total) * 60 // per_minute  # per_minute rows in each minute
+    truth = rng.integers(0, 2, total)
+    score = np.clip(0.5 * truth + 0.6 * rng.random(total), 0.001, 0.999).round(4)
+    late = rng.random(total) < LATE
+    labelled_at = ts + np.where(late, rng.integers(600, 6 * 3600, total), 0)
+    group = rng.integers(0, GROUPS, total)
+    names = [f'"model": "m{g // 2}", "version": "v{g % 2}"' for g in range(GROUPS)]
+    lines = [
+        f'{{"id": {i}, "ts": {ts[i]}, {names[group[i]]}, "prediction": {int(score[i] > 0.5)}, '
+        f'"score": {score[i]}' + ("}" if late[i] else f', "label": {truth[i]}}}') + "\n"
+        for i in range(total)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        log, labels = Path(tmp) / "p.jsonl", Path(tmp) / "labels.csv"
+        labels.write_text("id,label\n")
+        config = PredictionsSourceConfig.model_validate(
+            {
+                "name": "quality",
+                "kind": "predictions",
+                "path": str(log),
+                "id": "id",
+                "labels_path": str(labels),
+                "score": "score",
+                "lookback": f"{lookback}m",
+                "label_delay": "6h",
+                "min_labels": 50,
+            }
+        )
+        engine = store.open_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        store.ensure_schema(engine, migrate=False)
+        source, registry = PredictionsSource(config), store.SeriesRegistry()
+        done = 0  # rows written to the log so far
+        took = []
+        for minute in range(minutes + 1):
+            until = ts[rows - 1] + 1 + 60 * minute  # now: the rows before it are logged
+            upto = int(np.searchsorted(ts, until))
+            with log.open("a") as out:
+                out.writelines(lines[done:upto])
+            due = late & (labelled_at < until) & (labelled_at >= until - (60 if minute else until))
+            with labels.open("a") as out:
+                out.writelines(f"{i},{truth[i]}\n" for i in np.flatnonzero(due))
+            done = upto
+            now = datetime.fromtimestamp(int(until), UTC)
+            began = time.perf_counter()
+            samples = source.collect(now)
+            store.save_collection(
+                engine, registry, source="quality", started_at=now, finished_at=now,
+                samples=samples, replace=True,
+            )  # fmt: skip
+            source.saved()
+            if minute:
+                took.append(time.perf_counter() - began)
+            else:
+                print(
+                    f"tailed log of {rows:,} rows: first collection "
+                    f"{time.perf_counter() - began:.2f} s ({len(samples):,} samples)"
+                )
+        source.close()
+        engine.dispose()
+    return float(np.median(took))
 
 
 def _sqlite_log(folder: Path, log: dict[str, np.ndarray]) -> str:

@@ -4,8 +4,11 @@ Starts a simulated model server (:mod:`.simulator`) and a webhook sink on 127.0.
 writes a day of history into a fresh SQLite database and scores it (no alerts: it is
 normal data, so whatever it finds is the false-alarm rate), then runs the real daemon
 (``anomon run`` as a subprocess) against the server while the scenario injects a memory
-leak, an accuracy drop and a latency spike. It prints each injection and each
-notification as it happens, then what was found and how long it took.
+leak, an accuracy drop and a latency spike. Beside them a credit model logs its
+predictions to a file, its labels landing later in another (:mod:`.predictions`); its
+inputs drift, and a retraining command (a ``command`` receiver) is run for its quality
+incidents. It prints each injection, notification and retraining run as it happens,
+then what was found and how long it took.
 """
 
 from __future__ import annotations
@@ -22,21 +25,26 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import numpy as np
 
 from anomon import store
 from anomon.config import AlertsConfig, PrometheusScrapeSourceConfig, load_config
+from anomon.demo.predictions import LABEL_LAG, MODEL, RATE, PredictionLog
 from anomon.demo.servers import Delivery, model_server, webhook_sink
 from anomon.demo.simulator import METRICS, MODELS, Incident, Scenario, values
 from anomon.model import IncidentStatus, Sample, SeriesInfo, SeriesKey, SeriesKind
-from anomon.service.detection import DetectJob
+from anomon.service.detection import BEFORE_LABELS, DetectJob
 from anomon.sources.prometheus_scrape import target_labels
 
 STEP = 5  # seconds between samples, in the history and live
+DRIFT_AT = 0.2  # the credit model's inputs drift this far into the live part
+RETRAIN_LOG = "retrain.log"  # what the retraining command did, one line per incident
 HISTORY = 86_400  # seconds of history written before the daemon starts
 KINDS = {
     "model_accuracy": SeriesKind.QUALITY,
@@ -66,11 +74,45 @@ group_interval = "{step}s"
 [alerts.delivery]
 interval = "1s"
 
+[[alerts.routes]]  # the credit model's quality and drift: start its retraining ...
+receiver = "retrain"
+match = {{ source = "{credit}" }}
+continue = true
+
+[[alerts.routes]]  # ... and tell the sink of it too
+receiver = "sink"
+match = {{ source = "{credit}" }}
+
 [[alerts.receivers]]
 name = "sink"
 kind = "webhook"
 url = {sink}
+
+[[alerts.receivers]]
+name = "retrain"
+kind = "command"
+command = {retrain}
+timeout = "30s"
 {sources}"""
+RETRAIN = """\
+# written by `anomon demo`: the retraining pipeline a quality incident of the credit
+# model starts (its command receiver runs this, the notification as JSON on stdin)
+import json
+import sys
+import time
+
+notification = json.load(sys.stdin)
+if notification.get("event") != "firing":  # resolved, acknowledged: nothing to retrain
+    sys.exit(0)
+with open({log}, "a", encoding="utf-8") as out:
+    for incident in notification.get("incidents", []):
+        out.write(
+            f"{{time.time():.3f}} retraining {{incident.get('labels', {{}}).get('model', '?')}} "
+            f"after incident #{{incident.get('id')}} "
+            f"({{incident.get('metric')}} {{notification.get('event')}})\\n"
+        )
+print("retraining started")
+"""
 SOURCE = """
 [[sources]]
 name = "{model}"
@@ -97,12 +139,18 @@ def run_demo(minutes: float, workdir: Path | None = None, out: Print = print) ->
         model_server(lambda: live[0] if live else None) as server,
     ):
         web_port = _free_port()
-        config_path = _write_config(folder, server, sink_url, web_port)
+        credit = PredictionLog(folder)
+        config_path = _write_config(folder, server, sink_url, web_port, credit)
         paths = ",".join(MODELS)
         shape = f"{len(MODELS)} models x {len(METRICS)} metrics, noise and a daily shape"
         out(f"  model server  {server}/metrics/{{{paths}}}  ({shape})")
         out(f"  webhook sink  {sink_url}")
         out(f"  console       http://127.0.0.1:{web_port}/  (while the daemon runs)")
+        written = credit.start(time.time())
+        out(
+            f"  {MODEL} model  {RATE} predictions/s to {credit.log.name}, each label "
+            f"{LABEL_LAG} s later to {credit.labels.name} ({written:,} rows of history)"
+        )
         _history(config_path, out)
         daemon, log_path = _start_daemon(config_path, folder)
         try:
@@ -110,15 +158,22 @@ def run_demo(minutes: float, workdir: Path | None = None, out: Print = print) ->
             start = time.time()
             live.append(Scenario.starting(start, seconds))
             scenario = live[0]
+            credit.drift_at = start + DRIFT_AT * seconds
             out("schedule, from the start of the live part:")
             for incident in scenario.incidents:
                 out(f"  {_clock(incident.start - start)}  {_describe(incident, start)}")
+            out(
+                f"  {_clock(credit.drift_at - start)}  {'model drift':<14} {MODEL} inputs "
+                f"drift: accuracy 0.88 -> 0.69, its labels {LABEL_LAG} s late"
+            )
             with _interrupted_by_signals():
-                deliveries = _watch(daemon, scenario, received, start, start + seconds, out)
+                live_run = _Live(daemon, scenario, credit, received, start, start + seconds)
+                deliveries = live_run.watch(out)
             code = _stop(daemon, log_path, out)
         finally:  # Ctrl-C, SIGTERM, a closed pipe: never leave the daemon behind
             _kill(daemon)
     _findings(config_path, scenario, deliveries, start, out)
+    _drift_findings(credit, deliveries, live_run.retrained, out)
     out("explore what it wrote:")
     out(f"  anomon incidents list --all -c {config_path}")
     out(f"  anomon anomalies --since 2h -c {config_path}")
@@ -126,12 +181,19 @@ def run_demo(minutes: float, workdir: Path | None = None, out: Print = print) ->
     return code
 
 
-def _write_config(folder: Path, server: str, sink: str, web_port: int) -> Path:
+def _write_config(
+    folder: Path, server: str, sink: str, web_port: int, credit: PredictionLog
+) -> Path:
     # JSON strings are TOML basic strings: quotes and backslashes in a path stay intact
     sources = "".join(
         SOURCE.format(model=m, url=json.dumps(f"{server}/metrics/{m}"), step=STEP) for m in MODELS
     )
+    sources += credit.source(STEP)
+    script = folder / "retrain.py"
+    script.write_text(RETRAIN.format(log=json.dumps(str(folder / RETRAIN_LOG))), "utf-8")
     text = CONFIG.format(
+        credit=MODEL,
+        retrain=json.dumps([sys.executable, str(script)]),
         db=json.dumps(f"sqlite:///{folder / 'anomon.db'}"),
         metrics_port=_free_port(),
         web_port=web_port,
@@ -205,33 +267,52 @@ def _start_daemon(config_path: Path, folder: Path) -> tuple[subprocess.Popen[byt
     return daemon, log_path
 
 
-def _watch(
-    daemon: subprocess.Popen[bytes],
-    scenario: Scenario,
-    received: queue.Queue[Delivery],
-    start: float,
-    until: float,
-    out: Print,
-) -> list[Delivery]:
-    """Print injections and notifications as they happen until ``until``; return the
-    notifications."""
-    out("live:")
-    shown: set[tuple[str, str]] = set()
-    deliveries: list[Delivery] = []
-    while time.time() < until and daemon.poll() is None:
-        now = time.time()
-        for incident in scenario.incidents:
-            for edge, at in (("starts", incident.start), ("ends", incident.end)):
-                if at <= now and at < until and (incident.name, edge) not in shown:
-                    shown.add((incident.name, edge))
-                    out(f"  {_clock(at - start)}  {incident.name} {edge}")
-        try:
-            delivery = received.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        deliveries.append(delivery)
-        out(f"  {_clock(delivery.at - start)}  webhook: {_summary(delivery)}")
-    return deliveries
+@dataclass
+class _Live:
+    """The live part: the credit model's log written as time goes, and what happens
+    printed as it happens."""
+
+    daemon: subprocess.Popen[bytes]
+    scenario: Scenario
+    credit: PredictionLog
+    received: queue.Queue[Delivery]
+    start: float
+    until: float
+    retrained: list[str] = field(default_factory=list)  # the retraining command's lines
+
+    def watch(self, out: Print) -> list[Delivery]:
+        """Print injections, notifications and retraining runs until ``until`` (or the
+        daemon stops); return the notifications."""
+        out("live:")
+        shown: set[tuple[str, str]] = set()
+        deliveries: list[Delivery] = []
+        edges = [(i.name, edge, at) for i in self.scenario.incidents for edge, at in
+                 (("starts", i.start), ("ends", i.end))]  # fmt: skip
+        edges.append(("model drift", "starts", self.credit.drift_at))
+        while time.time() < self.until and self.daemon.poll() is None:
+            now = time.time()
+            self.credit.advance(now)
+            for name, edge, at in edges:
+                if at <= now and at < self.until and (name, edge) not in shown:
+                    shown.add((name, edge))
+                    out(f"  {_clock(at - self.start)}  {name} {edge}")
+            self._retraining(out)
+            try:
+                delivery = self.received.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            deliveries.append(delivery)
+            out(f"  {_clock(delivery.at - self.start)}  webhook: {_summary(delivery)}")
+        self._retraining(out)
+        return deliveries
+
+    def _retraining(self, out: Print) -> None:
+        path = self.credit.log.parent / RETRAIN_LOG
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        for line in lines[len(self.retrained) :]:
+            at, _, what = line.partition(" ")
+            out(f"  {_clock(float(at) - self.start)}  retrain command: {what}")
+        self.retrained = lines
 
 
 @contextmanager
@@ -320,7 +401,8 @@ def _findings(
             f"  {injected.name}: detected {max(delay, 0):.0f} s after it began{notice} "
             f"(incident #{first.id}, {first.severity}, peak {first.peak_score:.0f}, {ending})"
         )
-    others = [row for row in incidents if row.id not in claimed]
+    # the credit model's own are told of below
+    others = [row for row in incidents if row.id not in claimed and row.entity != f"{MODEL}-model"]
     out(f"  other incidents during the live part: {len(others)}")
     for row in others:
         out(f"    #{row.id} {row.metric} on {row.entity}, peak {row.peak_score:.0f}, {row.status}")
@@ -330,6 +412,50 @@ def _findings(
         events[event] = events.get(event, 0) + 1
     summary = ", ".join(f"{n} {event}" for event, n in sorted(events.items()))
     out(f"  notifications received: {len(deliveries)}" + (f" ({summary})" if summary else ""))
+
+
+def _drift_findings(
+    credit: PredictionLog, deliveries: list[Delivery], retrained: list[str], out: Print
+) -> None:
+    """When the credit model's drift was told: from its scores alone (estimates and
+    drift, before labels), from its labels, and when its retraining started."""
+    if credit.drift_at >= time.time():
+        out("  model drift: not injected (the demo ended first)")
+        return
+    told: dict[str, tuple[float, dict[str, Any]]] = {}  # scores / labels -> first notice
+    for delivery in deliveries:
+        if delivery.body.get("event") != "firing":
+            continue
+        for incident in delivery.body.get("incidents", []):
+            if incident.get("entity") != f"{MODEL}-model":
+                continue
+            stage = "scores" if incident.get("metric") in BEFORE_LABELS else "labels"
+            told.setdefault(stage, (delivery.at, incident))
+    for stage, what in (("scores", "from its scores alone"), ("labels", "from its labels")):
+        if stage not in told:
+            out(f"  model drift {what}: not told yet")
+            continue
+        at, incident = told[stage]
+        shown = [
+            f"{c.get('metric')} {_number(c.get('value'), 3)} "
+            f"(expected {_number(c.get('expected'), 3)})"
+            for c in incident.get("contributors", [])
+            if c.get("metric") in ("estimated_accuracy", "accuracy")
+        ]
+        out(
+            f"  model drift {what}: told {at - credit.drift_at:.0f} s after it began "
+            f"(incident #{incident.get('id')}, {incident.get('metric')}"
+            + (f"; {', '.join(shown)}" if shown else "")
+            + ")"
+        )
+    if retrained:
+        first = float(retrained[0].partition(" ")[0])
+        out(
+            f"  retraining command ran {len(retrained)} time(s), the first "
+            f"{first - credit.drift_at:.0f} s after the drift began"
+        )
+    else:
+        out("  retraining command: not run")
 
 
 def _incident_ids(delivery: Delivery) -> set[int]:
@@ -346,8 +472,8 @@ def _summary(delivery: Delivery) -> str:
     return f"{body.get('event', '?'):<8} " + "; ".join(shown)
 
 
-def _number(value: object) -> str:
-    return f"{value:.0f}" if isinstance(value, int | float) else "?"
+def _number(value: object, digits: int = 0) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else "?"
 
 
 def _describe(incident: Incident, start: float) -> str:

@@ -22,9 +22,12 @@ tail, on the scale of the calibrated detectors (a tail probability of 1e-4 score
 The series are the ``predictions`` source's, by name (:func:`sampling_models`): in an
 entity with a ``labelled_rows`` column, ``accuracy`` is a proportion on it, ``precision``
 one on ``predicted_positives`` and ``recall`` one on ``actual_positives`` (binary
-models), and those counts, ``predictions`` and ``labelled_rows`` are counts. For these
-metrics this score replaces the rarity-calibrated ones; their expected value stays the
-baseline median.
+models), and ``predictions`` is a count. Those sample sizes (``labelled_rows``,
+``predicted_positives``, ``actual_positives``) are not judged at all (kind SIZE): they
+grow while a window's labels come in, and a window is first reported with part of them,
+so they would be compared with complete windows and cry wolf (a feed of labels that
+stops is not seen from them). For these metrics this score replaces the
+rarity-calibrated ones; their expected value stays the baseline median.
 """
 
 from __future__ import annotations
@@ -42,14 +45,17 @@ from anomon.detect.zscore import IQR_TO_SIGMA
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-NONE, PROPORTION, COUNT = 0, 1, 2  # the kinds, as codes for whole-array work
+NONE, PROPORTION, COUNT, SIZE = 0, 1, 2, 3  # the kinds, as codes for whole-array work
 # a proportion -> the column of the rows it is measured on
 SAMPLE_SIZE_OF = {
     "accuracy": "labelled_rows",
     "precision": "predicted_positives",
     "recall": "actual_positives",
 }
-COUNTS = ("predictions", "labelled_rows", "predicted_positives", "actual_positives")
+COUNTS = ("predictions",)
+# the rows a proportion is measured on: they grow while a window's labels come in, so a
+# window first reported with part of its labels would be judged against complete ones
+SIZES = ("labelled_rows", "predicted_positives", "actual_positives")
 MIN_WINDOWS = 3  # a baseline median needs this many windows: scored from the 3rd on
 SPREAD_ROWS = 20  # windows before the variation between windows is estimated
 
@@ -73,6 +79,8 @@ def sampling_models(metrics: Sequence[str]) -> list[SamplingModel | None]:
             found.append(SamplingModel(PROPORTION, column[size]))
         elif name in COUNTS and "labelled_rows" in column:
             found.append(SamplingModel(COUNT))
+        elif name in SIZES and "labelled_rows" in column:
+            found.append(SamplingModel(SIZE))
         else:
             found.append(None)
     return found
@@ -118,5 +126,5 @@ def sampled_z(
         typical = np.where(kind == PROPORTION, binomial / n_typical, np.maximum(median, 1.0))
         extra = np.where(rows >= SPREAD_ROWS, np.maximum(observed - typical, 0.0), 0.0)
         z: FloatArray = (x - median) / np.sqrt(now + extra)
-    usable = (kind != NONE) & ((kind != PROPORTION) | (n > 0))
+    usable = (kind == COUNT) | ((kind == PROPORTION) & (n > 0))
     return np.where(usable, z, np.nan)

@@ -65,6 +65,10 @@ class Source(ABC):
     def collect(self, now: datetime) -> list[Sample]:
         """Return the samples observed at ``now`` (an aware UTC datetime)."""
 
+    def saved(self) -> None:  # noqa: B027 - most kinds return each sample once anyway
+        """The samples of the last collection are stored. A kind that recomputes past
+        points returns them again until told so."""
+
     def close(self) -> None:  # noqa: B027 - most kinds hold nothing to release
         """Release what the source holds (connections, files); it is not used again."""
 

@@ -52,13 +52,31 @@ def test_the_demo_finds_what_it_injects_and_notifies(tmp_path: Path) -> None:
     sent = re.search(r"notifications received: (\d+) \((.*)\)", text)
     assert sent is not None and int(sent.group(1)) >= 2, text
     assert "firing" in sent.group(2)
+    # the credit model's drift is told from its scores before its labels land, and its
+    # retraining command runs
+    scores = re.search(
+        r"^  model drift from its scores alone: told (\d+) s after it began "
+        r"\(incident #\d+, \w+; estimated_accuracy ([0-9.]+) \(expected ([0-9.]+)\)",
+        text,
+        re.M,
+    )
+    assert scores is not None, text
+    estimate, usual = float(scores.group(2)), float(scores.group(3))
+    assert estimate < usual - 0.03 and usual > 0.85, text  # the estimate, from scores alone
+    labels = re.search(r"^  model drift from its labels: told (\d+) s after", text, re.M)
+    if labels is not None:  # the labels land 30 s later: perhaps after the end
+        assert int(labels.group(1)) > int(scores.group(1)), text
+    assert re.search(r"^  retraining command ran \d+ time", text, re.M), text
+    retrained = (tmp_path / "retrain.log").read_text().splitlines()
+    assert retrained and "retraining credit after incident #" in retrained[0]
 
     engine = store.open_engine(f"sqlite:///{tmp_path / 'anomon.db'}")
     try:
         status = store.read_status(engine)
-        assert [s.source for s in status.sources] == ["churn", "fraud"]
+        assert sorted(s.source for s in status.sources) == ["churn", "credit", "fraud"]
         assert all(s.last_error is None for s in status.sources)
-        assert sum(status.series_by_quality.values()) == 8  # history and live: the same series
+        for model in ("churn", "fraud"):  # history and live: the same series
+            assert len(store.search_series(engine, entity=f"{model}-model")) == 4
         assert status.outbox.get("sent", 0) >= 2 and "dead" not in status.outbox
     finally:
         engine.dispose()

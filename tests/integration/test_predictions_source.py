@@ -585,3 +585,103 @@ def test_ids_are_joined_as_text_the_latest_label_winning() -> None:
     joined, kept = join_labels(predictions, labels, "pid", "label")
     assert joined["label"].tolist() == [0, 1, 0, None]  # "1" after 1; 3.0 is "3"
     assert kept["pid"].tolist() == [2, 3.0, 1, "1"]  # a label without an id is dropped
+
+
+def test_a_tailed_log_returns_a_window_again_only_when_it_changes_once_stored(
+    tmp_path: Path,
+) -> None:
+    """A file log's collection returns the windows that changed since the last stored
+    one: new rows, late labels, a window that closed; what was not stored comes again."""
+    rows = _log(seed=21, hours=3, per_hour=30, models=("churn", "fraud"))
+    predictions = [{**r, "prediction_id": f"p{i}"} for i, r in enumerate(rows)]
+    late = {row["prediction_id"]: row.pop("label") for row in predictions[30:60]}  # churn h1
+    path, labels = tmp_path / "p.jsonl", tmp_path / "labels.csv"
+    _write_jsonl(path, predictions)
+    labels.write_text("prediction_id,label\n", encoding="utf-8")
+    source = _source(path=str(path), id="prediction_id", labels_path=str(labels), score="score")
+    at = datetime.fromtimestamp(START + 3 * HOUR + 60, UTC)
+    first = _by_key(source.collect(at))
+    assert {ts for (_, _, ts) in first} == {START, START + HOUR, START + 2 * HOUR}
+    assert ("accuracy", "churn", START + HOUR) not in first  # its labels are late
+    assert first == _by_key(source.collect(at))  # not stored: all of it again
+    source.saved()
+    assert source.collect(at) == []  # stored, and nothing changed
+
+    with labels.open("a", encoding="utf-8") as out:
+        out.writelines(f"{name},{label}\n" for name, label in late.items())
+    got = _by_key(source.collect(at))
+    assert {(model, ts) for (_, model, ts) in got} == {
+        ("churn", START + HOUR),
+        ("fraud", START + HOUR),
+    }  # the window of the late labels (of every group) and no other
+    hour = [r for r in rows if START + HOUR <= r["ts"] < START + 2 * HOUR]
+    churn = [r for r in hour if r["model"] == "churn"]
+    expected = metrics.accuracy_score([r["label"] for r in churn], [r["prediction"] for r in churn])
+    assert got[("accuracy", "churn", START + HOUR)] == pytest.approx(expected)
+    assert got[("labelled_rows", "churn", START + HOUR)] == 30
+    source.saved()
+
+    fourth = [{**r, "ts": r["ts"] + 3 * HOUR, "prediction_id": f"q{i}"} for i, r in enumerate(rows)]
+    _write_jsonl(path, [r for r in fourth if r["ts"] < START + 4 * HOUR], mode="a")
+    assert source.collect(at) == []  # the new hour is still open
+    later = datetime.fromtimestamp(START + 4 * HOUR + 60, UTC)
+    got = _by_key(source.collect(later))
+    assert {ts for (_, _, ts) in got} == {START + 3 * HOUR}  # it closed in between
+    assert got[("predictions", "fraud", START + 3 * HOUR)] == 30
+
+
+def test_a_collection_that_could_not_be_stored_is_returned_by_the_next_one(
+    tmp_path: Path,
+) -> None:
+    """Through the collection job: a store that refuses the write loses no window; the
+    next run stores every one of them."""
+    from anomon.service.jobs import CollectJob
+
+    path = tmp_path / "p.jsonl"
+    _write_jsonl(path, _log(seed=22, hours=2, per_hour=30))
+    engine = store.open_engine(f"sqlite:///{tmp_path / 'anomon.db'}")
+    store.upgrade(engine)
+    at = datetime.fromtimestamp(START + 2 * HOUR + 60, UTC)
+    source = _source(path=str(path))
+    job = CollectJob(source, engine, store.SeriesRegistry(), clock=lambda: at)
+
+    def stored() -> int:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM samples").scalar_one())
+
+    with engine.begin() as conn:  # the table is gone: every write fails
+        conn.exec_driver_sql("ALTER TABLE samples RENAME TO samples_away")
+    job()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE samples_away RENAME TO samples")
+    assert stored() == 0
+    job()
+    assert stored() == len(_source(path=str(path)).collect(at)) > 0
+    assert source.collect(at) == []  # stored: nothing is returned again
+    engine.dispose()
+
+
+def test_a_log_replaced_by_a_copy_keeps_the_labels_of_its_feed(tmp_path: Path) -> None:
+    """Predictions rewritten to a copy renamed over the log (with one more row): each
+    row counts once and the labels already read from the feed still apply."""
+    rows = _log(seed=23, hours=1, per_hour=30)
+    predictions = [{**r, "prediction_id": f"p{i}"} for i, r in enumerate(rows)]
+    for row in predictions:
+        del row["label"]
+    path, labels = tmp_path / "p.jsonl", tmp_path / "labels.csv"
+    _write_jsonl(path, predictions[:29])
+    labels.write_text(
+        "prediction_id,label\n" + "".join(f"p{i},{r['label']}\n" for i, r in enumerate(rows)),
+        encoding="utf-8",
+    )
+    source = _source(path=str(path), id="prediction_id", labels_path=str(labels))
+    assert _by_key(source.collect(NOW))[("labelled_rows", "churn", START)] == 29
+    source.saved()
+    copy = tmp_path / "p.jsonl.tmp"
+    _write_jsonl(copy, predictions)
+    os.replace(copy, path)
+    got = _by_key(source.collect(NOW))
+    assert got[("predictions", "churn", START)] == 30
+    assert got[("labelled_rows", "churn", START)] == 30  # the feed's labels, kept
+    y, p = [r["label"] for r in rows], [r["prediction"] for r in rows]
+    assert got[("accuracy", "churn", START)] == pytest.approx(metrics.accuracy_score(y, p))

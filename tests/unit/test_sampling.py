@@ -8,7 +8,7 @@ import pytest
 
 from anomon.config import DetectionConfig
 from anomon.detect import Solo
-from anomon.detect.sampling import COUNT, PROPORTION, SamplingModel, sampling_models
+from anomon.detect.sampling import COUNT, PROPORTION, SIZE, SamplingModel, sampling_models
 
 HOUR = 3600
 START = 1_796_000_000 // HOUR * HOUR
@@ -39,11 +39,11 @@ def last_scores(history: np.ndarray, new_row: list[float]) -> np.ndarray:
 def test_the_series_of_a_predictions_source_get_their_sampling_models() -> None:
     assert sampling_models([*MODEL, "f1", "precision", "predicted_positives", "recall"]) == [
         SamplingModel(PROPORTION, 1),
-        SamplingModel(COUNT),
+        SamplingModel(SIZE),  # labelled_rows: a sample size, not judged
         SamplingModel(COUNT),
         None,  # f1: judged by rarity (it is no proportion of one sample)
         SamplingModel(PROPORTION, 5),  # precision: of the rows predicted positive
-        SamplingModel(COUNT),
+        SamplingModel(SIZE),
         None,  # recall without actual_positives: no sample size, judged by rarity
     ]
     assert sampling_models(["accuracy", "predictions"]) == [None, None]  # no labelled_rows
@@ -83,11 +83,13 @@ def test_a_long_history_widens_by_the_variation_between_windows_not_the_sample()
     [
         (118, 120, True),  # the issue's 118 against 120: the noise of a count
         (120, 106, True),  # a window still filling (106 of 120 labels so far)
+        (120, 50, True),  # ... first reported with min_labels = 50 of them
         (40, 120, False),  # traffic fell to a third: an event
-        (120, 30, False),  # labels stopped arriving
+        (300, 120, False),  # or rose to 2.5 times
     ],
 )
 def test_volumes_are_judged_as_counts(predictions: int, labelled: int, quiet: bool) -> None:
+    """Predictions are a count; the labelled rows a sample size, never judged."""
     history = windows(30, accuracy=0.9, labels=120, predictions=120)
     _, labelled_score, predictions_score = last_scores(history, [0.9, labelled, predictions])
     assert bool(max(labelled_score, predictions_score) < CONFIG.threshold) is quiet

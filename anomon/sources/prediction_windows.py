@@ -1,0 +1,257 @@
+"""The samples of a prediction log's windows: quality, estimates and drift per window.
+
+:func:`window_samples` takes coded :class:`~.prediction_rows.Rows` and returns, for
+every (group, window) that is over, the estimates and drift known before labels, and,
+once the window is *ready* (``min_labels`` labelled rows, or older than
+``label_delay``), its realised quality (:mod:`.quality`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.isotonic import IsotonicRegression
+
+from anomon.config import PredictionsSourceConfig
+from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.sources.prediction_rows import Rows
+from anomon.sources.quality import (
+    REGRESSION_METRICS,
+    Labelled,
+    classification_metrics,
+    drift_metrics,
+    estimated_metrics,
+    regression_metrics,
+)
+
+METRICS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "log_loss",
+    "roc_auc",
+    "predicted_positives",
+    "actual_positives",
+    *REGRESSION_METRICS,
+)
+
+
+def window_samples(
+    rows: Rows,
+    config: PredictionsSourceConfig,
+    *,
+    since: int,
+    until: int,
+    now: int,
+    references: References | None = None,
+    reference_rows: Rows | None = None,
+) -> list[Sample]:
+    """Return the samples of every window of every group in ``[since, until)`` that is
+    over at ``now``. Each group's reference (for estimates and drift) is taken from
+    ``reference_rows`` (default: ``rows``; coded with the same codebook) and kept in
+    ``references`` between calls (see :class:`References`)."""
+    size = int(config.window.total_seconds())
+    starts = rows.ts // size * size
+    inside = (starts >= since) & (starts + size <= min(until, now))
+    if not inside.any():
+        return []
+    first = int(starts[inside].min())
+    slots = (int(starts[inside].max()) - first) // size + 1
+    key = rows.group[inside] * slots + (starts[inside] - first) // size
+    unique, window = np.unique(key, return_inverse=True)
+    group_of, slot_of = np.divmod(unique, slots)
+    window_start = first + slot_of * size
+    count = np.bincount(window, minlength=unique.size)
+    labelled = rows.truth[inside] >= 0
+    n_labelled = np.bincount(window[labelled], minlength=unique.size)
+    age = now - (window_start + size)
+    ready = (n_labelled >= config.min_labels) | (age >= config.label_delay.total_seconds())
+    metrics = _metrics(rows, inside, labelled, window, unique.size, config)
+    estimates = _estimates(
+        rows, inside, window, unique.size, config, now, references, reference_rows or rows
+    )
+    windows = [(rows.group_values[g], int(t)) for g, t in zip(group_of, window_start, strict=True)]
+    return _to_samples(windows, ready, count, n_labelled, metrics, estimates, config)
+
+
+MAX_REFERENCE_ROWS = 20_000  # labelled rows a calibrator is fitted on (the latest), at most
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """A group's reference: the scores and predicted classes of its latest settled rows
+    (None: too few), and the calibrator fitted on their labelled part (None: too few,
+    or one class only)."""
+
+    scores: npt.NDArray[np.float64] | None
+    predicted_positive: npt.NDArray[np.bool_] | None
+    calibrator: IsotonicRegression | None
+
+
+class References:
+    """Each group's reference, kept while the settled part of the log stays the same: a
+    log read a little at a time refits once a window settles, not at every collection
+    (labels that come for rows already settled count from the next refit)."""
+
+    def __init__(self) -> None:
+        self._settled_until: int | None = None
+        self._by_group: dict[tuple[str, ...], _Reference] = {}
+
+    def lookup(self, group: tuple[str, ...], settled_until: int) -> _Reference | None:
+        if settled_until != self._settled_until:
+            self._settled_until, self._by_group = settled_until, {}
+        return self._by_group.get(group)
+
+    def keep(self, group: tuple[str, ...], reference: _Reference) -> None:
+        self._by_group[group] = reference
+
+    def clear(self) -> None:
+        self._settled_until, self._by_group = None, {}
+
+
+def _estimates(
+    rows: Rows,
+    inside: npt.NDArray[np.bool_],
+    window: npt.NDArray[np.int64],
+    windows: int,
+    config: PredictionsSourceConfig,
+    now: int,
+    references: References | None,
+    reference_rows: Rows,
+) -> dict[str, npt.NDArray[np.float64]]:
+    """What each window says before its labels (binary classifiers with a ``score``),
+    against each group's reference — its rows in windows older than ``label_delay``
+    (the latest MAX_REFERENCE_ROWS): the drift of its scores and predicted classes
+    (:func:`~anomon.sources.quality.drift_metrics`), and CBPE estimates, the scores
+    calibrated on the reference's labelled rows by isotonic regression (not for a group
+    with fewer than ``min_labels`` of them or one class only)."""
+    scores = rows.scores
+    if scores is None or scores.ndim != 1 or config.average != "binary" or not rows.classes:
+        return {}
+    size = int(config.window.total_seconds())
+    positive = rows.classes.index(config.pos_label) if config.pos_label in rows.classes else 0
+    # rows in windows that ended label_delay ago or earlier
+    settled_until = int((now - config.label_delay.total_seconds()) // size * size)
+    predicted_positive = rows.predicted == positive
+    probability = np.full(rows.ts.size, np.nan)
+    where = np.flatnonzero(inside)
+    found: dict[str, npt.NDArray[np.float64]] = {}
+    settled: npt.NDArray[np.bool_] | None = None
+    base = reference_rows
+    for group in np.unique(rows.group[inside]).tolist():
+        name = rows.group_values[group]
+        reference = references.lookup(name, settled_until) if references is not None else None
+        if reference is None:
+            if settled is None:
+                settled = base.ts // size * size + size <= settled_until
+            reference = _reference(base, group, settled, positive, config)
+            if references is not None:
+                references.keep(name, reference)
+        ours = rows.group[where] == group  # this group's rows among the windows'
+        if reference.scores is not None and reference.predicted_positive is not None:
+            drift = drift_metrics(
+                window[ours],
+                scores[where[ours]],
+                predicted_positive[where[ours]],
+                reference.scores,
+                reference.predicted_positive,
+                windows,
+            )
+            for metric, values in drift.items():
+                found[metric] = np.fmax(found.get(metric, np.full(windows, np.nan)), values)
+        if reference.calibrator is not None:
+            wanted = where[ours]  # the rows of the windows to estimate
+            probability[wanted] = reference.calibrator.predict(scores[wanted])
+    known = np.isfinite(probability[where])
+    if known.any():
+        estimates = estimated_metrics(
+            window[known], predicted_positive[where[known]], probability[where[known]], windows
+        )
+        # a window of a group without a calibrator has no estimate (not 0)
+        calibrated = np.bincount(window[known], minlength=windows) > 0
+        found |= {name: np.where(calibrated, v, np.nan) for name, v in estimates.items()}
+    return found
+
+
+def _reference(
+    rows: Rows,
+    group: int,
+    settled: npt.NDArray[np.bool_],
+    positive: int,
+    config: PredictionsSourceConfig,
+) -> _Reference:
+    """The reference of one group: see :func:`_estimates`."""
+    assert rows.scores is not None
+    mine = settled & (rows.group == group)
+    base = np.flatnonzero(mine)[-MAX_REFERENCE_ROWS:]
+    enough = base.size >= config.min_labels
+    pick = np.flatnonzero(mine & (rows.truth >= 0))[-MAX_REFERENCE_ROWS:]
+    truth = rows.truth[pick] == positive
+    calibrator = None
+    if pick.size >= config.min_labels and truth.any() and not truth.all():
+        calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        calibrator.fit(rows.scores[pick], truth.astype(np.float64))
+    return _Reference(
+        scores=rows.scores[base] if enough else None,
+        predicted_positive=rows.predicted[base] == positive if enough else None,
+        calibrator=calibrator,
+    )
+
+
+def _metrics(
+    rows: Rows,
+    inside: npt.NDArray[np.bool_],
+    labelled: npt.NDArray[np.bool_],
+    window: npt.NDArray[np.int64],
+    windows: int,
+    config: PredictionsSourceConfig,
+) -> dict[str, npt.NDArray[np.float64]]:
+    pick = np.flatnonzero(inside)[labelled]
+    if rows.values is not None and rows.targets is not None:  # a regression model
+        return regression_metrics(window[labelled], rows.values[pick], rows.targets[pick], windows)
+    coded = Labelled(
+        window=window[labelled],
+        truth=rows.truth[pick],
+        predicted=rows.predicted[pick],
+        windows=windows,
+        classes=len(rows.classes),
+        scores=None if rows.scores is None else rows.scores[pick],
+    )
+    positive = rows.classes.index(config.pos_label) if config.pos_label in rows.classes else 0
+    return classification_metrics(coded, average=config.average, positive=positive)
+
+
+def _to_samples(
+    windows: list[tuple[tuple[str, ...], int]],
+    ready: npt.NDArray[np.bool_],
+    count: npt.NDArray[np.int64],
+    n_labelled: npt.NDArray[np.int64],
+    metrics: dict[str, npt.NDArray[np.float64]],
+    estimates: dict[str, npt.NDArray[np.float64]],
+    config: PredictionsSourceConfig,
+) -> list[Sample]:
+    """One sample per metric of each ready window, and the estimates of every window
+    that is over (undefined metrics left out); with both, the gap between the realised
+    and the estimated accuracy (``estimation_gap``)."""
+    samples: list[Sample] = []
+    for i in range(len(windows)):
+        values, ts = windows[i]
+        labels = {**dict(zip(config.group_by, values, strict=True)), **config.labels}
+        entity = config.entity or (values[0] if values else "") or config.name
+        info = SeriesInfo(config.name, entity, SeriesKind.QUALITY)
+        found = {name: float(values[i]) for name, values in estimates.items()}
+        if ready[i]:
+            found |= {"predictions": float(count[i]), "labelled_rows": float(n_labelled[i])}
+            found |= {name: float(metrics[name][i]) for name in METRICS if name in metrics}
+            if "estimated_accuracy" in estimates and "accuracy" in metrics:
+                gap = metrics["accuracy"][i] - estimates["estimated_accuracy"][i]
+                found["estimation_gap"] = float(gap)
+        samples += [
+            Sample(SeriesKey.of(name, labels), info, ts, value)
+            for name, value in found.items()
+            if np.isfinite(value)
+        ]
+    return samples
