@@ -21,6 +21,7 @@ class SeriesKind(StrEnum):
     LATENCY = "latency"
     RESOURCE = "resource"
     CUSTOM = "custom"
+    HISTOGRAM = "histogram"  # rows per bin of a window: stored for SQL, never scored
 
 
 class IncidentStatus(StrEnum):

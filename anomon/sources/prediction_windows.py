@@ -23,6 +23,7 @@ from anomon.sources.quality import (
     classification_metrics,
     drift_metrics,
     estimated_metrics,
+    estimated_multiclass_metrics,
     regression_metrics,
 )
 
@@ -73,8 +74,57 @@ def window_samples(
     estimates = _estimates(
         rows, inside, window, unique.size, config, now, references, reference_rows or rows
     )
+    histograms = _histograms(rows, inside, window, unique.size)
     windows = [(rows.group_values[g], int(t)) for g, t in zip(group_of, window_start, strict=True)]
-    return _to_samples(windows, ready, count, n_labelled, metrics, estimates, config)
+    samples = _to_samples(windows, ready, count, n_labelled, metrics, estimates, config)
+    return samples + _histogram_samples(windows, histograms, config)
+
+
+SCORE_BINS = 10  # equal-width bins of [0, 1]: the same in every window, so any two compare
+HISTOGRAMS = ("score_bin_rows", "predicted_class_rows")
+
+
+def _histograms(
+    rows: Rows, inside: npt.NDArray[np.bool_], window: npt.NDArray[np.int64], windows: int
+) -> dict[tuple[str, str, str], npt.NDArray[np.int64]]:
+    """Each window's rows per score bin (binary: the positive class's score; multiclass:
+    the top class's share) and per predicted class, keyed by (metric, label, value)."""
+    found: dict[tuple[str, str, str], npt.NDArray[np.int64]] = {}
+    if not rows.classes:  # a regression model
+        return found
+    if rows.scores is not None:
+        scores = rows.scores[inside]
+        if scores.ndim == 2:  # the top class's probability, the row's scores normalised
+            scores = scores.max(axis=1) / np.maximum(scores.sum(axis=1), 1e-12)
+        bins = np.clip((scores * SCORE_BINS).astype(np.int64), 0, SCORE_BINS - 1)
+        table = np.bincount(window * SCORE_BINS + bins, minlength=windows * SCORE_BINS)
+        for b, counts in enumerate(table.reshape(windows, SCORE_BINS).T):
+            edges = f"{b / SCORE_BINS:.1f}-{(b + 1) / SCORE_BINS:.1f}"
+            found[(HISTOGRAMS[0], "bin", edges)] = counts
+    k = len(rows.classes)
+    table = np.bincount(window * k + rows.predicted[inside], minlength=windows * k)
+    for name, counts in zip(rows.classes, table.reshape(windows, k).T, strict=True):
+        found[(HISTOGRAMS[1], "class", name)] = counts
+    return found
+
+
+def _histogram_samples(
+    windows: list[tuple[tuple[str, ...], int]],
+    histograms: dict[tuple[str, str, str], npt.NDArray[np.int64]],
+    config: PredictionsSourceConfig,
+) -> list[Sample]:
+    """The histograms' samples (kind ``histogram``: stored, never scored), every bin of
+    every window that is over, empty ones included."""
+    samples: list[Sample] = []
+    for i, (values, ts) in enumerate(windows):
+        labels = {**dict(zip(config.group_by, values, strict=True)), **config.labels}
+        entity = config.entity or (values[0] if values else "") or config.name
+        info = SeriesInfo(config.name, entity, SeriesKind.HISTOGRAM)
+        samples += [
+            Sample(SeriesKey.of(metric, {**labels, label: value}), info, ts, float(counts[i]))
+            for (metric, label, value), counts in histograms.items()
+        ]
+    return samples
 
 
 MAX_REFERENCE_ROWS = 20_000  # labelled rows a calibrator is fitted on (the latest), at most
@@ -88,7 +138,7 @@ class _Reference:
 
     scores: npt.NDArray[np.float64] | None
     predicted_positive: npt.NDArray[np.bool_] | None
-    calibrator: IsotonicRegression | None
+    calibrator: IsotonicRegression | _ClassCalibration | None
 
 
 class References:
@@ -129,7 +179,13 @@ def _estimates(
     calibrated on the reference's labelled rows by isotonic regression (not for a group
     with fewer than ``min_labels`` of them or one class only)."""
     scores = rows.scores
-    if scores is None or scores.ndim != 1 or config.average != "binary" or not rows.classes:
+    if scores is None or not rows.classes:
+        return {}
+    if scores.ndim == 2:
+        return _multiclass_estimates(
+            rows, inside, window, windows, config, now, references, reference_rows
+        )
+    if config.average != "binary":
         return {}
     size = int(config.window.total_seconds())
     positive = rows.classes.index(config.pos_label) if config.pos_label in rows.classes else 0
@@ -162,7 +218,7 @@ def _estimates(
             )
             for metric, values in drift.items():
                 found[metric] = np.fmax(found.get(metric, np.full(windows, np.nan)), values)
-        if reference.calibrator is not None:
+        if isinstance(reference.calibrator, IsotonicRegression):
             wanted = where[ours]  # the rows of the windows to estimate
             probability[wanted] = reference.calibrator.predict(scores[wanted])
     known = np.isfinite(probability[where])
@@ -174,6 +230,94 @@ def _estimates(
         calibrated = np.bincount(window[known], minlength=windows) > 0
         found |= {name: np.where(calibrated, v, np.nan) for name, v in estimates.items()}
     return found
+
+
+class _ClassCalibration:
+    """One isotonic calibrator per class, one-vs-rest (None: a class the reference
+    lacks or always has: its raw score kept); rows renormalised to sum to 1."""
+
+    def __init__(self, calibrators: list[IsotonicRegression | None]) -> None:
+        self.calibrators = calibrators
+
+    def predict(self, scores: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        columns = [
+            scores[:, k] if c is None else c.predict(scores[:, k])
+            for k, c in enumerate(self.calibrators)
+        ]
+        table = np.column_stack(columns)
+        total = table.sum(axis=1, keepdims=True)
+        even = np.full_like(table, 1.0 / table.shape[1])
+        return np.where(total > 0, table / np.maximum(total, 1e-12), even)
+
+
+def _multiclass_estimates(
+    rows: Rows,
+    inside: npt.NDArray[np.bool_],
+    window: npt.NDArray[np.int64],
+    windows: int,
+    config: PredictionsSourceConfig,
+    now: int,
+    references: References | None,
+    reference_rows: Rows,
+) -> dict[str, npt.NDArray[np.float64]]:
+    """CBPE of a multiclass model (``class_scores``): each class's score calibrated on
+    the group's settled labelled rows (as for binary models), the window's expected
+    confusion matrix from them (:func:`~.quality.estimated_multiclass_metrics`)."""
+    assert rows.scores is not None
+    size = int(config.window.total_seconds())
+    settled_until = int((now - config.label_delay.total_seconds()) // size * size)
+    where = np.flatnonzero(inside)
+    k = len(rows.classes)
+    probabilities = np.full((rows.ts.size, k), np.nan)
+    settled: npt.NDArray[np.bool_] | None = None
+    base = reference_rows
+    for group in np.unique(rows.group[inside]).tolist():
+        name = rows.group_values[group]
+        reference = references.lookup(name, settled_until) if references is not None else None
+        if reference is None:
+            if settled is None:
+                settled = base.ts // size * size + size <= settled_until
+            reference = _class_reference(base, group, settled, config)
+            if references is not None:
+                references.keep(name, reference)
+        if isinstance(reference.calibrator, _ClassCalibration):
+            wanted = where[rows.group[where] == group]
+            probabilities[wanted] = reference.calibrator.predict(rows.scores[wanted])
+    known = np.isfinite(probabilities[where, 0])
+    if not known.any():
+        return {}
+    average = "weighted" if config.average == "weighted" else "macro"
+    estimates = estimated_multiclass_metrics(
+        window[known],
+        rows.predicted[where[known]],
+        probabilities[where[known]],
+        windows,
+        average=average,
+    )
+    calibrated = np.bincount(window[known], minlength=windows) > 0
+    return {name: np.where(calibrated, v, np.nan) for name, v in estimates.items()}
+
+
+def _class_reference(
+    rows: Rows, group: int, settled: npt.NDArray[np.bool_], config: PredictionsSourceConfig
+) -> _Reference:
+    """A multiclass group's reference: its class calibration (no drift numbers yet)."""
+    assert rows.scores is not None
+    pick = np.flatnonzero(settled & (rows.group == group) & (rows.truth >= 0))
+    pick = pick[-MAX_REFERENCE_ROWS:]
+    if pick.size < config.min_labels:
+        return _Reference(None, None, None)
+    truth = rows.truth[pick]
+    calibrators: list[IsotonicRegression | None] = []
+    for k in range(len(rows.classes)):
+        mine = truth == k
+        if not mine.any() or mine.all():
+            calibrators.append(None)
+            continue
+        calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        calibrator.fit(rows.scores[pick, k], mine.astype(np.float64))
+        calibrators.append(calibrator)
+    return _Reference(None, None, _ClassCalibration(calibrators))
 
 
 def _reference(

@@ -253,6 +253,56 @@ def estimated_metrics(
     return found
 
 
+def estimated_multiclass_metrics(
+    window: IntArray,
+    predicted: IntArray,
+    probabilities: FloatArray,
+    windows: int,
+    *,
+    average: str,
+) -> dict[str, FloatArray]:
+    """CBPE of a multiclass classifier per window: row ``i``'s calibrated probabilities
+    ``probabilities[i]`` (one column per class, summing to 1) are its expected shares of
+    the true classes, so the window's expected confusion matrix (true x predicted) is a
+    sum; accuracy is its diagonal's share, and precision, recall and F1 per class follow,
+    averaged ``macro`` (over the classes predicted or expected in the window) or
+    ``weighted`` (by each class's expected true count). Windows without rows are NaN."""
+    k = probabilities.shape[1]
+    cell = window * k + predicted  # (window, predicted class) of each row
+    # expected[w, true, predicted]: the probabilities of each true class, summed per cell
+    expected = np.stack(
+        [
+            np.bincount(cell, weights=probabilities[:, j], minlength=windows * k).reshape(
+                windows, k
+            )
+            for j in range(k)
+        ],
+        axis=1,
+    )
+    n = np.bincount(window, minlength=windows).astype(np.float64)
+    tp = np.einsum("wcc->wc", expected)
+    predicted_count = expected.sum(axis=1)
+    true_mass = expected.sum(axis=2)
+    precision = _ratio(tp, predicted_count)
+    recall = _ratio(tp, true_mass)
+    f1 = _ratio(2 * tp, predicted_count + true_mass)
+    if average == "weighted":
+        weights = true_mass
+    else:  # macro: the classes the window predicts or is expected to hold
+        weights = ((predicted_count > 0) | (true_mass > 1e-9)).astype(np.float64)
+    total = np.maximum(weights.sum(axis=1), 1e-12)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        found = {
+            "estimated_accuracy": tp.sum(axis=1) / n,
+            "estimated_precision": (precision * weights).sum(axis=1) / total,
+            "estimated_recall": (recall * weights).sum(axis=1) / total,
+            "estimated_f1": (f1 * weights).sum(axis=1) / total,
+        }
+    for values in found.values():
+        values[n == 0] = np.nan
+    return found
+
+
 def _sums(window: IntArray, weights: FloatArray, windows: int) -> FloatArray:
     """The sum of ``weights`` per window."""
     return np.bincount(window, weights=weights, minlength=windows).astype(np.float64)

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, exists, func, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from anomon.model import AnomalyRecord, IncidentWrite
+from anomon.model import AnomalyRecord, IncidentWrite, SeriesKind
 from anomon.store.engine import translated
 from anomon.store.incidents import write_incidents
 from anomon.store.samples import SERIES_PER_QUERY, Points, split_by_series
@@ -60,6 +60,7 @@ def series_to_score(engine: Engine, *, retire_after: int = 0) -> list[ScoredSeri
             Series.source,
         )
         .outerjoin(SeriesState, SeriesState.series_id == Series.id)
+        .where(Series.kind != SeriesKind.HISTOGRAM)  # stored for SQL, never scored
         .order_by(Series.id)
     )
     if retire_after > 0:

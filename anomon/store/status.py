@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
-from anomon.model import IncidentStatus, NotificationStatus
+from anomon.model import IncidentStatus, NotificationStatus, SeriesKind
 from anomon.store.engine import translated
 from anomon.store.schema import (
     CollectionRun,
@@ -81,6 +81,7 @@ def read_status(engine: Engine, *, dead_limit: int = 10, learning_limit: int = 2
         select(SeriesState.quality, func.count())
         .select_from(Series)
         .outerjoin(SeriesState, SeriesState.series_id == Series.id)
+        .where(Series.kind != SeriesKind.HISTOGRAM)  # never scored: no quality to show
         .group_by(SeriesState.quality)
     )
     learning = (

@@ -74,6 +74,11 @@ def _by_key(samples: list[Sample]) -> dict[tuple[str, str, int], float]:
     return {(s.key.metric, json.loads(s.key.labels)["model"], s.ts): s.value for s in samples}
 
 
+def _quality(samples: list[Sample]) -> list[Sample]:
+    """The samples but the histograms (those come for every window that is over)."""
+    return [s for s in samples if s.info.kind != "histogram"]
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, Any]], mode: str = "w") -> None:
     with path.open(mode, encoding="utf-8") as out:
         out.writelines(json.dumps(row) + "\n" for row in rows)
@@ -104,10 +109,14 @@ def test_it_computes_each_windows_quality_like_sklearn(tmp_path: Path) -> None:
     assert got[("actual_positives", *at)] == len(positives)  # what recall is measured on
     assert got[("predicted_positives", *at)] == sum(p)  # and precision
     before_labels = ("estimated_", "estimation", "drift_", "mean_confidence", "low_margin")
+    histograms = [s for s in samples if s.info.kind == "histogram"]
+    samples = [s for s in samples if s.info.kind != "histogram"]
     realised = [s for s in samples if not s.key.metric.startswith(before_labels)]
     assert len(realised) == 2 * 3 * 10  # two models, three windows, ten metrics
     # and, against its own settled windows: four estimates, the gap and six drift numbers
     assert len(samples) - len(realised) == 2 * 3 * 11
+    # and each window's rows per score bin (10) and per predicted class (2)
+    assert len(histograms) == 2 * 3 * 12
     one = samples[0]
     assert set(json.loads(one.key.labels)) == {"model", "version"}
     assert one.info.kind == "quality"
@@ -132,7 +141,7 @@ def test_it_waits_for_labels_then_recomputes_a_window_when_more_arrive(tmp_path:
         min_labels=20,
     )
     at = datetime.fromtimestamp(now, UTC)
-    assert source.collect(at) == []  # no labels yet, and not old enough to report anyway
+    assert _quality(source.collect(at)) == []  # no labels yet, and not old enough anyway
 
     def label(first: int) -> None:
         with sqlite3.connect(db) as conn:
@@ -189,7 +198,7 @@ def test_it_reports_a_window_older_than_label_delay_with_the_labels_it_has(
     path = tmp_path / "p.jsonl"
     _write_jsonl(path, rows)
     young = datetime.fromtimestamp(START + 3 * HOUR, UTC)
-    assert _source(path=str(path)).collect(young) == []  # 5 labels < min_labels
+    assert _quality(_source(path=str(path)).collect(young)) == []  # 5 labels < min_labels
     old = datetime.fromtimestamp(START + 26 * HOUR, UTC)
     got = _by_key(_source(path=str(path)).collect(old))
     assert got[("labelled_rows", "churn", START)] == 5
@@ -685,3 +694,109 @@ def test_a_log_replaced_by_a_copy_keeps_the_labels_of_its_feed(tmp_path: Path) -
     assert got[("labelled_rows", "churn", START)] == 30  # the feed's labels, kept
     y, p = [r["label"] for r in rows], [r["prediction"] for r in rows]
     assert got[("accuracy", "churn", START)] == pytest.approx(metrics.accuracy_score(y, p))
+
+
+def test_each_windows_histograms_are_stored_and_compared_in_plain_sql(
+    tmp_path: Path, engine: store.Engine
+) -> None:
+    """Rows per score bin and per predicted class of every window, stored as samples of
+    kind histogram (never scored); two windows compared with SQL alone, on SQLite and
+    PostgreSQL: the PSI of their score histograms, as numpy computes it."""
+    rows = _log(seed=24, hours=2, per_hour=200)
+    for row in rows[200:]:  # the second hour's scores crowd towards 0.5
+        row["score"] = round(0.5 + (row["score"] - 0.5) * 0.3, 4)
+    path = tmp_path / "p.jsonl"
+    _write_jsonl(path, rows)
+    samples = _source(path=str(path), score="score").collect(NOW)
+    store.save_collection(
+        engine, store.SeriesRegistry(), source="quality", started_at=NOW, finished_at=NOW,
+        samples=samples, replace=True,
+    )  # fmt: skip
+    labels = "series.labels::json->>'bin'" if engine.dialect.name == "postgresql" else (
+        "json_extract(series.labels, '$.bin')"
+    )  # fmt: skip
+    query = f"""
+        SELECT {labels} AS bin, a.value AS first, b.value AS second
+        FROM series
+        JOIN samples a ON a.series_id = series.id AND a.ts = :first
+        JOIN samples b ON b.series_id = series.id AND b.ts = :second
+        WHERE series.metric = 'score_bin_rows' ORDER BY bin"""
+    with engine.connect() as conn:
+        table = conn.exec_driver_sql(
+            query.replace(":first", str(START)).replace(":second", str(START + HOUR))
+        ).all()
+        kinds = conn.exec_driver_sql(
+            "SELECT DISTINCT kind FROM series "
+            "WHERE metric IN ('score_bin_rows', 'predicted_class_rows')"
+        ).all()
+    assert [bin for bin, _, _ in table] == [f"{b / 10:.1f}-{(b + 1) / 10:.1f}" for b in range(10)]
+    for hour, column in ((0, 1), (1, 2)):
+        scores = [r["score"] for r in rows[200 * hour : 200 * (hour + 1)]]
+        expected, _ = np.histogram(scores, bins=np.linspace(0, 1, 11))
+        assert [row[column] for row in table] == expected.tolist()
+    a = np.array([r[1] for r in table]) / 200
+    b = np.array([r[2] for r in table]) / 200
+    a, b = np.maximum(a, 1e-4), np.maximum(b, 1e-4)
+    psi = float(((b - a) * np.log(b / a)).sum())
+    assert psi > 1.0  # far apart: the scores of the second hour crowd towards 0.5
+    assert {kind for (kind,) in kinds} == {"histogram"}
+    scored = {s.metric for s in store.series_to_score(engine)}
+    assert "score_bin_rows" not in scored and "predicted_class_rows" not in scored
+    assert "accuracy" in scored
+
+
+@pytest.mark.parametrize("average", ["macro", "weighted"])
+def test_a_multiclass_models_performance_is_estimated_before_labels(
+    tmp_path: Path, average: str
+) -> None:
+    """CBPE for class_scores: each class's score (logged overconfident) calibrated
+    one-vs-rest on the settled labelled windows; the estimates of windows without labels
+    within a tolerance of the realised (sklearn's) values, also for a window where the
+    model got unsure."""
+    rng = np.random.default_rng(25)
+    classes = ["cat", "dog", "eel"]
+    reference_hours, recent_hours, per_hour = 30, 4, 900
+    recent_start = int(NOW.timestamp()) - recent_hours * HOUR
+    rows, hidden = [], {}
+    for hour in range(reference_hours + recent_hours):
+        recent = hour >= reference_hours
+        at = recent_start + (hour - reference_hours) * HOUR if recent else START + hour * HOUR
+        unsure = hour == reference_hours + recent_hours - 1
+        p = rng.dirichlet([1.5, 1.5, 1.5] if unsure else [0.3, 0.3, 0.3], per_hour)
+        truth = np.array([rng.choice(3, p=row) for row in p])
+        predicted = p.argmax(axis=1)
+        logged = p**2 / (p**2).sum(axis=1, keepdims=True)  # overconfident: calibration needed
+        for i in range(per_hour):
+            rows.append(
+                {
+                    "ts": at + i * (HOUR // per_hour),
+                    "prediction": classes[predicted[i]],
+                    "label": None if recent else classes[truth[i]],
+                    **{f"p_{c}": round(float(logged[i, k]), 4) for k, c in enumerate(classes)},
+                }
+            )
+        hidden[at] = ([classes[t] for t in truth], [classes[q] for q in predicted])
+    path = tmp_path / "p.jsonl"
+    _write_jsonl(path, rows)
+    source = _source(
+        path=str(path),
+        group_by=[],
+        average=average,
+        class_scores={c: f"p_{c}" for c in classes},
+        min_labels=100,
+    )
+    got = {(s.key.metric, s.ts): s.value for s in source.collect(NOW)}
+    for at in range(recent_start, recent_start + recent_hours * HOUR, HOUR):
+        y, p = hidden[at]
+        assert ("accuracy", at) not in got
+        for name, realised, tolerance in (
+            ("accuracy", metrics.accuracy_score(y, p), 0.03),
+            ("precision", metrics.precision_score(y, p, average=average), 0.05),
+            ("recall", metrics.recall_score(y, p, average=average), 0.05),
+            ("f1", metrics.f1_score(y, p, average=average), 0.05),
+        ):
+            assert got[(f"estimated_{name}", at)] == pytest.approx(realised, abs=tolerance), name
+    last = recent_start + (recent_hours - 1) * HOUR
+    assert got[("estimated_accuracy", last)] < got[("estimated_accuracy", recent_start)] - 0.1
+    gaps = [value for (name, _), value in got.items() if name == "estimation_gap"]
+    assert len(gaps) == reference_hours and max(abs(g) for g in gaps) < 0.05
