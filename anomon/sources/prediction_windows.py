@@ -8,7 +8,9 @@ once the window is *ready* (``min_labels`` labelled rows, or older than
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -162,6 +164,34 @@ class References:
         self._settled_until, self._by_group = None, {}
 
 
+class _Settled:
+    """The settled rows of ``rows`` (in windows that ended by ``until``), found once
+    when a reference is built, and the references kept between calls."""
+
+    def __init__(self, rows: Rows, size: int, until: int) -> None:
+        self._rows, self._size, self.until = rows, size, until
+        self._mask: npt.NDArray[np.bool_] | None = None
+
+    def rows(self) -> npt.NDArray[np.bool_]:
+        if self._mask is None:
+            self._mask = self._rows.ts // self._size * self._size + self._size <= self.until
+        return self._mask
+
+    def reference(
+        self,
+        references: References | None,
+        group: tuple[str, ...],
+        build: Callable[[], _Reference],
+    ) -> _Reference:
+        """The group's reference: the one kept, else ``build()`` (then kept)."""
+        found = references.lookup(group, self.until) if references is not None else None
+        if found is None:
+            found = build()
+            if references is not None:
+                references.keep(group, found)
+        return found
+
+
 def _estimates(
     rows: Rows,
     inside: npt.NDArray[np.bool_],
@@ -195,17 +225,13 @@ def _estimates(
     probability = np.full(rows.ts.size, np.nan)
     where = np.flatnonzero(inside)
     found: dict[str, npt.NDArray[np.float64]] = {}
-    settled: npt.NDArray[np.bool_] | None = None
-    base = reference_rows
+    settled = _Settled(reference_rows, size, settled_until)
     for group in np.unique(rows.group[inside]).tolist():
-        name = rows.group_values[group]
-        reference = references.lookup(name, settled_until) if references is not None else None
-        if reference is None:
-            if settled is None:
-                settled = base.ts // size * size + size <= settled_until
-            reference = _reference(base, group, settled, positive, config)
-            if references is not None:
-                references.keep(name, reference)
+        reference = settled.reference(
+            references,
+            rows.group_values[group],
+            partial(_reference, reference_rows, group, settled, positive, config),
+        )
         ours = rows.group[where] == group  # this group's rows among the windows'
         if reference.scores is not None and reference.predicted_positive is not None:
             drift = drift_metrics(
@@ -269,17 +295,13 @@ def _multiclass_estimates(
     where = np.flatnonzero(inside)
     k = len(rows.classes)
     probabilities = np.full((rows.ts.size, k), np.nan)
-    settled: npt.NDArray[np.bool_] | None = None
-    base = reference_rows
+    settled = _Settled(reference_rows, size, settled_until)
     for group in np.unique(rows.group[inside]).tolist():
-        name = rows.group_values[group]
-        reference = references.lookup(name, settled_until) if references is not None else None
-        if reference is None:
-            if settled is None:
-                settled = base.ts // size * size + size <= settled_until
-            reference = _class_reference(base, group, settled, config)
-            if references is not None:
-                references.keep(name, reference)
+        reference = settled.reference(
+            references,
+            rows.group_values[group],
+            partial(_class_reference, reference_rows, group, settled, config),
+        )
         if isinstance(reference.calibrator, _ClassCalibration):
             wanted = where[rows.group[where] == group]
             probabilities[wanted] = reference.calibrator.predict(rows.scores[wanted])
@@ -299,11 +321,11 @@ def _multiclass_estimates(
 
 
 def _class_reference(
-    rows: Rows, group: int, settled: npt.NDArray[np.bool_], config: PredictionsSourceConfig
+    rows: Rows, group: int, settled: _Settled, config: PredictionsSourceConfig
 ) -> _Reference:
     """A multiclass group's reference: its class calibration (no drift numbers yet)."""
     assert rows.scores is not None
-    pick = np.flatnonzero(settled & (rows.group == group) & (rows.truth >= 0))
+    pick = np.flatnonzero(settled.rows() & (rows.group == group) & (rows.truth >= 0))
     pick = pick[-MAX_REFERENCE_ROWS:]
     if pick.size < config.min_labels:
         return _Reference(None, None, None)
@@ -323,13 +345,13 @@ def _class_reference(
 def _reference(
     rows: Rows,
     group: int,
-    settled: npt.NDArray[np.bool_],
+    settled: _Settled,
     positive: int,
     config: PredictionsSourceConfig,
 ) -> _Reference:
     """The reference of one group: see :func:`_estimates`."""
     assert rows.scores is not None
-    mine = settled & (rows.group == group)
+    mine = settled.rows() & (rows.group == group)
     base = np.flatnonzero(mine)[-MAX_REFERENCE_ROWS:]
     enough = base.size >= config.min_labels
     pick = np.flatnonzero(mine & (rows.truth >= 0))[-MAX_REFERENCE_ROWS:]
