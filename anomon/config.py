@@ -265,6 +265,12 @@ class DaemonConfig(Section):
     health_grace: PositiveDuration = timedelta(minutes=1)
     # collections run one thread per source, at most this many at once
     collection_workers: Annotated[int, Field(ge=1, le=256)] = 16
+    # how often this daemon renews its row in the workers table: its lease; with
+    # several daemons on one PostgreSQL, one that misses 4 heartbeats is gone and the
+    # others take its share
+    heartbeat: Annotated[PositiveDuration, AfterValidator(_at_least_one_second)] = timedelta(
+        seconds=15
+    )
     # where people reach this anomon (http[s]://host[:port][/path]); notifications link
     # to it (Alertmanager's externalURL); empty: no links
     external_url: Annotated[str, AfterValidator(_external_url)] = ""

@@ -159,6 +159,14 @@ def _parser() -> argparse.ArgumentParser:
         "--at", type=instant, default=None, help="when: ISO 8601 or a span ago (default: now)"
     )
     deployed.add_argument("--note", default="", help="free text, e.g. a change id")
+    workers = add_command(
+        commands,
+        "workers",
+        "the daemons on this database: alive, leader, the sources each collects",
+        views.workers,
+        formats=TABLE,
+    )
+    workers.add_argument("--limit", type=int, default=50, help="rows at most (default 50)")
     listed = add_command(commands, "deploys", "deploys, newest first", views.deploys, formats=TABLE)
     listed.add_argument(
         "--since", type=duration, default=timedelta(days=30), help="how far back (default 30d)"

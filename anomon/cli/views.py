@@ -12,7 +12,7 @@ from pathlib import Path
 
 from anomon import store
 from anomon.alerts.render import format_number
-from anomon.cli.common import MAX_ID, label_pairs, open_store, whole_number
+from anomon.cli.common import MAX_ID, label_pairs, load, open_store, whole_number
 from anomon.cli.tables import as_json, cell_text, emit, escape_controls, text_table
 from anomon.errors import UsageError
 from anomon.model import SeriesKey, describe_key
@@ -305,4 +305,48 @@ def deploys(args: argparse.Namespace) -> int:
         columns=("id", "at", "model", "version", "entity", "origin", "note"),
         empty=f"no deploys in the last {format_duration(args.since)}",
     )
+    return 0
+
+
+def workers(args: argparse.Namespace) -> int:
+    """The daemons registered on this database: the live ones (lease not run out) and
+    the share each runs, then those seen last."""
+    from anomon.service.membership import LEADER, LEASE_BEATS, owner, source_key
+
+    config = load(args)
+    engine = open_store(args)
+    now = datetime.now(UTC)
+    lease = config.daemon.heartbeat * LEASE_BEATS
+    rows = store.list_workers(engine, now=now, alive_for=lease, limit=args.limit)
+    engine.dispose()
+    alive = sorted(row.id for row in rows if row.alive)
+    names = [source.name for source in config.sources if source.enabled]
+
+    def share(worker: int) -> str:
+        if worker not in alive:
+            return ""
+        mine = sum(owner(source_key(name), alive) == worker for name in names)
+        return f"{mine}/{len(names)}"
+
+    emit(
+        [
+            {
+                "id": row.id,
+                "host": row.host,
+                "pid": row.pid,
+                "version": row.version,
+                "started": row.started_at,
+                "heartbeat": row.heartbeat_at,
+                "state": "alive" if row.alive else ("stopped" if row.stopped_at else "gone"),
+                "leader": bool(alive) and row.alive and owner(LEADER, alive) == row.id,
+                "sources": share(row.id),
+            }
+            for row in rows
+        ],
+        args.format,
+        columns=(
+            "id", "host", "pid", "version", "started", "heartbeat", "state", "leader", "sources",
+        ),
+        empty="no worker has registered on this database",
+    )  # fmt: skip
     return 0

@@ -25,7 +25,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import FrameType
 from typing import Protocol
 
@@ -48,16 +50,24 @@ from anomon.service.absence import AbsenceJob, watched_sources
 from anomon.service.delivery import DeliverJob
 from anomon.service.detection import DetectJob
 from anomon.service.jobs import CollectJob
+from anomon.service.membership import (
+    LEASE_BEATS,
+    Membership,
+    entity_key_text,
+    source_key,
+)
 from anomon.service.retention import RetainJob
 from anomon.service.telemetry import Expect, Telemetry
 from anomon.sources import Source, SourceUnavailable, build_source
 from anomon.store import (
-    HEARTBEAT,
     Engine,
     SeriesRegistry,
     beat,
     check_writable,
     ensure_schema,
+    list_workers,
+    live_workers,
+    mark_stopped,
     open_database,
     open_engine,
     redact,
@@ -259,7 +269,10 @@ def run(
         worker = register_worker(
             engine, host=socket.gethostname(), pid=os.getpid(), version=__version__, now=utcnow()
         )
-        heartbeat = _Heartbeat(engine, worker)
+        # on SQLite the writer lock makes this daemon the only one: it owns everything
+        membership = Membership(None if lock is not None else worker)
+        heartbeat = _Heartbeat(engine, worker, membership, config.daemon.heartbeat, telemetry)
+        heartbeat.join()
         while not control.stopping:
             served = console(config, engine) if console is not None else None
             try:
@@ -314,28 +327,99 @@ def tune_allocator() -> bool:
 
 
 class _Heartbeat:
-    """Renew this daemon's row in the ``workers`` table; mark it stopped at the end.
+    """Renew this daemon's row in the ``workers`` table (its lease) and read the live
+    workers (:mod:`.membership`); mark it stopped at the end.
 
     A failed renewal is a warning, never an exception into the scheduler: a database that
     is down is the collection's and detection's problem to report, and ``status`` then
     says the daemon is not seen, which is the truth.
     """
 
-    def __init__(self, engine: Engine, worker: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        worker: int,
+        membership: Membership,
+        every: timedelta,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.engine = engine
         self.worker = worker
+        self.membership = membership
+        self.every = every
+        self.telemetry = telemetry
+        self.sources: list[str] = []  # the names of the sources, for this worker's share
+
+    def join(self) -> None:
+        """Mark this host's earlier workers that are gone as stopped (a restart after a
+        crash need not wait for their leases), then read who is alive."""
+        if self.membership.worker is None:
+            return
+        try:
+            now = utcnow()
+            mine = [
+                w
+                for w in list_workers(self.engine, now=now, alive_for=self._lease())
+                if w.alive and w.host == socket.gethostname() and w.id != self.worker
+            ]
+            gone = [w.id for w in mine if w.pid == os.getpid() or not _running(w.pid)]
+            mark_stopped(self.engine, gone, now=now)
+        except AnomonError as exc:
+            log.warning("heartbeat: %s", exc)
+        self._read_members()
 
     def __call__(self) -> None:
         try:
             beat(self.engine, self.worker, now=utcnow())
         except AnomonError as exc:
             log.warning("heartbeat: %s", exc)
+            return
+        self._read_members()
+
+    def _lease(self) -> timedelta:
+        return self.every * LEASE_BEATS
+
+    def _read_members(self) -> None:
+        if self.membership.worker is None:
+            return
+        try:
+            alive = live_workers(self.engine, now=utcnow(), alive_for=self._lease())
+        except AnomonError as exc:
+            log.warning("heartbeat: %s", exc)
+            return
+        if self.membership.update(alive):
+            keys = [source_key(name) for name in self.sources]
+            log.info(
+                "workers: %d alive (%s); this one, %d, collects %d of %d source(s)%s",
+                len(self.membership.workers),
+                ", ".join(map(str, self.membership.workers)),
+                self.worker,
+                sum(self.membership.owns(key) for key in keys),
+                len(keys),
+                " and leads" if self.membership.leads() else "",
+            )
+        if self.telemetry is not None:
+            keys = [source_key(name) for name in self.sources]
+            self.telemetry.record_membership(
+                len(self.membership.workers), self.membership.share(keys)
+            )
 
     def stop(self) -> None:
         try:
             beat(self.engine, self.worker, now=utcnow(), stopped=True)
         except AnomonError as exc:
             log.warning("heartbeat at stop: %s", exc)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: it runs
+        return True
+    return True
 
 
 def _warn_about(config: Config) -> None:
@@ -350,7 +434,7 @@ def _serve(
     telemetry: Telemetry,
     control: _Control,
     reload: Callable[[], Config] | None,
-    heartbeat: Callable[[], None] | None = None,
+    heartbeat: _Heartbeat | None = None,
 ) -> Config | None:
     """Run the jobs of ``config`` until a stop (return None) or a valid reload (return
     the new config), then wait for the running jobs (at most ``shutdown_timeout``)."""
@@ -479,7 +563,7 @@ def build_scheduler(
     sources: list[tuple[SourceConfig, Source]],
     notifiers: Mapping[str, Notifier] | None = None,
     telemetry: Telemetry | None = None,
-    heartbeat: Callable[[], None] | None = None,
+    heartbeat: _Heartbeat | None = None,
 ) -> BackgroundScheduler:
     """Return a scheduler with one collection job per built source (first run now), the
     detection job (first run one interval from now) and, with ``notifiers``, the
@@ -505,6 +589,9 @@ def build_scheduler(
     registry = SeriesRegistry()
     now = datetime.now(UTC)
     detection = config.detection
+    membership = heartbeat.membership if heartbeat is not None else Membership(None)
+    if heartbeat is not None:
+        heartbeat.sources = [source.name for source, _ in sources]
     if detection.enabled:
         scheduler.add_job(
             inflight.wrap(
@@ -514,6 +601,7 @@ def build_scheduler(
                     alerts=config.alerts,
                     telemetry=telemetry,
                     samples=config.samples,
+                    owns=lambda key: membership.owns(entity_key_text(key)),
                 )
             ),
             IntervalTrigger(seconds=detection.interval.total_seconds(), timezone=UTC),
@@ -533,6 +621,7 @@ def build_scheduler(
                     telemetry=telemetry,
                     detection=config.detection,
                     external_url=config.daemon.external_url,
+                    leads=membership.leads,
                 )
             ),
             IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
@@ -547,13 +636,16 @@ def build_scheduler(
         every = min(ABSENCE_CHECK, *(wait for wait in waits if wait))
         scheduler.add_job(
             inflight.wrap(
-                AbsenceJob(
-                    engine,
-                    absent,
-                    config.alerts,
-                    {source.name: source.interval for source, _ in sources},
-                    watched=watched_sources([source for source, _ in sources]),
-                    detection=config.detection,
+                _Leading(
+                    AbsenceJob(
+                        engine,
+                        absent,
+                        config.alerts,
+                        {source.name: source.interval for source, _ in sources},
+                        watched=watched_sources([source for source, _ in sources]),
+                        detection=config.detection,
+                    ),
+                    membership,
                 )
             ),
             IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
@@ -563,18 +655,19 @@ def build_scheduler(
             misfire_grace_time=max(1, int(every.total_seconds())),
         )
     if heartbeat is not None:
+        every = heartbeat.every
         scheduler.add_job(
             heartbeat,
-            IntervalTrigger(seconds=HEARTBEAT.total_seconds(), timezone=UTC),
+            IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
             id="heartbeat",
             name="heartbeat",
-            next_run_time=now + HEARTBEAT,
-            misfire_grace_time=int(HEARTBEAT.total_seconds()),
+            next_run_time=now + every,
+            misfire_grace_time=max(1, int(every.total_seconds())),
         )
     if config.retention.enabled:
         every = config.retention.interval
         scheduler.add_job(
-            inflight.wrap(RetainJob(engine, config.retention)),
+            inflight.wrap(_Leading(RetainJob(engine, config.retention), membership)),
             IntervalTrigger(seconds=every.total_seconds(), timezone=UTC),
             id="retain",
             name="retain",
@@ -593,6 +686,7 @@ def build_scheduler(
             deadline=source_config.timeout,
             samples=config.samples,
             configured=frozenset(s.name for s in config.sources),
+            owns=partial(membership.owns, source_key(source_config.name)),
         )
         scheduler.add_job(
             inflight.wrap(job),
@@ -604,6 +698,18 @@ def build_scheduler(
             misfire_grace_time=max(1, int(source_config.interval.total_seconds())),
         )
     return scheduler
+
+
+@dataclass
+class _Leading:
+    """Run ``job`` only on the worker that leads (it must run once among several)."""
+
+    job: Callable[[], None]
+    membership: Membership
+
+    def __call__(self) -> None:
+        if self.membership.leads():
+            self.job()
 
 
 class _Skips:

@@ -107,6 +107,8 @@ class DeliverJob:
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     # where people reach the console: every notification links to its incident's page
     external_url: str = ""
+    # whether this worker plans repeats and refreshes Alertmanager (several: the leader)
+    leads: Callable[[], bool] | None = None
     _repeats_checked: datetime | None = field(default=None, init=False)
     _refreshed: dict[str, datetime] = field(default_factory=dict, init=False)
 
@@ -148,8 +150,9 @@ class DeliverJob:
     def run_once(self) -> Outcomes:
         """One pass: repeats, claim, send (receivers at once), record. Returns what happened."""
         now = self.clock()
-        self._enqueue_repeats(now)
-        self._refresh_alertmanagers(now)
+        if self.leads is None or self.leads():  # once, by one worker of several
+            self._enqueue_repeats(now)
+            self._refresh_alertmanagers(now)
         delivery = self.config.delivery
         lease = self._lease()
         claimed = store.claim_due(self.engine, now=now, limit=delivery.batch_size, lease=lease)

@@ -128,6 +128,8 @@ class DetectJob:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     telemetry: Telemetry | None = None
     samples: SamplesConfig = field(default_factory=SamplesConfig)
+    # whether this worker scores an entity (several workers: see membership)
+    owns: Callable[[EntityKey], bool] | None = None
     fleet: Fleet[EntityKey] = field(init=False)
     quarantine: dict[int, tuple[datetime, str]] = field(init=False, default_factory=dict)
 
@@ -173,6 +175,9 @@ class DetectJob:
         self.quarantine = {sid: q for sid, q in self.quarantine.items() if q[0] > now}
         retire_after = int(self.config.absent.series_retire_after.total_seconds())
         every = store.series_to_score(self.engine, retire_after=retire_after)
+        if self.owns is not None:  # the others' entities are theirs to score
+            owns = self.owns
+            every = [s for s in every if owns(entity_key(s))]
         self._let_go({entity_key(s) for s in every})
         if retire_after:
             self._resolve_retired(every)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -72,6 +73,8 @@ class CollectJob:
     deadline: timedelta | None = None
     samples: SamplesConfig | None = None
     configured: frozenset[str] | None = None
+    # whether this worker collects the source now (several workers: see membership)
+    owns: Callable[[], bool] | None = None
     backoff: Backoff = field(init=False)
     _straggler: threading.Thread | None = field(init=False, default=None)
     _straggler_since: datetime | None = field(init=False, default=None)
@@ -80,6 +83,10 @@ class CollectJob:
         self.backoff = Backoff(self.max_skip)
 
     def __call__(self) -> None:
+        if self.owns is not None and not self.owns():  # another worker's
+            if self.telemetry is not None:
+                self.telemetry.record_elsewhere(self.source.name)
+            return
         if self.backoff.should_skip():
             return
         started = self.clock()

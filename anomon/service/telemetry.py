@@ -29,7 +29,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
@@ -115,6 +115,18 @@ class Telemetry:
             buckets=(1, 5, 15, 30, 60, 120, 300, 900, 3600),
             registry=self.registry,
         )
+        self.workers = Gauge(
+            "anomon_workers",
+            "Live anomon workers on this database (leases not run out)",
+            registry=self.registry,
+        )
+        self.worker_share = Gauge(
+            "anomon_worker_share",
+            "The share of the sources this worker collects (1: alone)",
+            registry=self.registry,
+        )
+        self.workers.set(1)
+        self.worker_share.set(1)
         self.registry.register(_StoreCollector(engine))
         self.registry.register(_ScoreCollector(self))
         self._server: WSGIServer | None = None
@@ -138,6 +150,15 @@ class Telemetry:
         """Note a delivery cycle that finished and recorded its outcomes (whatever they
         were: a receiver that is down is that receiver's problem)."""
         self._succeeded("delivery")
+
+    def record_membership(self, workers: int, share: float) -> None:
+        """Note how many workers are alive and the share of sources this one runs."""
+        self.workers.set(workers)
+        self.worker_share.set(share)
+
+    def record_elsewhere(self, source: str) -> None:
+        """A collection of ``source`` left to the worker that owns it: not stale here."""
+        self._succeeded(f"source:{source}")
 
     def record_skip(self, source: str) -> None:
         """Count a collection of ``source`` not started: its previous one still ran."""

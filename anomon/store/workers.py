@@ -60,11 +60,33 @@ def read_workers(
 ) -> list[WorkerStatus]:
     """The workers alive at ``now`` (a heartbeat within ``alive_for``, not stopped), or
     else the one seen last: what ``status`` needs to say whether a daemon runs."""
-    with translated(engine, "reading the daemon's heartbeat"), engine.connect() as conn:
+    found = list_workers(engine, now=now, alive_for=alive_for)
+    alive = [worker for worker in found if worker.alive]
+    return alive or found[:1]
+
+
+def live_workers(engine: Engine, *, now: datetime, alive_for: timedelta = ALIVE_FOR) -> list[int]:
+    """The ids of the workers alive at ``now``: a heartbeat within ``alive_for``, not
+    stopped (their leases still run)."""
+    with translated(engine, "reading the live workers"), engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(Worker.id)
+                .where(Worker.stopped_at.is_(None), Worker.heartbeat_at >= now - alive_for)
+                .order_by(Worker.id)
+            ).scalars()
+        )
+
+
+def list_workers(
+    engine: Engine, *, now: datetime, alive_for: timedelta = ALIVE_FOR, limit: int = 50
+) -> list[WorkerStatus]:
+    """The workers seen last (``limit``), newest heartbeat first, alive or not."""
+    with translated(engine, "reading the workers"), engine.connect() as conn:
         rows = conn.execute(
-            select(Worker).order_by(Worker.heartbeat_at.desc(), Worker.id.desc()).limit(50)
+            select(Worker).order_by(Worker.heartbeat_at.desc(), Worker.id.desc()).limit(limit)
         ).all()
-    found = [
+    return [
         WorkerStatus(
             id=row.id,
             host=row.host,
@@ -77,5 +99,16 @@ def read_workers(
         )
         for row in rows
     ]
-    alive = [worker for worker in found if worker.alive]
-    return alive or found[:1]
+
+
+def mark_stopped(engine: Engine, worker_ids: list[int], *, now: datetime) -> None:
+    """Mark workers stopped (a process of this host that is gone: its lease need not
+    run out before its share is taken)."""
+    if not worker_ids:
+        return
+    with translated(engine, "marking workers stopped"), engine.begin() as conn:
+        conn.execute(
+            update(Worker)
+            .where(Worker.id.in_(worker_ids), Worker.stopped_at.is_(None))
+            .values(stopped_at=now)
+        )

@@ -1,0 +1,181 @@
+"""Several `anomon run` workers on one PostgreSQL: each source collected by one of them,
+a killed worker's share taken over once its lease runs out, a restarted one given its
+share back; and the membership rules (rendezvous hashing) on their own."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from anomon import store
+from anomon.service.membership import LEADER, Membership, owner, source_key
+from tests.conftest import run_cli
+from tests.integration.test_daemon import start_daemon, stop
+from tests.loopback import free_port, serve
+
+SOURCES = 6
+HEARTBEAT = 1  # seconds: a lease of 4
+CONFIG = """
+[database]
+url = "{url}"
+
+[daemon]
+metrics = false
+heartbeat = "1s"
+shutdown_timeout = "5s"
+
+[web]
+enabled = false
+
+[detection]
+enabled = false
+"""
+SOURCE = """
+[[sources]]
+name = "s{i}"
+kind = "prometheus_scrape"
+url = "{exporter}/m/{i}"
+interval = "1s"
+timeout = "1s"
+"""
+
+
+def test_rendezvous_moves_only_the_share_of_the_worker_that_comes_or_goes() -> None:
+    keys = [source_key(f"s{i}") for i in range(3000)]
+    three = {key: owner(key, [1, 2, 3]) for key in keys}
+    shares = Counter(three.values())
+    assert all(900 < shares[w] < 1100 for w in (1, 2, 3))  # about a third each
+    two = {key: owner(key, [1, 3]) for key in keys}
+    moved = [key for key in keys if two[key] != three[key]]
+    assert moved and all(three[key] == 2 for key in moved)  # only worker 2's share moved
+    four = {key: owner(key, [1, 2, 3, 4]) for key in keys}
+    assert all(four[key] in (three[key], 4) for key in keys)  # a newcomer takes, no other
+    alone = Membership(None, [1, 2, 3])  # on SQLite: alone, owns everything
+    assert all(alone.owns(key) for key in keys[:50]) and alone.leads()
+    members = [Membership(w, [1, 2, 3]) for w in (1, 2, 3)]
+    assert sum(m.leads() for m in members) == 1
+    assert [m.leads() for m in members] == [owner(LEADER, [1, 2, 3]) == w for w in (1, 2, 3)]
+    assert sum(m.share(keys) for m in members) == pytest.approx(1.0)
+    assert members[0].update([1, 2, 3]) is False and members[0].update([1, 3]) is True
+
+
+def test_workers_share_the_sources_and_take_over_from_a_killed_one(
+    tmp_path: Path, postgres_schema_url: str
+) -> None:
+    url = postgres_schema_url
+    engine = store.open_engine(url)
+    store.upgrade(engine)  # once, before the workers start (as `anomon db upgrade` would)
+    served: Counter[int] = Counter()
+
+    def respond(path: str) -> tuple[int, bytes]:
+        which = int(path.rsplit("/", 1)[1])
+        served[which] += 1
+        return 200, f'# TYPE up gauge\nup{{which="{which}"}} 1\n'.encode()
+
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        with serve(respond) as exporter:
+            text = CONFIG + "".join(
+                SOURCE.replace("{i}", str(i)).replace("{exporter}", exporter)
+                for i in range(SOURCES)
+            )
+
+            port = free_port()
+
+            def start(n: int) -> subprocess.Popen[str]:
+                folder = tmp_path / f"worker{n}"
+                folder.mkdir(exist_ok=True)
+                mine = text  # worker 0 serves /metrics
+                if n == 0:
+                    mine = text.replace("metrics = false", f'metrics_listen = "127.0.0.1:{port}"')
+                return start_daemon(folder, url, mine)
+
+            workers = [start(n) for n in range(3)]
+            _wait(lambda: len(_live(engine)) == 3, 60, "three workers alive")
+            time.sleep(3 * HEARTBEAT)  # each has read the others at a heartbeat
+            runs = _runs_between(engine, seconds=4)
+            assert set(runs) == {f"s{i}" for i in range(SOURCES)}
+            # one worker each: about 4 runs in 4 s, not 12
+            assert all(2 <= n <= 6 for n in runs.values()), runs
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            assert "anomon_workers 3.0" in metrics
+            share = [
+                line for line in metrics.splitlines() if line.startswith("anomon_worker_share")
+            ]
+            now = datetime.now(UTC)
+            first = next(
+                w.id for w in store.list_workers(engine, now=now) if w.pid == workers[0].pid
+            )
+            mine = sum(owner(source_key(f"s{i}"), _live(engine)) == first for i in range(SOURCES))
+            assert share and float(share[0].split()[-1]) == pytest.approx(mine / SOURCES)
+            listed = run_cli("workers", "--config", str(tmp_path / "worker0" / "anomon.toml"))
+            assert listed.stdout.count(" alive ") == 3, listed.stdout
+            assert (
+                sum(
+                    int(line.split()[-1].split("/")[0])
+                    for line in listed.stdout.splitlines()
+                    if " alive " in line
+                )
+                == SOURCES
+            )  # every source with exactly one of them
+
+            for victim in (1, 2):  # kill -9 one, then another
+                workers[victim].send_signal(signal.SIGKILL)
+                workers[victim].communicate(timeout=10)  # reaped, its pipes closed
+                killed = time.monotonic()
+                _wait(lambda v=victim: len(_live(engine)) == 3 - v, 15, "the lease runs out")
+                time.sleep(2 * HEARTBEAT)  # the survivors' next heartbeat and a cycle
+                runs = _runs_between(engine, seconds=3)
+                assert set(runs) == {f"s{i}" for i in range(SOURCES)}, runs  # nothing left
+                assert all(n <= 5 for n in runs.values()), runs  # still once each
+                assert time.monotonic() - killed < 4 * HEARTBEAT + 12
+
+            workers[1] = start(1)  # back: it gets a share again
+            _wait(lambda: len(_live(engine)) == 2, 60, "the restarted worker alive")
+            time.sleep(3 * HEARTBEAT)
+            runs = _runs_between(engine, seconds=4)
+            assert set(runs) == {f"s{i}" for i in range(SOURCES)}
+            assert all(2 <= n <= 6 for n in runs.values()), runs
+            for worker in workers:
+                if worker.poll() is None:
+                    assert "Traceback" not in stop(worker)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+            worker.communicate(timeout=30)
+        engine.dispose()
+
+
+def _live(engine: store.Engine) -> list[int]:
+    return store.live_workers(engine, now=datetime.now(UTC), alive_for=4 * timedelta(seconds=1))
+
+
+def _runs_between(engine: store.Engine, *, seconds: float) -> Counter[str]:
+    """The collection runs of each source that start within the next ``seconds``."""
+    since = datetime.now(UTC)
+    time.sleep(seconds)
+    until = datetime.now(UTC)
+    found: Counter[str] = Counter()
+    for i in range(SOURCES):
+        for run in store.last_collections(engine, f"s{i}", limit=100):
+            at = run.started_at if run.started_at.tzinfo else run.started_at.replace(tzinfo=UTC)
+            if since <= at < until:
+                found[f"s{i}"] += 1
+    return found
+
+
+def _wait(ready: object, limit: float, what: str) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if ready():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {limit} s: {what}")
