@@ -341,10 +341,12 @@ class DetectJob:
         learning: dict[int, int | None] = {}
         last_rows: dict[int, store.LatestRow] = {}
 
+        watermarks = {s.id: s.scored_until for s in series}
+
         def unscored(conn: Any, ids: list[int]) -> dict[int, store.Points]:
             # never past now: a stored future time would move the watermark beyond
             # every correct sample still to come
-            return store.read_unscored(conn, ids, until=latest)
+            return store.read_unscored(conn, ids, until=latest, after=watermarks)
 
         taught = store.feedback_tolerances(self.engine)
         for batch in self._slices(list(groups), unscored, read_until):

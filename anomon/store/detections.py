@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -85,18 +85,36 @@ def series_to_score(engine: Engine, *, retire_after: int = 0) -> list[ScoredSeri
 
 
 def read_unscored(
-    conn: Connection, series_ids: Sequence[int], *, until: int | None = None
+    conn: Connection,
+    series_ids: Sequence[int],
+    *,
+    until: int | None = None,
+    after: Mapping[int, int | None] | None = None,
 ) -> dict[int, Points]:
     """Return each series' samples past its watermark (and at or before ``until``, epoch
-    seconds, when given), oldest first (one query per batch)."""
+    seconds, when given), oldest first (one query per batch).
+
+    ``after``: the watermarks as the caller read them (None: never scored). They bound
+    each batch's index scan from below (at the lowest of them), so the cost follows the
+    new rows, not each series' history; the stored watermark still decides exactly.
+    """
     bound = "" if until is None else f" AND p.ts <= {int(until)}"
     sql = (
         "SELECT p.series_id, p.ts, p.value FROM samples p "
         "LEFT JOIN series_state w ON w.series_id = p.series_id "
-        f"WHERE p.series_id IN ({{marks}}) AND p.ts > COALESCE(w.scored_until, -1){bound} "
-        "ORDER BY p.series_id, p.ts"
+        f"WHERE p.series_id IN ({{marks}}) AND p.ts > COALESCE(w.scored_until, -1){bound}"
+        " AND p.ts > {floor} ORDER BY p.series_id, p.ts"
     )
-    return _batched(conn, sql, series_ids, ())
+    known = after or {}
+
+    def floor(chunk: Sequence[int]) -> int:
+        return min((_or_before(known.get(sid)) for sid in chunk), default=-1)
+
+    return _batched(conn, sql, series_ids, (), floor=floor)
+
+
+def _or_before(watermark: int | None) -> int:
+    return -(2**62) if watermark is None else int(watermark)
 
 
 def read_recent(conn: Connection, series_ids: Sequence[int], *, rows: int) -> dict[int, Points]:
@@ -164,7 +182,12 @@ def first_sample_time(conn: Connection, series_ids: Sequence[int]) -> int | None
 
 
 def _batched(
-    conn: Connection, sql: str, series_ids: Sequence[int], extra: tuple[int, ...], limit: int = 0
+    conn: Connection,
+    sql: str,
+    series_ids: Sequence[int],
+    extra: tuple[int, ...],
+    limit: int = 0,
+    floor: Callable[[Sequence[int]], int] | None = None,
 ) -> dict[int, Points]:
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
     found: dict[int, Points] = {}
@@ -173,7 +196,8 @@ def _batched(
     try:
         for start in range(0, len(unique), SERIES_PER_QUERY):
             chunk = unique[start : start + SERIES_PER_QUERY]
-            text = sql.format(marks=", ".join([mark] * len(chunk)), limit=int(limit))
+            lowest = int(floor(chunk)) if floor is not None else 0
+            text = sql.format(marks=", ".join([mark] * len(chunk)), limit=int(limit), floor=lowest)
             cursor.execute(text, [*chunk, *extra])
             found.update(split_by_series(list(cursor.fetchall())))
     finally:
