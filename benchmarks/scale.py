@@ -1,6 +1,7 @@
 """Scale-out benchmark: detection cycles and ingest with one and with two workers.
 
-On a PostgreSQL schema of its own ($ANOMON_TEST_DATABASE_URL, else 127.0.0.1:5432/test):
+On a PostgreSQL schema of its own ($ANOMON_TEST_DATABASE_URL, else 127.0.0.1:5432/test,
+else a server started for the run, as ``benchmarks/ingest.py`` finds one):
 50,000 series in 5,000 entities (hosts of 10 metrics) with a history each; then, per
 cycle, one new point per series is stored and every worker runs one detection cycle
 at the same time on its share (entities split by rendezvous hashing, as
@@ -9,13 +10,13 @@ at the same time on its share (entities split by rendezvous hashing, as
 timed cycles. A cycle of N workers takes as long as its slowest worker.
 
 Then the ingest rate with two processes writing their halves of each round's points
-at once, and one retention pass deleting the older half of ``--retention-samples``
-samples (row deletes in batches: samples are not partitioned by time yet, so there is
-no partition to drop: ``retention_drop_s`` is null).
+at once, and retention of the older half of ``--retention-samples`` samples spread
+over 20 days: by row deletes in batches (an unpartitioned table, revision 0011) and by
+dropping day partitions (the same data partitioned by migration 0012, timed too).
 
 Prints readable figures, then one JSON line with ``cycle_1_worker_s``,
 ``cycle_2_workers_s``, ``scale_ratio`` (target ≤ 0.6), ``ingest_2_writers_rows_per_s``,
-``retention_drop_s`` and ``retention_delete_s``.
+``retention_drop_s``, ``retention_delete_s`` and ``migration_0012_s``.
 
     python benchmarks/scale.py [--entities 5000] [--metrics 10] [--history 120]
         [--cycles 5] [--retention-samples 10000000]
@@ -26,15 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 
 import numpy as np
-import psycopg
+from ingest import postgres_url, scratch_schema  # benchmarks/ingest.py, beside this one
 
 from anomon import store
 from anomon.config import AlertsConfig, DetectionConfig
@@ -54,8 +53,15 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--retention-samples", type=int, default=10_000_000)
     args = parser.parse_args()
-    base = os.environ.get("ANOMON_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
-    with _Schema(base) as url:
+    for base in postgres_url():  # the generator stops a server it started, after
+        if base is None:
+            raise SystemExit("no PostgreSQL: set ANOMON_TEST_DATABASE_URL")
+        figures = _run(base, args)
+    print(json.dumps(figures))
+
+
+def _run(base: str, args: argparse.Namespace) -> dict[str, float | None]:
+    with scratch_schema(base) as url:
         engine = store.open_engine(url)
         store.upgrade(engine)
         began = time.perf_counter()
@@ -71,45 +77,21 @@ def main() -> None:
         print(f"detection cycle, 1 worker: {one:.2f} s; 2 workers: {two:.2f} s ({two / one:.2f} x)")
         ingest = _ingest(url, args, step)
         print(f"ingest, 2 writers at once: {ingest:,.0f} rows/s")
-        delete = _retention(url, args.retention_samples)
-        print(
-            f"retention of {args.retention_samples // 2:,} of {args.retention_samples:,} "
-            f"samples by row deletes: {delete:.1f} s"
-        )
+    delete, drop, migration = _retention(base, args.retention_samples)
     print(
-        json.dumps(
-            {
-                "cycle_1_worker_s": round(one, 3),
-                "cycle_2_workers_s": round(two, 3),
-                "scale_ratio": round(two / one, 3),
-                "ingest_2_writers_rows_per_s": round(ingest),
-                "retention_drop_s": None,
-                "retention_delete_s": round(delete, 2),
-            }
-        )
+        f"retention of half of {args.retention_samples:,} samples (20 days): rows deleted "
+        f"in batches {delete:.1f} s, days dropped {drop:.1f} s (partitioning them by "
+        f"migration 0012 took {migration:.1f} s)"
     )
-
-
-class _Schema:
-    """A fresh PostgreSQL schema for the run, dropped after."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.name = f"anomon_scale_{uuid.uuid4().hex[:8]}"
-
-    def __enter__(self) -> str:
-        with psycopg.connect(_libpq(self.base), autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {self.name}")
-        sep = "&" if "?" in self.base else "?"
-        return f"{self.base}{sep}options=-csearch_path%3D{self.name}"
-
-    def __exit__(self, *exc: object) -> None:
-        with psycopg.connect(_libpq(self.base), autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {self.name} CASCADE")
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
+    return {
+        "cycle_1_worker_s": round(one, 3),
+        "cycle_2_workers_s": round(two, 3),
+        "scale_ratio": round(two / one, 3),
+        "ingest_2_writers_rows_per_s": round(ingest),
+        "retention_drop_s": round(drop, 2),
+        "retention_delete_s": round(delete, 2),
+        "migration_0012_s": round(migration, 1),
+    }
 
 
 def _samples(entities: range, metrics: int, points: range) -> list[Sample]:
@@ -241,34 +223,52 @@ def _writer(url: str, first: int, last: int, metrics: int, pipe: Connection) -> 
     engine.dispose()
 
 
-def _retention(url: str, samples: int) -> float:
-    """Store ``samples`` more (1,000 series), then time deleting the older half of them
-    as the retention job does (batches of 10,000 rows)."""
-    engine = store.open_engine(url)
-    series, points = 1000, samples // 1000
-    registry, now = store.SeriesRegistry(), datetime.now(UTC)
-    base = START - STEP * points  # before the detection benchmark's points
-    for first in range(0, series, 50):
-        found = []
-        for s in range(first, first + 50):
-            key = SeriesKey.of("retained", {"n": str(s)})
-            info = SeriesInfo("retention", f"r{s}", SeriesKind.CUSTOM)
-            found += [Sample(key, info, base + STEP * i, float(i % 97)) for i in range(points)]
-        store.save_collection(
-            engine, registry, source="retention", started_at=now, finished_at=now, samples=found
-        )
+def _retention(base: str, samples: int) -> tuple[float, float, float]:
+    """``samples`` samples over 20 days (1,000 series), retention keeping the newest 10
+    days, twice: rows deleted in batches (the table unpartitioned, revision 0011) and
+    days dropped (partitioned, migration 0012, whose time is measured too). Returns
+    (delete s, drop s, migration s)."""
+    series, days = 1000, 20
+    per = samples // series
+    now = int(time.time())
+    first = now - days * 86_400
+    ts = first + (np.arange(per, dtype=np.int64) * (days * 86_400) // per)
+    ids = np.repeat(np.arange(1, series + 1, dtype=np.int64), per)
+    times = np.tile(ts, series)
+    values = (times % 97).astype(np.float64)
     cutoffs = store.Cutoffs(
-        samples=base + STEP * (points // 2),
+        samples=now - (days // 2) * 86_400,
         anomalies=0,
         runs=datetime(2000, 1, 1, tzinfo=UTC),
         incidents=datetime(2000, 1, 1, tzinfo=UTC),
     )
-    began = time.perf_counter()
-    while store.delete_old(engine, cutoffs, batch=10_000, max_batches=1000)["samples"]:
-        pass
-    took = time.perf_counter() - began
-    engine.dispose()
-    return took
+    took = []
+    for partitioned in (False, True):
+        with scratch_schema(base) as url:
+            engine = store.open_engine(url)
+            store.upgrade(engine, "0011")
+            for start in range(0, ids.size, 1_000_000):
+                with engine.begin() as conn:
+                    store.insert_samples(
+                        conn, ids[start : start + 1_000_000], times[start : start + 1_000_000],
+                        values[start : start + 1_000_000],
+                    )  # fmt: skip
+            migration = 0.0
+            if partitioned:
+                began = time.perf_counter()
+                store.upgrade(engine)
+                migration = time.perf_counter() - began
+            began = time.perf_counter()
+            if partitioned:
+                store.drop_partitions_before(engine, cutoffs.samples)
+            while store.delete_old(engine, cutoffs, batch=10_000, max_batches=1000)["samples"]:
+                pass
+            took.append(time.perf_counter() - began)
+            with engine.connect() as conn:
+                left = conn.exec_driver_sql("SELECT count(*) FROM samples").scalar_one()
+            engine.dispose()
+            assert left == int((times >= cutoffs.samples).sum()), left  # the same rows left
+    return took[0], took[1], migration
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from the repository root with ``alembic.ini``) connects to ``ANOMON_DATABASE_URL
 from __future__ import annotations
 
 import os
+import re
 
 from alembic import context
 from sqlalchemy import create_engine
@@ -17,12 +18,23 @@ from anomon.store.schema import metadata
 config = context.config
 
 
+_PARTITION = re.compile(r"samples_(p[0-9]{8}|default)")
+
+
+def _include(obj, name, type_, reflected, compare_to) -> bool:  # type: ignore[no-untyped-def]
+    """Leave the day partitions of ``samples`` (PostgreSQL, revision 0012) out of the
+    comparison with the models: they are made and dropped as days come and go."""
+    table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", "")
+    return not (reflected and _PARTITION.fullmatch(table or ""))
+
+
 def _configure(connection) -> None:  # type: ignore[no-untyped-def]
     context.configure(
         connection=connection,
         target_metadata=metadata,
         render_as_batch=True,  # SQLite cannot ALTER most things; batch mode copies tables
         compare_type=True,
+        include_object=_include,
     )
 
 

@@ -67,6 +67,7 @@ from anomon.store import (
     ensure_schema,
     list_workers,
     live_workers,
+    make_partitions,
     mark_stopped,
     open_database,
     open_engine,
@@ -74,7 +75,7 @@ from anomon.store import (
     register_worker,
     writer_lock,
 )
-from anomon.timeutil import utcnow
+from anomon.timeutil import to_epoch, utcnow
 
 log = logging.getLogger("anomon.daemon")
 
@@ -265,6 +266,7 @@ def run(
         outcome = ensure_schema(engine, migrate=migrate or config.database.migrate_on_start)
         check_writable(engine)
         log.info("database %s: %s", redact(config.database.url), outcome)
+        _make_partitions(engine)
         _warn_about(config)
         worker = register_worker(
             engine, host=socket.gethostname(), pid=os.getpid(), version=__version__, now=utcnow()
@@ -387,28 +389,47 @@ class _Heartbeat:
         except AnomonError as exc:
             log.warning("heartbeat: %s", exc)
             return
-        if self.membership.update(alive):
-            keys = [source_key(name) for name in self.sources]
-            log.info(
-                "workers: %d alive (%s); this one, %d, collects %d of %d source(s)%s",
-                len(self.membership.workers),
-                ", ".join(map(str, self.membership.workers)),
-                self.worker,
-                sum(self.membership.owns(key) for key in keys),
-                len(keys),
-                " and leads" if self.membership.leads() else "",
-            )
+        if self.membership.update(alive) and self.sources:
+            self.describe()
         if self.telemetry is not None:
             keys = [source_key(name) for name in self.sources]
             self.telemetry.record_membership(
                 len(self.membership.workers), self.membership.share(keys)
             )
 
+    def describe(self) -> None:
+        """Log who is alive and this worker's share (when it is not alone)."""
+        workers = self.membership.workers
+        if self.membership.worker is None or len(workers) <= 1:
+            return
+        keys = [source_key(name) for name in self.sources]
+        log.info(
+            "workers: %d alive (%s); this one, %d, collects %d of %d source(s)%s",
+            len(workers),
+            ", ".join(map(str, workers)),
+            self.worker,
+            sum(self.membership.owns(key) for key in keys),
+            len(keys),
+            " and leads" if self.membership.leads() else "",
+        )
+
     def stop(self) -> None:
         try:
             beat(self.engine, self.worker, now=utcnow(), stopped=True)
         except AnomonError as exc:
             log.warning("heartbeat at stop: %s", exc)
+
+
+def _make_partitions(engine: Engine) -> None:
+    """Make the sample partitions of the coming days (PostgreSQL), as the leader's
+    retention job does; a failure is a warning (the default partition takes the rows)."""
+    try:
+        made = make_partitions(engine, now=to_epoch(utcnow()))
+    except AnomonError as exc:
+        log.warning("sample partitions: %s", exc)
+        return
+    if made:
+        log.info("sample partitions: %d day(s) made ahead", made)
 
 
 def _running(pid: int) -> bool:
@@ -592,6 +613,7 @@ def build_scheduler(
     membership = heartbeat.membership if heartbeat is not None else Membership(None)
     if heartbeat is not None:
         heartbeat.sources = [source.name for source, _ in sources]
+        heartbeat.describe()
     if detection.enabled:
         scheduler.add_job(
             inflight.wrap(

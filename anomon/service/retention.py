@@ -45,4 +45,8 @@ class RetainJob:
             runs=now - self.config.runs,
             incidents=now - self.config.incidents,
         )
-        return store.delete_old(self.engine, cutoffs, batch=self.config.batch_size)
+        # PostgreSQL: whole days first (a catalogue change each), then the rows left
+        dropped = store.drop_partitions_before(self.engine, cutoffs.samples)
+        store.make_partitions(self.engine, now=to_epoch(now))  # the days to come
+        deleted = store.delete_old(self.engine, cutoffs, batch=self.config.batch_size)
+        return {"sample_partitions": dropped, **deleted} if dropped else deleted

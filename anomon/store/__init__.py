@@ -82,6 +82,7 @@ from anomon.store.outbox import (
     series_around,
     stored_silences,
 )
+from anomon.store.partitions import drop_partitions_before, make_partitions
 from anomon.store.reports import (
     AnomalyRow,
     IncidentDetail,
@@ -153,6 +154,7 @@ __all__ = [
     "current_revision",
     "delete_old",
     "downgrade",
+    "drop_partitions_before",
     "enqueue",
     "enqueue_many",
     "ensure_schema",
@@ -181,6 +183,7 @@ __all__ = [
     "list_silences",
     "list_workers",
     "live_workers",
+    "make_partitions",
     "mark_started",
     "mark_stopped",
     "open_absences",
