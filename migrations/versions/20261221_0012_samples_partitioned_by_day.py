@@ -17,7 +17,7 @@ stop the daemons, run ``anomon db upgrade``, start them. SQLite: nothing changes
 """
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from alembic import op
@@ -37,44 +37,44 @@ def _name(day: int) -> str:
 
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    if bind.dialect.name != "postgresql":
-        return
-    op.execute("ALTER TABLE samples RENAME TO samples_unpartitioned")
-    op.execute(
-        "ALTER TABLE samples_unpartitioned RENAME CONSTRAINT pk_samples TO pk_samples_unpartitioned"
-    )
+    if op.get_bind().dialect.name == "postgresql":
+        _rebuild("samples_unpartitioned", " PARTITION BY RANGE (ts)", _make_days)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        _rebuild("samples_partitioned", "", lambda _old: None)  # its partitions go with it
+
+
+def _rebuild(old: str, partitioning: str, prepare: Callable[[str], None]) -> None:
+    """Move ``samples`` aside as ``old``, create it again (``partitioning``), let
+    ``prepare`` make what it needs, copy the rows over, drop ``old``."""
+    op.execute(f"ALTER TABLE samples RENAME TO {old}")
+    op.execute(f"ALTER TABLE {old} RENAME CONSTRAINT pk_samples TO pk_{old}")
     op.execute(
         "CREATE TABLE samples (series_id INTEGER NOT NULL, ts BIGINT NOT NULL, "
-        "value DOUBLE PRECISION NOT NULL, CONSTRAINT pk_samples PRIMARY KEY (series_id, ts)) "
-        "PARTITION BY RANGE (ts)"
+        "value DOUBLE PRECISION NOT NULL, CONSTRAINT pk_samples PRIMARY KEY (series_id, ts))"
+        + partitioning
     )
+    prepare(old)
+    op.execute(f"INSERT INTO samples (series_id, ts, value) SELECT series_id, ts, value FROM {old}")
+    op.execute(f"DROP TABLE {old}")
+
+
+def _make_days(old: str) -> None:
+    """The default partition, and a partition a day from the oldest sample of the last
+    OLDEST_DAYS days (before now) to AHEAD_DAYS after today."""
     op.execute("CREATE TABLE samples_default PARTITION OF samples DEFAULT")
     now = int(time.time())
-    oldest = bind.exec_driver_sql(
-        "SELECT min(ts) FROM samples_unpartitioned "
-        f"WHERE ts >= {now - OLDEST_DAYS * DAY} AND ts < {now}"
-    ).scalar()
+    oldest = (
+        op.get_bind()
+        .exec_driver_sql(
+            f"SELECT min(ts) FROM {old} WHERE ts >= {now - OLDEST_DAYS * DAY} AND ts < {now}"
+        )
+        .scalar()
+    )
     first = int(oldest) if oldest is not None else now
     for day in range(first // DAY * DAY, now // DAY * DAY + (AHEAD_DAYS + 1) * DAY, DAY):
         op.execute(
             f"CREATE TABLE {_name(day)} PARTITION OF samples FOR VALUES FROM ({day}) TO ({day + DAY})"
         )
-    op.execute("INSERT INTO samples (series_id, ts, value) SELECT series_id, ts, value FROM samples_unpartitioned")
-    op.execute("DROP TABLE samples_unpartitioned")
-
-
-def downgrade() -> None:
-    bind = op.get_bind()
-    if bind.dialect.name != "postgresql":
-        return
-    op.execute("ALTER TABLE samples RENAME TO samples_partitioned")
-    op.execute(
-        "ALTER TABLE samples_partitioned RENAME CONSTRAINT pk_samples TO pk_samples_partitioned"
-    )
-    op.execute(
-        "CREATE TABLE samples (series_id INTEGER NOT NULL, ts BIGINT NOT NULL, "
-        "value DOUBLE PRECISION NOT NULL, CONSTRAINT pk_samples PRIMARY KEY (series_id, ts))"
-    )
-    op.execute("INSERT INTO samples (series_id, ts, value) SELECT series_id, ts, value FROM samples_partitioned")
-    op.execute("DROP TABLE samples_partitioned")  # its partitions with it
