@@ -623,7 +623,9 @@ def build_scheduler(
                     alerts=config.alerts,
                     telemetry=telemetry,
                     samples=config.samples,
-                    owns=lambda key: membership.owns(entity_key_text(key)),
+                    # by alarm unit (entity, model, version: one incident's scope), so
+                    # the entities of one unit from several sources stay together
+                    owns=lambda key: membership.owns(entity_key_text(key[1:])),
                 )
             ),
             IntervalTrigger(seconds=detection.interval.total_seconds(), timezone=UTC),

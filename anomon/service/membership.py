@@ -5,7 +5,9 @@ Each ``anomon run`` is a row of the ``workers`` table whose heartbeat it renews 
 than :data:`LEASE_BEATS` heartbeats (a minute) is gone. At every heartbeat each worker
 reads the live ones and splits the work among them by rendezvous (highest-random-weight)
 hashing: each source, and each entity, goes to the live worker with the highest hash of
-(worker id, name), so a worker that joins or leaves moves only its own share. The jobs
+(worker id, name), so a worker that joins or leaves moves only its own share. An entity
+is split as its alarm unit (entity, model, version — the scope of one incident): the
+entities of one unit that come from several sources stay with one worker. The jobs
 that must run once — retention, the absent-data watch, planning repeat notifications —
 run on the owner of the key ``leader``.
 
