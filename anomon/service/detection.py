@@ -175,12 +175,12 @@ class DetectJob:
         self.quarantine = {sid: q for sid, q in self.quarantine.items() if q[0] > now}
         retire_after = int(self.config.absent.series_retire_after.total_seconds())
         every = store.series_to_score(self.engine, retire_after=retire_after)
+        if retire_after:  # judged on every live series, the other workers' too
+            self._resolve_retired(every)
         if self.owns is not None:  # the others' entities are theirs to score
             owns = self.owns
             every = [s for s in every if owns(entity_key(s))]
         self._let_go({entity_key(s) for s in every})
-        if retire_after:
-            self._resolve_retired(every)
         self._follow_deploys()
         series = [s for s in every if s.id not in self.quarantine]
         # an entity's series side by side, so that halving splits as few entities as it can

@@ -308,4 +308,6 @@ def test_kill_9_among_three_workers_again_and_again_loses_and_duplicates_nothing
     told = {k for b in bodies for i in b["incidents"] for k in i["notification_keys"]}
     assert told == sent_keys  # each notification reached the receiver ...
     assert all(b["incidents"][0]["metric"] == "latency_p99" for b in bodies)
+    # never a false "resolved": a worker leaves the others' incidents alone
+    assert {b["event"] for b in bodies} == {"firing"}, Counter(b["event"] for b in bodies)
     assert len(hook.requests) - len(keys) <= 5  # ... a copy only after a kill mid-send
