@@ -47,10 +47,12 @@ def register_worker(engine: Engine, *, host: str, pid: int, version: str, now: d
 
 
 def beat(engine: Engine, worker_id: int, *, now: datetime, stopped: bool = False) -> None:
-    """Renew a worker's heartbeat (and mark it stopped, at a clean stop)."""
-    values: dict[str, datetime] = {"heartbeat_at": now}
-    if stopped:
-        values["stopped_at"] = now
+    """Renew a worker's heartbeat (and mark it stopped, at a clean stop). A worker that
+    beats is not stopped, whatever another one marked (it took it for gone)."""
+    values: dict[str, datetime | None] = {
+        "heartbeat_at": now,
+        "stopped_at": now if stopped else None,
+    }
     with translated(engine, "renewing the daemon's heartbeat"), engine.begin() as conn:
         conn.execute(update(Worker).where(Worker.id == worker_id).values(**values))
 

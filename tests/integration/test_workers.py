@@ -311,3 +311,20 @@ def test_kill_9_among_three_workers_again_and_again_loses_and_duplicates_nothing
     # never a false "resolved": a worker leaves the others' incidents alone
     assert {b["event"] for b in bodies} == {"firing"}, Counter(b["event"] for b in bodies)
     assert len(hook.requests) - len(keys) <= 5  # ... a copy only after a kill mid-send
+
+
+def test_a_worker_marked_stopped_by_mistake_is_alive_again_at_its_next_beat(
+    engine: store.Engine,
+) -> None:
+    now = datetime.now(UTC)
+    one = store.register_worker(engine, host="h", pid=11, version="t", now=now)
+    two = store.register_worker(engine, host="h", pid=12, version="t", now=now)
+    assert _live(engine) == [one, two]
+    store.mark_stopped(engine, [two], now=now)  # taken for gone by a newcomer
+    assert _live(engine) == [one]
+    store.beat(engine, two, now=datetime.now(UTC))
+    assert _live(engine) == [one, two]
+    store.beat(engine, one, now=datetime.now(UTC), stopped=True)  # a clean stop
+    assert _live(engine) == [two]
+    listed = {w.id: w for w in store.list_workers(engine, now=datetime.now(UTC))}
+    assert listed[one].stopped_at is not None and not listed[one].alive
