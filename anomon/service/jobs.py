@@ -17,6 +17,9 @@ from anomon.sources import PartialCollection, Source
 from anomon.store import Engine, SeriesRegistry, save_collection
 from anomon.timeutil import Clock, format_duration, utcnow
 
+# a collection's samples, its error line (None: all went well), whether it failed
+Outcome = tuple[list[Sample], str | None, bool]
+
 log = logging.getLogger("anomon.collect")
 
 # How long past its own deadline a source may take before the job gives up on it: the
@@ -90,8 +93,8 @@ class CollectJob:
         if self.backoff.should_skip():
             return
         started = self.clock()
-        samples, error = self._bounded(started)
-        self.backoff.record(failed=error is not None and not samples)
+        samples, error, failed = self._bounded(started)
+        self.backoff.record(failed=failed)
         if self.backoff.skip:
             log.info(
                 "source %s: %d failures in a row; skipping the next %d collection(s)",
@@ -136,17 +139,17 @@ class CollectJob:
     def _adoptable(self, owner: str) -> bool:
         return self.configured is not None and owner not in self.configured
 
-    def _bounded(self, now: datetime) -> tuple[list[Sample], str | None]:
+    def _bounded(self, now: datetime) -> Outcome:
         """Run :meth:`_collect` within the deadline (see the class docstring)."""
         if self._straggler is not None:
             if self._straggler.is_alive():
                 stuck = (self.clock() - (self._straggler_since or now)).total_seconds()
                 ago = format_duration(timedelta(seconds=round(stuck)))
-                return [], f"skipped: the collection started {ago} ago has not returned yet"
+                return [], f"skipped: the collection started {ago} ago has not returned yet", True
             self._straggler = self._straggler_since = None
         if self.deadline is None:
             return self._collect(now)
-        outcome: list[tuple[list[Sample], str | None]] = []
+        outcome: list[Outcome] = []
         worker = threading.Thread(
             target=lambda: outcome.append(self._collect(now)),
             name=f"collect {self.source.name}",
@@ -156,17 +159,20 @@ class CollectJob:
         worker.join((self.deadline + DEADLINE_GRACE).total_seconds())
         if worker.is_alive() or not outcome:
             self._straggler, self._straggler_since = worker, now
-            return [], f"timed out after {format_duration(self.deadline)} (collection abandoned)"
+            took = format_duration(self.deadline)
+            return [], f"timed out after {took} (collection abandoned)", True
         return outcome[0]
 
-    def _collect(self, now: datetime) -> tuple[list[Sample], str | None]:
-        """Return the samples collected and the error line (None when all went well)."""
+    def _collect(self, now: datetime) -> Outcome:
+        """Return the samples collected, the error line (None when all went well) and
+        whether the collection failed (a partial one did not, even without samples: a
+        source that returns only what changed may have nothing new)."""
         try:
-            return self.source.collect(now), None
+            return self.source.collect(now), None, False
         except PartialCollection as exc:
-            return exc.samples, str(exc)
+            return exc.samples, str(exc), False
         except SourceError as exc:
-            return [], str(exc)
+            return [], str(exc), True
         except Exception as exc:
             log.debug("source %s: collection raised", self.source.name, exc_info=True)
-            return [], f"unexpected {type(exc).__name__}: {exc}"
+            return [], f"unexpected {type(exc).__name__}: {exc}", True

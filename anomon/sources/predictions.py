@@ -174,9 +174,9 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
         if not read.exists:  # its rows so far are kept for when it is back
             raise SourceError(f"{log.label}: no such file")
         samples = windows.samples(since, now)
-        if problems and not samples:
+        if problems and not samples and not len(rows):  # nothing of it could be read
             raise SourceError(f"{log.label}: {summarise(problems)}")
-        if problems:
+        if problems:  # some rows read: a partial collection, windows changed or not
             raise PartialCollection(f"{log.label}: {summarise(problems)}", samples)
         return samples
 

@@ -800,3 +800,36 @@ def test_a_multiclass_models_performance_is_estimated_before_labels(
     assert got[("estimated_accuracy", last)] < got[("estimated_accuracy", recent_start)] - 0.1
     gaps = [value for (name, _), value in got.items() if name == "estimation_gap"]
     assert len(gaps) == reference_hours and max(abs(g) for g in gaps) < 0.05
+
+
+def test_a_bad_line_beside_good_ones_is_a_partial_collection_not_a_failure(
+    tmp_path: Path,
+) -> None:
+    """A tailed log's new lines, one of them garbage, in a window still open: nothing
+    to return yet, but the good rows were read: a partial collection the job does not
+    count as a failure (no backoff), the garbage named in its error."""
+    from anomon.service.jobs import CollectJob
+
+    path = tmp_path / "p.jsonl"
+    _write_jsonl(path, _log(seed=26, hours=1, per_hour=30))
+    engine = store.open_engine(f"sqlite:///{tmp_path / 'anomon.db'}")
+    store.upgrade(engine)
+    at = datetime.fromtimestamp(START + HOUR + 60, UTC)
+    source = _source(path=str(path))
+    job = CollectJob(source, engine, store.SeriesRegistry(), clock=lambda: at, max_skip=5)
+    job()  # the first hour's windows
+    later = _log(seed=27, hours=1, per_hour=30)
+    with path.open("a", encoding="utf-8") as out:
+        out.writelines(json.dumps({**r, "ts": r["ts"] + HOUR}) + "\n" for r in later[:10])
+        out.write("not json at all\n")
+    with pytest.raises(PartialCollection, match="1 line") as caught:
+        source.collect(at)  # the second hour is still open: no window changed
+    assert caught.value.samples == []
+    with path.open("a", encoding="utf-8") as out:
+        out.writelines(json.dumps({**r, "ts": r["ts"] + HOUR}) + "\n" for r in later[10:20])
+        out.write("{also not json\n")
+    job()
+    assert job.backoff.failures == 0  # read, though nothing to store
+    run = store.last_collections(engine, "quality", 1)[0]
+    assert run.error is not None and "not JSON" in run.error and run.points == 0
+    engine.dispose()
