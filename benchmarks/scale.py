@@ -6,8 +6,9 @@ else a server started for the run, as ``benchmarks/ingest.py`` finds one):
 cycle, one new point per series is stored and every worker runs one detection cycle
 at the same time on its share (entities split by rendezvous hashing, as
 ``anomon run`` workers split them). A worker is a process of its own with its own
-``DetectJob``, warmed up (its first cycle: the rows before the watermark) before the
-timed cycles. A cycle of N workers takes as long as its slowest worker.
+``DetectJob`` and one BLAS thread (``--threads``), warmed up (its first cycle: the
+rows before the watermark) before the timed cycles. A cycle of N workers takes as long
+as its slowest worker.
 
 Then the ingest rate with two processes writing their halves of each round's points
 at once, and retention of the older half of ``--retention-samples`` samples spread
@@ -19,7 +20,7 @@ Prints readable figures, then one JSON line with ``cycle_1_worker_s``,
 ``retention_drop_s``, ``retention_delete_s`` and ``migration_0012_s``.
 
     python benchmarks/scale.py [--entities 5000] [--metrics 10] [--history 120]
-        [--cycles 5] [--retention-samples 10000000]
+        [--cycles 5] [--retention-samples 10000000] [--threads 1]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import time
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -51,6 +53,9 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=120)
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--retention-samples", type=int, default=10_000_000)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="BLAS threads per worker (0: numpy's default)"
+    )
     args = parser.parse_args()
     for base in postgres_url():  # the generator stops a server it started, after
         if base is None:
@@ -136,9 +141,21 @@ def _worker(url: str, me: int, workers: int, pipe: Connection) -> None:
     engine.dispose()
 
 
+ONE_CORE = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _cycles(url: str, workers: int, args: argparse.Namespace, step: list[int]) -> float:
     """Start ``workers`` workers, warm them up, then time ``args.cycles`` cycles with one
-    new point per series before each; return the median of the slowest worker's time."""
+    new point per series before each; return the median of the slowest worker's time.
+
+    Each worker process gets one BLAS / OpenMP thread (``--threads``), as workers that
+    share a host should: with numpy's default of a thread per core, one worker already
+    uses both cores at times and two oversubscribe them."""
+    for name in ONE_CORE:  # the spawned processes read it as they import numpy
+        if args.threads:
+            os.environ[name] = str(args.threads)
+        else:
+            os.environ.pop(name, None)
     context = mp.get_context("spawn")
     pipes, processes = [], []
     for me in range(workers):
