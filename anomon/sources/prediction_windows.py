@@ -165,30 +165,32 @@ class References:
 
 
 class _Settled:
-    """The settled rows of ``rows`` (in windows that ended by ``until``), found once
-    when a reference is built, and the references kept between calls."""
+    """The settled part of ``rows`` — the rows in windows that ended ``label_delay``
+    ago or earlier — each group's reference built from it, and ``references`` that keep
+    them between calls. The rows' mask is found once, when a reference is built."""
 
-    def __init__(self, rows: Rows, size: int, until: int) -> None:
-        self._rows, self._size, self.until = rows, size, until
+    def __init__(
+        self, rows: Rows, config: PredictionsSourceConfig, now: int, references: References | None
+    ) -> None:
+        self.all = rows
+        self._size = int(config.window.total_seconds())
+        self.until = int((now - config.label_delay.total_seconds()) // self._size * self._size)
+        self._references = references
         self._mask: npt.NDArray[np.bool_] | None = None
 
     def rows(self) -> npt.NDArray[np.bool_]:
         if self._mask is None:
-            self._mask = self._rows.ts // self._size * self._size + self._size <= self.until
+            self._mask = self.all.ts // self._size * self._size + self._size <= self.until
         return self._mask
 
-    def reference(
-        self,
-        references: References | None,
-        group: tuple[str, ...],
-        build: Callable[[], _Reference],
-    ) -> _Reference:
+    def reference(self, group: tuple[str, ...], build: Callable[[], _Reference]) -> _Reference:
         """The group's reference: the one kept, else ``build()`` (then kept)."""
-        found = references.lookup(group, self.until) if references is not None else None
+        kept = self._references
+        found = kept.lookup(group, self.until) if kept is not None else None
         if found is None:
             found = build()
-            if references is not None:
-                references.keep(group, found)
+            if kept is not None:
+                kept.keep(group, found)
         return found
 
 
@@ -211,26 +213,20 @@ def _estimates(
     scores = rows.scores
     if scores is None or not rows.classes:
         return {}
+    settled = _Settled(reference_rows, config, now, references)
     if scores.ndim == 2:
-        return _multiclass_estimates(
-            rows, inside, window, windows, config, now, references, reference_rows
-        )
+        return _multiclass_estimates(rows, inside, window, windows, config, settled)
     if config.average != "binary":
         return {}
-    size = int(config.window.total_seconds())
     positive = rows.classes.index(config.pos_label) if config.pos_label in rows.classes else 0
-    # rows in windows that ended label_delay ago or earlier
-    settled_until = int((now - config.label_delay.total_seconds()) // size * size)
     predicted_positive = rows.predicted == positive
     probability = np.full(rows.ts.size, np.nan)
     where = np.flatnonzero(inside)
     found: dict[str, npt.NDArray[np.float64]] = {}
-    settled = _Settled(reference_rows, size, settled_until)
     for group in np.unique(rows.group[inside]).tolist():
         reference = settled.reference(
-            references,
             rows.group_values[group],
-            partial(_reference, reference_rows, group, settled, positive, config),
+            partial(_reference, settled, group, positive, config),
         )
         ours = rows.group[where] == group  # this group's rows among the windows'
         if reference.scores is not None and reference.predicted_positive is not None:
@@ -282,25 +278,18 @@ def _multiclass_estimates(
     window: npt.NDArray[np.int64],
     windows: int,
     config: PredictionsSourceConfig,
-    now: int,
-    references: References | None,
-    reference_rows: Rows,
+    settled: _Settled,
 ) -> dict[str, npt.NDArray[np.float64]]:
     """CBPE of a multiclass model (``class_scores``): each class's score calibrated on
     the group's settled labelled rows (as for binary models), the window's expected
     confusion matrix from them (:func:`~.quality.estimated_multiclass_metrics`)."""
     assert rows.scores is not None
-    size = int(config.window.total_seconds())
-    settled_until = int((now - config.label_delay.total_seconds()) // size * size)
     where = np.flatnonzero(inside)
-    k = len(rows.classes)
-    probabilities = np.full((rows.ts.size, k), np.nan)
-    settled = _Settled(reference_rows, size, settled_until)
+    probabilities = np.full((rows.ts.size, len(rows.classes)), np.nan)
     for group in np.unique(rows.group[inside]).tolist():
         reference = settled.reference(
-            references,
             rows.group_values[group],
-            partial(_class_reference, reference_rows, group, settled, config),
+            partial(_class_reference, settled, group, config),
         )
         if isinstance(reference.calibrator, _ClassCalibration):
             wanted = where[rows.group[where] == group]
@@ -320,10 +309,9 @@ def _multiclass_estimates(
     return {name: np.where(calibrated, v, np.nan) for name, v in estimates.items()}
 
 
-def _class_reference(
-    rows: Rows, group: int, settled: _Settled, config: PredictionsSourceConfig
-) -> _Reference:
+def _class_reference(settled: _Settled, group: int, config: PredictionsSourceConfig) -> _Reference:
     """A multiclass group's reference: its class calibration (no drift numbers yet)."""
+    rows = settled.all
     assert rows.scores is not None
     pick = np.flatnonzero(settled.rows() & (rows.group == group) & (rows.truth >= 0))
     pick = pick[-MAX_REFERENCE_ROWS:]
@@ -343,13 +331,10 @@ def _class_reference(
 
 
 def _reference(
-    rows: Rows,
-    group: int,
-    settled: _Settled,
-    positive: int,
-    config: PredictionsSourceConfig,
+    settled: _Settled, group: int, positive: int, config: PredictionsSourceConfig
 ) -> _Reference:
     """The reference of one group: see :func:`_estimates`."""
+    rows = settled.all
     assert rows.scores is not None
     mine = settled.rows() & (rows.group == group)
     base = np.flatnonzero(mine)[-MAX_REFERENCE_ROWS:]

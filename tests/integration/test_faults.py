@@ -25,16 +25,11 @@ from tests.conftest import save_samples
 from tests.integration.test_daemon import start_daemon
 from tests.loopback import receive
 
-CONFIG = """
-[database]
-url = "{url}"
-
+# detection and delivery every second, to a webhook receiver at {hook}
+ALERTING = """
 [detection]
 interval = "1s"
 seasonality = []
-
-[detection.forest]
-min_train = 200
 
 [alerts]
 receiver = "hook"
@@ -43,17 +38,30 @@ group_interval = "1s"
 
 [alerts.delivery]
 interval = "1s"
+claim_timeout = "5s"
 
 [[alerts.receivers]]
 name = "hook"
 kind = "webhook"
 url = "{hook}/hook"
+timeout = "1s"
+"""
+CONFIG = (
+    """
+[database]
+url = "{url}"
+"""
+    + ALERTING
+    + """
+[detection.forest]
+min_train = 200
 
 [[sources]]
 name = "host"
 kind = "system"
 interval = "1s"
 """
+)
 
 
 def _history(url: str) -> None:

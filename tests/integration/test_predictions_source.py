@@ -740,9 +740,12 @@ def test_each_windows_histograms_are_stored_and_compared_in_plain_sql(
     psi = float(((b - a) * np.log(b / a)).sum())
     assert psi > 1.0  # far apart: the scores of the second hour crowd towards 0.5
     assert {kind for (kind,) in kinds} == {"histogram"}
-    scored = {s.metric for s in store.series_to_score(engine)}
-    assert "score_bin_rows" not in scored and "predicted_class_rows" not in scored
-    assert "accuracy" in scored
+    scored = store.series_to_score(engine)
+    assert "score_bin_rows" not in {s.metric for s in scored}
+    assert "predicted_class_rows" not in {s.metric for s in scored}
+    assert "accuracy" in {s.metric for s in scored}
+    # nor counted by `anomon status` (no quality to show): only the scored series are
+    assert sum(store.read_status(engine).series_by_quality.values()) == len(scored)
 
 
 @pytest.mark.parametrize("average", ["macro", "weighted"])

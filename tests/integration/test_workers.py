@@ -23,6 +23,7 @@ from anomon.service.membership import LEADER, Membership, owner, source_key
 from tests import ledger
 from tests.conftest import run_cli, save_samples
 from tests.integration.test_daemon import start_daemon, stop
+from tests.integration.test_faults import ALERTING
 from tests.loopback import free_port, receive, serve
 
 SOURCES = 6
@@ -171,26 +172,6 @@ def _wait(ready: object, limit: float, what: str) -> None:
     raise AssertionError(f"not within {limit} s: {what}")
 
 
-ALERTING = """
-[detection]
-interval = "1s"
-seasonality = []
-
-[alerts]
-receiver = "hook"
-group_wait = "0s"
-group_interval = "1s"
-
-[alerts.delivery]
-interval = "1s"
-claim_timeout = "5s"
-
-[[alerts.receivers]]
-name = "hook"
-kind = "webhook"
-url = "{hook}/hook"
-timeout = "1s"
-"""
 SHIFTED = 6  # entities whose latency shifts at the end of their history: one incident each
 
 
@@ -308,3 +289,32 @@ def test_a_worker_marked_stopped_by_mistake_is_alive_again_at_its_next_beat(
     assert _live(engine) == [two]
     listed = {w.id: w for w in store.list_workers(engine, now=datetime.now(UTC))}
     assert listed[one].stopped_at is not None and not listed[one].alive
+
+
+def test_anomon_workers_lists_the_daemons_and_the_share_of_each(
+    tmp_path: Path, database_url: str, engine: store.Engine
+) -> None:
+    """On SQLite and PostgreSQL: the live workers with the sources each collects (all
+    of them between them) and the leader; a stopped one listed as such, without a share."""
+    now = datetime.now(UTC)
+    ids = [store.register_worker(engine, host="h", pid=p, version="t", now=now) for p in (1, 2)]
+    gone = store.register_worker(engine, host="h", pid=3, version="t", now=now)
+    store.beat(engine, gone, now=now, stopped=True)
+    config = tmp_path / "anomon.toml"
+    config.write_text(
+        f'[database]\nurl = "{database_url}"\n'
+        + "".join(
+            SOURCE.replace("{i}", str(i)).replace("{exporter}", "http://127.0.0.1:9")
+            for i in range(SOURCES)
+        ),
+        encoding="utf-8",
+    )
+    listed = run_cli("workers", "--format", "json", "--config", str(config))
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["id"]: row for row in json.loads(listed.stdout)}
+    assert {rows[i]["state"] for i in ids} == {"alive"} and rows[gone]["state"] == "stopped"
+    shares = [rows[i]["sources"] for i in ids]
+    assert sum(int(share.split("/")[0]) for share in shares) == SOURCES
+    assert all(share.endswith(f"/{SOURCES}") for share in shares) and rows[gone]["sources"] == ""
+    assert [rows[i]["leader"] for i in ids] == [owner(LEADER, ids) == i for i in ids]
+    assert rows[gone]["leader"] is False
