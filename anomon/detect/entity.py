@@ -614,8 +614,8 @@ def default_direction(metric: str, config: DetectionConfig) -> Direction:
         return "up"
     if name in ("mae", "rmse", "mape", "low_margin_share") or name.startswith("drift_"):
         return "up"  # a regression model's errors, a model less sure, drift
-    if name == "r2":
-        return "down"
+    if name in ("r2", "label_coverage"):
+        return "down"  # a regression model's fit, a feed of labels that falls behind
     return "both"
 
 

@@ -25,9 +25,11 @@ one on ``predicted_positives`` and ``recall`` one on ``actual_positives`` (binar
 models), and ``predictions`` is a count. Those sample sizes (``labelled_rows``,
 ``predicted_positives``, ``actual_positives``) are not judged at all (kind SIZE): they
 grow while a window's labels come in, and a window is first reported with part of them,
-so they would be compared with complete windows and cry wolf (a feed of labels that
-stops is not seen from them). For these metrics this score replaces the
-rarity-calibrated ones; their expected value stays the baseline median.
+so they would be compared with complete windows and cry wolf. A feed of labels that
+stops is seen instead in an entity of its own, reported once a window is settled:
+``label_coverage``, a proportion on ``settled_predictions`` (a size). For these metrics
+this score replaces the rarity-calibrated ones; their expected value stays the
+baseline median.
 """
 
 from __future__ import annotations
@@ -51,11 +53,12 @@ SAMPLE_SIZE_OF = {
     "accuracy": "labelled_rows",
     "precision": "predicted_positives",
     "recall": "actual_positives",
+    "label_coverage": "settled_predictions",  # a settled window's share labelled
 }
 COUNTS = ("predictions",)
 # the rows a proportion is measured on: they grow while a window's labels come in, so a
 # window first reported with part of its labels would be judged against complete ones
-SIZES = ("labelled_rows", "predicted_positives", "actual_positives")
+SIZES = ("labelled_rows", "predicted_positives", "actual_positives", "settled_predictions")
 MIN_WINDOWS = 3  # a baseline median needs this many windows: scored from the 3rd on
 SPREAD_ROWS = 20  # windows before the variation between windows is estimated
 
@@ -79,7 +82,7 @@ def sampling_models(metrics: Sequence[str]) -> list[SamplingModel | None]:
             found.append(SamplingModel(PROPORTION, column[size]))
         elif name in COUNTS and "labelled_rows" in column:
             found.append(SamplingModel(COUNT))
-        elif name in SIZES and "labelled_rows" in column:
+        elif name in SIZES and ("labelled_rows" in column or "label_coverage" in column):
             found.append(SamplingModel(SIZE))
         else:
             found.append(None)

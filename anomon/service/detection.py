@@ -62,7 +62,7 @@ from anomon.service.alerting import (
     resolve_incident,
 )
 from anomon.service.telemetry import Telemetry
-from anomon.sources.quality import DRIFT_METRICS, ESTIMATED_METRICS
+from anomon.sources.quality import DRIFT_METRICS, ESTIMATED_METRICS, LABEL_ARRIVAL_METRICS
 from anomon.timeutil import Clock, format_duration, from_epoch, to_epoch, utcnow
 
 log = logging.getLogger("anomon.detect")
@@ -85,15 +85,23 @@ Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 # What a model's windows say before their labels (CBPE estimates, drift): known when a window
 # closes, a day before its labelled metrics. An entity's rows are scored once, in time
 # order, so they are an entity (and alarm unit) of their own: in one with the labelled
-# metrics, those would come for rows already scored and never be judged.
+# metrics, those would come for rows already scored and never be judged. So is how many
+# of a window's predictions got their label by label_delay: known only once it is settled.
 BEFORE_LABELS = frozenset((*ESTIMATED_METRICS, *DRIFT_METRICS))
 BEFORE_LABELS_STAGE = "\x00before labels"  # in the key's entity: never a real entity name
+LABEL_ARRIVAL_STAGE = "\x00label arrival"
+STAGES = {
+    **dict.fromkeys(BEFORE_LABELS, BEFORE_LABELS_STAGE),
+    **dict.fromkeys(LABEL_ARRIVAL_METRICS, LABEL_ARRIVAL_STAGE),
+}
+SHOWN_STAGES = {BEFORE_LABELS_STAGE: " (before labels)", LABEL_ARRIVAL_STAGE: " (label arrival)"}
 
 
 def entity_key(series: store.ScoredSeries) -> EntityKey:
     """The entity a series is scored with: its source, entity, and model and version
     labels if it has them (a model version is part of a model's identity); a model's
-    estimates before labels (:data:`BEFORE_LABELS`) are an entity apart."""
+    estimates before labels (:data:`BEFORE_LABELS`) and its label arrival
+    (:data:`~anomon.sources.quality.LABEL_ARRIVAL_METRICS`) are entities apart."""
     return _entity_key(series.source, series.entity, series.labels, series.metric)
 
 
@@ -101,14 +109,22 @@ def entity_key(series: store.ScoredSeries) -> EntityKey:
 def _entity_key(source: str, entity: str, labels: str, metric: str = "") -> EntityKey:
     # a series' labels never change: each cycle asks again, the JSON is read once
     found = json.loads(labels)
-    stage = BEFORE_LABELS_STAGE if metric in BEFORE_LABELS else ""
+    stage = STAGES.get(metric, "")
     return source, entity + stage, found.get("model", ""), found.get("version", "")
+
+
+def plain_entity(entity: str) -> str:
+    """An entity key's entity without its stage: the entity its series name."""
+    for stage in SHOWN_STAGES:
+        entity = entity.replace(stage, "")
+    return entity
 
 
 def _shown(key: EntityKey) -> str:
     """An entity key as people read it: ``source / entity / model / version``."""
     source, entity, model, version = key
-    entity = entity.replace(BEFORE_LABELS_STAGE, " (before labels)")
+    for stage, shown in SHOWN_STAGES.items():
+        entity = entity.replace(stage, shown)
     return " / ".join(part for part in (source, entity, model, version) if part)
 
 
@@ -220,10 +236,7 @@ class DetectJob:
         is retired, and no series of its entity (and model / version) is scored any more,
         would fire for ever. Its receivers are told it resolved, as by hand."""
         live = {s.id for s in every}
-        units = {
-            (key[1].replace(BEFORE_LABELS_STAGE, ""), key[2], key[3])
-            for key in map(entity_key, every)
-        }
+        units = {(plain_entity(key[1]), key[2], key[3]) for key in map(entity_key, every)}
         firing = store.search_incidents(self.engine, status=IncidentStatus.FIRING, limit=10_000)
         for incident in firing:
             labels = incident.labels
@@ -267,7 +280,7 @@ class DetectJob:
         _, entity, model, version = key
         if version:
             return None
-        plain = entity.replace(BEFORE_LABELS_STAGE, "")
+        plain = plain_entity(entity)
         times = [to_epoch(d.at) for d in deploys if d.covers(plain, {"model": model})]
         return max(times, default=None)
 
@@ -617,7 +630,7 @@ class DetectJob:
             )
             if rows[0].size:
                 self.fleet.update({key: rows})  # their scores were the previous version's
-            plain = entity.replace(BEFORE_LABELS_STAGE, "")
+            plain = plain_entity(entity)
             deploy = DeployRecord(
                 at=from_epoch(start), model=model, version=version, entity=plain,
                 note=f"the version label changed from {previous[3]}", origin="label",

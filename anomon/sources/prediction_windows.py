@@ -20,6 +20,7 @@ from anomon.config import PredictionsSourceConfig
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
 from anomon.sources.prediction_rows import Rows
 from anomon.sources.quality import (
+    LABEL_ARRIVAL_METRICS,
     REGRESSION_METRICS,
     Labelled,
     classification_metrics,
@@ -71,7 +72,8 @@ def window_samples(
     labelled = rows.truth[inside] >= 0
     n_labelled = np.bincount(window[labelled], minlength=unique.size)
     age = now - (window_start + size)
-    ready = (n_labelled >= config.min_labels) | (age >= config.label_delay.total_seconds())
+    settled = age >= config.label_delay.total_seconds()
+    ready = (n_labelled >= config.min_labels) | settled
     metrics = _metrics(rows, inside, labelled, window, unique.size, config)
     estimates = _estimates(
         rows, inside, window, unique.size, config, now, references, reference_rows or rows
@@ -79,6 +81,7 @@ def window_samples(
     histograms = _histograms(rows, inside, window, unique.size)
     windows = [(rows.group_values[g], int(t)) for g, t in zip(group_of, window_start, strict=True)]
     samples = _to_samples(windows, ready, count, n_labelled, metrics, estimates, config)
+    samples += _arrival_samples(windows, settled, count, n_labelled, config)
     return samples + _histogram_samples(windows, histograms, config)
 
 
@@ -108,6 +111,31 @@ def _histograms(
     for name, counts in zip(rows.classes, table.reshape(windows, k).T, strict=True):
         found[(HISTOGRAMS[1], "class", name)] = counts
     return found
+
+
+def _arrival_samples(
+    windows: list[tuple[tuple[str, ...], int]],
+    settled: npt.NDArray[np.bool_],
+    count: npt.NDArray[np.int64],
+    n_labelled: npt.NDArray[np.int64],
+    config: PredictionsSourceConfig,
+) -> list[Sample]:
+    """How the labels of each settled window (older than ``label_delay``) arrived:
+    ``label_coverage``, the share of its predictions labelled, on ``settled_predictions``
+    rows. Reported once a window is settled, never while it fills: a feed of labels that
+    stops is a drop of the coverage, not of a count still growing."""
+    samples: list[Sample] = []
+    coverage_name, size_name = LABEL_ARRIVAL_METRICS
+    for i in np.flatnonzero(settled & (count > 0)).tolist():
+        values, ts = windows[i]
+        labels = {**dict(zip(config.group_by, values, strict=True)), **config.labels}
+        entity = config.entity or (values[0] if values else "") or config.name
+        info = SeriesInfo(config.name, entity, SeriesKind.QUALITY)
+        samples += [
+            Sample(SeriesKey.of(coverage_name, labels), info, ts, float(n_labelled[i] / count[i])),
+            Sample(SeriesKey.of(size_name, labels), info, ts, float(count[i])),
+        ]
+    return samples
 
 
 def _histogram_samples(

@@ -214,6 +214,11 @@ def regression_metrics(
     return found
 
 
+# Once a window is settled (older than label_delay): the share of its predictions that got
+# a label by then, and how many predictions that share is of. A label feed that stops (or
+# falls behind) shows here as a drop, judged in units of its sampling error.
+LABEL_ARRIVAL_METRICS = ("label_coverage", "settled_predictions")
+
 ESTIMATED_METRICS = (
     "estimated_accuracy",
     "estimated_precision",

@@ -111,6 +111,12 @@ def test_it_computes_each_windows_quality_like_sklearn(tmp_path: Path) -> None:
     before_labels = ("estimated_", "estimation", "drift_", "mean_confidence", "low_margin")
     histograms = [s for s in samples if s.info.kind == "histogram"]
     samples = [s for s in samples if s.info.kind != "histogram"]
+    # every window is older than label_delay: how its labels arrived (all of them)
+    assert got[("label_coverage", *at)] == 1.0
+    assert got[("settled_predictions", *at)] == 60
+    arrival = [s for s in samples if s.key.metric in ("label_coverage", "settled_predictions")]
+    assert len(arrival) == 2 * 3 * 2
+    samples = [s for s in samples if s not in arrival]
     realised = [s for s in samples if not s.key.metric.startswith(before_labels)]
     assert len(realised) == 2 * 3 * 10  # two models, three windows, ten metrics
     # and, against its own settled windows: four estimates, the gap and six drift numbers
@@ -156,6 +162,8 @@ def test_it_waits_for_labels_then_recomputes_a_window_when_more_arrive(tmp_path:
     label(40)
     late = _by_key(source.collect(at))
     assert late[("labelled_rows", "churn", START)] == 40
+    # younger than label_delay: how its labels arrived is not known yet
+    assert not [key for key in late if key[0] in ("label_coverage", "settled_predictions")]
     truth = [r["label"] for r in rows]
     assert late[("accuracy", "churn", START)] == pytest.approx(
         metrics.accuracy_score(truth, [r["prediction"] for r in rows])

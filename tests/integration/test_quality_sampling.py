@@ -103,3 +103,47 @@ def test_the_estimates_before_labels_do_not_keep_the_labelled_metrics_from_being
             select(Series.metric, Anomaly.ts).join(Anomaly, Anomaly.series_id == Series.id)
         ).all()
     assert ("accuracy", START + HOUR * 15) in found
+
+
+def test_a_label_feed_that_stops_opens_an_incident_of_its_own_entity(
+    engine: store.Engine,
+) -> None:
+    """How many of a window's predictions got their label is known once the window is
+    settled (label_delay after it), long after its accuracy was scored: an entity of its
+    own, so the late coverage is judged, and a feed that stops opens an incident."""
+    info = SeriesInfo("predictions", "churn", SeriesKind.QUALITY)
+    labels = {"model": "churn", "version": "3"}
+    rng = np.random.default_rng(3)
+    sent = rng.poisson(1000, 30).astype(float)
+    labelled = rng.binomial(sent.astype(int), 0.98).astype(float)
+    labelled[27:] = rng.binomial(sent[27:].astype(int), 0.05)  # the feed stopped at hour 27
+
+    def stored(names: tuple[str, ...], values: list[np.ndarray], at_hour: int) -> None:
+        samples = [
+            Sample(SeriesKey.of(name, labels), info, START + HOUR * i, float(column[i]))
+            for i in range(30)
+            for name, column in zip(names, values, strict=True)
+        ]
+        save_samples(engine, samples, at=datetime.fromtimestamp(START + HOUR * at_hour, UTC))
+
+    now = {"hour": 31}
+    clock = lambda: datetime.fromtimestamp(START + HOUR * now["hour"], UTC)  # noqa: E731
+    job = DetectJob(engine, DETECTION, clock=clock, alerts=AlertsConfig())
+    accuracy = rng.binomial(labelled.astype(int), 0.9) / np.maximum(labelled, 1)
+    stored(("accuracy", "labelled_rows", "predictions"), [accuracy, labelled, sent], 31)
+    job()  # the windows' realised metrics, scored as they come
+    assert firing(engine) == []
+    coverage = labelled / sent
+    stored(("label_coverage", "settled_predictions"), [coverage, sent], 55)  # settled
+    now["hour"] = 55
+    job()
+    ((metric, routed),) = firing(engine)
+    assert metric == "label_coverage" and routed["model"] == "churn"
+    with Session(engine) as session:
+        found = session.execute(
+            select(Series.metric, Anomaly.ts).join(Anomaly, Anomaly.series_id == Series.id)
+        ).all()
+    assert {ts for metric, ts in found if metric == "label_coverage"} == {
+        START + HOUR * i for i in (27, 28, 29)
+    }
+    assert not [m for m, _ in found if m == "settled_predictions"]  # a size: never judged

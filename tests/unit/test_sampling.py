@@ -47,6 +47,36 @@ def test_the_series_of_a_predictions_source_get_their_sampling_models() -> None:
         None,  # recall without actual_positives: no sample size, judged by rarity
     ]
     assert sampling_models(["accuracy", "predictions"]) == [None, None]  # no labelled_rows
+    # a settled window's share of labelled predictions, on how many predictions it had
+    assert sampling_models(["label_coverage", "settled_predictions"]) == [
+        SamplingModel(PROPORTION, 1),
+        SamplingModel(SIZE),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("coverage", "alarms"),
+    [
+        (0.97, False),  # 97 % of 500 labelled by label_delay against a usual 98 %: noise
+        (0.60, True),  # the labels feed fell behind: 40 % of the window still unlabelled
+        (0.0, True),  # the feed stopped
+    ],
+)
+def test_a_label_feed_that_stops_or_falls_behind_alarms(coverage: float, alarms: bool) -> None:
+    """Label arrival, judged once a window is settled: a proportion on its predictions."""
+    rng = np.random.default_rng(7)
+    n = rng.poisson(500, 24).astype(float)
+    history = np.column_stack([rng.binomial(n.astype(int), 0.98) / n, n])
+    detector = Solo(["label_coverage", "settled_predictions"], CONFIG)
+    rows = np.vstack([history, [coverage, 500.0]])
+    scores = detector.update(START + HOUR * np.arange(len(rows)), rows)
+    assert not scores.anomaly[:-1].any()  # ordinary hours never alarm
+    assert bool(scores.metric_scores[-1, 0] >= CONFIG.threshold) is alarms
+    assert scores.metric_scores[-1, 1] == 0.0  # the size is never judged
+    more = Solo(["label_coverage", "settled_predictions"], CONFIG)
+    rows[-1, 0] = 1.0  # every label in: never bad (coverage's bad way is down), so it
+    # scores what no deviation at all does (the one-sided tail of z = 0, 1 in 2)
+    assert more.update(START + HOUR * np.arange(len(rows)), rows).metric_scores[-1, 0] < 10.0
 
 
 @pytest.mark.parametrize(
