@@ -58,7 +58,7 @@ Quality = Literal["ok", "too_short", "learning", "stale", "flat"]
 
 DETECTORS = ("zscore", "seasonal", "forest", "limit")
 LIMIT_SCORE = 100.0  # a broken static limit is as sure as a score can be
-DETECTOR_VERSION = "2"  # rarity against long references, warm-up, held episodes (2026-12)
+DETECTOR_VERSION = "3"  # 2: rarity against long references, warm-up, held episodes; 3: levels held
 STALE_STEPS = 3  # rows a series may miss before it is stale (and past stale_after)
 BASELINE_QUANTILES = (0.25, 0.5, 0.75)
 Z_SPAN_FLOOR = 0.5  # calibration floor for z-score detectors, in sigmas
@@ -172,6 +172,8 @@ class _MetricState:
         self.limit = limit
         self.sampling = sampling  # judged in units of its sampling error (sampling.py)
         self.valid_rows = 0  # rows with a value, ever
+        self.last_value = float("nan")  # the latest row's value, and how many rows
+        self.held_for = 0  # before it had exactly that value (see holding_level)
         self.spread = float("nan")  # the latest baseline interquartile range
         baseline = config.baseline_window
         # a sampled metric needs a baseline median only: a few windows are enough
@@ -198,16 +200,18 @@ class _MetricState:
 
     def baselines(
         self, times: IntArray, x: FloatArray
-    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+    ) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]:
         """Push new rows into the baselines: ``(quartiles and count of the values, seasonal
-        expectation, quartiles and count of the seasonal residuals)`` for each row."""
+        expectation, quartiles and count of the seasonal residuals, whether the row holds
+        a level)`` for each row (:func:`holding_level`)."""
+        holding, self.last_value, self.held_for = holding_level(x, self.last_value, self.held_for)
         q = self.values.push(x)
         self.valid_rows += int(np.count_nonzero(~np.isnan(x)))
         if q.shape[0]:
             self.spread = float(q[-1, 2] - q[-1, 0])
         seasonal_expected = self.seasonal_expected(times, x)
         qr = self.residuals.push(x - seasonal_expected)
-        return q, seasonal_expected, qr
+        return q, seasonal_expected, qr, holding
 
     def calibrated(self, name: str, offset: FloatArray, scale: FloatArray) -> FloatArray:
         """Calibrate deviations against detector ``name``'s reference, then add them to it.
@@ -375,11 +379,11 @@ class EntityDetector:
         point, seasonal, expected, flat, quartiles = [], [], [], [], []
         per_detector: dict[str, list[FloatArray]] = {"zscore": [], "seasonal": [], "limit": []}
         for column, state in enumerate(self._metrics):
-            q, seasonal_expected, qr = state.baselines(times, data[:, column])
+            q, seasonal_expected, qr, holding = state.baselines(times, data[:, column])
             quartiles.append(q)
             up, down = DIRECTION_WEIGHTS[state.direction]
             found = deviation_scores(
-                data[:, column], q, seasonal_expected, qr, up, down, self.config
+                data[:, column], q, seasonal_expected, qr, up, down, self.config, holding
             )
             point.append(found.point)
             seasonal.append(found.seasonal)
@@ -492,11 +496,13 @@ def deviation_scores(
     up: FloatArray | float,
     down: FloatArray | float,
     config: DetectionConfig,
+    holding: npt.NDArray[np.bool_] | None = None,
 ) -> Deviations:
     """The deviations of rows from their point and seasonal baselines.
 
     ``q`` and ``qr`` are the baseline quartiles of the values and of their seasonal
-    residuals. Elementwise: rows can be one series' times or one time of many series.
+    residuals; a row that ``holding`` marks (it holds a level: :func:`holding_level`) is
+    no deviation. Elementwise: rows can be one series' times or one time of many series.
     """
     least, relative = config.min_deviation_abs, config.min_deviation_rel
     level, seasonal_level = np.abs(q[:, 1]), np.abs(seasonal_expected)
@@ -513,6 +519,9 @@ def deviation_scores(
     seasonal_scale = robust_scale(qr[:, 0], qr[:, 2], seasonal_level) * small_sample_inflation(
         qr[:, 3]
     )
+    if holding is not None and holding.any():
+        offset = np.where(holding, 0.0, offset)
+        seasonal_offset = np.where(holding, 0.0, seasonal_offset)
     point_offset = weighted_directional(offset, up, down)
     seasonal_directional = weighted_directional(seasonal_offset, up, down)
     point_score, seasonal_score = point_offset / scale, seasonal_directional / seasonal_scale
@@ -528,6 +537,45 @@ def deviation_scores(
         expected,
         q[:, 2] - q[:, 0] == 0,
     )
+
+
+# A value that the HOLD_ROWS rows before it had exactly is a level the series holds.
+HOLD_ROWS = 20
+_HOLDING = {False: np.zeros(1, dtype=bool), True: np.ones(1, dtype=bool)}  # read, never written
+
+
+def holding_level(
+    x: FloatArray, last_value: float, held_for: int
+) -> tuple[npt.NDArray[np.bool_], float, int]:
+    """Which rows hold a level: the :data:`HOLD_ROWS` rows before them had exactly their
+    value. Returns the mask and the state after ``x``: its last value and how many rows
+    before that one had the same value (``last_value`` and ``held_for`` are that state
+    before ``x``; NaN and 0 at first).
+
+    A step-like series (a count of processes, a configured size, a gauge that moves in
+    steps) that goes to a new value and stays there has changed once, at the step: the
+    step is judged as any deviation, and once the series has held the new value for
+    ``HOLD_ROWS`` rows it is at a level, not in an excursion, however far that level is
+    from its baseline (whose spread was 0: every later row would be a one-in-1e50 event
+    until the window filled with the new level). A noisy series never repeats a value
+    exactly, so its deviations are untouched, however long they last. NaN breaks a run.
+    """
+    n = x.size
+    if n == 1:  # the daemon's case, in plain Python
+        value = float(x[0])
+        run = held_for + 1 if value == last_value else 0
+        return _HOLDING[run >= HOLD_ROWS], value, run
+    if n == 0:
+        return np.zeros(0, dtype=bool), last_value, held_for
+    previous = np.empty(n)
+    previous[0] = last_value
+    previous[1:] = x[:-1]
+    same = x == previous  # NaN is never the same
+    index = np.arange(n)
+    reset = np.maximum.accumulate(np.where(same, -1, index))  # the last row that changed
+    runs: IntArray = np.where(reset < 0, held_for + index + 1, index - reset)
+    holding: npt.NDArray[np.bool_] = runs >= HOLD_ROWS
+    return holding, float(x[-1]), int(runs[-1])
 
 
 def calibrate_z(
@@ -677,15 +725,19 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
     q = np.empty((total, len(BASELINE_QUANTILES) + 1))
     qr = np.empty((total, len(BASELINE_QUANTILES) + 1))
     seasonal_expected, up, down = np.empty(total), np.empty(total), np.empty(total)
+    holding = np.zeros(total, dtype=bool)
     low, high = np.full(total, -np.inf), np.full(total, np.inf)
     for i, state in enumerate(states):
-        found_q, found_expected, found_qr = state.baselines(times[i : i + 1], x[i : i + 1])
+        found_q, found_expected, found_qr, found_holding = state.baselines(
+            times[i : i + 1], x[i : i + 1]
+        )
         q[i], seasonal_expected[i], qr[i] = found_q[0], found_expected[0], found_qr[0]
+        holding[i] = found_holding[0]
         up[i], down[i] = DIRECTION_WEIGHTS[state.direction]
         if state.limit is not None:
             low[i] = -np.inf if state.limit.min is None else state.limit.min
             high[i] = np.inf if state.limit.max is None else state.limit.max
-    found = deviation_scores(x, q, seasonal_expected, qr, up, down, params.config)
+    found = deviation_scores(x, q, seasonal_expected, qr, up, down, params.config, holding)
     one_sided = up + down < 2
     scores = {"limit": np.where((x < low) | (x > high), LIMIT_SCORE, 0.0)}
     for name, offset, scale in (

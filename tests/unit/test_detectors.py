@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from anomon.config import DetectionConfig
 from anomon.detect import Solo
-from anomon.detect.entity import default_direction
+from anomon.detect.entity import HOLD_ROWS, default_direction, holding_level
 from anomon.detect.params import DetectorParams
 from anomon.detect.rules import repeat_damped
 
@@ -187,6 +187,52 @@ def test_a_long_level_shift_stays_anomalous_while_it_is_new() -> None:
     assert not result.anomaly[before - 2000 : before].any()
     share = result.anomaly[before : before + 500].mean()
     assert share >= 0.8, share
+
+
+def test_a_step_series_alarms_at_its_step_then_holds_its_new_level() -> None:
+    """A gauge that moves in steps (replicas, a configured size) and goes from 3 to 5:
+    the step alarms (its baseline had no spread: a rare move), and once 5 has been held
+    for HOLD_ROWS rows it is the series' level, not an excursion -- before, the score
+    stayed at 100 until a quarter of the 2,000-row baseline had filled with the new level
+    (SMD machine-2-7's m29: 700 ordinary rows at 97.7)."""
+    x = np.full(ROWS, 3.0)
+    x[AT:] = 5.0
+    result = Solo(["replicas"], DEFAULTS).update(TS, x[:, None])
+    assert not result.anomaly[:AT].any()
+    assert result.anomaly[AT : AT + HOLD_ROWS].all()
+    assert not result.anomaly[AT + HOLD_ROWS :].any()
+    assert result.expected[AT + HOLD_ROWS, 0] == 3.0  # the baseline has not moved yet
+
+
+def test_a_noisy_series_keeps_its_deviations_however_long_they_last() -> None:
+    """A noisy series never repeats a value exactly: a shift of 10 sigma is still
+    anomalous 100 rows in; a noisy series that freezes far from its baseline (an
+    exporter stuck on one value) alarms for the HOLD_ROWS rows, then holds a level."""
+    shifted = with_shift(50 + noise(3), 10.0)
+    assert Solo(["value"], DEFAULTS).update(TS, shifted[:, None]).anomaly[AT + 100]
+    stuck = 50 + noise(3)
+    stuck[AT:] = 62.5
+    frozen = Solo(["value"], DEFAULTS).update(TS, stuck[:, None]).anomaly
+    assert frozen[AT : AT + HOLD_ROWS].all() and not frozen[AT + HOLD_ROWS :].any()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.lists(st.integers(1, 40), min_size=1, max_size=10))
+def test_holding_a_level_is_the_same_in_any_batching(seed: int, sizes: list[int]) -> None:
+    """Runs carry across batches; NaN breaks a run."""
+    rng = np.random.default_rng(seed)
+    x = rng.choice([1.0, 2.0, np.nan], size=300, p=[0.9, 0.08, 0.02])
+    x[99], x[100:160] = 1.0, 2.0  # a run long enough to hold, from row 100
+    whole, _, _ = holding_level(x, float("nan"), 0)
+    parts, state, start, turn = [], (float("nan"), 0), 0, 0
+    while start < x.size:
+        size = sizes[turn % len(sizes)]
+        held, *rest = holding_level(x[start : start + size], *state)
+        parts.append(held)
+        state, start, turn = (rest[0], rest[1]), start + size, turn + 1
+    assert np.array_equal(np.concatenate(parts), whole)
+    assert whole[100 + HOLD_ROWS : 160].all() and not whole[100 : 100 + HOLD_ROWS].any()
+    assert not whole[np.isnan(x)].any()
 
 
 def test_static_limits_flow_into_the_same_scores() -> None:

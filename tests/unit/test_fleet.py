@@ -119,6 +119,9 @@ def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers(
         # a sparse counter: 0 nearly always, judged as counts where its baseline is flat
         "errors": np.where(rng.random((rows, 1)) < 0.01, rng.integers(1, 4, (rows, 1)), 0.0),
     }
+    # a gauge that moves in steps and holds each level: rows that hold a level
+    steps = np.repeat(rng.integers(2, 6, rows // 50), 50).astype(float)
+    data["replicas"] = steps[:, None]
     labels = rng.poisson(120, rows).astype(float)
     # a model's quality windows: accuracy judged on its labelled rows, counts as volumes
     data["model"] = np.column_stack(
