@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,40 @@ def test_0009_splits_stored_group_keys_and_checks_statuses(database_url: str) ->
     with engine.begin() as conn:  # the values of the enums pass
         conn.execute(text("UPDATE incidents SET feedback = 'false_alarm', status = 'resolved'"))
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_workers_that_start_together_migrate_the_schema_once(postgres_schema_url: str) -> None:
+    """Several `anomon run` on one PostgreSQL, started at once on an empty database (or
+    one behind, with --migrate): one migrates, the others wait for it and find the
+    schema at head -- none fails on tables another is creating."""
+    starting = 3
+    engines = [store.open_engine(postgres_schema_url) for _ in range(starting)]
+    gate = threading.Barrier(starting, timeout=30)
+    done: list[str] = []
+    failed: list[BaseException] = []
+
+    def start(engine: store.Engine) -> None:
+        try:
+            gate.wait()
+            done.append(store.ensure_schema(engine, migrate=True))
+        except BaseException as exc:  # reported by the test, whatever it is
+            failed.append(exc)
+
+    threads = [threading.Thread(target=start, args=(e,), daemon=True) for e in engines]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in threads), "a start hung"
+        assert failed == []
+        assert sorted(done) == [
+            f"created the schema (revision {migrate.head_revision()})",
+            *["up to date (another worker migrated it)"] * (starting - 1),
+        ]
+        assert migrate.current_revision(engines[0]) == migrate.head_revision()
+        assert migrate.check(engines[0]) == []
+    finally:
+        for engine in engines:
+            engine.dispose()
