@@ -354,17 +354,18 @@ class _Heartbeat:
 
     def join(self) -> None:
         """Mark this host's earlier workers that are gone as stopped (a restart after a
-        crash need not wait for their leases), then read who is alive."""
-        if self.membership.worker is None:
-            return
+        crash need not wait for their leases), then read who is alive. Alone (SQLite's
+        writer lock is this daemon's), every other one is gone, wherever it ran."""
+        alone = self.membership.worker is None
         try:
             now = utcnow()
-            mine = [
+            others = [
                 w
                 for w in list_workers(self.engine, now=now, alive_for=self._lease())
-                if w.alive and w.host == socket.gethostname() and w.id != self.worker
+                if w.alive and w.id != self.worker
             ]
-            gone = [w.id for w in mine if w.pid == os.getpid() or not _running(w.pid)]
+            mine = [w for w in others if alone or w.host == socket.gethostname()]
+            gone = [w.id for w in mine if alone or w.pid == os.getpid() or not _running(w.pid)]
             mark_stopped(self.engine, gone, now=now)
         except AnomonError as exc:
             log.warning("heartbeat: %s", exc)

@@ -19,6 +19,7 @@ import pytest
 
 from anomon import store
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.service.daemon import _Heartbeat
 from anomon.service.membership import LEADER, Membership, owner, source_key
 from tests import ledger
 from tests.conftest import run_cli, save_samples
@@ -318,3 +319,17 @@ def test_anomon_workers_lists_the_daemons_and_the_share_of_each(
     assert all(share.endswith(f"/{SOURCES}") for share in shares) and rows[gone]["sources"] == ""
     assert [rows[i]["leader"] for i in ids] == [owner(LEADER, ids) == i for i in ids]
     assert rows[gone]["leader"] is False
+
+
+def test_a_daemon_alone_takes_every_other_worker_row_for_gone(engine: store.Engine) -> None:
+    """On SQLite the writer lock makes a starting daemon the only one: the row of one
+    that crashed (another host's name, a pid that now runs something else) is marked
+    stopped at once, so `anomon workers` does not split the sources with a dead row for
+    a lease. On PostgreSQL another host's live row is another worker: left alone."""
+    now = datetime.now(UTC)
+    crashed = store.register_worker(engine, host="elsewhere", pid=1, version="t", now=now)
+    me = store.register_worker(engine, host="here", pid=2, version="t", now=now)
+    alone = engine.dialect.name == "sqlite"
+    membership = Membership(None if alone else me)
+    _Heartbeat(engine, me, membership, timedelta(seconds=15)).join()
+    assert _live(engine) == ([me] if alone else [crashed, me])
