@@ -32,7 +32,7 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,7 +42,7 @@ import numpy as np
 from anomon import store
 from anomon.config import AlertsConfig, DetectionConfig, SamplesConfig, SeriesSettings
 from anomon.detect import DETECTOR_VERSION
-from anomon.detect.entity import Scores, default_direction
+from anomon.detect.entity import STALE_STEPS, Scores, default_direction
 from anomon.detect.fleet import Fleet
 from anomon.errors import AnomonError, UsageError, summarise
 from anomon.model import (
@@ -163,6 +163,9 @@ class DetectJob:
         self.alarms = Alarms(self.config, self.alerts)
         self.deploys: list[DeployRecord] = []  # recorded with `anomon deploy`, oldest first
         self.deploys_seen: int | None = None  # the last deploy id read
+        # the version each model on each entity was deployed at last: (model, entity) ->
+        # (at, version), so that a deploy is recorded once, whichever entity finds it
+        self.deployed: dict[tuple[str, str], tuple[datetime, str]] = {}
 
     def __call__(self) -> None:
         started = self.clock()
@@ -261,6 +264,7 @@ class DetectJob:
         if not new:
             return
         self.deploys_seen = max(d.id or 0 for d in new)
+        self._deployed(new)
         told = [d for d in new if d.origin == "cli"]
         self.deploys += told
         restart = [key for key in self.members if self._deployed_at(key, told) is not None]
@@ -272,6 +276,30 @@ class DetectJob:
                 "y starts" if len(restart) == 1 else "ies start",
                 escape_controls(summarise([_shown(key) for key in restart], 3)),
             )
+
+    def _deployed(self, deploys: Sequence[DeployRecord]) -> None:
+        """Note the latest version deployed of each model on each entity."""
+        for deploy in deploys:
+            where = (deploy.model, deploy.entity)
+            if where not in self.deployed or self.deployed[where][0] <= deploy.at:
+                self.deployed[where] = (deploy.at, deploy.version)
+
+    def _record_label_deploys(self, deploys: Sequence[DeployRecord]) -> None:
+        """Record deploys found from version labels, but those of a version that is the
+        latest deployed of its model on its entity already (another of its entities -- its
+        estimates before labels, its label arrival -- found it first)."""
+        new: dict[tuple[str, str, str], DeployRecord] = {}
+        for deploy in sorted(deploys, key=lambda d: d.at):
+            latest = self.deployed.get((deploy.model, deploy.entity))
+            if latest is not None and latest[1] == deploy.version:
+                continue
+            new.setdefault((deploy.model, deploy.entity, deploy.version), deploy)
+        if not new:
+            return
+        store.record_deploys(self.engine, list(new.values()), now=self.clock())
+        self._deployed(list(new.values()))
+        for deploy in new.values():
+            log.info("detection: %s", escape_controls(f"deploy of {deploy.describe()} found"))
 
     @staticmethod
     def _deployed_at(key: EntityKey, deploys: list[DeployRecord]) -> int | None:
@@ -363,6 +391,7 @@ class DetectJob:
 
         taught = store.feedback_tolerances(self.engine)
         for batch in self._slices(list(groups), unscored, read_until):
+            self._record_switches(batch)
             results = self.fleet.update(batch)
             scored_now: list[int] = []
             for key, scores in results.items():
@@ -638,10 +667,47 @@ class DetectJob:
             earlier = found.get((model, plain, version))
             if earlier is None or deploy.at < earlier.at:
                 found[(model, plain, version)] = deploy
-        if found:
-            store.record_deploys(self.engine, list(found.values()), now=self.clock())
-            for deploy in found.values():
-                log.info("detection: %s", escape_controls(f"deploy of {deploy.describe()} found"))
+        self._record_label_deploys(list(found.values()))
+
+    def _record_switches(self, batch: dict[EntityKey, Rows]) -> None:
+        """Record the deploy of a version that comes back (a rollback): its rows resume
+        after a gap of more than :data:`~anomon.detect.entity.STALE_STEPS` of its steps,
+        during which another version of the same model ran. Two versions that run side by
+        side (a canary) have no such gap: no deploy. A version new to the fleet is
+        :meth:`_seed_versions`' (scored from its predecessor's rows)."""
+        found: list[DeployRecord] = []
+        for key, (ts, _) in batch.items():
+            _, entity, model, version = key
+            detector = self.fleet.entities[key]
+            last = detector.last_ts
+            if not version or last is None or not ts.size:
+                continue
+            if int(ts[0]) - last <= STALE_STEPS * max(detector.mean_step(), 1.0):
+                continue
+            ran: dict[str, int] = {}  # another version of the model -> its latest row
+            for other, other_detector in self.fleet.entities.items():
+                if other[:3] != key[:3] or other[3] == version:
+                    continue
+                latest = other_detector.last_ts
+                if other in batch and batch[other][0].size:
+                    below = batch[other][0][batch[other][0] < ts[0]]
+                    latest = max(latest or 0, int(below[-1])) if below.size else latest
+                if latest is not None and latest > last:
+                    ran[other[3]] = latest
+            if not ran:
+                continue
+            previous = max(ran, key=ran.__getitem__)
+            found.append(
+                DeployRecord(
+                    at=from_epoch(int(ts[0])),
+                    model=model,
+                    version=version,
+                    entity=plain_entity(entity),
+                    origin="label",
+                    note=f"the version label changed from {previous}, back to {version}",
+                )
+            )
+        self._record_label_deploys(found)
 
     def _unit_settings(self, ids: list[int]) -> SeriesSettings:
         """The alarm rules of an alarm unit: the largest ``open_after`` and

@@ -131,3 +131,67 @@ def test_a_deploy_told_by_cli_starts_a_model_without_versions_on_a_new_baseline(
 def _quality(engine: store.Engine) -> str:
     with engine.connect() as conn:
         return str(conn.execute(select(SeriesState.quality)).scalar_one())
+
+
+def test_a_rollback_to_an_earlier_version_is_a_deploy_and_a_canary_is_not(
+    engine: store.Engine,
+) -> None:
+    """v1 runs, v2 replaces it for a while, then v1 is back: v1's return is recorded as a
+    deploy (it was already known, so it is not seeded again). A version that runs beside
+    another (a canary) is deployed once, at its first row, however the two interleave."""
+    v1, v2 = {"model": "churn", "version": "v1"}, {"model": "churn", "version": "v2"}
+    canary = {"model": "churn", "version": "v3"}
+    now = {"row": 600}
+    job = DetectJob(engine, CONFIG, clock=lambda: _clock(now["row"]), alerts=AlertsConfig(),
+                    samples=SamplesConfig(max_ahead=timedelta(hours=3)))  # fmt: skip
+    _save(engine, _latency(range(600), v1, 100.0, 1))
+    job()
+    for first, last, labels in ((600, 660, v2), (660, 720, v1)):  # v2, then v1 again
+        for row in range(first, last, 10):
+            _save(engine, _latency(range(row, row + 10), labels, 100.0, row))
+            _save(engine, _latency(range(row, row + 10), canary, 100.0, row + 1))
+            now["row"] = row + 10
+            job()
+    deploys = {(d.version, d.at, d.note) for d in store.list_deploys(engine)}
+    assert deploys == {
+        ("v2", _clock(600), "the version label changed from v1"),
+        ("v3", _clock(600), "the version label changed from v1"),
+        ("v1", _clock(660), "the version label changed from v2, back to v1"),
+    }
+
+
+def test_a_version_found_by_two_entities_of_its_model_is_one_deploy(
+    engine: store.Engine,
+) -> None:
+    """A model's estimates before labels come when a window closes, its accuracy hours
+    later: two entities of one model, each new at v2's first row of its own. The deploy
+    of v2 is recorded once, at the first of them."""
+    info = SeriesInfo("quality", "churn", SeriesKind.QUALITY)
+    hour = 3600
+    now = {"hour": 0}
+    clock = lambda: from_epoch(START + hour * now["hour"])  # noqa: E731
+    job = DetectJob(engine, CONFIG, clock=clock, alerts=AlertsConfig())
+    rng = np.random.default_rng(4)
+
+    def windows(metric: str, version: str, hours: range) -> list[Sample]:
+        labels = {"model": "churn", "version": version}
+        return [
+            Sample(SeriesKey.of(metric, labels), info, START + hour * h, 0.9 + rng.normal(0, 0.01))
+            for h in hours
+        ]
+
+    _save(engine, windows("estimated_accuracy", "v1", range(48)))
+    _save(engine, windows("log_loss", "v1", range(44)))  # labelled a few hours later
+    now["hour"] = 48
+    job()
+    _save(engine, windows("estimated_accuracy", "v2", range(48, 56)))  # v2 from hour 48
+    _save(engine, windows("log_loss", "v1", range(44, 48)))
+    now["hour"] = 56
+    job()
+    # v2's labelled windows, the first without enough labels to be reported
+    _save(engine, windows("log_loss", "v2", range(49, 56)))
+    now["hour"] = 60
+    job()
+    assert [(d.version, d.at) for d in store.list_deploys(engine)] == [
+        ("v2", from_epoch(START + hour * 48))
+    ]
