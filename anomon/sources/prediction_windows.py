@@ -28,6 +28,7 @@ from anomon.sources.quality import (
     estimated_metrics,
     estimated_multiclass_metrics,
     regression_metrics,
+    top_two,
 )
 
 METRICS = (
@@ -163,11 +164,12 @@ MAX_REFERENCE_ROWS = 20_000  # labelled rows a calibrator is fitted on (the late
 @dataclass(frozen=True)
 class _Reference:
     """A group's reference: the scores and predicted classes of its latest settled rows
-    (None: too few), and the calibrator fitted on their labelled part (None: too few,
-    or one class only)."""
+    (None: too few; binary: the positive class's score and whether it was predicted,
+    multiclass: the top class's and the class codes), and the calibrator fitted on their
+    labelled part (None: too few, or one class only)."""
 
     scores: npt.NDArray[np.float64] | None
-    predicted_positive: npt.NDArray[np.bool_] | None
+    predicted: npt.NDArray[np.bool_] | npt.NDArray[np.int64] | None
     calibrator: IsotonicRegression | _ClassCalibration | None
 
 
@@ -257,17 +259,16 @@ def _estimates(
             partial(_reference, settled, group, positive, config),
         )
         ours = rows.group[where] == group  # this group's rows among the windows'
-        if reference.scores is not None and reference.predicted_positive is not None:
+        if reference.scores is not None and reference.predicted is not None:
             drift = drift_metrics(
                 window[ours],
                 scores[where[ours]],
                 predicted_positive[where[ours]],
                 reference.scores,
-                reference.predicted_positive,
+                reference.predicted,
                 windows,
             )
-            for metric, values in drift.items():
-                found[metric] = np.fmax(found.get(metric, np.full(windows, np.nan)), values)
+            _merge_drift(found, drift, windows)
         if isinstance(reference.calibrator, IsotonicRegression):
             wanted = where[ours]  # the rows of the windows to estimate
             probability[wanted] = reference.calibrator.predict(scores[wanted])
@@ -300,6 +301,17 @@ class _ClassCalibration:
         return np.where(total > 0, table / np.maximum(total, 1e-12), even)
 
 
+def _merge_drift(
+    found: dict[str, npt.NDArray[np.float64]],
+    drift: dict[str, npt.NDArray[np.float64]],
+    windows: int,
+) -> None:
+    """Add one group's drift numbers to ``found`` (each window is one group's: the
+    others' are NaN there)."""
+    for metric, values in drift.items():
+        found[metric] = np.fmax(found.get(metric, np.full(windows, np.nan)), values)
+
+
 def _multiclass_estimates(
     rows: Rows,
     inside: npt.NDArray[np.bool_],
@@ -310,21 +322,38 @@ def _multiclass_estimates(
 ) -> dict[str, npt.NDArray[np.float64]]:
     """CBPE of a multiclass model (``class_scores``): each class's score calibrated on
     the group's settled labelled rows (as for binary models), the window's expected
-    confusion matrix from them (:func:`~.quality.estimated_multiclass_metrics`)."""
+    confusion matrix from them (:func:`~.quality.estimated_multiclass_metrics`); and
+    the drift of its top class's probability and of its predicted-class mix from the
+    same settled rows (:func:`~.quality.drift_metrics`)."""
     assert rows.scores is not None
     where = np.flatnonzero(inside)
     probabilities = np.full((rows.ts.size, len(rows.classes)), np.nan)
+    top, margin = top_two(rows.scores[where])
+    found: dict[str, npt.NDArray[np.float64]] = {}
     for group in np.unique(rows.group[inside]).tolist():
         reference = settled.reference(
             rows.group_values[group],
             partial(_class_reference, settled, group, config),
         )
+        ours = rows.group[where] == group
+        if reference.scores is not None and reference.predicted is not None:
+            drift = drift_metrics(
+                window[ours],
+                top[ours],
+                rows.predicted[where[ours]],
+                reference.scores,
+                reference.predicted,
+                windows,
+                classes=len(rows.classes),
+                margin=margin[ours],
+            )
+            _merge_drift(found, drift, windows)
         if isinstance(reference.calibrator, _ClassCalibration):
-            wanted = where[rows.group[where] == group]
+            wanted = where[ours]
             probabilities[wanted] = reference.calibrator.predict(rows.scores[wanted])
     known = np.isfinite(probabilities[where, 0])
     if not known.any():
-        return {}
+        return found
     average = "weighted" if config.average == "weighted" else "macro"
     estimates = estimated_multiclass_metrics(
         window[known],
@@ -334,17 +363,22 @@ def _multiclass_estimates(
         average=average,
     )
     calibrated = np.bincount(window[known], minlength=windows) > 0
-    return {name: np.where(calibrated, v, np.nan) for name, v in estimates.items()}
+    return found | {name: np.where(calibrated, v, np.nan) for name, v in estimates.items()}
 
 
 def _class_reference(settled: _Settled, group: int, config: PredictionsSourceConfig) -> _Reference:
-    """A multiclass group's reference: its class calibration (no drift numbers yet)."""
+    """A multiclass group's reference: the top class's probability and the class
+    predicted of its latest settled rows, and its class calibration."""
     rows = settled.all
     assert rows.scores is not None
-    pick = np.flatnonzero(settled.rows() & (rows.group == group) & (rows.truth >= 0))
-    pick = pick[-MAX_REFERENCE_ROWS:]
+    of_group = settled.rows() & (rows.group == group)
+    base = np.flatnonzero(of_group)[-MAX_REFERENCE_ROWS:]
+    enough = base.size >= config.min_labels
+    scores = top_two(rows.scores[base])[0] if enough else None
+    predicted = rows.predicted[base] if enough else None
+    pick = np.flatnonzero(of_group & (rows.truth >= 0))[-MAX_REFERENCE_ROWS:]
     if pick.size < config.min_labels:
-        return _Reference(None, None, None)
+        return _Reference(scores, predicted, None)
     truth = rows.truth[pick]
     calibrators: list[IsotonicRegression | None] = []
     for k in range(len(rows.classes)):
@@ -355,7 +389,7 @@ def _class_reference(settled: _Settled, group: int, config: PredictionsSourceCon
         calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         calibrator.fit(rows.scores[pick, k], mine.astype(np.float64))
         calibrators.append(calibrator)
-    return _Reference(None, None, _ClassCalibration(calibrators))
+    return _Reference(scores, predicted, _ClassCalibration(calibrators))
 
 
 def _reference(
@@ -375,7 +409,7 @@ def _reference(
         calibrator.fit(rows.scores[pick], truth.astype(np.float64))
     return _Reference(
         scores=rows.scores[base] if enough else None,
-        predicted_positive=rows.predicted[base] == positive if enough else None,
+        predicted=rows.predicted[base] == positive if enough else None,
         calibrator=calibrator,
     )
 

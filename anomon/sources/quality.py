@@ -323,6 +323,7 @@ DRIFT_METRICS = (
 )
 DRIFT_BINS = 10  # reference deciles
 LOW_MARGIN = 0.1  # a score within this of 0.5 is a prediction the model is unsure of
+# (multiclass: top two classes within twice this of each other)
 PSI_FLOOR = 1e-4  # a bin's share never below this in the PSI (an empty bin is not infinite)
 REFERENCE_SKETCH = 1000  # quantiles that stand for the reference in the Wasserstein distance
 
@@ -330,23 +331,31 @@ REFERENCE_SKETCH = 1000  # quantiles that stand for the reference in the Wassers
 def drift_metrics(
     window: IntArray,
     scores: FloatArray,
-    predicted_positive: npt.NDArray[np.bool_],
+    predicted: npt.NDArray[np.bool_] | IntArray,
     reference: FloatArray,
-    reference_positive: npt.NDArray[np.bool_],
+    reference_predicted: npt.NDArray[np.bool_] | IntArray,
     windows: int,
+    *,
+    classes: int = 2,
+    margin: FloatArray | None = None,
 ) -> dict[str, FloatArray]:
-    """How far each window's scores (a binary model's probability of its positive class)
-    and predicted classes are from the ``reference`` ones, per window, without labels.
+    """How far each window's scores and predicted classes are from the ``reference``
+    ones, per window, without labels.
 
-    ``drift_psi`` (population stability index) and ``drift_js`` (Jensen-Shannon distance,
-    base 2: scipy's ``jensenshannon``) compare the shares of the rows in bins fixed by the
-    reference's deciles; ``drift_wasserstein`` is the exact first Wasserstein distance
-    between the window's scores and the reference's (scipy's ``wasserstein_distance``), the
-    reference taken as its :func:`reference_sketch` (1,000 quantiles: within 0.1% of the
-    reference's range, at a twentieth of the cost per window);
-    ``drift_class_js`` the Jensen-Shannon distance of the predicted-class mix;
-    ``mean_confidence`` the mean of ``max(s, 1 - s)`` and ``low_margin_share`` the share of
-    scores within LOW_MARGIN of 0.5. Distances, not p-values (which flag any large
+    ``scores`` are a binary model's probability of its positive class (``predicted``
+    then says which rows are predicted positive), or a multiclass model's probability of
+    its top class (``predicted`` the class codes, below ``classes``, and ``margin`` each
+    row's top probability less its second). ``drift_psi`` (population stability index)
+    and ``drift_js`` (Jensen-Shannon distance, base 2: scipy's ``jensenshannon``) compare
+    the shares of the rows in bins fixed by the reference's deciles;
+    ``drift_wasserstein`` is the exact first Wasserstein distance between the window's
+    scores and the reference's (scipy's ``wasserstein_distance``), the reference taken as
+    its :func:`reference_sketch` (1,000 quantiles: within 0.1% of the reference's range,
+    at a twentieth of the cost per window); ``drift_class_js`` the Jensen-Shannon
+    distance of the predicted-class mix; ``mean_confidence`` the mean probability of the
+    class predicted (binary: ``max(s, 1 - s)``) and ``low_margin_share`` the share of
+    rows whose top two classes are within ``2 * LOW_MARGIN`` of each other (binary: a
+    score within LOW_MARGIN of 0.5). Distances, not p-values (which flag any large
     window). Windows without rows are NaN.
     """
     n = np.bincount(window, minlength=windows).astype(np.float64)
@@ -359,24 +368,35 @@ def drift_metrics(
     ref = np.bincount(np.searchsorted(edges, ordered, side="right"), minlength=bins)
     theirs = ref / max(ordered.size, 1)
     a, b = np.maximum(mine, PSI_FLOOR), np.maximum(theirs, PSI_FLOOR)
+    if margin is None:  # a binary model's score: its confidence and margin from 0.5
+        confidence, margin = np.maximum(scores, 1.0 - scores), np.abs(2.0 * scores - 1.0)
+    else:
+        confidence = scores
+    everything = np.zeros(reference_predicted.size, dtype=np.int64)
     found = {
         "drift_psi": ((a - b) * np.log(a / b)).sum(axis=1),
         "drift_js": _js_distance(mine, theirs[None, :]),
         "drift_wasserstein": _wasserstein_each(window, scores, reference_sketch(ordered), windows),
         "drift_class_js": _js_distance(
-            _shares(window, predicted_positive, n, windows),
-            _shares(np.zeros(reference.size, dtype=np.int64), reference_positive, None, 1),
+            _class_shares(window, predicted, classes, windows),
+            _class_shares(everything, reference_predicted, classes, 1),
         ),
-        "mean_confidence": _sums(window, np.maximum(scores, 1.0 - scores), windows)
-        / np.maximum(n, 1.0),
-        "low_margin_share": _sums(
-            window, (np.abs(scores - 0.5) < LOW_MARGIN).astype(np.float64), windows
-        )
+        "mean_confidence": _sums(window, confidence, windows) / np.maximum(n, 1.0),
+        "low_margin_share": _sums(window, (margin < 2 * LOW_MARGIN).astype(np.float64), windows)
         / np.maximum(n, 1.0),
     }
     for values in found.values():
         values[n == 0] = np.nan
     return found
+
+
+def top_two(probabilities: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Each row's top class probability and its margin over the second, the rows'
+    scores normalised to sum to 1 (what a multiclass model's drift is measured on)."""
+    shares = probabilities / np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-12)
+    ordered = np.sort(shares, axis=1)
+    second = ordered[:, -2] if shares.shape[1] > 1 else np.zeros(shares.shape[0])
+    return ordered[:, -1], ordered[:, -1] - second
 
 
 def reference_sketch(ordered: FloatArray) -> FloatArray:
@@ -389,13 +409,15 @@ def reference_sketch(ordered: FloatArray) -> FloatArray:
     return sketch
 
 
-def _shares(
-    window: IntArray, positive: npt.NDArray[np.bool_], n: FloatArray | None, windows: int
+def _class_shares(
+    window: IntArray, predicted: npt.NDArray[np.bool_] | IntArray, classes: int, windows: int
 ) -> FloatArray:
-    """Each window's (negative, positive) shares of rows, ``(windows, 2)``."""
-    total = n if n is not None else np.bincount(window, minlength=windows).astype(np.float64)
-    yes = _sums(window, positive.astype(np.float64), windows) / np.maximum(total, 1.0)
-    return np.column_stack([1.0 - yes, yes])
+    """Each window's shares of rows per predicted class, ``(windows, classes)``."""
+    codes = predicted.astype(np.int64)
+    counts = np.bincount(window * classes + codes, minlength=windows * classes)
+    table = counts.reshape(windows, classes).astype(np.float64)
+    shares: FloatArray = table / np.maximum(table.sum(axis=1, keepdims=True), 1.0)
+    return shares
 
 
 def _js_distance(p: FloatArray, q: FloatArray) -> FloatArray:

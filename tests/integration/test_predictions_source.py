@@ -763,7 +763,7 @@ def test_a_multiclass_models_performance_is_estimated_before_labels(
     """CBPE for class_scores: each class's score (logged overconfident) calibrated
     one-vs-rest on the settled labelled windows; the estimates of windows without labels
     within a tolerance of the realised (sklearn's) values, also for a window where the
-    model got unsure."""
+    model got unsure -- which its drift numbers show too."""
     rng = np.random.default_rng(25)
     classes = ["cat", "dog", "eel"]
     reference_hours, recent_hours, per_hour = 30, 4, 900
@@ -811,6 +811,11 @@ def test_a_multiclass_models_performance_is_estimated_before_labels(
     assert got[("estimated_accuracy", last)] < got[("estimated_accuracy", recent_start)] - 0.1
     gaps = [value for (name, _), value in got.items() if name == "estimation_gap"]
     assert len(gaps) == reference_hours and max(abs(g) for g in gaps) < 0.05
+    # and its drift, on the top class's probability: the unsure window stands out
+    for name in ("drift_psi", "drift_js", "drift_wasserstein", "low_margin_share"):
+        ordinary = max(got[(name, at)] for at in range(recent_start, last, HOUR))
+        assert got[(name, last)] > 2 * ordinary, name
+    assert got[("mean_confidence", last)] < got[("mean_confidence", recent_start)] - 0.1
 
 
 def test_a_bad_line_beside_good_ones_is_a_partial_collection_not_a_failure(

@@ -153,3 +153,35 @@ def test_drift_distances_match_scipys_definitions_window_by_window() -> None:
         assert got["low_margin_share"][w] == pytest.approx(np.mean(np.abs(values - 0.5) < 0.1))
     assert got["drift_js"][0] < 0.05 < got["drift_js"][1]  # the same shape, then a shift
     assert all(np.isnan(values[3]) for values in got.values())
+
+
+def test_a_multiclass_models_drift_is_measured_on_its_top_class_and_class_mix() -> None:
+    from scipy.spatial.distance import jensenshannon
+
+    from anomon.sources.quality import drift_metrics, top_two
+
+    rng = np.random.default_rng(8)
+    reference = rng.dirichlet([0.4, 0.4, 0.4], 4000)
+    unsure = rng.dirichlet([3.0, 3.0, 3.0], 900)  # the model got unsure
+    shifted = rng.dirichlet([0.4, 0.4, 2.0], 900)  # it predicts the third class far more
+    windows = 2
+    scores = np.vstack([unsure, shifted])
+    window = np.repeat(np.arange(2), 900)
+    top, margin = top_two(scores)
+    reference_top, _ = top_two(reference)
+    got = drift_metrics(
+        window, top, scores.argmax(axis=1), reference_top, reference.argmax(axis=1), windows,
+        classes=3, margin=margin,
+    )  # fmt: skip
+    base = np.bincount(reference.argmax(axis=1), minlength=3) / reference.shape[0]
+    for w, part in enumerate((unsure, shifted)):
+        shares = part / part.sum(axis=1, keepdims=True)
+        ordered = np.sort(shares, axis=1)
+        mix = np.bincount(part.argmax(axis=1), minlength=3) / part.shape[0]
+        assert got["drift_class_js"][w] == pytest.approx(jensenshannon(mix, base, base=2))
+        assert got["mean_confidence"][w] == pytest.approx(ordered[:, -1].mean())
+        assert got["low_margin_share"][w] == pytest.approx(
+            np.mean(ordered[:, -1] - ordered[:, -2] < 0.2)
+        )
+    assert got["drift_js"][0] > got["drift_js"][1]  # unsure: its top probability moved
+    assert got["drift_class_js"][1] > 3 * got["drift_class_js"][0]  # shifted: its mix did
