@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -365,3 +367,38 @@ def test_a_holdout_is_the_same_in_any_batching(
         got = run(sizes)
         assert np.array_equal(got[0], whole[0], equal_nan=True)
         assert np.array_equal(got[1], whole[1])
+
+
+@pytest.mark.parametrize("single", [False, True], ids=["baseline", "calibration reference"])
+def test_a_streams_first_rows_give_the_same_statistics_all_at_once(
+    single: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first rows of a stream (each a block of its own) are computed as growing
+    prefixes in one sort: the very numbers of one sort per row, NaNs and held rows
+    included, in any batching."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_t(2, 700)
+    x[rng.random(x.size) < 0.05] = np.nan
+
+    def stream() -> TrailingQuantiles:
+        options: dict[str, Any] = (
+            {"stride": 4, "dense": 300, "dtype": np.float32, "compact": True} if single else {}
+        )
+        return TrailingQuantiles(
+            window=2000, step=256, quantiles=(0.5, 0.9, 0.99, 1.0), min_periods=5,
+            holdout=Holdout(rows=50, start=3), **options,
+        )  # fmt: skip
+
+    def run(chunks: list[int]) -> np.ndarray:
+        window, start, out = stream(), 0, []
+        for size in chunks:
+            part = x[start : start + size]
+            out.append(window.push(part, judge=lambda rows, stats, p=part: np.abs(p[rows]) > 3))
+            start += size
+        return np.vstack(out)
+
+    fast = run([700])
+    assert np.array_equal(fast, run([1] * 700), equal_nan=True)
+    assert np.array_equal(fast, run([37, 200, 1, 462]), equal_nan=True)
+    monkeypatch.setattr(TrailingQuantiles, "_prefix_until", property(lambda self: 0))
+    assert np.array_equal(fast, run([700]), equal_nan=True)  # one sort per row
