@@ -776,10 +776,25 @@ class PredictionsSourceConfig(SourceBase):
     interval: Annotated[PositiveDuration, AfterValidator(_at_least_one_second)] = timedelta(
         minutes=5
     )
+    # a fixed reference for the estimates and drift (NannyML's reference period): the
+    # rows logged in [reference_since, reference_until), kept however old they get;
+    # default: the latest settled windows (older than label_delay), a reference that moves
+    reference_since: datetime | None = None
+    reference_until: datetime | None = None
 
     def may_go_quiet(self) -> frozenset[str] | None:
         """All: a window is reported when its labels are in, not at every collection."""
         return None
+
+    @property
+    def reference_period(self) -> tuple[int, int] | None:
+        """The fixed reference period, epoch seconds ``[since, until)``; None: none."""
+        if self.reference_since is None or self.reference_until is None:
+            return None
+        return (
+            int(self.reference_since.timestamp()),
+            int(self.reference_until.timestamp()),
+        )
 
     @model_validator(mode="after")
     def _one_input(self) -> PredictionsSourceConfig:
@@ -801,6 +816,14 @@ class PredictionsSourceConfig(SourceBase):
             raise ValueError("score and class_scores are for classification, not regression")
         if self.lookback < self.window:
             raise ValueError("lookback must be at least one window")
+        since, until = self.reference_since, self.reference_until
+        if (since is None) != (until is None):
+            raise ValueError("set both reference_since and reference_until, or neither")
+        for moment in (since, until):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError(f"reference times need a zone (e.g. Z), got: {moment.isoformat()}")
+        if since is not None and until is not None and since >= until:
+            raise ValueError("reference_since must be before reference_until")
         return self
 
 

@@ -119,6 +119,8 @@ class LogWindows:
         self._labels: dict[str, Any] = {}  # the feed's label of each id with a row kept
         self._waiting: dict[str, Any] = {}  # labels whose prediction is not read yet
         self._references = References()
+        # the rows of a fixed reference period older than lookback, kept for it
+        self._reference = _RowBuffer()
         self._dirty: set[int] = set()  # window starts with new rows or labels
         self._last_now: int | None = None
         self._unsaved: dict[int, list[Sample]] = {}  # window start -> samples
@@ -134,6 +136,7 @@ class LogWindows:
         self._labels.clear()
         self._bound_waiting()
         self._references.clear()
+        self._reference = _RowBuffer()  # read again with the rest
         self._unsaved.clear()
 
     def add_rows(self, rows: Rows) -> list[str]:
@@ -220,7 +223,7 @@ class LogWindows:
                 until=now,
                 now=now,
                 references=self._references,
-                reference_rows=everything,
+                reference_rows=self._with_reference(everything),
             )
             by_window: dict[int, list[Sample]] = {start: [] for start in computed}
             for sample in found:
@@ -233,6 +236,16 @@ class LogWindows:
     def saved(self) -> None:
         """What the last collection returned is stored: return it no more."""
         self._unsaved.clear()
+
+    def _with_reference(self, everything: Rows) -> Rows:
+        """The rows references are built from: those kept, after the rows of a fixed
+        reference period that lookback dropped (a copy, only while there are any)."""
+        if not len(self._reference):
+            return everything
+        both = _RowBuffer()
+        both.append(self._reference.view(self.codebook))
+        both.append(everything)
+        return both.view(self.codebook)
 
     def _apply(self, names: list[str], labels: list[Any]) -> list[str]:
         """Set the label of the rows of ``names`` (ids with a row kept)."""
@@ -289,6 +302,12 @@ class LogWindows:
             cut += newer.size
         if not cut:
             return
+        period = self._config.reference_period
+        if period is not None:  # a fixed reference's rows outlive lookback
+            gone = rows.ts[:cut]
+            keep = np.flatnonzero((gone >= period[0]) & (gone < period[1]))
+            if keep.size:
+                self._reference.append(rows.take(keep))
         if rows.ids is not None:
             for number, name in enumerate(rows.ids[:cut].tolist(), self._first):
                 if name and self._row_of.get(name) == number:

@@ -196,8 +196,11 @@ class References:
 
 class _Settled:
     """The settled part of ``rows`` — the rows in windows that ended ``label_delay``
-    ago or earlier — each group's reference built from it, and ``references`` that keep
-    them between calls. The rows' mask is found once, when a reference is built."""
+    ago or earlier, and with a fixed reference period (``reference_since`` /
+    ``reference_until``) only those logged within it — each group's reference built
+    from it, and ``references`` that keep them between calls (until the settled part
+    changes: never again once a fixed period is all settled). The rows' mask is found
+    once, when a reference is built."""
 
     def __init__(
         self, rows: Rows, config: PredictionsSourceConfig, now: int, references: References | None
@@ -205,18 +208,29 @@ class _Settled:
         self.all = rows
         self._size = int(config.window.total_seconds())
         self.until = int((now - config.label_delay.total_seconds()) // self._size * self._size)
+        self._period = config.reference_period
         self._references = references
         self._mask: npt.NDArray[np.bool_] | None = None
 
+    @property
+    def version(self) -> int:
+        """What the settled part depends on: the settled boundary, up to a fixed period's
+        end."""
+        return self.until if self._period is None else min(self.until, self._period[1])
+
     def rows(self) -> npt.NDArray[np.bool_]:
         if self._mask is None:
-            self._mask = self.all.ts // self._size * self._size + self._size <= self.until
+            ts = self.all.ts
+            mask = ts // self._size * self._size + self._size <= self.until
+            if self._period is not None:
+                mask &= (ts >= self._period[0]) & (ts < self._period[1])
+            self._mask = mask
         return self._mask
 
     def reference(self, group: tuple[str, ...], build: Callable[[], _Reference]) -> _Reference:
         """The group's reference: the one kept, else ``build()`` (then kept)."""
         kept = self._references
-        found = kept.lookup(group, self.until) if kept is not None else None
+        found = kept.lookup(group, self.version) if kept is not None else None
         if found is None:
             found = build()
             if kept is not None:

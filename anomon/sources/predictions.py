@@ -109,9 +109,13 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
         start = self._align(to_epoch(now - self._config.lookback))
         if isinstance(self._log, _FileLog):
             return self._tailed(self._log, start, to_epoch(now))
-        read = self._log.read_all(start, to_epoch(now))
+        # a fixed reference period older than lookback is read too (its windows are not
+        # reported again: only what the estimates and drift are measured against)
+        period = self._config.reference_period
+        first = min(start, period[0]) if period is not None else start
+        read = self._log.read_all(first, to_epoch(now))
         if self._labels is not None:
-            read = self._joined(read, self._labels.read_all, start, to_epoch(now))
+            read = self._joined(read, self._labels.read_all, first, to_epoch(now))
         return self._samples(read, start, to_epoch(now), now)
 
     def saved(self) -> None:

@@ -849,3 +849,90 @@ def test_a_bad_line_beside_good_ones_is_a_partial_collection_not_a_failure(
     run = store.last_collections(engine, "quality", 1)[0]
     assert run.error is not None and "not JSON" in run.error and run.points == 0
     engine.dispose()
+
+
+def _drifting_log(hours: int, per_hour: int) -> list[dict[str, Any]]:
+    """A binary model whose scores move slowly towards 0.5 hour after hour (its inputs
+    drift a little every hour), labelled as it goes."""
+    rng = np.random.default_rng(31)
+    rows = []
+    for hour in range(hours):
+        spread = 0.45 * (1.0 - 0.8 * hour / hours)  # how far scores stay from 0.5
+        for i in range(per_hour):
+            truth = int(rng.integers(0, 2))
+            score = float(np.clip(0.5 + (1 if truth else -1) * spread + rng.normal(0, 0.1), 0, 1))
+            rows.append(
+                {
+                    "ts": START + hour * HOUR + i * (HOUR // per_hour),
+                    "model": "churn",
+                    "version": "v3",
+                    "prediction": int(score > 0.5),
+                    "label": truth,
+                    "score": round(score, 4),
+                }
+            )
+    return rows
+
+
+@pytest.mark.parametrize("table", [False, True], ids=["file", "table"])
+def test_a_fixed_reference_period_sees_a_slow_drift_the_moving_one_does_not(
+    tmp_path: Path, table: bool
+) -> None:
+    """Against the latest settled windows a slow drift is never far from its reference;
+    against a fixed reference period (the first ten hours, older than lookback and
+    kept for it) the last windows have drifted far. A file log is tailed collection
+    after collection, so the period's rows leave lookback on the way."""
+    rows = _drifting_log(hours=60, per_hour=200)
+    path, db = tmp_path / "p.jsonl", tmp_path / "p.db"
+    if table:
+        with sqlite3.connect(db) as conn:
+            pd.DataFrame(rows).to_sql("predictions", conn, index=False)
+    else:
+        _write_jsonl(path, [])
+    reading = (
+        {"url": f"sqlite:///{db}", "query": "SELECT * FROM predictions WHERE ts >= :since"}
+        if table
+        else {"path": str(path)}
+    )
+    common = {**reading, "score": "score", "label_delay": "2h", "lookback": "12h"}
+    fixed = _source(
+        **common,
+        reference_since=datetime.fromtimestamp(START, UTC),
+        reference_until=datetime.fromtimestamp(START + 10 * HOUR, UTC),
+    )
+    moving = _source(**common)
+    last = START + 58 * HOUR
+    got: dict[str, dict[tuple[str, int], float]] = {"fixed": {}, "moving": {}}
+    for hour in range(1, 61):  # a collection an hour, the log growing as it goes
+        if not table:
+            _write_jsonl(
+                path, [r for r in rows if (hour - 1) * HOUR <= r["ts"] - START < hour * HOUR], "a"
+            )
+        at = datetime.fromtimestamp(START + hour * HOUR, UTC)
+        for name, source in (("fixed", fixed), ("moving", moving)):
+            got[name] |= {(s.key.metric, s.ts): s.value for s in source.collect(at)}
+            source.saved()
+    assert got["moving"][("drift_js", last)] < 0.3  # measured: 0.23
+    assert got["fixed"][("drift_js", last)] > 3 * got["moving"][("drift_js", last)]
+    assert got["fixed"][("drift_psi", last)] > 1.0
+    # calibrated on the period: the estimate of the last window from the early scores
+    assert ("estimated_accuracy", last) in got["fixed"]
+
+
+@pytest.mark.parametrize(
+    ("period", "message"),
+    [
+        ({"reference_since": "2026-11-01T00:00:00Z"}, "set both reference_since and"),
+        (
+            {"reference_since": "2026-11-01T00:00:00", "reference_until": "2026-11-02T00:00:00"},
+            "reference times need a zone",
+        ),
+        (
+            {"reference_since": "2026-11-02T00:00:00Z", "reference_until": "2026-11-01T00:00:00Z"},
+            "reference_since must be before reference_until",
+        ),
+    ],
+)
+def test_a_reference_period_is_checked(period: dict[str, str], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _source(path="p.jsonl", **period)
