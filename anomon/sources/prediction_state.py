@@ -15,6 +15,7 @@ so a collection lost to a database outage loses nothing.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -223,7 +224,7 @@ class LogWindows:
                 until=now,
                 now=now,
                 references=self._references,
-                reference_rows=self._with_reference(everything),
+                reference_rows=partial(self._with_reference, everything),
             )
             by_window: dict[int, list[Sample]] = {start: [] for start in computed}
             for sample in found:

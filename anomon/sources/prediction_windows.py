@@ -52,11 +52,12 @@ def window_samples(
     until: int,
     now: int,
     references: References | None = None,
-    reference_rows: Rows | None = None,
+    reference_rows: Rows | Callable[[], Rows] | None = None,
 ) -> list[Sample]:
     """Return the samples of every window of every group in ``[since, until)`` that is
     over at ``now``. Each group's reference (for estimates and drift) is taken from
-    ``reference_rows`` (default: ``rows``; coded with the same codebook) and kept in
+    ``reference_rows`` (default: ``rows``; coded with the same codebook; or a function
+    that returns them, called only when a reference is built) and kept in
     ``references`` between calls (see :class:`References`)."""
     size = int(config.window.total_seconds())
     starts = rows.ts // size * size
@@ -77,7 +78,14 @@ def window_samples(
     ready = (n_labelled >= config.min_labels) | settled
     metrics = _metrics(rows, inside, labelled, window, unique.size, config)
     estimates = _estimates(
-        rows, inside, window, unique.size, config, now, references, reference_rows or rows
+        rows,
+        inside,
+        window,
+        unique.size,
+        config,
+        now,
+        references,
+        rows if reference_rows is None else reference_rows,
     )
     histograms = _histograms(rows, inside, window, unique.size)
     windows = [(rows.group_values[g], int(t)) for g, t in zip(group_of, window_start, strict=True)]
@@ -203,14 +211,25 @@ class _Settled:
     once, when a reference is built."""
 
     def __init__(
-        self, rows: Rows, config: PredictionsSourceConfig, now: int, references: References | None
+        self,
+        rows: Rows | Callable[[], Rows],
+        config: PredictionsSourceConfig,
+        now: int,
+        references: References | None,
     ) -> None:
-        self.all = rows
+        self._rows = rows
         self._size = int(config.window.total_seconds())
         self.until = int((now - config.label_delay.total_seconds()) // self._size * self._size)
         self._period = config.reference_period
         self._references = references
         self._mask: npt.NDArray[np.bool_] | None = None
+
+    @property
+    def all(self) -> Rows:
+        """Every row a reference may be built from (made when first needed)."""
+        if callable(self._rows):
+            self._rows = self._rows()
+        return self._rows
 
     @property
     def version(self) -> int:
@@ -246,7 +265,7 @@ def _estimates(
     config: PredictionsSourceConfig,
     now: int,
     references: References | None,
-    reference_rows: Rows,
+    reference_rows: Rows | Callable[[], Rows],
 ) -> dict[str, npt.NDArray[np.float64]]:
     """What each window says before its labels (binary classifiers with a ``score``),
     against each group's reference — its rows in windows older than ``label_delay``
