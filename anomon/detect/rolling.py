@@ -153,12 +153,16 @@ class TrailingQuantiles:
             rest = done
             plain = self.dense > 0 or self.stride == 1  # a row's window: the rows before it
             if plain and (first_recent if self.dense else first) == 0:  # all still here
-                warm = int(np.searchsorted(blocks, self._prefix_until, side="left"))
-                if warm > done:  # blocks of one row each: the statistics of growing prefixes
-                    rest = min(warm, upto)
-                    out[begins[done] : ends[rest - 1]] = self._prefix_stats(
-                        every if self.dense else kept, int(blocks[done]), int(blocks[rest - 1]) + 1
+                # blocks of one row each: the statistics of growing prefixes, in pieces
+                # of at most _PREFIX_CELLS matrix cells (a large min_history is long)
+                warm = min(int(np.searchsorted(blocks, self._prefix_until, side="left")), upto)
+                while rest < warm:
+                    piece = max(1, _PREFIX_CELLS // (int(blocks[warm - 1]) + 1))
+                    end = min(warm, rest + piece)
+                    out[begins[rest] : ends[end - 1]] = self._prefix_stats(
+                        every if self.dense else kept, int(blocks[rest]), int(blocks[end - 1]) + 1
                     )
+                    rest = end
             for k in range(rest, upto):
                 out[begins[k] : ends[k]] = self._block_stats(
                     int(blocks[k]), kept, first, every, first_recent
@@ -322,6 +326,7 @@ class TrailingQuantiles:
 BFLOAT16_NAN = 0x7FC0  # a quiet NaN, as stored by to_bfloat16
 _NONE_HELD = np.empty(0, dtype=np.int64)
 _CHUNK_BLOCKS = 128  # blocks judged at once while no row is held (see push)
+_PREFIX_CELLS = 1 << 20  # the largest triangular matrix _prefix_stats sorts at once (8 MB)
 
 
 def to_bfloat16(values: npt.NDArray[np.float32]) -> npt.NDArray[np.uint16]:

@@ -369,15 +369,20 @@ def test_a_holdout_is_the_same_in_any_batching(
         assert np.array_equal(got[1], whole[1])
 
 
-@pytest.mark.parametrize("single", [False, True], ids=["baseline", "calibration reference"])
+@pytest.mark.parametrize(
+    ("single", "min_periods"),
+    [(False, 5), (True, 5), (False, 1500)],
+    ids=["baseline", "calibration reference", "a long min_history: in pieces"],
+)
 def test_a_streams_first_rows_give_the_same_statistics_all_at_once(
-    single: bool, monkeypatch: pytest.MonkeyPatch
+    single: bool, min_periods: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first rows of a stream (each a block of its own) are computed as growing
-    prefixes in one sort: the very numbers of one sort per row, NaNs and held rows
-    included, in any batching."""
+    prefixes in one sort (in pieces of bounded memory): the very numbers of one sort per
+    row, NaNs and held rows included, in any batching."""
     rng = np.random.default_rng(11)
-    x = rng.standard_t(2, 700)
+    rows = 700 if min_periods < 700 else 1600
+    x = rng.standard_t(2, rows)
     x[rng.random(x.size) < 0.05] = np.nan
 
     def stream() -> TrailingQuantiles:
@@ -385,7 +390,7 @@ def test_a_streams_first_rows_give_the_same_statistics_all_at_once(
             {"stride": 4, "dense": 300, "dtype": np.float32, "compact": True} if single else {}
         )
         return TrailingQuantiles(
-            window=2000, step=256, quantiles=(0.5, 0.9, 0.99, 1.0), min_periods=5,
+            window=2000, step=256, quantiles=(0.5, 0.9, 0.99, 1.0), min_periods=min_periods,
             holdout=Holdout(rows=50, start=3), **options,
         )  # fmt: skip
 
@@ -397,8 +402,8 @@ def test_a_streams_first_rows_give_the_same_statistics_all_at_once(
             start += size
         return np.vstack(out)
 
-    fast = run([700])
-    assert np.array_equal(fast, run([1] * 700), equal_nan=True)
-    assert np.array_equal(fast, run([37, 200, 1, 462]), equal_nan=True)
+    fast = run([rows])
+    assert np.array_equal(fast, run([1] * rows), equal_nan=True)
+    assert np.array_equal(fast, run([37, 200, 1, rows - 238]), equal_nan=True)
     monkeypatch.setattr(TrailingQuantiles, "_prefix_until", property(lambda self: 0))
-    assert np.array_equal(fast, run([700]), equal_nan=True)  # one sort per row
+    assert np.array_equal(fast, run([rows]), equal_nan=True)  # one sort per row
