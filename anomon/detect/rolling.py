@@ -126,6 +126,12 @@ class TrailingQuantiles:
             return np.empty((0, len(self.quantiles) + 1))
         if values.size == 1 and self._cache is not None and self._cache[0] == self._block_of(0):
             return self._push_one_cached(values, judge)
+        if values.size == 1 and self._count < self._prefix_until and self._whole_prefix:
+            # a young stream's next row (a block of its own): the order statistics of
+            # every row so far, without the batch machinery (a new fleet's cycles)
+            stream = self._decoded(self._recent if self.dense else self._tail)
+            self._cache = (self._count, order_statistics(stream, self.quantiles, self.min_periods))
+            return self._push_one_cached(values, judge)
         positions = self._count + np.arange(values.size)
         kept_before = -(-self._count // self.stride)  # kept rows so far: ceil(count / stride)
         is_kept = positions % self.stride == 0
@@ -151,8 +157,7 @@ class TrailingQuantiles:
         while done < parts:
             upto = min(done + chunk, parts) if self.holdout and judge else parts
             rest = done
-            plain = self.dense > 0 or self.stride == 1  # a row's window: the rows before it
-            if plain and (first_recent if self.dense else first) == 0:  # all still here
+            if self._whole_prefix and (first_recent if self.dense else first) == 0:
                 # blocks of one row each: the statistics of growing prefixes, in pieces
                 # of at most _PREFIX_CELLS matrix cells (a large min_history is long)
                 warm = min(int(np.searchsorted(blocks, self._prefix_until, side="left")), upto)
@@ -223,6 +228,12 @@ class TrailingQuantiles:
     def _keep(self) -> int:
         """Kept rows needed to rebuild any window: ceil((window + step) / stride) + 1."""
         return -(-(self.window + self.step) // self.stride) + 1
+
+    @property
+    def _whole_prefix(self) -> bool:
+        """Whether a young row's window is every row before it, all kept as they came
+        (dense, or not sampled at all)."""
+        return self.dense > 0 or self.stride == 1
 
     @property
     def _prefix_until(self) -> int:
