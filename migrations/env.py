@@ -1,31 +1,29 @@
 """Alembic environment for anomon.
 
-Imports only :mod:`anomon.store.schema`. anomon's own commands hand over an open
-connection in ``config.attributes["connection"]``; the plain ``alembic`` command (run
-from the repository root with ``alembic.ini``) connects to ``ANOMON_DATABASE_URL``.
+Imports :mod:`anomon.store.schema` and what tells a partition of ``samples``. anomon's
+own commands hand over an open connection in ``config.attributes["connection"]``; the
+plain ``alembic`` command (run from the repository root with ``alembic.ini``) connects
+to ``ANOMON_DATABASE_URL``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 
 from alembic import context
 from sqlalchemy import create_engine
 
+from anomon.store.partitions import is_partition
 from anomon.store.schema import metadata
 
 config = context.config
-
-
-_PARTITION = re.compile(r"samples_(p[0-9]{8}|default)")
 
 
 def _include(obj, name, type_, reflected, compare_to) -> bool:  # type: ignore[no-untyped-def]
     """Leave the day partitions of ``samples`` (PostgreSQL, revision 0012) out of the
     comparison with the models: they are made and dropped as days come and go."""
     table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", "")
-    return not (reflected and _PARTITION.fullmatch(table or ""))
+    return not (reflected and is_partition(table or ""))
 
 
 def _configure(connection) -> None:  # type: ignore[no-untyped-def]

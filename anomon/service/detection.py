@@ -675,20 +675,29 @@ class DetectJob:
         during which another version of the same model ran. Two versions that run side by
         side (a canary) have no such gap: no deploy. A version new to the fleet is
         :meth:`_seed_versions`' (scored from its predecessor's rows)."""
-        found: list[DeployRecord] = []
+        gapped = []  # the versioned entities whose rows resume after a gap
         for key, (ts, _) in batch.items():
-            _, entity, model, version = key
             detector = self.fleet.entities[key]
             last = detector.last_ts
-            if not version or last is None or not ts.size:
+            if not key[3] or last is None or not ts.size:
                 continue
-            if int(ts[0]) - last <= STALE_STEPS * max(detector.mean_step(), 1.0):
-                continue
+            if int(ts[0]) - last > STALE_STEPS * max(detector.mean_step(), 1.0):
+                gapped.append((key, ts, last))
+        if not gapped:
+            return
+        # the versions of each model, once (a restart after an outage: every entity)
+        versions: dict[tuple[str, str, str], list[EntityKey]] = {}
+        for other in self.fleet.entities:
+            if other[3]:
+                versions.setdefault(other[:3], []).append(other)
+        found: list[DeployRecord] = []
+        for key, ts, last in gapped:
+            _, entity, model, version = key
             ran: dict[str, int] = {}  # another version of the model -> its latest row
-            for other, other_detector in self.fleet.entities.items():
-                if other[:3] != key[:3] or other[3] == version:
+            for other in versions[key[:3]]:
+                if other[3] == version:
                     continue
-                latest = other_detector.last_ts
+                latest = self.fleet.entities[other].last_ts
                 if other in batch and batch[other][0].size:
                     below = batch[other][0][batch[other][0] < ts[0]]
                     latest = max(latest or 0, int(below[-1])) if below.size else latest

@@ -874,23 +874,34 @@ def _drifting_log(hours: int, per_hour: int) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.mark.parametrize("table", [False, True], ids=["file", "table"])
+@pytest.mark.parametrize(
+    "log",
+    ["file", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
 def test_a_fixed_reference_period_sees_a_slow_drift_the_moving_one_does_not(
-    tmp_path: Path, table: bool
+    tmp_path: Path, log: str, request: pytest.FixtureRequest
 ) -> None:
     """Against the latest settled windows a slow drift is never far from its reference;
     against a fixed reference period (the first ten hours, older than lookback and
     kept for it) the last windows have drifted far. A file log is tailed collection
-    after collection, so the period's rows leave lookback on the way."""
+    after collection, so the period's rows leave lookback on the way; a table (SQLite,
+    PostgreSQL) is read with the period at every collection."""
     rows = _drifting_log(hours=60, per_hour=200)
-    path, db = tmp_path / "p.jsonl", tmp_path / "p.db"
+    path = tmp_path / "p.jsonl"
+    table = log != "file"
+    url = (
+        str(request.getfixturevalue("postgres_schema_url"))
+        if log == "postgresql"
+        else f"sqlite:///{tmp_path / 'p.db'}"
+    )
     if table:
-        with sqlite3.connect(db) as conn:
-            pd.DataFrame(rows).to_sql("predictions", conn, index=False)
+        engine = store.open_engine(url)
+        pd.DataFrame(rows).to_sql("predictions", engine, index=False)
+        engine.dispose()
     else:
         _write_jsonl(path, [])
     reading = (
-        {"url": f"sqlite:///{db}", "query": "SELECT * FROM predictions WHERE ts >= :since"}
+        {"url": url, "query": "SELECT * FROM predictions WHERE ts >= :since"}
         if table
         else {"path": str(path)}
     )
