@@ -17,8 +17,17 @@ from pathlib import Path
 
 from anomon import __version__, store
 from anomon.cli import actions, daemon, offline, views
-from anomon.cli.common import add_command, duration, instant, limit, real_number, record_id
+from anomon.cli.common import (
+    CONFIG_ENV,
+    add_command,
+    duration,
+    instant,
+    limit,
+    real_number,
+    record_id,
+)
 from anomon.cli.tables import escape_controls
+from anomon.config import DEFAULT_CONFIG_PATH
 from anomon.errors import AnomonError, ConfigError, UsageError
 
 TABLE = ("json", "csv")  # the formats of list commands, besides text
@@ -242,12 +251,34 @@ def _parser() -> argparse.ArgumentParser:
         description="Score every row of INPUT (timestamp, then one column per metric) with the "
         "daemon's detectors; write timestamp,score,anomaly and per-detector scores.",
     )
-    replay.add_argument("input", type=Path, help="CSV: timestamp, then numeric columns")
+    replay.add_argument("input", type=Path, nargs="?", help="CSV: timestamp, then numeric columns")
     replay.add_argument(
         "--train", type=Path, help="history before INPUT to warm up on (not output)"
     )
-    replay.add_argument("--config", "-c", type=Path, help="take [detection] from this config file")
+    replay.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        help="take [detection] from this config file (with --series: its database too; "
+        f"default ${CONFIG_ENV} or {DEFAULT_CONFIG_PATH})",
+    )
     replay.add_argument("--out", "-o", type=Path, help="output CSV (default: standard output)")
+    replay.add_argument(
+        "--series",
+        help="instead of INPUT, score a stored series' history again (an id, or a metric "
+        "name with --label): its entity, overrides and feedback as the daemon has them",
+    )
+    replay.add_argument(
+        "--label", action="append", default=[], metavar="K=V", help="a label the series has"
+    )
+    replay.add_argument(
+        "--since", type=duration, default=timedelta(days=7), help="with --series: e.g. 7d"
+    )
+    replay.add_argument(
+        "--ignore-feedback",
+        action="store_true",
+        help="with --series: leave out the tolerances learnt from incident feedback",
+    )
     replay.set_defaults(handler=offline.replay)
 
     evaluate = commands.add_parser(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -149,3 +150,30 @@ def label_pairs(texts: list[str]) -> dict[str, str]:
             raise UsageError(f"expected K=V, got: {text!r}")
         pairs[name] = value
     return pairs
+
+
+def series_id(text: str) -> int | None:
+    """The series id ``text`` names (ASCII digits), or None for a metric name.
+
+    Raises UsageError for digits that cannot be an id (0, or past 64 bits).
+    """
+    if not text.isascii() or not text.isdigit():
+        return None
+    try:
+        return whole_number(text, 1, MAX_ID)
+    except ValueError as exc:
+        raise UsageError(f"series id {exc}") from None
+
+
+def one_series(engine: store.Engine, text: str, labels: dict[str, str]) -> store.SeriesRow:
+    """The one series ``text`` names: an id, or a metric name whose labels include
+    ``labels``; UsageError listing the candidates when it is not exactly one."""
+    sid = series_id(text)
+    found = store.find_series(
+        engine, series_id=sid, metric=None if sid is not None else text, labels=labels
+    )
+    if len(found) != 1:
+        shown = "; ".join(f"{r.id} {r.metric}{json.dumps(r.labels)}" for r in found[:10])
+        what = f"{len(found)} series match" + (f": {shown}" if found else "")
+        raise UsageError(f"{what}; name one by id or add --label K=V")
+    return found[0]

@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from anomon import store
-from anomon.cli.common import config_path, engine_of, load
+from anomon.cli.common import (
+    config_path,
+    engine_of,
+    label_pairs,
+    load,
+    one_series,
+    open_store,
+)
 from anomon.cli.tables import escape_controls, text_table
 from anomon.config import DetectionConfig, config_warnings, load_config
 from anomon.errors import UsageError
+from anomon.timeutil import format_duration, from_epoch
 
 
 def config_check(args: argparse.Namespace) -> int:
@@ -32,6 +41,14 @@ def _detection(path: Path | None) -> DetectionConfig:
 
 
 def replay(args: argparse.Namespace) -> int:
+    if (args.input is None) == (args.series is None):
+        raise UsageError("replay: give either INPUT (a CSV file) or --series (a stored series)")
+    if args.series is not None:
+        if args.train is not None:
+            raise UsageError("replay: --train goes with INPUT, not with --series")
+        return _replay_stored(args)
+    if args.label or args.ignore_feedback:
+        raise UsageError("replay: --label and --ignore-feedback go with --series")
     config = _detection(args.config)
     from anomon.detect import replay as replaying
 
@@ -48,6 +65,60 @@ def replay(args: argparse.Namespace) -> int:
             replaying.write_scores(table, scores, out)
     else:
         replaying.write_scores(table, scores, sys.stdout)
+    return 0
+
+
+def _replay_stored(args: argparse.Namespace) -> int:
+    """``replay --series``: a stored series' history scored again (nothing written)."""
+    import numpy as np
+    import pandas as pd
+
+    from anomon.service.rescore import rescore
+
+    config = load(args)
+    until = int(datetime.now(UTC).timestamp()) + 1
+    since = until - int(args.since.total_seconds())
+    engine = open_store(args)
+    try:
+        series = one_series(engine, args.series, label_pairs(args.label))
+        found = rescore(
+            engine,
+            config.detection,
+            series.id,
+            since=since,
+            until=until,
+            feedback=not args.ignore_feedback,
+        )
+    finally:
+        engine.dispose()
+    frame = pd.DataFrame(
+        {
+            "timestamp": [from_epoch(int(ts)).isoformat() for ts in found.ts.tolist()],
+            "value": found.value,
+            "expected": np.round(found.expected, 6),
+            "score": np.round(found.score, 4),
+            "anomaly": found.anomaly.astype(np.int64),
+            "entity_score": np.round(found.entity_score, 4),
+        }
+    )
+    text = frame.to_csv(index=False, lineterminator="\n")
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    taught = found.tolerance
+    learnt = (
+        f"feedback tolerance up {taught.up:g}, down {taught.down:g} (from {taught.incidents} "
+        "incident(s)) applied"
+        if taught is not None
+        else "no feedback tolerance" + (" (ignored)" if args.ignore_feedback else "")
+    )
+    names = ", ".join(f"{s.id} {s.metric}" for s in found.members)
+    _warn(
+        f"series {series.id} {series.metric}: {found.ts.size:,} rows in the last "
+        f"{format_duration(args.since)} scored again with its entity ({names}); "
+        f"{int(found.anomaly.sum()):,} anomalous; {learnt}"
+    )
     return 0
 
 

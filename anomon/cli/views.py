@@ -12,7 +12,7 @@ from pathlib import Path
 
 from anomon import store
 from anomon.alerts.render import format_number
-from anomon.cli.common import MAX_ID, label_pairs, load, open_store, whole_number
+from anomon.cli.common import label_pairs, load, one_series, open_store
 from anomon.cli.tables import as_json, cell_text, emit, escape_controls, text_table
 from anomon.errors import UsageError
 from anomon.model import SeriesKey, describe_key
@@ -218,19 +218,6 @@ def _indent(table: str) -> str:
     return "".join(f"  {line}\n" for line in table.splitlines())
 
 
-def _series_id(text: str) -> int | None:
-    """The series id ``text`` names (ASCII digits), or None for a metric name.
-
-    Raises UsageError for digits that cannot be an id (0, or past 64 bits).
-    """
-    if not text.isascii() or not text.isdigit():
-        return None
-    try:
-        return whole_number(text, 1, MAX_ID)
-    except ValueError as exc:
-        raise UsageError(f"series id {exc}") from None
-
-
 def _file_name(metric: str) -> str:
     """``metric`` as a file name in the current folder: no path, no control characters."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", metric).lstrip(".") or "series"
@@ -240,21 +227,12 @@ def plot(args: argparse.Namespace) -> int:
     from anomon.alerts.chart import render_series
     from anomon.alerts.model import Points
 
-    labels = label_pairs(args.label)
-    series_id = _series_id(args.series)
     engine = open_store(args)
-    found = store.find_series(
-        engine,
-        series_id=series_id,
-        metric=None if series_id is not None else args.series,
-        labels=labels,
-    )
-    if len(found) != 1:
+    try:
+        series = one_series(engine, args.series, label_pairs(args.label))
+    except UsageError:
         engine.dispose()
-        shown = "; ".join(f"{r.id} {r.metric}{json.dumps(r.labels)}" for r in found[:10])
-        what = f"{len(found)} series match" + (f": {shown}" if found else "")
-        raise UsageError(f"{what}; name one by id or add --label K=V")
-    (series,) = found
+        raise
     until = int(datetime.now(UTC).timestamp()) + 1
     since = until - int(args.since.total_seconds())
     around = store.series_around(engine, series.id, since=since, until=until)

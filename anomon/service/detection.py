@@ -368,7 +368,7 @@ class DetectJob:
             )
 
     def _cycle(self, started: datetime, series: list[store.ScoredSeries]) -> tuple[int, int]:
-        groups = _grouped(series)
+        groups = by_entity(series)
         self._warm_up(groups)
         now = to_epoch(self.clock())
         latest = now + int(self.samples.max_ahead.total_seconds())
@@ -480,22 +480,10 @@ class DetectJob:
         return points, new
 
     def _unit_scores(self, key: EntityKey, per_series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """An entity's alarm score per row and the column of the series that leads it
-        there: the largest of its series' scores, each mapped so that its own threshold
-        lands on the entity's (a series whose override says 90 counts as abnormal from
-        90)."""
-        ids = self.members[key]
-        threshold = self.config.threshold
-        own = np.array([self.settings[sid].threshold for sid in ids])
-        mapped = np.where(
-            per_series >= own[None, :],
-            np.maximum(per_series, threshold),
-            np.minimum(per_series, np.nextafter(threshold, 0.0)),
-        )
-        filled = np.where(np.isnan(mapped), -np.inf, mapped)
-        column = np.argmax(filled, axis=1)
-        best = filled[np.arange(filled.shape[0]), column]
-        return np.where(np.isinf(best), np.nan, best), column
+        """An entity's alarm score per row and the column of the series leading it
+        (:func:`unit_scores` with its series' own thresholds)."""
+        own = [self.settings[sid].threshold for sid in self.members[key]]
+        return unit_scores(per_series, own, self.config.threshold)
 
     def _set_aside_line(self) -> str | None:
         """The run row's error: the series detection skips, and why."""
@@ -758,7 +746,7 @@ def merged(parts: list[Part]) -> Part:
     return joined[0][order], joined[1][order], joined[2][order], joined[3][order]
 
 
-def _grouped(series: list[store.ScoredSeries]) -> dict[EntityKey, list[store.ScoredSeries]]:
+def by_entity(series: list[store.ScoredSeries]) -> dict[EntityKey, list[store.ScoredSeries]]:
     """The series by entity, each entity's in id order."""
     groups: dict[EntityKey, list[store.ScoredSeries]] = {}
     for s in sorted(series, key=lambda s: s.id):
@@ -841,6 +829,25 @@ def with_effect(
             (deviation < 0) & (-deviation <= tolerance.down)
         )
     return np.where(small, 0.0, score)
+
+
+def unit_scores(
+    per_series: np.ndarray, thresholds: Sequence[float], threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """An entity's alarm score per row and the column of the series that leads it
+    there: the largest of its series' scores ``(rows, series)``, each mapped so that its
+    own threshold lands on the entity's ``threshold`` (a series whose override says 90
+    counts as abnormal from 90). NaN where no series has a score."""
+    own = np.asarray(thresholds, dtype=np.float64)
+    mapped = np.where(
+        per_series >= own[None, :],
+        np.maximum(per_series, threshold),
+        np.minimum(per_series, np.nextafter(threshold, 0.0)),
+    )
+    filled = np.where(np.isnan(mapped), -np.inf, mapped)
+    column = np.argmax(filled, axis=1)
+    best = filled[np.arange(filled.shape[0]), column]
+    return np.where(np.isinf(best), np.nan, best), column
 
 
 def series_scores(scores: Scores, threshold: float) -> np.ndarray:

@@ -58,8 +58,34 @@ def anomalies_in(engine: store.Engine, start: int) -> int:
 def cli_config(engine: store.Engine, folder: Path) -> Path:
     url = engine.url.render_as_string(hide_password=False)
     path = folder / "anomon.toml"
-    path.write_text(f'[database]\nurl = "{url}"\n', encoding="utf-8")
+    # the detection settings of DETECTION, so that a replay scores as the job did
+    path.write_text(
+        f'[database]\nurl = "{url}"\n\n[detection]\nseasonality = []\n\n'
+        "[detection.forest]\nmin_train = 200\n",
+        encoding="utf-8",
+    )
     return path
+
+
+def replayed(config: Path, *extra: str) -> dict[int, tuple[float, int]]:
+    """``anomon replay --series latency_p99`` of the whole stored history: row -> (score,
+    anomaly)."""
+    done = run_cli("replay", "--series", "latency_p99", "--since", "20000d", "-c", str(config),
+                   *extra)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "timestamp,value,expected,score,anomaly,entity_score"
+    found = {}
+    for line in lines[1:]:
+        stamp, _, _, score, anomaly, _ = line.split(",")
+        at = int(datetime.fromisoformat(stamp).timestamp())
+        found[(at - START) // 60] = (float(score), int(anomaly))
+    return found
+
+
+def flagged(found: dict[int, tuple[float, int]], start: int) -> int:
+    """How many rows of the shift at ``start`` the replay calls anomalous."""
+    return sum(found[row][1] for row in range(start, start + 12))
 
 
 def test_a_false_alarm_verdict_lowers_the_next_score_of_the_same_deviation(
@@ -89,7 +115,17 @@ def test_a_false_alarm_verdict_lowers_the_next_score_of_the_same_deviation(
     detect_until(engine, job, ROWS, done)  # +400 ms: more than was marked, raised
     assert len(opened(engine)) == 2 and anomalies_in(engine, 1700) > 0
 
+    # the next replay of that history shows what was learnt, and only with it
+    taught = replayed(config)
+    assert len(taught) == ROWS
+    assert flagged(taught, 1000) == 0 and flagged(taught, 1400) == 0
+    assert flagged(taught, 1700) == anomalies_in(engine, 1700) > 0
+    plain = replayed(config, "--ignore-feedback")
+    assert flagged(plain, 1000) == anomalies_in(engine, 1000) > 0  # as the daemon scored it
+    assert flagged(plain, 1400) > 0
+
     # taken back: the tolerance goes with the verdict (each cycle reads it afresh)
     run_cli("incidents", "feedback", str(first[0]), "confirmed", "-c", str(config))
     assert store.feedback_tolerances(engine) == {}
     assert "learnt from feedback" not in run_cli("status", "-c", str(config)).stdout
+    assert flagged(replayed(config), 1400) == flagged(plain, 1400)

@@ -116,3 +116,25 @@ def test_evaluate_reports_nab_scores_and_event_metrics(tmp_path: Path) -> None:
     text = run_cli("evaluate", str(tmp_path / "data"), "--labels", str(tmp_path / "windows.json"))
     assert text.returncode == 0
     assert text.stdout.splitlines()[0].split()[:4] == ["group", "files", "windows", "detected"]
+
+
+def test_replay_takes_a_file_or_a_stored_series_and_says_which_options_go_with_which(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("timestamp,value\n2024-01-01 00:00:00,1\n")
+    config = tmp_path / "anomon.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "a.db"}"\n')
+    cases = {
+        (): "give either INPUT (a CSV file) or --series (a stored series)",
+        (str(data), "--series", "cpu"): "give either INPUT",
+        ("--series", "cpu", "--train", str(data)): "--train goes with INPUT, not with --series",
+        (str(data), "--ignore-feedback"): "--label and --ignore-feedback go with --series",
+    }
+    for args, message in cases.items():
+        result = run_cli("replay", *args, "-c", str(config))
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+    assert run_cli("db", "upgrade", "-c", str(config)).returncode == 0
+    missing = run_cli("replay", "--series", "cpu", "-c", str(config))
+    assert missing.returncode == 2
+    assert "0 series match; name one by id or add --label K=V" in missing.stderr
