@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,13 +45,15 @@ from anomon.sources.base import (
 )
 from anomon.sources.prediction_rows import (
     EPOCH,
+    Codebook,
+    Rows,
     column_names,
     factorize_text,
     normalise,
     with_epoch,
 )
 from anomon.sources.prediction_state import MAX_UNMATCHED_LABELS, LogWindows
-from anomon.sources.prediction_windows import window_samples
+from anomon.sources.prediction_windows import References, window_samples
 from anomon.sources.tail import FileTail
 from anomon.timeutil import Clock, from_epoch, to_epoch, utcnow
 
@@ -80,6 +82,10 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
         self._log: _SqlLog | _FileLog
         self._labels: _SqlLog | _FileLog | None = None  # a labels feed of its own, by id
         self._windows: LogWindows | None = None  # a file log's rows, kept coded
+        # a table's codes, and its fixed reference period once it is settled (read once)
+        self._codebook = Codebook()
+        self._period_rows: Rows | None = None
+        self._references = References()
         if config.url is not None:
             if open_database is None:
                 raise ValueError("a predictions source with a url needs open_database")
@@ -110,13 +116,16 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
         if isinstance(self._log, _FileLog):
             return self._tailed(self._log, start, to_epoch(now))
         # a fixed reference period older than lookback is read too (its windows are not
-        # reported again: only what the estimates and drift are measured against)
+        # reported again: only what the estimates and drift are measured against); once
+        # it is all settled and before lookback, once, and kept
+        until = to_epoch(now)
         period = self._config.reference_period
-        first = min(start, period[0]) if period is not None else start
-        read = self._log.read_all(first, to_epoch(now))
+        reference = self._kept_period(start, until)
+        first = min(start, period[0]) if period is not None and reference is None else start
+        read = self._log.read_all(first, until)
         if self._labels is not None:
-            read = self._joined(read, self._labels.read_all, first, to_epoch(now))
-        return self._samples(read, start, to_epoch(now), now)
+            read = self._joined(read, self._labels.read_all, first, until)
+        return self._samples(read, start, until, now, reference)
 
     def saved(self) -> None:
         """The samples of the last collection are stored (a file log returns a window
@@ -201,10 +210,47 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
     def _align(self, ts: int) -> int:
         return ts // self._window * self._window
 
-    def _samples(self, raw: _Read, since: int, until: int, now: datetime) -> list[Sample]:
-        rows, problems = normalise(raw.frame, self._config)
+    def _kept_period(self, start: int, now: int) -> Rows | None:
+        """A table's fixed reference period, read once and kept, when it is all before
+        ``start`` (the lookback) and settled (its last window ``label_delay`` old): its
+        rows and labels change no more, so a collection need not read them again. None
+        while it is not (it is read with the lookback, as one range)."""
+        period = self._config.reference_period
+        if period is None or period[1] > start:
+            return None
+        settled = self._align(now - int(self._config.label_delay.total_seconds()))
+        if settled < -(-period[1] // self._window) * self._window:
+            return None
+        if self._period_rows is None:
+            assert isinstance(self._log, _SqlLog)
+            read = self._log.read_all(*period)
+            if self._labels is not None:  # its labels may come after it ended
+                read = self._joined(read, self._labels.read_all, period[0], now)
+            rows, problems = normalise(read.frame, self._config, self._codebook)
+            if read.problems or problems:  # read again next time, the problem named then
+                raise SourceError(
+                    f"{self._log.label}: reference period: {summarise(read.problems + problems)}"
+                )
+            self._period_rows = rows
+        codebook = self._codebook  # codes shared with the rows read since
+        return replace(
+            self._period_rows, group_values=list(codebook.groups), classes=list(codebook.classes)
+        )
+
+    def _samples(
+        self, raw: _Read, since: int, until: int, now: datetime, reference: Rows | None = None
+    ) -> list[Sample]:
+        rows, problems = normalise(raw.frame, self._config, self._codebook)
         problems = raw.problems + problems
-        samples = window_samples(rows, self._config, since=since, until=until, now=to_epoch(now))
+        samples = window_samples(
+            rows,
+            self._config,
+            since=since,
+            until=until,
+            now=to_epoch(now),
+            references=None if reference is None else self._references,
+            reference_rows=reference,
+        )
         if problems and not samples:
             raise SourceError(f"{self._log.label}: {summarise(problems)}")
         if problems:

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 from sklearn import metrics
+from sqlalchemy import text
 
 from anomon import store
 from anomon.config import PredictionsSourceConfig
@@ -885,7 +886,8 @@ def test_a_fixed_reference_period_sees_a_slow_drift_the_moving_one_does_not(
     against a fixed reference period (the first ten hours, older than lookback and
     kept for it) the last windows have drifted far. A file log is tailed collection
     after collection, so the period's rows leave lookback on the way; a table (SQLite,
-    PostgreSQL) is read with the period at every collection."""
+    PostgreSQL) is read with the period until the period is settled and older than
+    lookback, then only its lookback (the period's rows kept)."""
     rows = _drifting_log(hours=60, per_hour=200)
     path = tmp_path / "p.jsonl"
     table = log != "file"
@@ -928,6 +930,18 @@ def test_a_fixed_reference_period_sees_a_slow_drift_the_moving_one_does_not(
     assert got["fixed"][("drift_psi", last)] > 1.0
     # calibrated on the period: the estimate of the last window from the early scores
     assert ("estimated_accuracy", last) in got["fixed"]
+    if table:  # a settled period before lookback was read once and kept: the table's
+        # period rows gone, the next collection measures against the same reference
+        engine = store.open_engine(url)
+        with engine.begin() as conn:
+            conn.execute(
+                text("DELETE FROM predictions WHERE ts < :end"), {"end": START + 10 * HOUR}
+            )
+        engine.dispose()
+        again = fixed.collect(datetime.fromtimestamp(START + 60 * HOUR + 60, UTC))
+        found = {(s.key.metric, s.ts): s.value for s in again}
+        assert found[("drift_js", last)] == got["fixed"][("drift_js", last)]
+        assert found[("estimated_accuracy", last)] == got["fixed"][("estimated_accuracy", last)]
 
 
 @pytest.mark.parametrize(
