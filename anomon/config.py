@@ -744,6 +744,11 @@ class SqlSourceConfig(SourceBase):
         return None
 
 
+# a predictions query's bind parameter for "rows inserted or changed since" (not a
+# PostgreSQL cast such as x::changed_since)
+CHANGED_SINCE = re.compile(r"(?<!:):changed_since\b")
+
+
 @source_kind
 class PredictionsSourceConfig(SourceBase):
     """``kind = "predictions"``: model quality per window from labelled prediction logs."""
@@ -787,6 +792,12 @@ class PredictionsSourceConfig(SourceBase):
         return None
 
     @property
+    def incremental(self) -> bool:
+        """Whether the table's ``query`` reads only what changed (it uses
+        ``:changed_since``): its rows are kept coded between collections, as a file's."""
+        return self.query is not None and CHANGED_SINCE.search(self.query) is not None
+
+    @property
     def reference_period(self) -> tuple[int, int] | None:
         """The fixed reference period, epoch seconds ``[since, until)``; None: none."""
         if self.reference_since is None or self.reference_until is None:
@@ -812,6 +823,13 @@ class PredictionsSourceConfig(SourceBase):
             raise ValueError("labels_query goes with url and query")
         if (self.labels_path or self.labels_query) and self.id is None:
             raise ValueError("a labels feed needs id, the column both feeds have")
+        if self.incremental and self.id is None:
+            raise ValueError(
+                "a query that uses :changed_since needs id, the column that tells a "
+                "changed row (its label set) from a new one"
+            )
+        if self.labels_query and CHANGED_SINCE.search(self.labels_query) and not self.incremental:
+            raise ValueError("labels_query may use :changed_since only if query does too")
         if self.task == "regression" and (self.score or self.class_scores):
             raise ValueError("score and class_scores are for classification, not regression")
         if self.lookback < self.window:

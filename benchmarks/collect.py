@@ -14,11 +14,16 @@
    predictions and late labels appended first), each stored; ``--minutes`` of them
    timed. The same traffic with a lookback ten times shorter (100,000 rows in it) shows
    that the cost follows what changed, not the lookback.
+4. The same steady state in a SQLite table (late labels set by UPDATE, with a
+   ``changed_at`` column): read by what changed (a query with ``:changed_since``) and,
+   for comparison, read whole at every collection.
 
 Prints readable figures, then one JSON line with ``scrape_10k_seconds``,
 ``predictions_rows_per_s`` (the steady state: rows of the log within the lookback per
 second of a collection, median), ``predictions_steady_ms`` (that collection's median
-time) and ``predictions_cold_rows_per_s`` (the slower of the two cold starts).
+time), ``predictions_cold_rows_per_s`` (the slower of the two cold starts),
+``predictions_table_steady_ms`` and ``predictions_table_whole_ms`` (the table's steady
+collection read by what changed, and read whole).
 
     python benchmarks/collect.py [--series 10000] [--predictions 1000000] [--minutes 20]
 """
@@ -65,6 +70,13 @@ def main() -> None:
         f"steady collection: {took * 1000:.1f} ms with {args.predictions:,} rows in the "
         f"lookback, {short * 1000:.1f} ms with {args.predictions // 10:,}"
     )
+    changed = table_steady_state(args.predictions, per_minute, args.minutes, changed=True)
+    whole = table_steady_state(args.predictions, per_minute, min(args.minutes, 3), changed=False)
+    print(
+        f"steady collection from a SQLite table of {args.predictions:,} rows in the lookback: "
+        f"{changed * 1000:.1f} ms read by what changed (:changed_since), "
+        f"{whole * 1000:.1f} ms read whole"
+    )
     print(
         json.dumps(
             {
@@ -72,6 +84,8 @@ def main() -> None:
                 "predictions_rows_per_s": round(args.predictions / took),
                 "predictions_steady_ms": round(took * 1000, 1),
                 "predictions_cold_rows_per_s": round(min(rates.values())),
+                "predictions_table_steady_ms": round(changed * 1000, 1),
+                "predictions_table_whole_ms": round(whole * 1000, 1),
             }
         )
     )
@@ -269,6 +283,90 @@ def tailed_steady_state(rows: int, per_minute: int, minutes: int) -> float:
                 )
         source.close()
         engine.dispose()
+    return float(np.median(took))
+
+
+def table_steady_state(rows: int, per_minute: int, minutes: int, *, changed: bool) -> float:
+    """The same traffic as :func:`tailed_steady_state` in a SQLite table: each minute's
+    predictions inserted, late labels set by UPDATE (with ``changed_at``); a collection
+    a minute, read by what changed (a query with ``:changed_since``) or whole; return
+    the median time (s) of ``minutes`` collections, collection and store."""
+    import sqlite3
+
+    rng = np.random.default_rng(2)
+    total = rows + per_minute * minutes
+    start = 1_795_000_000 // 3600 * 3600
+    ts = start + np.arange(total) * 60 // per_minute
+    truth = rng.integers(0, 2, total)
+    score = np.clip(0.5 * truth + 0.6 * rng.random(total), 0.001, 0.999).round(4)
+    late = rng.random(total) < LATE
+    labelled_at = ts + np.where(late, rng.integers(600, 6 * 3600, total), 0)
+    group = rng.integers(0, GROUPS, total)
+    model = np.array([f"m{g // 2}" for g in range(GROUPS)])[group]
+    version = np.array([f"v{g % 2}" for g in range(GROUPS)])[group]
+    columns = "id, ts, model, version, prediction, score, label"
+    where = "ts >= :since" + (" AND changed_at >= :changed_since" if changed else "")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "log.db"
+        db = sqlite3.connect(path)
+        db.execute(
+            "CREATE TABLE p (id INTEGER PRIMARY KEY, ts INTEGER, model TEXT, version TEXT, "
+            "prediction INTEGER, score REAL, label INTEGER, changed_at INTEGER)"
+        )
+        db.execute("CREATE INDEX p_ts ON p (ts)")
+        db.execute("CREATE INDEX p_changed ON p (changed_at)")
+
+        def insert(lo: int, hi: int) -> None:
+            db.executemany(
+                "INSERT INTO p VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (i, int(ts[i]), model[i], version[i], int(score[i] > 0.5), float(score[i]),
+                     None if late[i] else int(truth[i]), int(ts[i]))
+                    for i in range(lo, hi)
+                ),
+            )  # fmt: skip
+
+        config = PredictionsSourceConfig.model_validate(
+            {
+                "name": "quality",
+                "kind": "predictions",
+                "url": f"sqlite:///{path}",
+                "query": f"SELECT {columns} FROM p WHERE {where}",
+                "id": "id",
+                "score": "score",
+                "lookback": f"{rows // per_minute}m",
+                "label_delay": "6h",
+                "min_labels": 50,
+            }
+        )
+        engine = store.open_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        store.ensure_schema(engine, migrate=False)
+        source = PredictionsSource(config, open_database=store.open_database)
+        registry, done, took = store.SeriesRegistry(), 0, []
+        for minute in range(minutes + 1):
+            until = ts[rows - 1] + 1 + 60 * minute
+            upto = int(np.searchsorted(ts, until))
+            insert(done, upto)
+            due = late & (labelled_at < until) & (labelled_at >= until - (60 if minute else until))
+            db.executemany(
+                "UPDATE p SET label = ?, changed_at = ? WHERE id = ?",
+                ((int(truth[i]), int(labelled_at[i]), int(i)) for i in np.flatnonzero(due)),
+            )
+            db.commit()
+            done = upto
+            now = datetime.fromtimestamp(int(until), UTC)
+            began = time.perf_counter()
+            samples = source.collect(now)
+            store.save_collection(
+                engine, registry, source="quality", started_at=now, finished_at=now,
+                samples=samples, replace=True,
+            )  # fmt: skip
+            source.saved()
+            if minute:
+                took.append(time.perf_counter() - began)
+        source.close()
+        engine.dispose()
+        db.close()
     return float(np.median(took))
 
 

@@ -169,6 +169,11 @@ class LogWindows:
                 labels.append(label)
         return self._apply(names, labels)
 
+    def kept(self, ids: npt.NDArray[np.object_]) -> npt.NDArray[np.bool_]:
+        """Which of ``ids`` (as text) have a row kept: a table read by what changed
+        sends such a row again when its label is set."""
+        return np.fromiter((bool(name) and name in self._row_of for name in ids), bool, len(ids))
+
     def add_labels(self, feed: pd.DataFrame) -> list[str]:
         """Apply the new rows of a labels feed (id, label; the latest per id wins) to
         the rows of their ids, or keep them for predictions still to come."""
@@ -262,9 +267,11 @@ class LogWindows:
                 bad = int((~good).sum())
                 problems.append(f"{bad} label(s) with a {config.label} that is not a number")
             assert rows.targets is not None
-            rows.targets[at[good]] = targets[good]
-            rows.truth[at[good]] = 0
-            at = at[good]
+            at, targets = at[good], targets[good]
+            same = (rows.targets[at] == targets) & (rows.truth[at] == 0)
+            rows.targets[at] = targets
+            rows.truth[at] = 0
+            at = at[~same]
         else:
             texts = [text_of(label) for label in labels]
             allowed = list(config.class_scores) or None
@@ -283,7 +290,11 @@ class LogWindows:
                     f"({shown_names(classes)}); set average = 'macro' or 'weighted'"
                 )
             code = {name: i for i, name in enumerate(classes)}
-            rows.truth[at] = np.array([code[text] for text in texts], dtype=np.int64)
+            truth = np.array([code[text] for text in texts], dtype=np.int64)
+            same = rows.truth[at] == truth
+            rows.truth[at] = truth
+            at = at[~same]
+        # only the windows a label changed in (a label sent again changes nothing)
         self._dirty.update(np.unique(rows.ts[at] // self._size * self._size).tolist())
         return problems
 

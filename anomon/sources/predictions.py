@@ -49,6 +49,7 @@ from anomon.sources.prediction_rows import (
     Rows,
     column_names,
     factorize_text,
+    id_texts,
     normalise,
     with_epoch,
 )
@@ -58,6 +59,9 @@ from anomon.sources.tail import FileTail
 from anomon.timeutil import Clock, from_epoch, to_epoch, utcnow
 
 SQL_BACKFILL_CHUNK = timedelta(days=1)
+# a table read by what changed is read again from this long before the last read: a
+# row committed a little after its changed-at time is read twice, not missed
+CHANGE_OVERLAP = timedelta(minutes=5)
 FINGERPRINT = 256  # bytes at the start of a tailed file that must not change
 MAX_INT_CHARS = 64  # a longer JSON integer is read as a float (a float has 17 digits)
 
@@ -94,6 +98,8 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
             self._log = _SqlLog(db, config.query)
             if config.labels_query is not None:
                 self._labels = _SqlLog(db, config.labels_query, shared=True)
+            if config.incremental:  # only what changed is read: the rest is kept here
+                self._windows = LogWindows(config)
         else:
             assert config.path is not None
             self._log = _FileLog(config.path, _file_format(config), _columns_read(config))
@@ -113,8 +119,8 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
         """Return the samples of every ready window within ``lookback`` of ``now`` (of a
         file: of every window that changed since the last collection was stored)."""
         start = self._align(to_epoch(now - self._config.lookback))
-        if isinstance(self._log, _FileLog):
-            return self._tailed(self._log, start, to_epoch(now))
+        if self._windows is not None:  # a file, or a table read by what changed
+            return self._tailed(start, to_epoch(now))
         # a fixed reference period older than lookback is read too (its windows are not
         # reported again: only what the estimates and drift are measured against); once
         # it is all settled and before lookback, once, and kept
@@ -157,26 +163,36 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
         if self._labels is not None:
             self._labels.close()
 
-    def _tailed(self, log: _FileLog, since: int, now: int) -> list[Sample]:
-        """A file log's collection: its new lines (and the labels feed's) coded and
-        added to the rows kept; the samples of the windows that changed."""
+    def _tailed(self, since: int, now: int) -> list[Sample]:
+        """A file log's collection, or a table's read by what changed: the new rows (and
+        the labels feed's) coded and added to the rows kept, a changed row's label
+        applied to its row; the samples of the windows that changed."""
         assert self._windows is not None
-        windows = self._windows
-        read = log.read_new()
+        windows, log = self._windows, self._log
+        read = self._new_rows(log, since, now)
         if read.rewritten:
             windows.forget()
         frame, config = read.frame, self._config
-        if self._labels is not None and len(frame):
+        if (self._labels is not None or config.incremental) and len(frame):
             if config.id not in frame.columns:
                 raise SourceError(f"no column {config.id!r} (the id); found: {column_names(frame)}")
             if config.label not in frame.columns:  # the feed is where labels come from
                 frame = frame.assign(**{config.label: None})
-        rows, problems = normalise(frame, config, windows.codebook)
-        problems = read.problems + problems + windows.add_rows(rows)
+        changed, problems = None, list(read.problems)
+        if config.incremental and len(frame):  # a row kept already: its label changed
+            ids = id_texts(frame[config.id])
+            if not ids.all():  # read again, it would count again: never counted
+                problems.append(f"{int((ids == '').sum())} row(s) without {config.id!r} skipped")
+                frame, ids = frame[ids != ""], ids[ids != ""]
+            kept = windows.kept(ids)
+            frame, changed = frame[~kept], frame[kept]
+        rows, found = normalise(frame, config, windows.codebook)
+        problems += found + windows.add_rows(rows)
+        if changed is not None and len(changed):
+            problems += windows.add_labels(changed)
         if self._labels is not None:
-            assert isinstance(self._labels, _FileLog)
             try:
-                feed = self._labels.read_new()
+                feed = self._new_rows(self._labels, since, now)
             except SourceError as exc:
                 problems.append(f"labels: {exc}")
             else:
@@ -192,6 +208,16 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
         if problems:  # some rows read: a partial collection, windows changed or not
             raise PartialCollection(f"{log.label}: {summarise(problems)}", samples)
         return samples
+
+    def _new_rows(self, log: _SqlLog | _FileLog, since: int, now: int) -> _NewRows:
+        """What a log (or labels feed) has new: a file's new lines; a table's rows
+        changed since the last read (the first read: from the reference period's start
+        if it is older than ``since``)."""
+        if isinstance(log, _FileLog):
+            return log.read_new()
+        period = self._config.reference_period
+        first = min(since, period[0]) if period is not None and log.first else since
+        return log.read_changed(first, now, now)
 
     def _joined(self, read: _Read, labels_of: Any, since: int, until: int) -> _Read:
         """The predictions read, with each row's label from the labels feed (its latest
@@ -283,13 +309,30 @@ class _SqlLog:
         self._query = query
         self._shared = shared
         self.label = db.label
+        self._changed: int | None = None  # read_changed's watermark
 
-    def read_all(self, since: int, until: int) -> _Read:
+    def read_all(self, since: int, until: int, *, changed_since: int = 0) -> _Read:
+        """The rows of ``[since, until)`` (as the query reads ``:since`` and ``:until``),
+        changed at or after ``changed_since`` where it uses ``:changed_since``."""
+        params = {"since": since, "until": until, "changed_since": changed_since}
         try:
-            columns, rows = self._db.query(self._query, {"since": since, "until": until})
+            columns, rows = self._db.query(self._query, params)
         except StoreError as exc:
             raise SourceError(str(exc)) from None
         return _Read(pd.DataFrame.from_records(rows, columns=columns))
+
+    @property
+    def first(self) -> bool:
+        """Whether :meth:`read_changed` has not read yet."""
+        return self._changed is None
+
+    def read_changed(self, since: int, until: int, now: int) -> _NewRows:
+        """The rows changed since the last read (all of them the first time), less
+        :data:`CHANGE_OVERLAP`: a row committed a little after the time it says it
+        changed is read again rather than missed."""
+        read = self.read_all(since, until, changed_since=self._changed or 0)
+        self._changed = now - int(CHANGE_OVERLAP.total_seconds())
+        return _NewRows(read.frame, read.problems)
 
     def close(self) -> None:
         if not self._shared:

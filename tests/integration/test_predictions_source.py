@@ -23,6 +23,7 @@ from anomon.config import PredictionsSourceConfig
 from anomon.errors import SourceError
 from anomon.model import Sample, SeriesKey
 from anomon.sources import PartialCollection, PredictionsSource
+from anomon.timeutil import to_epoch
 
 HOUR = 3600
 START = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp())  # a window boundary
@@ -961,3 +962,78 @@ def test_a_fixed_reference_period_sees_a_slow_drift_the_moving_one_does_not(
 def test_a_reference_period_is_checked(period: dict[str, str], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         _source(path="p.jsonl", **period)
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_a_table_read_by_what_changed_gives_the_windows_a_whole_read_gives(
+    tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    """A query with ``:changed_since`` reads only the rows inserted or labelled since
+    the last collection (less a few minutes' overlap): its rows are kept coded, a
+    changed row (its label set late) relabels the row kept, and each collection returns
+    the windows that changed, with the values a whole read of the table gives."""
+    url = (
+        str(request.getfixturevalue("postgres_schema_url"))
+        if database == "postgresql"
+        else f"sqlite:///{tmp_path / 'p.db'}"
+    )
+    rows = [
+        {**r, "pid": f"p{i}", "changed_at": r["ts"]}
+        for i, r in enumerate(_log(seed=41, hours=6, per_hour=60))
+    ]
+    late = [r for r in rows if START + 3 * HOUR <= r["ts"] < START + 4 * HOUR]
+    truth = {r["pid"]: r["label"] for r in late}
+    engine = store.open_engine(url)
+    frame = pd.DataFrame(rows[: 5 * 60])  # hours 0-4; hour 3's labels not in yet
+    frame.loc[frame["pid"].isin(list(truth)), "label"] = None
+    frame.to_sql("predictions", engine, index=False)
+    common = {"url": url, "id": "pid", "score": "score", "label_delay": "1d", "lookback": "12h"}
+    changed = _source(
+        **common,
+        query="SELECT * FROM predictions WHERE ts >= :since AND changed_at >= :changed_since",
+    )
+    whole = _source(**common, query="SELECT * FROM predictions WHERE ts >= :since")
+    assert changed._config.incremental and not whole._config.incremental
+    first = datetime.fromtimestamp(START + 5 * HOUR, UTC)
+    got = _by_key(_quality(changed.collect(first)))
+    changed.saved()
+    assert got == _by_key(_quality(whole.collect(first)))
+    assert {ts for _, _, ts in got} == {START + h * HOUR for h in range(5) if h != 3}  # 3: < 10
+
+    # hour 3's labels land, hour 5 is logged; one label is committed late (its changed
+    # time two minutes before the last collection: within the overlap)
+    later = datetime.fromtimestamp(START + 6 * HOUR, UTC)
+    with engine.begin() as conn:
+        for pid, label in truth.items():
+            at = to_epoch(first) - 120 if pid == next(iter(truth)) else START + 5 * HOUR + 60
+            conn.execute(
+                text("UPDATE predictions SET label = :label, changed_at = :at WHERE pid = :pid"),
+                {"label": label, "at": at, "pid": pid},
+            )
+    pd.DataFrame(rows[5 * 60 :]).to_sql("predictions", engine, index=False, if_exists="append")
+    engine.dispose()
+    news = _by_key(_quality(changed.collect(later)))
+    everything = _by_key(_quality(whole.collect(later)))
+    assert {ts for _, _, ts in news} == {START + 3 * HOUR, START + 5 * HOUR}  # what changed
+    assert news == {key: value for key, value in everything.items() if key in news}
+    assert news[("labelled_rows", "churn", START + 3 * HOUR)] == len(truth)  # each once
+    assert news[("predictions", "churn", START + 3 * HOUR)] == len(late)
+
+
+def test_changed_since_needs_an_id_and_a_query_that_uses_it() -> None:
+    base = {"name": "q", "kind": "predictions", "url": "sqlite://"}
+    cases = [
+        ({"query": "SELECT * FROM p WHERE changed_at >= :changed_since"}, "needs id"),
+        (
+            {"query": "SELECT * FROM p", "id": "pid",
+             "labels_query": "SELECT * FROM l WHERE at >= :changed_since"},
+            "labels_query may use :changed_since only if query does too",
+        ),
+    ]  # fmt: skip
+    for extra, message in cases:
+        with pytest.raises(ValidationError, match=message):
+            PredictionsSourceConfig.model_validate({**base, **extra})
+    cast = {**base, "query": "SELECT x::changed_since FROM p"}  # a cast, not a parameter
+    assert not PredictionsSourceConfig.model_validate(cast).incremental
