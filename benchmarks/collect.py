@@ -220,16 +220,9 @@ def tailed_steady_state(rows: int, per_minute: int, minutes: int) -> float:
     its lookback, and a labels file; after a first collection, ``minutes`` collections a
     minute apart, each after that minute's new predictions and late labels; return their
     median time (s), collection and store."""
-    rng = np.random.default_rng(1)
     lookback = rows // per_minute  # minutes
     total = rows + per_minute * minutes
-    start = 1_795_000_000 // 3600 * 3600
-    ts = start + np.arange(total) * 60 // per_minute  # per_minute rows in each minute
-    truth = rng.integers(0, 2, total)
-    score = np.clip(0.5 * truth + 0.6 * rng.random(total), 0.001, 0.999).round(4)
-    late = rng.random(total) < LATE
-    labelled_at = ts + np.where(late, rng.integers(600, 6 * 3600, total), 0)
-    group = rng.integers(0, GROUPS, total)
+    ts, truth, score, late, labelled_at, group = _traffic(total, per_minute, seed=1)
     names = [f'"model": "m{g // 2}", "version": "v{g % 2}"' for g in range(GROUPS)]
     lines = [
         f'{{"id": {i}, "ts": {ts[i]}, {names[group[i]]}, "prediction": {int(score[i] > 0.5)}, '
@@ -266,24 +259,45 @@ def tailed_steady_state(rows: int, per_minute: int, minutes: int) -> float:
             with labels.open("a") as out:
                 out.writelines(f"{i},{truth[i]}\n" for i in np.flatnonzero(due))
             done = upto
-            now = datetime.fromtimestamp(int(until), UTC)
-            began = time.perf_counter()
-            samples = source.collect(now)
-            store.save_collection(
-                engine, registry, source="quality", started_at=now, finished_at=now,
-                samples=samples, replace=True,
-            )  # fmt: skip
-            source.saved()
+            seconds, samples = _collect_and_store(source, engine, registry, int(until))
             if minute:
-                took.append(time.perf_counter() - began)
+                took.append(seconds)
             else:
                 print(
                     f"tailed log of {rows:,} rows: first collection "
-                    f"{time.perf_counter() - began:.2f} s ({len(samples):,} samples)"
+                    f"{seconds:.2f} s ({len(samples):,} samples)"
                 )
         source.close()
         engine.dispose()
     return float(np.median(took))
+
+
+def _traffic(total: int, per_minute: int, *, seed: int) -> tuple[np.ndarray, ...]:
+    """``total`` predictions, ``per_minute`` a minute: times, truth, scores, which are
+    labelled late, when each label is known, and each row's model x version group."""
+    rng = np.random.default_rng(seed)
+    start = 1_795_000_000 // 3600 * 3600
+    ts = start + np.arange(total) * 60 // per_minute  # per_minute rows in each minute
+    truth = rng.integers(0, 2, total)
+    score = np.clip(0.5 * truth + 0.6 * rng.random(total), 0.001, 0.999).round(4)
+    late = rng.random(total) < LATE
+    labelled_at = ts + np.where(late, rng.integers(600, 6 * 3600, total), 0)
+    return ts, truth, score, late, labelled_at, rng.integers(0, GROUPS, total)
+
+
+def _collect_and_store(
+    source: PredictionsSource, engine: store.Engine, registry: store.SeriesRegistry, at: int
+) -> tuple[float, list[object]]:
+    """One collection at ``at`` (epoch seconds) and its store: seconds taken, samples."""
+    now = datetime.fromtimestamp(at, UTC)
+    began = time.perf_counter()
+    samples = source.collect(now)
+    store.save_collection(
+        engine, registry, source="quality", started_at=now, finished_at=now,
+        samples=samples, replace=True,
+    )  # fmt: skip
+    source.saved()
+    return time.perf_counter() - began, list(samples)
 
 
 def table_steady_state(rows: int, per_minute: int, minutes: int, *, changed: bool) -> float:
@@ -293,15 +307,8 @@ def table_steady_state(rows: int, per_minute: int, minutes: int, *, changed: boo
     the median time (s) of ``minutes`` collections, collection and store."""
     import sqlite3
 
-    rng = np.random.default_rng(2)
     total = rows + per_minute * minutes
-    start = 1_795_000_000 // 3600 * 3600
-    ts = start + np.arange(total) * 60 // per_minute
-    truth = rng.integers(0, 2, total)
-    score = np.clip(0.5 * truth + 0.6 * rng.random(total), 0.001, 0.999).round(4)
-    late = rng.random(total) < LATE
-    labelled_at = ts + np.where(late, rng.integers(600, 6 * 3600, total), 0)
-    group = rng.integers(0, GROUPS, total)
+    ts, truth, score, late, labelled_at, group = _traffic(total, per_minute, seed=2)
     model = np.array([f"m{g // 2}" for g in range(GROUPS)])[group]
     version = np.array([f"v{g % 2}" for g in range(GROUPS)])[group]
     columns = "id, ts, model, version, prediction, score, label"
@@ -354,16 +361,9 @@ def table_steady_state(rows: int, per_minute: int, minutes: int, *, changed: boo
             )
             db.commit()
             done = upto
-            now = datetime.fromtimestamp(int(until), UTC)
-            began = time.perf_counter()
-            samples = source.collect(now)
-            store.save_collection(
-                engine, registry, source="quality", started_at=now, finished_at=now,
-                samples=samples, replace=True,
-            )  # fmt: skip
-            source.saved()
+            seconds, _ = _collect_and_store(source, engine, registry, int(until))
             if minute:
-                took.append(time.perf_counter() - began)
+                took.append(seconds)
         source.close()
         engine.dispose()
         db.close()
