@@ -135,9 +135,9 @@ def _worker(url: str, me: int, workers: int, pipe: Connection) -> None:
 
     job = DetectJob(engine, DetectionConfig(), alerts=AlertsConfig(), owns=owns)
     while pipe.recv():
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         job()
-        pipe.send(time.perf_counter() - began)
+        pipe.send((time.perf_counter() - began, time.process_time() - cpu))
     engine.dispose()
 
 
@@ -173,9 +173,16 @@ def _cycles(url: str, workers: int, args: argparse.Namespace, step: list[int]) -
                 step[0] += 1
             for pipe in pipes:
                 pipe.send(True)
-            slowest = max(pipe.recv() for pipe in pipes)
+            times = [pipe.recv() for pipe in pipes]
+            slowest = max(wall for wall, _ in times)
             if cycle:
                 took.append(slowest)
+                # CPU seconds of each worker's own process: what is left of the wall time
+                # is waiting (for the database, or for a core)
+                print(
+                    f"{workers} worker(s), cycle {cycle}: "
+                    + ", ".join(f"{wall:.2f} s ({cpu:.2f} s CPU)" for wall, cpu in times)
+                )
             else:
                 print(f"{workers} worker(s): warm-up cycle {slowest:.1f} s")
     finally:

@@ -90,6 +90,8 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
         self._codebook = Codebook()
         self._period_rows: Rows | None = None
         self._references = References()
+        # whether a collection with the reference period's windows was sent / stored
+        self._period_sent = self._period_stored = False
         if config.url is not None:
             if open_database is None:
                 raise ValueError("a predictions source with a url needs open_database")
@@ -117,7 +119,35 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
 
     def collect(self, now: datetime) -> list[Sample]:
         """Return the samples of every ready window within ``lookback`` of ``now`` (of a
-        file: of every window that changed since the last collection was stored)."""
+        file: of every window that changed since the last collection was stored); until
+        a collection with them is stored, those of a fixed reference period older than
+        ``lookback`` too, so that detection's baselines start from the reference."""
+        period = self._period_samples(now)
+        try:
+            found = self._lookback_samples(now)
+        except PartialCollection as exc:
+            raise PartialCollection(str(exc), period + exc.samples) from None
+        return period + found
+
+    def _period_samples(self, now: datetime) -> list[Sample]:
+        """The windows of the reference period before ``lookback`` (a backfill of it),
+        while no collection with them was stored; a failure is left to the lookback's
+        read to report (the period is read again next time)."""
+        period = self._config.reference_period
+        start = self._align(to_epoch(now - self._config.lookback))
+        self._period_sent = False
+        if self._period_stored or period is None or period[0] >= start:
+            return []
+        try:
+            found = self.collect_range(from_epoch(period[0]), from_epoch(min(period[1], start)))
+        except PartialCollection as exc:
+            found = exc.samples
+        except SourceError:
+            return []
+        self._period_sent = True
+        return found
+
+    def _lookback_samples(self, now: datetime) -> list[Sample]:
         start = self._align(to_epoch(now - self._config.lookback))
         if self._windows is not None:  # a file, or a table read by what changed
             return self._tailed(start, to_epoch(now))
@@ -135,9 +165,11 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
 
     def saved(self) -> None:
         """The samples of the last collection are stored (a file log returns a window
-        again only when it changes)."""
+        again only when it changes; the reference period's windows are not returned
+        again)."""
         if self._windows is not None:
             self._windows.saved()
+        self._period_stored |= self._period_sent
 
     def backfill_chunks(self, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
         """Whole windows: a day of them per query for SQL, the whole range for a file."""

@@ -1037,3 +1037,41 @@ def test_changed_since_needs_an_id_and_a_query_that_uses_it() -> None:
             PredictionsSourceConfig.model_validate({**base, **extra})
     cast = {**base, "query": "SELECT x::changed_since FROM p"}  # a cast, not a parameter
     assert not PredictionsSourceConfig.model_validate(cast).incremental
+
+
+@pytest.mark.parametrize("log", ["file", "sqlite", "changed"])
+def test_a_reference_period_before_lookback_is_reported_until_stored_once(
+    tmp_path: Path, log: str
+) -> None:
+    """Detection's baselines of the quality series start from a configured reference
+    period: its windows come with the first collection (as a backfill of the period
+    would give them), again until a collection with them is stored, then never."""
+    logged = _log(seed=43, hours=40, per_hour=30)
+    rows = [{**r, "pid": f"p{i}", "changed_at": r["ts"]} for i, r in enumerate(logged)]
+    if log == "file":
+        path = tmp_path / "p.jsonl"
+        _write_jsonl(path, rows)
+        reading: dict[str, Any] = {"path": str(path)}
+    else:
+        url = f"sqlite:///{tmp_path / 'p.db'}"
+        engine = store.open_engine(url)
+        pd.DataFrame(rows).to_sql("predictions", engine, index=False)
+        engine.dispose()
+        changed = " AND changed_at >= :changed_since" if log == "changed" else ""
+        reading = {"url": url, "id": "pid",
+                   "query": f"SELECT * FROM predictions WHERE ts >= :since{changed}"}  # fmt: skip
+    source = _source(
+        **reading,
+        lookback="12h",
+        label_delay="1h",
+        reference_since=datetime.fromtimestamp(START, UTC),
+        reference_until=datetime.fromtimestamp(START + 10 * HOUR, UTC),
+    )
+    at = datetime.fromtimestamp(START + 40 * HOUR, UTC)
+    hours = sorted({(s.ts - START) // HOUR for s in source.collect(at)})
+    assert hours == [*range(10), *range(28, 40)]
+    again = sorted({(s.ts - START) // HOUR for s in source.collect(at)})  # not stored yet
+    assert again[:10] == list(range(10))
+    source.saved()
+    later = {(s.ts - START) // HOUR for s in source.collect(at + timedelta(hours=1))}
+    assert later and min(later) >= 28  # the period's windows are not sent again
