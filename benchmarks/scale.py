@@ -2,7 +2,8 @@
 
 On a PostgreSQL schema of its own ($ANOMON_TEST_DATABASE_URL, else 127.0.0.1:5432/test,
 else a server started for the run, as ``benchmarks/ingest.py`` finds one):
-50,000 series in 5,000 entities (hosts of 10 metrics) with a history each; then, per
+50,000 series in 5,000 entities (hosts of 10 metrics) with a history each (of
+``--history`` / 2 to ``--history`` points: see :func:`first_point`); then, per
 cycle, one new point per series is stored and every worker runs one detection cycle
 at the same time on its share (entities split by rendezvous hashing, as
 ``anomon run`` workers split them). A worker is a process of its own with its own
@@ -40,7 +41,7 @@ from anomon import store
 from anomon.config import AlertsConfig, DetectionConfig
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
 from anomon.service.detection import DetectJob
-from anomon.service.membership import entity_key_text, owner
+from anomon.service.membership import Membership, entity_key_text
 
 STEP = 60
 START = 1_795_000_000 // 86_400 * 86_400
@@ -69,10 +70,11 @@ def _run(base: str, args: argparse.Namespace) -> dict[str, float | None]:
         engine = store.open_engine(url)
         store.upgrade(engine)
         began = time.perf_counter()
-        stored = _write(engine, args.entities, args.metrics, range(args.history))
+        stored = _write(engine, args.entities, args.metrics, range(args.history), args.history)
         print(
-            f"history: {args.entities:,} entities x {args.metrics} metrics x {args.history} "
-            f"points = {stored:,} samples in {time.perf_counter() - began:.1f} s"
+            f"history: {args.entities:,} entities x {args.metrics} metrics x "
+            f"{args.history // 2 + 1}-{args.history} points = {stored:,} samples in "
+            f"{time.perf_counter() - began:.1f} s"
         )
         engine.dispose()
         step = [args.history]  # the next point's index
@@ -98,25 +100,43 @@ def _run(base: str, args: argparse.Namespace) -> dict[str, float | None]:
     }
 
 
-def _samples(entities: range, metrics: int, points: range) -> list[Sample]:
-    """Noisy levels per (entity, metric), one sample per point index."""
+def first_point(entity: int, history: int) -> int:
+    """The index of an entity's first point: histories of every length from half of
+    ``history`` to all of it, so that the series reach each refresh of their trailing
+    windows in different cycles, as the series of a real fleet do (series that all
+    start together refresh together: every cycle a boundary falls on would cost much
+    more than the others, and the two phases of the run would not compare)."""
+    return entity % max(1, history // 2)
+
+
+def _samples(
+    entities: range, metrics: int, points: range, history: int | None = None
+) -> list[Sample]:
+    """Noisy levels per (entity, metric), one sample per point index (with ``history``:
+    from each entity's :func:`first_point` on)."""
     found = []
     for e in entities:
         info = SeriesInfo("bench", f"host{e}", SeriesKind.RESOURCE)
+        first = points.start if history is None else max(points.start, first_point(e, history))
         for m in range(metrics):
             key = SeriesKey.of(f"m{m}", {"host": f"host{e}"})
             rng = np.random.default_rng(e * 1000 + m)
             values = 50 + 10 * m + rng.normal(0, 1, max(points) + 1)
-            found += [Sample(key, info, START + STEP * i, float(values[i])) for i in points]
+            found += [
+                Sample(key, info, START + STEP * i, float(values[i]))
+                for i in range(first, points.stop)
+            ]
     return found
 
 
-def _write(engine: store.Engine, entities: int, metrics: int, points: range) -> int:
+def _write(
+    engine: store.Engine, entities: int, metrics: int, points: range, history: int | None = None
+) -> int:
     """Store the points of every series, in collections of 500 entities."""
     registry, stored = store.SeriesRegistry(), 0
     now = datetime.now(UTC)
     for first in range(0, entities, 500):
-        samples = _samples(range(first, min(first + 500, entities)), metrics, points)
+        samples = _samples(range(first, min(first + 500, entities)), metrics, points, history)
         result = store.save_collection(
             engine, registry, source="bench", started_at=now, finished_at=now, samples=samples
         )
@@ -128,10 +148,10 @@ def _worker(url: str, me: int, workers: int, pipe: Connection) -> None:
     """One worker: a DetectJob on its share; a cycle each time it is told, its time sent
     back; the first one (the warm-up) untimed."""
     engine = store.open_engine(url)
-    members = list(range(workers))
+    membership = Membership(me, range(workers))
 
     def owns(key: tuple[str, str, str, str]) -> bool:
-        return owner(entity_key_text(key[1:]), members) == me  # by alarm unit, as anomon run
+        return membership.owns(entity_key_text(key[1:]))  # by alarm unit, as anomon run
 
     job = DetectJob(engine, DetectionConfig(), alerts=AlertsConfig(), owns=owns)
     while pipe.recv():
