@@ -19,7 +19,7 @@ from anomon.cli.common import (
 )
 from anomon.cli.tables import escape_controls, text_table
 from anomon.config import DetectionConfig, config_warnings, load_config
-from anomon.errors import UsageError
+from anomon.errors import UsageError, summarise
 from anomon.timeutil import format_duration, from_epoch
 
 
@@ -107,13 +107,16 @@ def _replay_stored(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     taught = found.tolerance
-    learnt = (
-        f"feedback tolerance up {taught.up:g}, down {taught.down:g} (from {taught.incidents} "
-        "incident(s)) applied"
-        if taught is not None
-        else "no feedback tolerance" + (" (ignored)" if args.ignore_feedback else "")
-    )
-    names = ", ".join(f"{s.id} {s.metric}" for s in found.members)
+    if args.ignore_feedback:
+        learnt = "feedback ignored"
+    elif taught is not None:
+        learnt = (
+            f"feedback tolerance up {taught.up:g}, down {taught.down:g} (from "
+            f"{taught.incidents} incident(s)) applied"
+        )
+    else:
+        learnt = "no feedback tolerance"
+    names = summarise([f"{s.id} {s.metric}" for s in found.members], 5)
     _warn(
         f"series {series.id} {series.metric}: {found.ts.size:,} rows in the last "
         f"{format_duration(args.since)} scored again with its entity ({names}); "
