@@ -15,7 +15,6 @@ from anomon.cli.common import (
     label_pairs,
     load,
     one_series,
-    open_store,
 )
 from anomon.cli.tables import escape_controls, text_table
 from anomon.config import DetectionConfig, config_warnings, load_config
@@ -78,8 +77,9 @@ def _replay_stored(args: argparse.Namespace) -> int:
     config = load(args)
     until = int(datetime.now(UTC).timestamp()) + 1
     since = until - int(args.since.total_seconds())
-    engine = open_store(args)
+    engine = engine_of(config)
     try:
+        store.ensure_schema(engine, migrate=False)
         series = one_series(engine, args.series, label_pairs(args.label))
         found = rescore(
             engine,

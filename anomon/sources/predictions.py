@@ -156,11 +156,12 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
         # it is all settled and before lookback, once, and kept
         until = to_epoch(now)
         period = self._config.reference_period
-        reference = self._kept_period(start, until)
+        reference, problems = self._kept_period(start, until)
         first = min(start, period[0]) if period is not None and reference is None else start
         read = self._log.read_all(first, until)
         if self._labels is not None:
             read = self._joined(read, self._labels.read_all, first, until)
+        read.problems += problems
         return self._samples(read, start, until, now, reference)
 
     def saved(self) -> None:
@@ -268,32 +269,31 @@ class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
     def _align(self, ts: int) -> int:
         return ts // self._window * self._window
 
-    def _kept_period(self, start: int, now: int) -> Rows | None:
+    def _kept_period(self, start: int, now: int) -> tuple[Rows | None, list[str]]:
         """A table's fixed reference period, read once and kept, when it is all before
         ``start`` (the lookback) and settled (its last window ``label_delay`` old): its
         rows and labels change no more, so a collection need not read them again. None
-        while it is not (it is read with the lookback, as one range)."""
+        while it is not (it is read with the lookback, as one range). The problems of
+        that read (rows skipped) come with it, once."""
         period = self._config.reference_period
         if period is None or period[1] > start:
-            return None
+            return None, []
         settled = self._align(now - int(self._config.label_delay.total_seconds()))
         if settled < -(-period[1] // self._window) * self._window:
-            return None
+            return None, []
+        problems: list[str] = []
         if self._period_rows is None:
             assert isinstance(self._log, _SqlLog)
             read = self._log.read_all(*period)
             if self._labels is not None:  # its labels may come after it ended
                 read = self._joined(read, self._labels.read_all, period[0], now)
-            rows, problems = normalise(read.frame, self._config, self._codebook)
-            if read.problems or problems:  # read again next time, the problem named then
-                raise SourceError(
-                    f"{self._log.label}: reference period: {summarise(read.problems + problems)}"
-                )
-            self._period_rows = rows
+            self._period_rows, skipped = normalise(read.frame, self._config, self._codebook)
+            problems = [f"reference period: {p}" for p in read.problems + skipped]
         codebook = self._codebook  # codes shared with the rows read since
-        return replace(
+        rows = replace(
             self._period_rows, group_values=list(codebook.groups), classes=list(codebook.classes)
         )
+        return rows, problems
 
     def _samples(
         self, raw: _Read, since: int, until: int, now: datetime, reference: Rows | None = None

@@ -1075,3 +1075,35 @@ def test_a_reference_period_before_lookback_is_reported_until_stored_once(
     source.saved()
     later = {(s.ts - START) // HOUR for s in source.collect(at + timedelta(hours=1))}
     assert later and min(later) >= 28  # the period's windows are not sent again
+
+
+def test_a_table_read_by_what_changed_skips_and_names_rows_without_an_id(
+    tmp_path: Path,
+) -> None:
+    """Read again (changed, or within the overlap), a row without an id could not be
+    told from a new one and would count twice: it is skipped and named every time."""
+    rows = [{**r, "pid": f"p{i}", "changed_at": r["ts"]} for i, r in enumerate(_log(44, 2, 30))]
+    rows[5]["pid"] = None
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    engine = store.open_engine(url)
+    pd.DataFrame(rows).to_sql("predictions", engine, index=False)
+    source = _source(
+        url=url,
+        id="pid",
+        query="SELECT * FROM predictions WHERE ts >= :since AND changed_at >= :changed_since",
+    )
+    at = START + 2 * HOUR
+    with pytest.raises(PartialCollection, match="1 row\\(s\\) without 'pid' skipped") as got:
+        source.collect(datetime.fromtimestamp(at, UTC))
+    counts = _by_key(got.value.samples)
+    assert counts[("predictions", "churn", START)] == 29
+    assert counts[("predictions", "churn", START + HOUR)] == 30
+    source.saved()
+    with engine.begin() as conn:  # the row without an id and another of its hour change
+        changed = "UPDATE predictions SET changed_at = :at WHERE pid IS NULL OR pid = 'p7'"
+        conn.execute(text(changed), {"at": at + 30})
+        conn.execute(text("UPDATE predictions SET label = 1 - label WHERE pid = 'p7'"))
+    engine.dispose()
+    with pytest.raises(PartialCollection, match="1 row\\(s\\) without 'pid' skipped") as got:
+        source.collect(datetime.fromtimestamp(at + 60, UTC))
+    assert _by_key(got.value.samples)[("predictions", "churn", START)] == 29  # not 30
