@@ -33,6 +33,7 @@ import os
 import time
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import numpy as np
 from ingest import postgres_url, scratch_schema  # benchmarks/ingest.py, beside this one
@@ -191,17 +192,20 @@ def _cycles(url: str, workers: int, args: argparse.Namespace, step: list[int]) -
             if cycle:  # the warm-up cycle scores what is there
                 _write(engine, args.entities, args.metrics, range(step[0], step[0] + 1))
                 step[0] += 1
+            database = _postgres_cpu()
             for pipe in pipes:
                 pipe.send(True)
             times = [pipe.recv() for pipe in pipes]
+            database = _postgres_cpu() - database
             slowest = max(wall for wall, _ in times)
             if cycle:
                 took.append(slowest)
-                # CPU seconds of each worker's own process: what is left of the wall time
-                # is waiting (for the database, or for a core)
+                # CPU seconds of each worker's own process, and of the local PostgreSQL's
+                # processes meanwhile: what is left of the wall time is waiting for a core
                 print(
                     f"{workers} worker(s), cycle {cycle}: "
                     + ", ".join(f"{wall:.2f} s ({cpu:.2f} s CPU)" for wall, cpu in times)
+                    + (f"; PostgreSQL {database:.2f} s CPU" if database >= 0 else "")
                 )
             else:
                 print(f"{workers} worker(s): warm-up cycle {slowest:.1f} s")
@@ -212,6 +216,26 @@ def _cycles(url: str, workers: int, args: argparse.Namespace, step: list[int]) -
             process.join(timeout=60)
         engine.dispose()
     return float(np.median(took))
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds used so far by this machine's ``postgres`` processes (the server's
+    backends come and go: a difference over a short span is what they used in it); -1
+    where /proc cannot tell (another OS, a remote server's work is not seen at all)."""
+    total = 0
+    try:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:  # gone meanwhile
+                continue
+            name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") :]
+            if name == "postgres":
+                fields = rest.split()
+                total += int(fields[12]) + int(fields[13])  # utime, stime (fields 14, 15)
+    except OSError:
+        return -1.0
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _ingest(url: str, args: argparse.Namespace, step: list[int], rounds: int = 3) -> float:
