@@ -249,7 +249,9 @@ def _parser() -> argparse.ArgumentParser:
         "replay",
         help="run the daemon's detection over a CSV file",
         description="Score every row of INPUT (timestamp, then one column per metric) with the "
-        "daemon's detectors; write timestamp,score,anomaly and per-detector scores.",
+        "daemon's detectors; write timestamp,score,anomaly and per-detector scores. With "
+        "--series instead, score a stored series' history again as the daemon would now "
+        "(its entity, overrides and feedback; nothing written).",
     )
     replay.add_argument("input", type=Path, nargs="?", help="CSV: timestamp, then numeric columns")
     replay.add_argument(
