@@ -201,7 +201,8 @@ def _cycles(url: str, workers: int, args: argparse.Namespace, step: list[int]) -
             if cycle:
                 took.append(slowest)
                 # CPU seconds of each worker's own process, and of the local PostgreSQL's
-                # processes meanwhile: what is left of the wall time is waiting for a core
+                # processes meanwhile: the rest of a worker's wall time is waiting (for
+                # a core, or for the answers to its queries)
                 print(
                     f"{workers} worker(s), cycle {cycle}: "
                     + ", ".join(f"{wall:.2f} s ({cpu:.2f} s CPU)" for wall, cpu in times)
