@@ -120,8 +120,7 @@ def scrape(series: int) -> float:
     )
     source, registry = PrometheusScrapeSource(config), store.SeriesRegistry()
     with tempfile.TemporaryDirectory() as tmp:
-        engine = store.open_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
-        store.ensure_schema(engine, migrate=False)
+        engine = _bench_store(Path(tmp))
         took = []
         for cycle in range(2):
             now = datetime.now(UTC) + timedelta(seconds=15 * cycle)
@@ -183,8 +182,7 @@ def predictions(rows: int, kind: str) -> float:
             open_database=store.open_database,
             clock=lambda: now,
         )
-        engine = store.open_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
-        store.ensure_schema(engine, migrate=False)
+        engine = _bench_store(Path(tmp))
         start = time.perf_counter()
         samples = source.collect(now)
         computed = time.perf_counter() - start
@@ -232,21 +230,8 @@ def tailed_steady_state(rows: int, per_minute: int, minutes: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         log, labels = Path(tmp) / "p.jsonl", Path(tmp) / "labels.csv"
         labels.write_text("id,label\n")
-        config = PredictionsSourceConfig.model_validate(
-            {
-                "name": "quality",
-                "kind": "predictions",
-                "path": str(log),
-                "id": "id",
-                "labels_path": str(labels),
-                "score": "score",
-                "lookback": f"{lookback}m",
-                "label_delay": "6h",
-                "min_labels": 50,
-            }
-        )
-        engine = store.open_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
-        store.ensure_schema(engine, migrate=False)
+        config = _steady_config(lookback, path=str(log), labels_path=str(labels))
+        engine = _bench_store(Path(tmp))
         source, registry = PredictionsSource(config), store.SeriesRegistry()
         done = 0  # rows written to the log so far
         took = []
@@ -283,6 +268,30 @@ def _traffic(total: int, per_minute: int, *, seed: int) -> tuple[np.ndarray, ...
     late = rng.random(total) < LATE
     labelled_at = ts + np.where(late, rng.integers(600, 6 * 3600, total), 0)
     return ts, truth, score, late, labelled_at, rng.integers(0, GROUPS, total)
+
+
+def _steady_config(lookback_minutes: int, **reading: str) -> PredictionsSourceConfig:
+    """The steady states' source: ``reading`` (a file or a table), rows joined by ``id``,
+    scores, ``lookback_minutes`` of lookback, labels settled after 6 h."""
+    return PredictionsSourceConfig.model_validate(
+        {
+            "name": "quality",
+            "kind": "predictions",
+            **reading,
+            "id": "id",
+            "score": "score",
+            "lookback": f"{lookback_minutes}m",
+            "label_delay": "6h",
+            "min_labels": 50,
+        }
+    )
+
+
+def _bench_store(folder: Path) -> store.Engine:
+    """A fresh SQLite store in ``folder`` for the samples a benchmark collects."""
+    engine = store.open_engine(f"sqlite:///{folder / 'bench.db'}")
+    store.ensure_schema(engine, migrate=False)
+    return engine
 
 
 def _collect_and_store(
@@ -333,21 +342,12 @@ def table_steady_state(rows: int, per_minute: int, minutes: int, *, changed: boo
                 ),
             )  # fmt: skip
 
-        config = PredictionsSourceConfig.model_validate(
-            {
-                "name": "quality",
-                "kind": "predictions",
-                "url": f"sqlite:///{path}",
-                "query": f"SELECT {columns} FROM p WHERE {where}",
-                "id": "id",
-                "score": "score",
-                "lookback": f"{rows // per_minute}m",
-                "label_delay": "6h",
-                "min_labels": 50,
-            }
+        config = _steady_config(
+            rows // per_minute,
+            url=f"sqlite:///{path}",
+            query=f"SELECT {columns} FROM p WHERE {where}",
         )
-        engine = store.open_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
-        store.ensure_schema(engine, migrate=False)
+        engine = _bench_store(Path(tmp))
         source = PredictionsSource(config, open_database=store.open_database)
         registry, done, took = store.SeriesRegistry(), 0, []
         for minute in range(minutes + 1):

@@ -1039,9 +1039,12 @@ def test_changed_since_needs_an_id_and_a_query_that_uses_it() -> None:
     assert not PredictionsSourceConfig.model_validate(cast).incremental
 
 
-@pytest.mark.parametrize("log", ["file", "sqlite", "changed"])
+@pytest.mark.parametrize(
+    "log",
+    ["file", "sqlite", "changed", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
 def test_a_reference_period_before_lookback_is_reported_until_stored_once(
-    tmp_path: Path, log: str
+    tmp_path: Path, log: str, request: pytest.FixtureRequest
 ) -> None:
     """Detection's baselines of the quality series start from a configured reference
     period: its windows come with the first collection (as a backfill of the period
@@ -1053,7 +1056,11 @@ def test_a_reference_period_before_lookback_is_reported_until_stored_once(
         _write_jsonl(path, rows)
         reading: dict[str, Any] = {"path": str(path)}
     else:
-        url = f"sqlite:///{tmp_path / 'p.db'}"
+        url = (
+            str(request.getfixturevalue("postgres_schema_url"))
+            if log == "postgresql"
+            else f"sqlite:///{tmp_path / 'p.db'}"
+        )
         engine = store.open_engine(url)
         pd.DataFrame(rows).to_sql("predictions", engine, index=False)
         engine.dispose()
