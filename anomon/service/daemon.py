@@ -73,6 +73,7 @@ from anomon.store import (
     open_engine,
     redact,
     register_worker,
+    release_claims,
     writer_lock,
 )
 from anomon.timeutil import to_epoch, utcnow
@@ -267,6 +268,13 @@ def run(
         check_writable(engine)
         log.info("database %s: %s", redact(config.database.url), outcome)
         _make_partitions(engine)
+        if lock is not None:  # the only daemon: claims in the outbox are a dead run's
+            released = release_claims(engine, now=utcnow())
+            if released:
+                log.info(
+                    "%d notification(s) an earlier run was sending when it ended: due now",
+                    released,
+                )
         _warn_about(config)
         worker = register_worker(
             engine, host=socket.gethostname(), pid=os.getpid(), version=__version__, now=utcnow()

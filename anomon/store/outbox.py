@@ -115,6 +115,30 @@ def claim_due(engine: Engine, *, now: datetime, limit: int, lease: timedelta) ->
 RUN_STARTED = "started; no outcome was recorded (anomon stopped while it ran)"
 
 
+def release_claims(engine: Engine, *, now: datetime) -> int:
+    """Make every claim still held (``sending`` with its lease not over) due at ``now``;
+    return how many there were.
+
+    Only for a process that knows it is the only one delivering (the SQLite writer
+    lock): the claims it finds are a run's that ended without recording them (a crash,
+    ``kill -9``), and waiting for their leases would hold those notifications back for
+    up to the whole lease. Released, a row is claimed again like one whose lease ran
+    out: a program receiver's RUN_STARTED mark is kept, so a program that may have run
+    is not run again.
+    """
+    statement = (
+        update(Notification)
+        .where(
+            Notification.status == NotificationStatus.SENDING,
+            Notification.next_attempt_at > now,
+        )
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    with translated(engine, "releasing an earlier run's claims"), engine.begin() as conn:
+        return int(conn.execute(statement).rowcount or 0)
+
+
 def mark_started(engine: Engine, claims: Mapping[int, int]) -> None:
     """Mark claimed rows (id -> attempts when claimed) as being run now (RUN_STARTED)."""
     with translated(engine, "marking notifications as started"), engine.begin() as conn:

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from anomon import store
-from tests.integration.test_daemon import start_daemon
+from tests.integration.test_daemon import reap, start_daemon
 from tests.loopback import Receiver, receive, serve
 
 STATS = json.dumps({"latency": {"p99": 0.2}}).encode()
@@ -64,9 +64,7 @@ def test_a_source_that_stays_down_opens_an_incident_and_its_return_resolves_it(
             daemon.send_signal(signal.SIGTERM)
             _, stderr = daemon.communicate(timeout=30)
         finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.communicate(timeout=30)  # reaped, its pipes closed
+            reap(daemon)
     assert daemon.returncode == 0, stderr
     (down,) = firing["incidents"]
     assert (down["entity"], down["severity"], down["labels"]["kind"]) == (
@@ -120,9 +118,7 @@ def test_a_series_that_stops_arriving_opens_an_incident_and_its_return_resolves_
             daemon.send_signal(signal.SIGTERM)
             daemon.communicate(timeout=30)
         finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.communicate(timeout=30)  # reaped, its pipes closed
+            reap(daemon)
     (shown,) = [i for i in firing["incidents"] if i["metric"] == "series_absent"]
     assert shown["labels"]["series_metric"] == "app_queue_depth"
     assert shown["labels"]["queue"] == "b" and shown["labels"]["kind"] == "absent"

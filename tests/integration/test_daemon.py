@@ -59,6 +59,13 @@ def stop(daemon: subprocess.Popen[str]) -> str:
     return daemon.communicate(timeout=30)[1]
 
 
+def reap(daemon: subprocess.Popen[str]) -> None:
+    """Kill a daemon that a failing test left running; wait for it, its pipes closed."""
+    if daemon.poll() is None:
+        daemon.kill()
+        daemon.communicate(timeout=30)
+
+
 def wait_for_runs(url: str, runs: int, process: subprocess.Popen[str], limit: float = 30) -> int:
     """Poll the database until ``runs`` collections are recorded; return how many there are."""
     engine = store.open_engine(url)
@@ -89,9 +96,7 @@ def test_it_collects_and_detects_every_interval_and_stops_cleanly(
         daemon.send_signal(stop)
         _, stderr = daemon.communicate(timeout=30)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate(timeout=30)  # reaped, its pipes closed
+        reap(daemon)
     assert daemon.returncode == 0, stderr
     assert "anomon stopped" in stderr and "Traceback" not in stderr
     engine = store.open_engine(database_url)
@@ -143,9 +148,7 @@ def _run_json_daemon(tmp_path: Path, endpoint: str) -> None:
         daemon.send_signal(signal.SIGTERM)
         daemon.communicate(timeout=30)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate(timeout=30)  # reaped, its pipes closed
+        reap(daemon)
     assert daemon.returncode == 0
     engine = store.open_engine(url)
     good, dead = (
@@ -213,9 +216,7 @@ def test_it_runs_the_sql_predictions_logs_tensorboard_and_gpu_kinds_from_config(
         time.sleep(2.5)
         stderr = stop(daemon)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate(timeout=30)  # reaped, its pipes closed
+        reap(daemon)
     assert daemon.returncode == 0, stderr
     engine = store.open_engine(url)
     with engine.connect() as conn:
@@ -296,9 +297,7 @@ def test_an_incident_reaches_a_webhook_and_a_mailbox_and_resolves(tmp_path: Path
             time.sleep(2)  # anything more would be a duplicate
             stderr = stop(daemon)
         finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.communicate(timeout=30)  # reaped, its pipes closed
+            reap(daemon)
         assert daemon.returncode == 0, stderr
         statuses = [json.loads(r.body)["status"] for r in hook.requests]
         assert statuses == ["firing", "resolved"], stderr
@@ -349,9 +348,7 @@ def test_it_serves_metrics_and_health_logs_json_and_refuses_a_second_writer(
         assert f"another anomon (pid {daemon.pid}) is already running" in second.stderr
         stderr = stop(daemon)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate(timeout=30)  # reaped, its pipes closed
+        reap(daemon)
     assert daemon.returncode == 0
     lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
     assert {"time", "level", "logger", "message"} <= set(lines[0])
@@ -386,9 +383,7 @@ def test_sighup_refuses_a_broken_config_and_applies_a_valid_one_and_its_logging(
         engine.dispose()
         stderr = stop(daemon)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate(timeout=30)  # reaped, its pipes closed
+        reap(daemon)
     assert daemon.returncode == 0, stderr
     assert "config reload refused, the running config is kept: sources[1].interval" in stderr
     # the reload re-applied the log settings: text lines before it, JSON lines after
@@ -422,3 +417,43 @@ def test_a_lock_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert f"cannot create the writer lock {tmp_path / 'a.db.lock'}" in result.stderr
     assert "must exist and be writable" in result.stderr
+
+
+def test_a_notification_a_killed_run_was_sending_goes_out_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """On SQLite the daemon is the only deliverer (the writer lock): a claim it finds in
+    the outbox is a dead run's, sent at once instead of after the claim's lease."""
+    from datetime import timedelta
+
+    from tests.integration.test_alerting import _firing_incidents
+    from tests.loopback import receive
+
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    engine = store.open_engine(url)
+    store.upgrade(engine)
+    now = datetime.now(UTC)
+    _firing_incidents(engine, 1, now - timedelta(minutes=5))
+    # what a run killed mid-send leaves: the row claimed for the next hour
+    store.claim_due(engine, now=now, limit=10, lease=timedelta(hours=1))
+    assert store.outbox_counts(engine) == {"sending": 1}
+    with receive() as hook:
+        config = (
+            '[database]\nurl = "{url}"\n'
+            '[alerts]\nreceiver = "hook"\ngroup_wait = "0s"\n'
+            '[alerts.delivery]\ninterval = "1s"\n'
+            f'[[alerts.receivers]]\nname = "hook"\nkind = "webhook"\nurl = "{hook.url}/hook"\n'
+        )
+        daemon = start_daemon(tmp_path, url, config)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and daemon.poll() is None and not hook.requests:
+                time.sleep(0.2)
+            stderr = stop(daemon)
+        finally:
+            reap(daemon)
+    assert daemon.returncode == 0, stderr
+    assert [json.loads(r.body)["status"] for r in hook.requests] == ["firing"], stderr
+    assert "1 notification(s) an earlier run was sending when it ended: due now" in stderr
+    assert store.outbox_counts(engine) == {"sent": 1}
+    engine.dispose()

@@ -20,7 +20,7 @@ from anomon.model import AnomalyRecord, Sample, SeriesInfo, SeriesKey
 from anomon.service import detection
 from anomon.service.detection import DetectJob
 from anomon.timeutil import to_epoch
-from tests.integration.test_daemon import start_daemon
+from tests.integration.test_daemon import reap, start_daemon
 from tests.loopback import serve
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -281,9 +281,7 @@ def test_the_daemon_reads_millisecond_times_refuses_far_ones_and_keeps_detecting
             daemon.send_signal(signal.SIGTERM)
             _, err = daemon.communicate(timeout=30)
         finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.communicate(timeout=30)  # reaped, its pipes closed
+            reap(daemon)
     assert daemon.returncode == 0, err
     assert "Traceback" not in err
     assert scored is not None and scored > time.time() - 60

@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from anomon import store
 from anomon.errors import StoreError
-from tests.integration.test_daemon import start_daemon, stop
+from tests.integration.test_daemon import reap, start_daemon, stop
 from tests.integration.test_faults import CONFIG, _history
 from tests.loopback import free_port, receive, serve
 
@@ -120,9 +120,7 @@ def test_a_receiver_down_for_a_while_gets_every_notification_once_when_back(
             messages = Counter(r.headers["idempotency-key"] for r in hook.requests)
         stderr = stop(daemon)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate(timeout=30)  # reaped, its pipes closed
+        reap(daemon)
     assert daemon.returncode == 0, stderr
     rows = _query(url, "SELECT idempotency_key FROM notifications")
     assert rows and set(keys) == {key for (key,) in rows}  # every one, the refused ones too
@@ -155,9 +153,7 @@ def test_a_source_that_hangs_past_its_timeout_is_a_failed_run_and_recovers(
             assert _wait(lambda: _query(url, ok)[0][0] >= before + 2, daemon, 30)
             stderr = stop(daemon)
         finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.communicate(timeout=30)  # reaped, its pipes closed
+            reap(daemon)
     assert daemon.returncode == 0, stderr
     assert "timed out after 1 s" in stderr and "Traceback" not in stderr
     stored, points, runs = _consistent(url, "exporter")
@@ -257,9 +253,7 @@ def test_postgresql_restarted_under_the_daemon_costs_runs_not_data(
         assert _wait(lambda: _health(metrics_port) == 200, daemon, 10)
         stderr = stop(daemon)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate(timeout=30)  # reaped, its pipes closed
+        reap(daemon)
         proxy.close()
     assert daemon.returncode == 0, stderr
     assert "Traceback" not in stderr, stderr[-3000:]
@@ -303,9 +297,7 @@ def test_a_full_disk_fails_writes_cleanly_and_the_daemon_goes_on_when_there_is_r
         assert _wait(lambda: _query(url, runs)[0][0] >= after_full + 3, daemon, 30)
         stderr = stop(daemon)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate(timeout=30)  # reaped, its pipes closed
+        reap(daemon)
     assert daemon.returncode == 0, stderr
     # SQLite names the kernel's EFBIG "disk I/O error" (ENOSPC: "database or disk is full")
     assert "failed: disk I/O error (is the disk full, or a file size limit reached?)" in stderr

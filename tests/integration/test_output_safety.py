@@ -18,7 +18,7 @@ import pytest
 from anomon import store
 from anomon.model import AnomalyRecord, IncidentWrite, Sample, SeriesInfo, SeriesKey, SeriesKind
 from tests.conftest import run_cli, save_samples
-from tests.integration.test_daemon import start_daemon
+from tests.integration.test_daemon import reap, start_daemon
 from tests.loopback import serve
 
 FORGED = "\n2026-01-01 00:00:00,000 CRITICAL anomon.daemon: FAKE LOG LINE"
@@ -231,9 +231,7 @@ def test_the_daemon_log_at_debug_never_holds_url_credentials(
             daemon.send_signal(signal.SIGTERM)
             _, stderr = daemon.communicate(timeout=30)
         finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.communicate(timeout=30)  # reaped, its pipes closed
+            reap(daemon)
     assert sum(h.startswith("/stats") for h in hits) >= 2, stderr
     assert "/stats?token=QTOKEN" in hits  # the server got the real URL ...
     for secret in ("URLPASS", "QTOKEN", "BEARERTOKEN"):  # ... the log never did
