@@ -10,11 +10,16 @@ small daemon; see README, "Detectors").
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import numpy.typing as npt
-from sklearn.ensemble import IsolationForest
 
 from anomon.config import ForestConfig
+
+if TYPE_CHECKING:  # imported where a forest is fitted: scikit-learn takes seconds to load,
+    # and a daemon or command that never fits one (too little history) need not wait
+    from sklearn.ensemble import IsolationForest
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -41,6 +46,8 @@ def summary_features(point: FloatArray, seasonal: FloatArray) -> FloatArray:
 
 def fit_forest(features: FloatArray, config: ForestConfig) -> IsolationForest:
     """Fit a forest on clean feature rows (the caller leaves anomalies out)."""
+    from sklearn.ensemble import IsolationForest  # slow to load: see above
+
     forest = IsolationForest(
         n_estimators=config.n_estimators,
         max_samples=min(config.max_samples, len(features)),

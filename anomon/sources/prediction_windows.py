@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.isotonic import IsotonicRegression
 
 from anomon.config import PredictionsSourceConfig
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
@@ -30,6 +30,10 @@ from anomon.sources.quality import (
     regression_metrics,
     top_two,
 )
+
+if TYPE_CHECKING:  # imported where a calibrator is fitted (_isotonic): scikit-learn takes
+    # seconds to load, and a daemon without a labelled prediction log need not wait
+    from sklearn.isotonic import IsotonicRegression
 
 METRICS = (
     "accuracy",
@@ -302,7 +306,9 @@ def _estimates(
                 windows,
             )
             _merge_drift(found, drift, windows)
-        if isinstance(reference.calibrator, IsotonicRegression):
+        if reference.calibrator is not None and not isinstance(
+            reference.calibrator, _ClassCalibration
+        ):
             wanted = where[ours]  # the rows of the windows to estimate
             probability[wanted] = reference.calibrator.predict(scores[wanted])
     known = np.isfinite(probability[where])
@@ -314,6 +320,13 @@ def _estimates(
         calibrated = np.bincount(window[known], minlength=windows) > 0
         found |= {name: np.where(calibrated, v, np.nan) for name, v in estimates.items()}
     return found
+
+
+def _isotonic() -> IsotonicRegression:
+    """A new calibrator: a score's probability of its class, monotone, within [0, 1]."""
+    from sklearn.isotonic import IsotonicRegression  # slow to load: see above
+
+    return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
 
 
 class _ClassCalibration:
@@ -419,7 +432,7 @@ def _class_reference(settled: _Settled, group: int, config: PredictionsSourceCon
         if not mine.any() or mine.all():
             calibrators.append(None)
             continue
-        calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        calibrator = _isotonic()
         calibrator.fit(rows.scores[pick, k], mine.astype(np.float64))
         calibrators.append(calibrator)
     return _Reference(scores, predicted, _ClassCalibration(calibrators))
@@ -438,7 +451,7 @@ def _reference(
     truth = rows.truth[pick] == positive
     calibrator = None
     if pick.size >= config.min_labels and truth.any() and not truth.all():
-        calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        calibrator = _isotonic()
         calibrator.fit(rows.scores[pick], truth.astype(np.float64))
     return _Reference(
         scores=rows.scores[base] if enough else None,
