@@ -225,28 +225,28 @@ def _latest_columns(row: LatestRow | None) -> dict[str, int | float | None]:
     }
 
 
-_STATE_COLUMNS = (
-    "scored_until",
-    "quality",
-    "learning_until",
-    "last_ts",
-    "last_value",
-    "last_expected",
-    "last_score",
-    "updated_at",
-)
+# series_state's columns set by a cycle, with their PostgreSQL array types: one value per
+# series each; updated_at (the cycle's end) is one value for all
+_STATE_ARRAYS = {
+    "series_id": "bigint",
+    "scored_until": "bigint",
+    "quality": "varchar",
+    "learning_until": "bigint",
+    "last_ts": "bigint",
+    "last_value": "float8",
+    "last_expected": "float8",
+    "last_score": "float8",
+}
+_STATE_COLUMNS = (*list(_STATE_ARRAYS)[1:], "updated_at")  # what an upsert sets
 # PostgreSQL: every series' state in one statement, each column one array. Row by row
 # (executemany), the upserts cost the server about as much CPU as the rest of a cycle's
 # queries; as multi-row VALUES (SQLAlchemy's insertmanyvalues) they cost the daemon
 # more Python time than they saved the server.
 _PG_STATES = (
-    "INSERT INTO series_state (series_id, scored_until, quality, learning_until, last_ts, "
-    "last_value, last_expected, last_score, updated_at) "
+    f"INSERT INTO series_state ({', '.join(_STATE_ARRAYS)}, updated_at) "
     "SELECT s.*, %(updated_at)s FROM unnest("
-    "%(series_id)s::bigint[], %(scored_until)s::bigint[], %(quality)s::varchar[], "
-    "%(learning_until)s::bigint[], %(last_ts)s::bigint[], %(last_value)s::float8[], "
-    "%(last_expected)s::float8[], %(last_score)s::float8[]) AS s "
-    "ON CONFLICT (series_id) DO UPDATE SET "
+    + ", ".join(f"%({name})s::{kind}[]" for name, kind in _STATE_ARRAYS.items())
+    + ") AS s ON CONFLICT (series_id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_COLUMNS)
 )
 
@@ -254,8 +254,7 @@ _PG_STATES = (
 def _save_states(conn: Connection, states: Sequence[Mapping[str, object]]) -> None:
     """Upsert each series' ``series_state`` row (one dict per series, every column)."""
     if conn.dialect.name == "postgresql":
-        columns = {name: [row[name] for row in states] for name in _STATE_COLUMNS[:-1]}
-        columns["series_id"] = [row["series_id"] for row in states]
+        columns = {name: [row[name] for row in states] for name in _STATE_ARRAYS}
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(_PG_STATES, {**columns, "updated_at": states[0]["updated_at"]})

@@ -295,3 +295,57 @@ def test_retention_deletes_only_what_is_past_its_cutoff_in_batches(engine: store
         statuses = conn.exec_driver_sql("SELECT status FROM incidents").scalars().all()
     assert tuple(kept) == (today - day - 299, 300)
     assert statuses == ["firing"]  # a firing incident is never deleted, however old
+
+
+def test_a_cycles_series_state_is_written_and_rewritten_column_by_column(
+    engine: store.Engine,
+) -> None:
+    """Every column of ``series_state`` as a cycle writes it (on PostgreSQL one statement
+    of arrays for all series), a non-finite number stored as NULL, a second cycle
+    overwriting the first."""
+    save(engine, store.SeriesRegistry(), [sample("m", 100, 1.0, n=str(n)) for n in range(3)])
+    with engine.connect() as conn:
+        a, b, c = conn.execute(select(Series.id).order_by(Series.id)).scalars().all()
+
+    def cycle(
+        at: datetime,
+        latest: dict[int, store.LatestRow],
+        quality: dict[int, str] | None = None,
+        learning_until: dict[int, int | None] | None = None,
+    ) -> None:
+        store.save_detection(
+            engine, anomalies=[], scored_until={sid: row[0] for sid, row in latest.items()},
+            quality=quality or {}, learning_until=learning_until, latest=latest,
+            started_at=at, finished_at=at, points=len(latest), config_hash="h",
+            detector_version="v",
+        )  # fmt: skip
+
+    cycle(
+        NOW,
+        {
+            a: (100, 1.5, 1.0, 20.0),
+            b: (100, float("nan"), None, float("inf")),
+            c: (90, 2.0, 2.5, 0.0),
+        },
+        quality={b: "stale", c: "learning"},
+        learning_until={c: 4000},
+    )
+    later = NOW + timedelta(minutes=1)
+    cycle(later, {a: (160, 3.0, 1.1, 95.5)})
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT series_id, scored_until, quality, learning_until, last_ts, last_value, "
+            "last_expected, last_score, updated_at FROM series_state ORDER BY series_id"
+        ).all()
+    found = [(*row[:-1], store_time(row[-1])) for row in rows]
+    assert found == [
+        (a, 160, "ok", None, 160, 3.0, 1.1, 95.5, later),
+        (b, 100, "stale", None, 100, None, None, None, NOW),
+        (c, 90, "learning", 4000, 90, 2.0, 2.5, 0.0, NOW),
+    ]
+
+
+def store_time(value: datetime | str) -> datetime:
+    """A timestamp as read back with plain SQL: aware (PostgreSQL) or text (SQLite)."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
