@@ -16,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from anomon.config import ForestConfig
+from anomon.imports import scikit_learn
 
-if TYPE_CHECKING:  # imported where a forest is fitted: scikit-learn takes seconds to load,
-    # and a daemon or command that never fits one (too little history) need not wait
+if TYPE_CHECKING:  # imported where a forest is fitted (anomon.imports says why)
     from sklearn.ensemble import IsolationForest
 
 FloatArray = npt.NDArray[np.float64]
@@ -46,9 +46,7 @@ def summary_features(point: FloatArray, seasonal: FloatArray) -> FloatArray:
 
 def fit_forest(features: FloatArray, config: ForestConfig) -> IsolationForest:
     """Fit a forest on clean feature rows (the caller leaves anomalies out)."""
-    from sklearn.ensemble import IsolationForest  # slow to load: see above
-
-    forest = IsolationForest(
+    forest: IsolationForest = scikit_learn("ensemble").IsolationForest(
         n_estimators=config.n_estimators,
         max_samples=min(config.max_samples, len(features)),
         random_state=config.random_state,

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from anomon.config import PredictionsSourceConfig
+from anomon.imports import scikit_learn
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
 from anomon.sources.prediction_rows import Rows
 from anomon.sources.quality import (
@@ -31,8 +32,7 @@ from anomon.sources.quality import (
     top_two,
 )
 
-if TYPE_CHECKING:  # imported where a calibrator is fitted (_isotonic): scikit-learn takes
-    # seconds to load, and a daemon without a labelled prediction log need not wait
+if TYPE_CHECKING:  # imported where a calibrator is fitted (anomon.imports says why)
     from sklearn.isotonic import IsotonicRegression
 
 METRICS = (
@@ -324,9 +324,10 @@ def _estimates(
 
 def _isotonic() -> IsotonicRegression:
     """A new calibrator: a score's probability of its class, monotone, within [0, 1]."""
-    from sklearn.isotonic import IsotonicRegression  # slow to load: see above
-
-    return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+    calibrator: IsotonicRegression = scikit_learn("isotonic").IsotonicRegression(
+        y_min=0.0, y_max=1.0, out_of_bounds="clip"
+    )
+    return calibrator
 
 
 class _ClassCalibration:
