@@ -423,6 +423,11 @@ def _drift_findings(
         out("  model drift: not injected (the demo ended first)")
         return
     told: dict[str, tuple[float, dict[str, Any]]] = {}  # scores / labels -> first notice
+    # the first moment each stage can show the drift: its scores at once, its labels
+    # once the first drifted prediction's label has landed; a notice before that is
+    # about something else (noise), not the drift
+    visible = {"scores": credit.drift_at, "labels": credit.drift_at + LABEL_LAG}
+    early: list[str] = []
     for delivery in deliveries:
         if delivery.body.get("event") != "firing":
             continue
@@ -430,7 +435,16 @@ def _drift_findings(
             if incident.get("entity") != f"{MODEL}-model":
                 continue
             stage = "scores" if incident.get("metric") in BEFORE_LABELS else "labels"
+            if delivery.at < visible[stage]:
+                early.append(
+                    f"  {MODEL} model, before its drift could show in its {stage}: "
+                    f"{incident.get('metric')} fired (incident #{incident.get('id')}, "
+                    f"{_clock(delivery.at - credit.drift_at)} from the drift): not the drift"
+                )
+                continue
             told.setdefault(stage, (delivery.at, incident))
+    for line in early:
+        out(line)
     for stage, what in (("scores", "from its scores alone"), ("labels", "from its labels")):
         if stage not in told:
             out(f"  model drift {what}: not told yet")
