@@ -107,8 +107,8 @@ def test_kill_9_at_any_moment_loses_and_duplicates_nothing(tmp_path: Path) -> No
                 daemon.send_signal(signal.SIGKILL)
                 daemon.communicate(timeout=30)  # also closes its pipes
             else:
-                # let the outbox drain: a notification a killed life had claimed is sent
-                # again once its claim's lease (about a minute here) has run out
+                # let the outbox drain: what a killed life had claimed is due again when
+                # this life starts (SQLite: the one deliverer), then sent like the rest
                 _drained(url, deadline=time.monotonic() + 90)
                 daemon.send_signal(signal.SIGTERM)
                 _, stderr = daemon.communicate(timeout=30)

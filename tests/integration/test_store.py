@@ -12,7 +12,7 @@ from sqlalchemy import insert, select
 from anomon import store
 from anomon.model import Sample, SeriesInfo, SeriesKey, SeriesKind
 from anomon.store import samples as samples_module
-from anomon.store.schema import CollectionRun, Series
+from anomon.store.schema import CollectionRun, Series, SeriesState
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -332,20 +332,16 @@ def test_a_cycles_series_state_is_written_and_rewritten_column_by_column(
     )
     later = NOW + timedelta(minutes=1)
     cycle(later, {a: (160, 3.0, 1.1, 95.5)})
-    with engine.connect() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT series_id, scored_until, quality, learning_until, last_ts, last_value, "
-            "last_expected, last_score, updated_at FROM series_state ORDER BY series_id"
-        ).all()
-    found = [(*row[:-1], store_time(row[-1])) for row in rows]
+    state = SeriesState
+    query = select(
+        state.series_id, state.scored_until, state.quality, state.learning_until,
+        state.last_ts, state.last_value, state.last_expected, state.last_score,
+        state.updated_at,
+    ).order_by(state.series_id)  # fmt: skip
+    with engine.connect() as conn:  # the ORM's columns: timestamps come back aware
+        found = [tuple(row) for row in conn.execute(query)]
     assert found == [
         (a, 160, "ok", None, 160, 3.0, 1.1, 95.5, later),
         (b, 100, "stale", None, 100, None, None, None, NOW),
         (c, 90, "learning", 4000, 90, 2.0, 2.5, 0.0, NOW),
     ]
-
-
-def store_time(value: datetime | str) -> datetime:
-    """A timestamp as read back with plain SQL: aware (PostgreSQL) or text (SQLite)."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
