@@ -39,6 +39,9 @@ CALIBRATION_QUANTILES = (0.5, 0.9, 0.99)
 # extrapolating from the q90-q99 spacing ranks new extremes better.
 RARITY_QUANTILES = (0.5, 0.9, 0.99, 1.0)
 RANGE_FLOOR = 0.02  # the tail's decade step, as a share of the reference's range
+# tanh reaches 1.0 in float64 from about 19 of its units (70 decades): past this a score
+# of 100 tells no more, and the decades it stands for are taken as this many
+MAX_DECADES = 50.0
 
 
 def level_decades(levels: Sequence[float]) -> FloatArray:
@@ -125,3 +128,14 @@ def calibrated_decades(
     out = np.where(segment >= k, beyond, np.where(segment == 0, below, within))
     invalid = np.isnan(raw) | np.isnan(knots).any(axis=1)
     return np.where(invalid, np.nan, out)
+
+
+def score_decades(score: FloatArray) -> FloatArray:
+    """The decades (``-log10`` tail probability) a 0-100 score stands for: the inverse of
+    ``100 * tanh(decades / DECADES_SCALE)``. A score of 100 (the float's tanh has run out)
+    is :data:`MAX_DECADES`; NaN counts as 0, no evidence."""
+    share = np.clip(np.nan_to_num(score, nan=0.0) / 100.0, 0.0, 1.0)
+    with np.errstate(divide="ignore"):
+        found = DECADES_SCALE * np.arctanh(share)
+    clipped: FloatArray = np.minimum(found, MAX_DECADES)
+    return clipped

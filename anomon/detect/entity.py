@@ -10,7 +10,8 @@ refitted at fixed row counts).
 
 Per metric: a robust z-score against the trailing median (``zscore``) and against the
 median of the same time of day / week over the last few periods (``seasonal``). Per
-entity: an IsolationForest over scale-free summaries of those z-scores (``forest``).
+entity: an IsolationForest over summaries of how rare each metric's deviation is (``forest``),
+never claiming more rarity than its training rows can tell (:func:`.forest.rarity_cap`).
 A model's quality and volumes measured on samples (accuracy on its window's labelled
 rows, counts of rows) are judged by their sampling error instead (:mod:`.sampling`).
 Each detector is calibrated to 0-100 against a long trailing reference of its own raw
@@ -30,7 +31,13 @@ import numpy as np
 import numpy.typing as npt
 
 from anomon.config import DetectionConfig, Limit
-from anomon.detect.calibration import CALIBRATION_QUANTILES, RARITY_QUANTILES, calibrate
+from anomon.detect.calibration import (
+    CALIBRATION_QUANTILES,
+    DECADES_SCALE,
+    RARITY_QUANTILES,
+    calibrate,
+    score_decades,
+)
 from anomon.detect.forest import FEATURES, summary_features
 from anomon.detect.params import DEFAULT_PRIOR_WEIGHT, DetectorParams
 from anomon.detect.rolling import Holdout, Judge, TrailingQuantiles
@@ -376,7 +383,7 @@ class EntityDetector:
             )
 
     def _prepare(self, times: IntArray, data: FloatArray) -> Pending:
-        point, seasonal, expected, flat, quartiles = [], [], [], [], []
+        expected, flat, quartiles = [], [], []
         per_detector: dict[str, list[FloatArray]] = {"zscore": [], "seasonal": [], "limit": []}
         for column, state in enumerate(self._metrics):
             q, seasonal_expected, qr, holding = state.baselines(times, data[:, column])
@@ -385,8 +392,6 @@ class EntityDetector:
             found = deviation_scores(
                 data[:, column], q, seasonal_expected, qr, up, down, self.config, holding
             )
-            point.append(found.point)
-            seasonal.append(found.seasonal)
             expected.append(found.expected)
             flat.append(found.flat)
             for name, offset, scale in (
@@ -408,7 +413,10 @@ class EntityDetector:
                 )
                 per_detector["seasonal"][column] = np.zeros(times.size)
         detectors = {name: _largest(cols) for name, cols in per_detector.items()}
-        features = summary_features(np.column_stack(point), np.column_stack(seasonal))
+        features = summary_features(
+            score_decades(np.column_stack(per_detector["zscore"])),
+            score_decades(np.column_stack(per_detector["seasonal"])),
+        )
         own = _own_scores(
             data,
             np.column_stack(per_detector["zscore"]),
@@ -472,7 +480,8 @@ class Deviations:
     """How far rows are from their baselines, per row (one series' times or one time of
     many series).
 
-    ``point`` and ``seasonal`` are directional robust z-scores (the forest's features);
+    ``point`` and ``seasonal`` are directional robust z-scores (the larger decides which
+    baseline a row's expected value is);
     ``point_offset`` and ``seasonal_offset`` the same deviations in the metric's own unit
     (what the calibrated detectors score) and ``point_scale`` / ``seasonal_scale`` the
     robust spreads between the two; ``expected`` the value each row was expected to have.
@@ -637,9 +646,15 @@ def forest_calibration(params: DetectorParams) -> TrailingQuantiles:
     )
 
 
-def calibrate_forest(raw: FloatArray, history: TrailingQuantiles) -> FloatArray:
-    """Calibrate a forest's raw scores against ``history``, then add them to it."""
-    return calibrate(raw, history.push(raw), span_floor=FOREST_SPAN_FLOOR)
+def calibrate_forest(
+    raw: FloatArray, history: TrailingQuantiles, *, max_decades: float
+) -> FloatArray:
+    """Calibrate a forest's raw scores against ``history``, then add them to it; no
+    score claims more than ``max_decades`` (:func:`~anomon.detect.forest.rarity_cap`)."""
+    score = calibrate(raw, history.push(raw), span_floor=FOREST_SPAN_FLOOR)
+    ceiling = 100.0 * np.tanh(max_decades / DECADES_SCALE)
+    capped: FloatArray = np.minimum(score, ceiling)
+    return capped
 
 
 def _limit_scores(limit: Limit | None, x: FloatArray) -> FloatArray:
@@ -761,7 +776,9 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
         for name, values in scores.items()
     }
     own = _own_scores(x, scores["zscore"], scores["seasonal"], scores["limit"])
-    features = _grouped_features(found.point, found.seasonal, sizes, offsets)
+    features = _grouped_features(
+        score_decades(scores["zscore"]), score_decades(scores["seasonal"]), sizes, offsets
+    )
     return PendingMany(ts, largest, features, found.expected, own, found.flat, offsets)
 
 

@@ -25,7 +25,7 @@ from anomon.detect.entity import (
     forest_calibration,
     prepare_many,
 )
-from anomon.detect.forest import ForestPool
+from anomon.detect.forest import ForestPool, rarity_cap
 from anomon.detect.params import DetectorParams
 from anomon.detect.zscore import Direction
 
@@ -122,7 +122,11 @@ class Fleet(Generic[Key]):
 
     def _forest(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """The pooled forest's calibrated score of feature rows."""
-        return calibrate_forest(self.pool.score(features), self.forest_history)
+        return calibrate_forest(
+            self.pool.score(features),
+            self.forest_history,
+            max_decades=rarity_cap(self.pool.fitted_rows),
+        )
 
 
 class Solo:

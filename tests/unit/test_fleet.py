@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
 from anomon.config import DetectionConfig
 from anomon.detect import Solo
+from anomon.detect.calibration import DECADES_SCALE
+from anomon.detect.entity import calibrate_forest, forest_calibration
 from anomon.detect.fleet import Fleet
+from anomon.detect.forest import rarity_cap
 from anomon.detect.params import DetectorParams
 
 CONFIG = DetectionConfig.model_validate(
@@ -63,6 +68,74 @@ def test_the_pooled_forest_flags_a_spike_in_one_entity() -> None:
     assert last["m0"].anomaly[1]
     assert last["m0"].detectors["forest"][1] > 50
     assert not any(last[key].anomaly.any() for key in ("m1", "m2", "m3"))
+
+
+def _model_windows(rows: int, partial_from: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A model's hourly quality windows (accuracy on its labelled rows, the labelled
+    rows, its predictions, its latency); from ``partial_from`` one window in five comes
+    with 5 % of its labels (first reported while its labels were still coming in)."""
+    rng = np.random.default_rng(1)
+    ts = START + 3600 * np.arange(rows)
+    labelled = rng.normal(1000, 20, rows).round()
+    partial = (np.arange(rows) >= partial_from) & (rng.random(rows) < 0.2)
+    labelled = np.where(partial, (labelled * 0.05).round(), labelled)
+    accuracy = rng.binomial(labelled.astype(np.int64), 0.9) / labelled
+    predictions = rng.poisson(1200, rows).astype(float)
+    latency = rng.normal(50, 2, rows)
+    return ts, np.column_stack([accuracy, labelled, predictions, latency]), partial
+
+
+def test_the_forest_sees_how_rare_each_metric_was_judged_not_its_raw_spread() -> None:
+    # a window with 50 labels instead of 1,000: its labelled_rows is 45 spreads off and
+    # its accuracy a few (of the 1,000-label windows' spread), but labelled_rows is not
+    # judged (a size) and the accuracy is within its sampling error: nothing happened.
+    # Fed raw z-scores the forest gave such windows a median of 70 (normal ones 2)
+    ts, x, partial = _model_windows(3000, 2500)
+    solo = Solo(["accuracy", "labelled_rows", "predictions", "latency_ms"], DetectionConfig())
+    scores = solo.update(ts, x)
+    forest = scores.detectors["forest"]
+    late = np.arange(ts.size) >= 2500
+    assert partial.sum() > 50
+    assert np.median(forest[partial]) < 10
+    assert np.quantile(forest[partial], 0.9) < 50
+    assert not scores.anomaly[late].any()
+
+
+def test_the_forest_claims_no_more_rarity_than_one_in_its_training_rows() -> None:
+    # a forest that learnt from n rows can tell a row is unlike all of them, not how
+    # much rarer than 1 in n it is: past that, its extrapolated tail is its raw score's
+    # ceiling landing wherever the reference's spacing puts it
+    history = forest_calibration(DetectorParams(DetectionConfig()))
+    packed = np.random.default_rng(2).uniform(0.50, 0.52, 2000)
+    calibrate_forest(packed, history, max_decades=np.inf)
+    isolated = np.array([0.56])  # far past a tightly packed reference
+    assert calibrate_forest(isolated, copy.deepcopy(history), max_decades=np.inf)[0] > 85
+    capped = calibrate_forest(isolated, history, max_decades=rarity_cap(4000))[0]
+    assert capped == pytest.approx(100 * np.tanh(np.log10(4000) / DECADES_SCALE))
+    assert capped < DetectionConfig().threshold
+    assert rarity_cap(100) == pytest.approx(2.0) and rarity_cap(0) == 0.0
+
+
+def test_the_fleet_caps_the_forest_at_the_rows_its_model_learnt_from() -> None:
+    # a forest that learnt from 100 rows claims at most 1 in 100 (a score of 50), even
+    # for the spike that the same forest taught on more rows scores past 50 (the test
+    # above)
+    small = CONFIG.model_copy(
+        update={"forest": CONFIG.forest.model_copy(update={"train_window": 100})}
+    )
+    fleet = Fleet(small)
+    data = {f"m{i}": _pair(10 + i, 1500) for i in range(4)}
+    data["m0"][1][1400, :] += 40
+    for key in data:
+        fleet.add(key, ["latency", "requests"])
+    earlier = fleet.update({key: (ts[:1399], x[:1399]) for key, (ts, x) in data.items()})
+    last = fleet.update({key: (ts[1399:], x[1399:]) for key, (ts, x) in data.items()})
+    assert fleet.pool.fitted_rows == 100
+    ceiling = 100 * np.tanh(2.0 / DECADES_SCALE)
+    assert last["m0"].detectors["forest"][1] == pytest.approx(ceiling)
+    forest = [s.detectors["forest"] for part in (earlier, last) for s in part.values()]
+    assert np.concatenate(forest).max() <= ceiling + 1e-9
+    assert last["m0"].anomaly[1]  # the metrics' own detectors still flag the spike
 
 
 def test_a_one_metric_entity_is_judged_without_the_forest() -> None:
