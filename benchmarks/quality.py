@@ -3,7 +3,11 @@
 SMD (``../shared/datasets/smd/<machine>/``): every metric of a machine is replayed as its
 own one-metric series through :func:`anomon.detect.replay.replay`, warmed up on the
 metric's train part; a test row's score is the largest ``score`` over the machine's
-metrics. Beside it, in the same run, two baselines scored on the same test rows:
+metrics. Then (issue 13) the machine is replayed once as one entity of all its metrics,
+as ``anomon replay test.csv.gz --train train.csv.gz`` does, and its ``score`` measured
+beside its parts from the same run: the largest per-metric score (the metrics' own
+detectors) and the pooled forest's score. Beside them, two baselines scored on the
+same test rows:
 
 - robust z: per metric ``|x - median| / (1.4826 * MAD)`` with median and MAD of the
   train part, a MAD of 0 (a metric constant on most of the train part) replaced by
@@ -83,6 +87,18 @@ class MachineResult:
     iforest: tuple[float, float]
     replay_points: int
     replay_seconds: float
+    entity: EntityResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EntityResult:
+    """One SMD machine replayed as one entity of all its metrics (issue 13's path):
+    (best F1, AUC-PR) of anomon's score and of its parts, from the same replay."""
+
+    both: tuple[float, float]  # the score: per-metric detectors, forest, joint grade
+    metrics_alone: tuple[float, float]  # the largest per-metric score (z, seasonal)
+    forest_alone: tuple[float, float]  # the pooled forest's score
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +212,20 @@ def score_machine(
         # a row anomon could not score (NaN) counts as the lowest score
         combined = np.fmax(combined, scores.score)
     combined[~np.isfinite(combined)] = 0.0
+    whole_train = Table(train_labels, train_ts, metrics, train_x)
+    start = time.perf_counter()
+    whole = replay(Table(test_labels, test_ts, metrics, test_x), config, train=whole_train)
+    entity_seconds = time.perf_counter() - start
+
+    def measured(score: FloatArray) -> tuple[float, float]:
+        return best_f1_and_ap(labels, np.where(np.isfinite(score), score, 0.0))
+
+    entity = EntityResult(
+        both=measured(whole.score),
+        metrics_alone=measured(np.fmax.reduce(whole.metric_scores, axis=1)),
+        forest_alone=measured(whole.detectors["forest"]),
+        seconds=entity_seconds,
+    )
     return MachineResult(
         machine=machine,
         rows=int(test_ts.size),
@@ -206,6 +236,7 @@ def score_machine(
         iforest=best_f1_and_ap(labels, iforest(train_x, test_x)),
         replay_points=len(metrics) * int(train_ts.size + test_ts.size),
         replay_seconds=seconds,
+        entity=entity,
     )
 
 
@@ -234,6 +265,37 @@ def print_smd(results: Sequence[MachineResult]) -> dict[str, float]:
         f"{'mean':<25} | {means['smd_f1_mean']:>9.3f} {means['smd_auc_pr_mean']:>6.3f} | "
         f"{means['smd_robust_z_f1_mean']:>7.3f} {means['smd_robust_z_auc_pr_mean']:>6.3f} | "
         f"{means['smd_iforest_f1_mean']:>6.3f} {means['smd_iforest_auc_pr_mean']:>6.3f} |"
+    )
+    return means
+
+
+def print_smd_entities(results: Sequence[MachineResult]) -> dict[str, float]:
+    """Print the SMD table of each machine replayed as one entity; return the means."""
+    rows = [(r, r.entity) for r in results if r.entity is not None]
+    print("SMD, one entity per machine (all its metrics one replay; its parts from the same run)")
+    print(
+        f"{'machine':<12} | {'anomon F1':>9} {'AUC-PR':>6} | {'metrics F1':>10} {'AUC-PR':>6} | "
+        f"{'forest F1':>9} {'AUC-PR':>6} | {'replay s':>8}"
+    )
+    for r, e in rows:
+        print(
+            f"{r.machine:<12} | {e.both[0]:>9.3f} {e.both[1]:>6.3f} | "
+            f"{e.metrics_alone[0]:>10.3f} {e.metrics_alone[1]:>6.3f} | "
+            f"{e.forest_alone[0]:>9.3f} {e.forest_alone[1]:>6.3f} | {e.seconds:>8.1f}"
+        )
+    means = {
+        "smd_entity_f1_mean": float(np.mean([e.both[0] for _, e in rows])),
+        "smd_entity_auc_pr_mean": float(np.mean([e.both[1] for _, e in rows])),
+    }
+    alone = [
+        np.mean([getattr(e, part)[k] for _, e in rows])
+        for part in ("metrics_alone", "forest_alone")
+        for k in (0, 1)
+    ]
+    both = (means["smd_entity_f1_mean"], means["smd_entity_auc_pr_mean"])
+    print(
+        f"{'mean':<12} | {both[0]:>9.3f} {both[1]:>6.3f} | "
+        f"{alone[0]:>10.3f} {alone[1]:>6.3f} | {alone[2]:>9.3f} {alone[3]:>6.3f} |"
     )
     return means
 
@@ -343,6 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "smd_robust_z_auc_pr_mean",
             "smd_iforest_f1_mean",
             "smd_iforest_auc_pr_mean",
+            "smd_entity_f1_mean",
+            "smd_entity_auc_pr_mean",
             "nab_loco_mean",
             "nab_loco_min",
         ]
@@ -374,6 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = sum(r.replay_seconds for r in machine_results) + sum(f.seconds for f in nab_files)
     if machine_results:
         summary.update(print_smd(machine_results))
+        print()
+        summary.update(print_smd_entities(machine_results))
         print()
     if nab_files:
         summary.update(print_nab([f.result for f in nab_files]))

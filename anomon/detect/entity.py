@@ -39,6 +39,7 @@ from anomon.detect.calibration import (
     score_decades,
 )
 from anomon.detect.forest import FEATURES, summary_features
+from anomon.detect.joint import graded, joint_leads, joint_scores, top_two
 from anomon.detect.params import DEFAULT_PRIOR_WEIGHT, DetectorParams
 from anomon.detect.rolling import Holdout, Judge, TrailingQuantiles
 from anomon.detect.sampling import (
@@ -63,9 +64,15 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Quality = Literal["ok", "too_short", "learning", "stale", "flat"]
 
-DETECTORS = ("zscore", "seasonal", "forest", "limit")
+# the detectors whose scores the ensemble combines
+ENSEMBLE = ("zscore", "seasonal", "forest", "limit")
+# every score a row reports: the ensemble's, and what its two most unusual metrics stand
+# for together (:mod:`.joint`: it grades an alarm, it does not raise one)
+DETECTORS = (*ENSEMBLE, "joint")
 LIMIT_SCORE = 100.0  # a broken static limit is as sure as a score can be
-DETECTOR_VERSION = "3"  # 2: rarity against long references, warm-up, held episodes; 3: levels held
+# 2: rarity against long references, warm-up, held episodes; 3: levels held;
+# 4: the forest on rarities, capped at its training rows; alarms graded by joint deviations
+DETECTOR_VERSION = "4"
 STALE_STEPS = 3  # rows a series may miss before it is stale (and past stale_after)
 BASELINE_QUANTILES = (0.25, 0.5, 0.75)
 Z_SPAN_FLOOR = 0.5  # calibration floor for z-score detectors, in sigmas
@@ -122,9 +129,12 @@ class Scores:
     def contributors(self, threshold: float) -> npt.NDArray[np.bool_]:
         """Which metrics drive each anomalous row, ``(rows, metrics)``: those whose own
         score reaches ``threshold``, else the one with the largest own score (a row made
-        anomalous by the forest, from deviations too small to alarm alone). Normal rows
-        have none."""
+        anomalous by the forest, from deviations too small to alarm alone); and the two
+        most unusual where two together raised the row's score (:mod:`.joint`). Normal
+        rows have none."""
         own: npt.NDArray[np.bool_] = np.asarray(self.metric_scores >= threshold)
+        pair = joint_leads(self.score, self.detectors["joint"], self.metric_scores)
+        own = own | (top_two(self.metric_scores) & pair[:, None])
         rows, metrics = self.metric_scores.shape
         lead = np.zeros((rows, metrics), dtype=bool)
         if rows and metrics:
@@ -432,15 +442,18 @@ class EntityDetector:
         detectors["forest"] = (
             forest_score if self.uses("forest") else np.full_like(forest_score, np.nan)
         )
-        combined = self._combine(detectors)
-        anomaly = combined >= self.config.threshold
+        threshold = self.config.threshold
+        joint = joint_scores(pending.metric_scores)
+        detectors["joint"] = joint if self.uses("joint") else np.full_like(joint, np.nan)
+        combined = graded(self._combine(detectors), joint, threshold)
+        anomaly = combined >= threshold
         self.advance(int(pending.times[0]), int(pending.times[-1]), pending.times.size)
         return Scores(
             combined, anomaly, detectors, pending.expected, pending.metric_scores, pending.flat
         )
 
     def _combine(self, detectors: dict[str, FloatArray]) -> FloatArray:
-        active = [detectors[name] for name in DETECTORS if self.uses(name)]
+        active = [detectors[name] for name in ENSEMBLE if self.uses(name)]
         stacked = np.column_stack(active)
         combined: FloatArray = (
             stacked.max(axis=1) if self.config.ensemble == "max" else stacked.mean(axis=1)
@@ -458,6 +471,8 @@ class EntityDetector:
             return self.config.forest.enabled and len(self._metrics) > 1
         if name == "limit":
             return any(state.limit is not None for state in self._metrics)
+        if name == "joint":  # a grade of two metrics together, not an ensemble member
+            return len(self._metrics) > 1
         return True
 
     def advance(self, first: int, last: int, rows: int) -> None:
@@ -843,19 +858,21 @@ def finish_many(
     config = detectors[0].config
     scores = dict(pending.detectors)
     active = np.array(
-        [[detector.uses(name) for name in DETECTORS] for detector in detectors], dtype=bool
+        [[detector.uses(name) for name in ENSEMBLE] for detector in detectors], dtype=bool
     )
     # a detector an entity does not use has no score there (the forest of a one-metric one)
-    scores["forest"] = np.where(active[:, DETECTORS.index("forest")], forest_score, np.nan)
-    stacked = np.column_stack([scores[name] for name in DETECTORS])
+    scores["forest"] = np.where(active[:, ENSEMBLE.index("forest")], forest_score, np.nan)
+    stacked = np.column_stack([scores[name] for name in ENSEMBLE])
     if config.ensemble == "max":
         combined = np.where(active, stacked, -np.inf).max(axis=1)
     else:
         combined = np.where(active, stacked, 0.0).sum(axis=1) / active.sum(axis=1)
     for detector, ts in zip(detectors, pending.times.tolist(), strict=True):
         detector.advance(ts, ts, 1)
-    anomaly = combined >= config.threshold
     bounds = pending.offsets.tolist()
+    scores["joint"] = _joint_many(pending, bounds)
+    combined = graded(combined, scores["joint"], config.threshold)
+    anomaly = combined >= config.threshold
     return [
         Scores(
             combined[i : i + 1],
@@ -867,3 +884,15 @@ def finish_many(
         )
         for i in range(n)
     ]
+
+
+def _joint_many(pending: PendingMany, bounds: list[int]) -> FloatArray:
+    """:func:`~anomon.detect.joint.joint_scores` of one row of each of many entities
+    (NaN for an entity of one metric): entities of one size as one matrix."""
+    sizes = np.diff(pending.offsets)
+    found = np.full(sizes.size, np.nan)
+    for size in np.unique(sizes[sizes >= 2]).tolist():
+        members = np.flatnonzero(sizes == size)
+        columns = pending.offsets[members][:, None] + np.arange(size)[None, :]
+        found[members] = joint_scores(pending.metric_scores[columns])
+    return found

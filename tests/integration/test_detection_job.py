@@ -68,7 +68,13 @@ def test_it_scores_new_samples_once_and_resumes_after_a_restart(engine: store.En
     (hit,) = spike
     assert hit.direction == "up" and hit.value > hit.expected + 40
     assert 80 <= hit.score <= 100
-    assert set(json.loads(hit.detector_scores)) == {"zscore", "seasonal", "forest", "limit"}
+    assert set(json.loads(hit.detector_scores)) == {
+        "zscore",
+        "seasonal",
+        "forest",
+        "limit",
+        "joint",
+    }
     assert hit.config_hash == config_hash(CONFIG)
     with engine.connect() as conn:  # the view people and Grafana read
         named = conn.exec_driver_sql(

@@ -51,6 +51,7 @@ def test_replay_writes_one_row_per_input_row_with_timestamps_as_given(tmp_path: 
             "seasonal_score",
             "forest_score",
             "limit_score",
+            "joint_score",
         ]
         assert [row["timestamp"] for row in rows] == stamps
         scores = np.array([float(row["score"]) for row in rows])
