@@ -129,9 +129,11 @@ class Scores:
     def contributors(self, threshold: float) -> npt.NDArray[np.bool_]:
         """Which metrics drive each anomalous row, ``(rows, metrics)``: those whose own
         score reaches ``threshold``, else the one with the largest own score (a row made
-        anomalous by the forest, from deviations too small to alarm alone); and the two
-        most unusual where two together raised the row's score (:mod:`.joint`). Normal
-        rows have none."""
+        anomalous by the forest, where a threshold is below its cap, or whose series have
+        thresholds of their own); and the two most unusual where two together raised the
+        row's score (:mod:`.joint`). Normal rows have none."""
+        if not self.anomaly.any():  # the usual case of a cycle: nothing to name
+            return np.zeros(self.metric_scores.shape, dtype=bool)
         own: npt.NDArray[np.bool_] = np.asarray(self.metric_scores >= threshold)
         pair = joint_leads(self.score, self.detectors["joint"], self.metric_scores)
         own = own | (top_two(self.metric_scores) & pair[:, None])
@@ -273,8 +275,13 @@ class EntityDetector:
         config: DetectionConfig | DetectorParams,
         *,
         directions: Sequence[Direction] | None = None,
+        thresholds: Sequence[float] | None = None,
     ) -> None:
-        """Make a detector for ``metrics`` from the config (or params built from it).
+        """Make a detector for ``metrics`` from the config (or params built from it);
+        ``directions`` and ``thresholds`` per metric where overrides set them (default:
+        :func:`default_direction`, the config's threshold). A metric's threshold only
+        decides which rows the joint grade may raise (:func:`.joint.graded`): the rows
+        where some metric reaches its own.
 
         It has no forest of its own: a :class:`~anomon.detect.fleet.Fleet` (a
         :class:`~anomon.detect.fleet.Solo` for one entity alone) scores the features of
@@ -286,6 +293,12 @@ class EntityDetector:
         self.config = self.params.config
         chosen = directions or [default_direction(name, self.config) for name in metrics]
         self.metrics = list(metrics)
+        self.thresholds = np.asarray(
+            thresholds if thresholds is not None else [self.config.threshold] * len(metrics),
+            dtype=np.float64,
+        )
+        if self.thresholds.shape != (len(metrics),):
+            raise ValueError(f"expected {len(metrics)} threshold(s), got {self.thresholds.size}")
         self._metrics = [
             _MetricState(direction, self.config.limit_for(name), self.params, sampling)
             for name, direction, sampling in zip(
@@ -445,7 +458,9 @@ class EntityDetector:
         threshold = self.config.threshold
         joint = joint_scores(pending.metric_scores)
         detectors["joint"] = joint if self.uses("joint") else np.full_like(joint, np.nan)
-        combined = graded(self._combine(detectors), joint, threshold)
+        ensemble = self._combine(detectors)
+        reached = np.any(pending.metric_scores >= self.thresholds, axis=1)
+        combined = graded(ensemble, joint, reached & (ensemble >= self.thresholds.min()))
         anomaly = combined >= threshold
         self.advance(int(pending.times[0]), int(pending.times[-1]), pending.times.size)
         return Scores(
@@ -871,7 +886,11 @@ def finish_many(
         detector.advance(ts, ts, 1)
     bounds = pending.offsets.tolist()
     scores["joint"] = _joint_many(pending, bounds)
-    combined = graded(combined, scores["joint"], config.threshold)
+    thresholds = np.concatenate([detector.thresholds for detector in detectors])
+    starts = pending.offsets[:-1]
+    reached = np.logical_or.reduceat(pending.metric_scores >= thresholds, starts)
+    lowest = np.minimum.reduceat(thresholds, starts)
+    combined = graded(combined, scores["joint"], reached & (combined >= lowest))
     anomaly = combined >= config.threshold
     return [
         Scores(

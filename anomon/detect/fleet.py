@@ -53,9 +53,13 @@ class Fleet(Generic[Key]):
         metrics: Sequence[str],
         *,
         directions: Sequence[Direction] | None = None,
+        thresholds: Sequence[float] | None = None,
     ) -> EntityDetector:
-        """Register an entity (its metrics in column order) and return its detector."""
-        detector = EntityDetector(metrics, self.params, directions=directions)
+        """Register an entity (its metrics in column order, with their overridden
+        directions and thresholds, if any) and return its detector."""
+        detector = EntityDetector(
+            metrics, self.params, directions=directions, thresholds=thresholds
+        )
         self.entities[key] = detector
         return detector
 
@@ -139,9 +143,10 @@ class Solo:
         config: DetectionConfig | DetectorParams,
         *,
         directions: Sequence[Direction] | None = None,
+        thresholds: Sequence[float] | None = None,
     ) -> None:
         self.fleet = Fleet[int](config)
-        self.detector = self.fleet.add(0, metrics, directions=directions)
+        self.detector = self.fleet.add(0, metrics, directions=directions, thresholds=thresholds)
 
     def update(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> Scores:
         """Score new rows: ``ts`` epoch seconds (never decreasing), ``values``

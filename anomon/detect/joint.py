@@ -3,7 +3,8 @@
 An entity's score is the rarity of its most unusual metric: a row alarms when one
 metric's deviation is as rare as the threshold says (1 in 10,000 at 80), whatever the
 others do. When a second metric is far out on the same row, the row is rarer than
-either alone: with ``n`` metrics, ``d1 >= d2`` the two largest rarities in decades
+either alone: with ``n`` metrics having a value in the row, ``d1 >= d2`` the two
+largest rarities in decades
 (``-log10`` of each one's tail probability), independence gives the largest a chance of
 about ``n * 10**-d1`` and the second largest ``C(n, 2) * 10**-(2 * d2)``. On the scale
 the entity's score already uses (a metric's own rarity, with the same multiplicity
@@ -11,20 +12,23 @@ convention), the pair stands for
 
     ``joint = 2 * d2 - log10((n - 1) / 2)`` decades,
 
-and an alarming row's score is raised to that when it is larger: a host whose CPU and
-latency are both at 1 in 10,000 scores 96 (it would open an incident at once), one
-whose CPU alone is, 80.
+and an alarming row's score is raised to that when it is larger: a host of 14 metrics
+whose CPU and latency are both at 1 in 10,000 scores 96 (it would open an incident at
+once), one whose CPU alone is, 80.
 
 Only rows already at the threshold are graded. Metrics of one thing are correlated (a
 model's p50 and p99 latency come from one histogram), so independence overstates how
-rare two *mild* deviations together are: two correlated metrics at 1 in 100 each would
-score 82 and alarm on an ordinary day. Above the threshold the row is an alarm anyway,
+rare two *mild* deviations together are: two correlated metrics at 1 in 300 each in a
+host of 14 (1 in 75 in an entity of two) would pass the threshold, on an ordinary day.
+Above the threshold the row is an alarm anyway,
 and a second metric far out makes it surer, not merely possible. So the threshold keeps
 its meaning (the rarity of one metric's deviation), and joint evidence decides how loud
 an alarm is: the incident's peak, its severity, whether it opens at once. On the SMD dev
 machines (one entity each), this raised the mean best F1 / AUC-PR from 0.486 / 0.386 to
-0.500 / 0.427, every machine's AUC-PR with it; grading every row instead (alarms from
-two mild deviations) gave 0.490 / 0.420, and lower F1 on machine-2-1.
+0.500 / 0.424, every machine's AUC-PR with it; grading every row instead (alarms from
+two mild deviations) gave 0.490 / 0.420, and lower F1 on machine-2-1. A series whose
+override sets its own threshold is judged by it: a row is graded only where some
+metric reaches its own threshold.
 """
 
 from __future__ import annotations
@@ -54,11 +58,12 @@ def joint_scores(metric_scores: FloatArray) -> FloatArray:
     return found
 
 
-def graded(score: FloatArray, joint: FloatArray, threshold: float) -> FloatArray:
-    """``score``, raised on the rows at ``threshold`` or more to ``joint`` (what their two
-    most unusual metrics stand for together: :func:`joint_scores`, NaN where an entity
-    has one metric); other rows unchanged."""
-    found: FloatArray = np.where(score >= threshold, np.fmax(score, joint), score)
+def graded(score: FloatArray, joint: FloatArray, alarming: npt.NDArray[np.bool_]) -> FloatArray:
+    """``score``, raised on the ``alarming`` rows to ``joint`` (what their two most
+    unusual metrics stand for together: :func:`joint_scores`, NaN where an entity has one
+    metric); other rows unchanged. Alarming: a row where some metric reaches its own
+    threshold (an override may set one per series) and the score the lowest of them."""
+    found: FloatArray = np.where(alarming, np.fmax(score, joint), score)
     return found
 
 

@@ -549,6 +549,7 @@ class DetectJob:
                     self.settings[s.id].direction or default_direction(s.metric, self.config)
                     for s in groups[key]
                 ],
+                thresholds=[self.settings[s.id].threshold for s in groups[key]],
             )
         touched = {key[1:] for key in fresh}
         for unit_key in touched:

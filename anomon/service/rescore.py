@@ -83,7 +83,10 @@ def rescore(
         found.direction or default_direction(s.metric, config)
         for s, found in zip(members, settings, strict=True)
     ]
-    detector = Solo([s.metric for s in members], config, directions=directions)
+    thresholds = [found.threshold for found in settings]
+    detector = Solo(
+        [s.metric for s in members], config, directions=directions, thresholds=thresholds
+    )
     scores = detector.update(ts, values)
     taught = store.feedback_tolerances(engine) if feedback else {}
     own = series_scores(scores, config.threshold)
@@ -93,7 +96,7 @@ def rescore(
         per_series[has, column] = with_effect(
             own, scores.expected, values, has, column, found, taught.get(s.id)
         )
-    entity, _ = unit_scores(per_series, [found.threshold for found in settings], config.threshold)
+    entity, _ = unit_scores(per_series, thresholds, config.threshold)
     column = ids.index(series_id)
     has = ~np.isnan(values[:, column])
     score = per_series[has, column]

@@ -48,13 +48,14 @@ def row(*scores: float, metrics: int = 14) -> np.ndarray:
 )
 def test_grading_cases(case: str, own: np.ndarray, expected: float) -> None:
     score = np.nanmax(own, axis=1)
-    assert graded(score, joint_scores(own), THRESHOLD)[0] == pytest.approx(expected, abs=1e-9), case
+    found = graded(score, joint_scores(own), score >= THRESHOLD)[0]
+    assert found == pytest.approx(expected, abs=1e-9), case
 
 
 def test_two_at_the_threshold_open_at_once_one_does_not() -> None:
-    alarm = DetectionConfig().alarm.open_at_once
-    assert graded(np.array([80.0]), joint_scores(row(80, 80)), THRESHOLD)[0] >= alarm
-    assert graded(np.array([80.0]), joint_scores(row(80)), THRESHOLD)[0] < alarm
+    alarm, at = DetectionConfig().alarm.open_at_once, np.array([True])
+    assert graded(np.array([80.0]), joint_scores(row(80, 80)), at)[0] >= alarm
+    assert graded(np.array([80.0]), joint_scores(row(80)), at)[0] < alarm
 
 
 def test_joint_scores_need_two_metrics_with_values() -> None:
@@ -86,14 +87,22 @@ def test_a_host_going_wrong_on_two_metrics_scores_above_one_and_names_both() -> 
     assert np.flatnonzero(drivers[2600]).tolist() == [0]
 
 
-def test_the_fleet_grades_as_an_entity_alone_does() -> None:
+@pytest.mark.parametrize(
+    ("shift", "thresholds"),
+    # own scores about 88 and 89 at +5.5: graded at 80 and where m3's 85 is reached
+    [(12.0, None), (5.5, [95.0] * 6), (5.5, [95.0, 95.0, 95.0, 85.0, 95.0, 95.0])],
+)
+def test_the_fleet_grades_as_an_entity_alone_does(
+    shift: float, thresholds: list[float] | None
+) -> None:
     # few new rows go through the fleet's whole-array path; it must grade the same
     ts, x = _host(1200)
-    x[1100, [2, 5]] += 12
-    alone = Solo([f"m{i}" for i in range(6)], DetectionConfig()).update(ts, x)
+    x[1100, [0, 3]] += shift
+    metrics = [f"m{i}" for i in range(6)]
+    alone = Solo(metrics, DetectionConfig(), thresholds=thresholds).update(ts, x)
     fleet = Fleet[str](DetectionConfig())
-    fleet.add("host", [f"m{i}" for i in range(6)])
-    fleet.add("calm", [f"m{i}" for i in range(6)])
+    fleet.add("host", metrics, thresholds=thresholds)
+    fleet.add("calm", metrics)
     _, calm = _host(1200, seed=5)
     fleet.update({"host": (ts[:1099], x[:1099]), "calm": (ts[:1099], calm[:1099])})
     got = [
@@ -103,4 +112,36 @@ def test_the_fleet_grades_as_an_entity_alone_does() -> None:
         for i in range(1099, 1102)
     ]
     assert [g["host"].score[0] for g in got] == pytest.approx(alone.score[1099:1102].tolist())
-    assert got[1]["host"].score[0] > got[1]["host"].metric_scores[0].max()
+    lifted = got[1]["host"].score[0] > np.nanmax(got[1]["host"].metric_scores[0])
+    assert lifted == (thresholds is None or min(thresholds) < 90)
+
+
+@pytest.mark.parametrize(
+    ("shift", "thresholds", "graded_row"),
+    [
+        # own scores about 90 and 87: the row is an alarm at the default 80, graded
+        (4.5, None, True),
+        # overrides raise every threshold to 95: neither metric reaches its own, so the
+        # pair must not make an alarm of the row (it would score 99 and pass 95)
+        (4.5, [95.0] * 6, False),
+        # one metric's override (85) is reached: the row is an alarm, graded
+        (4.5, [95.0, 95.0, 95.0, 85.0, 95.0, 95.0], True),
+        # overrides lower every threshold to 75: own scores about 83 and 77 are an alarm
+        (3.5, [75.0] * 6, True),
+        # at 90 neither 83 nor 77 is
+        (3.5, [90.0] * 6, False),
+    ],
+)
+def test_each_metric_is_graded_against_its_own_threshold(
+    shift: float, thresholds: list[float] | None, graded_row: bool
+) -> None:
+    ts, x = _host(3000)
+    x[2800, [0, 3]] += shift
+    metrics = [f"m{i}" for i in range(6)]
+    scores = Solo(metrics, DetectionConfig(), thresholds=thresholds).update(ts, x)
+    own = scores.metric_scores[2800]
+    assert scores.detectors["joint"][2800] > own.max() + 5  # the pair stands for more
+    if graded_row:
+        assert scores.score[2800] == pytest.approx(scores.detectors["joint"][2800])
+    else:
+        assert scores.score[2800] == pytest.approx(np.nanmax(own))
