@@ -42,6 +42,7 @@ from anomon.detect.forest import FEATURES, summary_features
 from anomon.detect.joint import graded, joint_leads, joint_scores, top_two
 from anomon.detect.params import DEFAULT_PRIOR_WEIGHT, DetectorParams
 from anomon.detect.rolling import Holdout, Judge, TrailingQuantiles
+from anomon.detect.rules import CRITICAL_SCORE
 from anomon.detect.sampling import (
     MIN_WINDOWS,
     NONE,
@@ -299,6 +300,8 @@ class EntityDetector:
         )
         if self.thresholds.shape != (len(metrics),):
             raise ValueError(f"expected {len(metrics)} threshold(s), got {self.thresholds.size}")
+        # the scores the joint grade does not carry a row across (joint.graded)
+        self.bands = (self.config.alarm.open_at_once, CRITICAL_SCORE)
         self._metrics = [
             _MetricState(direction, self.config.limit_for(name), self.params, sampling)
             for name, direction, sampling in zip(
@@ -460,7 +463,8 @@ class EntityDetector:
         detectors["joint"] = joint if self.uses("joint") else np.full_like(joint, np.nan)
         ensemble = self._combine(detectors)
         reached = np.any(pending.metric_scores >= self.thresholds, axis=1)
-        combined = graded(ensemble, joint, reached & (ensemble >= self.thresholds.min()))
+        alarming = reached & (ensemble >= self.thresholds.min())
+        combined = graded(ensemble, joint, alarming, self.bands)
         anomaly = combined >= threshold
         self.advance(int(pending.times[0]), int(pending.times[-1]), pending.times.size)
         return Scores(
@@ -890,7 +894,8 @@ def finish_many(
     starts = pending.offsets[:-1]
     reached = np.logical_or.reduceat(pending.metric_scores >= thresholds, starts)
     lowest = np.minimum.reduceat(thresholds, starts)
-    combined = graded(combined, scores["joint"], reached & (combined >= lowest))
+    bands = detectors[0].bands
+    combined = graded(combined, scores["joint"], reached & (combined >= lowest), bands)
     anomaly = combined >= config.threshold
     return [
         Scores(

@@ -35,6 +35,8 @@ import numpy.typing as npt
 from anomon.config import AlarmConfig
 from anomon.detect.rolling import trailing_max
 
+CRITICAL_SCORE = 95.0  # p below about 1e-7: an anomaly of this score is critical (page someone)
+
 
 class Event(StrEnum):
     """What happened to the incident at a row."""

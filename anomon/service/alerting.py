@@ -28,7 +28,7 @@ from anomon import store
 from anomon.alerts.incidents import Episode, track
 from anomon.alerts.routing import Silence, config_silences, route, silenced, stored_silence
 from anomon.config import AlarmConfig, AlertsConfig, DetectionConfig, SeriesSettings
-from anomon.detect.rules import AlarmState, apply_rules
+from anomon.detect.rules import CRITICAL_SCORE, AlarmState, apply_rules
 from anomon.errors import UsageError
 from anomon.model import (
     AnomalyRecord,
@@ -42,7 +42,6 @@ from anomon.model import (
 )
 from anomon.timeutil import to_epoch
 
-CRITICAL_SCORE = 95.0  # p below about 1e-7: page someone
 RESOLVE_TRIES = 3  # a busy incident changes every detection cycle
 
 

@@ -44,6 +44,7 @@ from anomon.config import AlertsConfig, DetectionConfig, SamplesConfig, SeriesSe
 from anomon.detect import DETECTOR_VERSION
 from anomon.detect.entity import STALE_STEPS, Scores, default_direction
 from anomon.detect.fleet import Fleet
+from anomon.detect.rules import CRITICAL_SCORE
 from anomon.errors import AnomonError, UsageError, summarise
 from anomon.model import (
     AnomalyRecord,
@@ -55,7 +56,6 @@ from anomon.model import (
     escape_controls,
 )
 from anomon.service.alerting import (
-    CRITICAL_SCORE,
     Alarms,
     Members,
     plan_incidents,
