@@ -38,7 +38,7 @@ from anomon.config import AlertsConfig, PrometheusScrapeSourceConfig, load_confi
 from anomon.demo.predictions import LABEL_LAG, MODEL, RATE, PredictionLog
 from anomon.demo.servers import Delivery, model_server, webhook_sink
 from anomon.demo.simulator import METRICS, MODELS, Incident, Scenario, values
-from anomon.model import IncidentStatus, Sample, SeriesInfo, SeriesKey, SeriesKind
+from anomon.model import IncidentRecord, IncidentStatus, Sample, SeriesInfo, SeriesKey, SeriesKind
 from anomon.service.detection import BEFORE_LABELS, DetectJob
 from anomon.sources.prometheus_scrape import target_labels
 
@@ -372,46 +372,78 @@ def _findings(
         for row in store.list_incidents(engine, everything=True, limit=1000)
         if row.opened_at.timestamp() >= start
     ]
+    anomalies = store.list_anomalies(engine, since=int(start), limit=100_000)
     engine.dispose()
     out("findings:")
+    for line in _fault_findings(scenario, incidents, anomalies, deliveries, time.time()):
+        out(line)
+
+
+def _fault_findings(
+    scenario: Scenario,
+    incidents: list[IncidentRecord],
+    anomalies: list[store.AnomalyRow],
+    deliveries: list[Delivery],
+    now: float,
+) -> list[str]:
+    """When each injected fault was found: its series' first anomaly in an incident of
+    its model (an entity's faults are one incident: a leak that starts while the model's
+    accuracy incident fires is found in that incident, as one of its series), and the
+    incidents of the HTTP models that no fault explains."""
+    lines: list[str] = []
+    by_id = {row.id: row for row in incidents}
     claimed: set[int] = set()
     for injected in scenario.incidents:
-        if injected.start >= time.time():
-            out(f"  {injected.name}: not injected (the demo ended first)")
+        if injected.start >= now:
+            lines.append(f"  {injected.name}: not injected (the demo ended first)")
             continue
-        hits = [
-            row
-            for row in incidents
+        entity = f"{injected.model}-model"
+        found = sorted(
+            (row.ts, row.incident_id)
+            for row in anomalies
             if row.metric == injected.metric
-            and row.entity == f"{injected.model}-model"
-            and row.opened_at.timestamp() >= injected.start - STEP
-        ]
-        if not hits:
-            out(f"  {injected.name}: not detected")
+            and row.entity == entity
+            and row.incident_id in by_id
+            and row.ts >= injected.start - STEP
+        )
+        if not found:
+            lines.append(f"  {injected.name}: not detected")
             continue
-        first = min(hits, key=lambda row: row.opened_at)
-        claimed.update(row.id for row in hits)
-        delay = first.opened_at.timestamp() - injected.start
+        at, incident_id = found[0]
+        first = by_id[incident_id]
+        claimed.update(number for _, number in found if number is not None)
+        delay = at - injected.start
         told = [d.at for d in deliveries if first.id in _incident_ids(d)]
-        notice = f", webhook {told[0] - first.opened_at.timestamp():.0f} s later" if told else ""
+        notice = ""
+        if told and told[-1] >= at:
+            notice = f", webhook {min(t for t in told if t >= at) - at:.0f} s later"
+        elif told:  # it joined an incident told of before
+            notice = ", its incident told of already"
         ending = "still firing" if first.status == IncidentStatus.FIRING else "resolved"
-        if first.resolved_at is not None and injected.end < time.time():
+        if first.resolved_at is not None and injected.end < now:
             ending = f"resolved {first.resolved_at.timestamp() - injected.end:.0f} s after it ended"
-        out(
+        joined = "" if first.metric == injected.metric else f", opened for {first.metric}"
+        lines.append(
             f"  {injected.name}: detected {max(delay, 0):.0f} s after it began{notice} "
-            f"(incident #{first.id}, {first.severity}, peak {first.peak_score:.0f}, {ending})"
+            f"(incident #{first.id}{joined}, {first.severity}, peak {first.peak_score:.0f}, "
+            f"{ending})"
         )
     # the credit model's own are told of below
     others = [row for row in incidents if row.id not in claimed and row.entity != f"{MODEL}-model"]
-    out(f"  other incidents during the live part: {len(others)}")
-    for row in others:
-        out(f"    #{row.id} {row.metric} on {row.entity}, peak {row.peak_score:.0f}, {row.status}")
+    lines.append(f"  other incidents during the live part: {len(others)}")
+    lines.extend(
+        f"    #{row.id} {row.metric} on {row.entity}, peak {row.peak_score:.0f}, {row.status}"
+        for row in others
+    )
     events: dict[str, int] = {}
     for delivery in deliveries:
         event = str(delivery.body.get("event", "?"))
         events[event] = events.get(event, 0) + 1
     summary = ", ".join(f"{n} {event}" for event, n in sorted(events.items()))
-    out(f"  notifications received: {len(deliveries)}" + (f" ({summary})" if summary else ""))
+    lines.append(
+        f"  notifications received: {len(deliveries)}" + (f" ({summary})" if summary else "")
+    )
+    return lines
 
 
 def _drift_findings(
