@@ -889,7 +889,7 @@ def finish_many(
     for detector, ts in zip(detectors, pending.times.tolist(), strict=True):
         detector.advance(ts, ts, 1)
     bounds = pending.offsets.tolist()
-    scores["joint"] = _joint_many(pending, bounds)
+    scores["joint"] = _joint_many(pending)
     thresholds = np.concatenate([detector.thresholds for detector in detectors])
     starts = pending.offsets[:-1]
     reached = np.logical_or.reduceat(pending.metric_scores >= thresholds, starts)
@@ -910,7 +910,7 @@ def finish_many(
     ]
 
 
-def _joint_many(pending: PendingMany, bounds: list[int]) -> FloatArray:
+def _joint_many(pending: PendingMany) -> FloatArray:
     """:func:`~anomon.detect.joint.joint_scores` of one row of each of many entities
     (NaN for an entity of one metric): entities of one size as one matrix."""
     sizes = np.diff(pending.offsets)

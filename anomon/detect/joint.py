@@ -6,9 +6,8 @@ others do. When a second metric is far out on the same row, the row is rarer tha
 either alone: with ``n`` metrics having a value in the row, ``d1 >= d2`` the two
 largest rarities in decades (``-log10`` of each one's tail probability), independence
 gives the largest a chance of about ``n * 10**-d1`` and the second largest
-``C(n, 2) * 10**-(2 * d2)``. On the scale
-the entity's score already uses (a metric's own rarity, with the same multiplicity
-convention), the pair stands for
+``C(n, 2) * 10**-(2 * d2)``. On the scale the entity's score already uses (a metric's
+own rarity, with the same multiplicity convention), the pair stands for
 
     ``joint = 2 * d2 - log10((n - 1) / 2)`` decades,
 
@@ -91,10 +90,11 @@ def joint_leads(
     score: FloatArray, joint: FloatArray, metric_scores: FloatArray
 ) -> npt.NDArray[np.bool_]:
     """Which rows got their score from two metrics together, ``(rows,)``: the pair's
-    score ``joint`` is above every metric's own and the row's ``score`` reached it. On
-    those rows both of the two most unusual metrics drive the anomaly."""
+    score ``joint`` is above every metric's own and the row's ``score`` was raised above
+    them too (to the pair's, or to the top of its band: :func:`graded`). On those rows
+    both of the two most unusual metrics drive the anomaly."""
     own = np.fmax.reduce(np.nan_to_num(metric_scores, nan=0.0), axis=1, initial=0.0)
-    lifted: npt.NDArray[np.bool_] = (joint > own) & (score >= joint)  # NaN: never
+    lifted: npt.NDArray[np.bool_] = (joint > own) & (score > own)  # NaN: never
     return lifted
 
 

@@ -158,7 +158,9 @@ def test_each_metric_is_graded_against_its_own_threshold(
     scores = Solo(metrics, DetectionConfig(), thresholds=thresholds).update(ts, x)
     own = scores.metric_scores[2800]
     assert scores.detectors["joint"][2800] > own.max() + 5  # the pair stands for more
-    if graded_row:  # raised, within the band below open_at_once
+    drivers = scores.contributors(THRESHOLD)[2800]
+    if graded_row:  # raised, within the band below open_at_once, by both together
         assert np.nanmax(own) + 2 < scores.score[2800] < 95.0
+        assert np.flatnonzero(drivers).tolist() == [0, 3]
     else:
         assert scores.score[2800] == pytest.approx(np.nanmax(own))
