@@ -411,7 +411,7 @@ def _fault_findings(
             continue
         at, incident_id = found[0]
         first = by_id[incident_id]
-        claimed.update(number for _, number in found if number is not None)
+        claimed.update(number for _, number in found)
         delay = at - injected.start
         told = [d.at for d in deliveries if first.id in _incident_ids(d)]
         notice = ""

@@ -33,26 +33,28 @@ if TYPE_CHECKING:  # imported where a forest is fitted (anomon.imports says why)
 FloatArray = npt.NDArray[np.float64]
 
 FEATURE_NAMES = ("point_max", "point_second", "point_mean", "seasonal_max", "seasonal_mean")
-FEATURE_CLIP = 50.0  # beyond this many decades a row is simply extreme; keeps splits useful
-
-
 FEATURES = 5  # the columns of summary_features
 
 
 def summary_features(point: FloatArray, seasonal: FloatArray) -> FloatArray:
     """Return the ``(rows, 5)`` feature matrix from ``(rows, metrics)`` rarities in
     decades (:func:`~anomon.detect.calibration.score_decades` of the metrics' calibrated
-    point and seasonal scores).
-
-    NaN (no baseline yet) counts as 0: no evidence of anything unusual.
+    point and seasonal scores: no NaN, a metric without a baseline is 0, no evidence, and
+    none past :data:`~anomon.detect.calibration.MAX_DECADES`, beyond which a row is simply
+    extreme and the trees' splits stay useful).
     """
-    p = np.clip(np.fmax(point, 0.0), 0.0, FEATURE_CLIP)  # fmax turns NaN into 0
-    s = np.clip(np.fmax(seasonal, 0.0), 0.0, FEATURE_CLIP)
-    if p.shape[1] == 1:  # one metric: every summary is that metric's score
-        return np.column_stack([p, p, p, s, s])
-    ordered = np.sort(p, axis=1)
-    second = ordered[:, -2] if p.shape[1] > 1 else ordered[:, -1]
-    return np.column_stack([ordered[:, -1], second, p.mean(axis=1), s.max(axis=1), s.mean(axis=1)])
+    if point.shape[1] == 1:  # one metric: every summary is that metric's score
+        return np.column_stack([point, point, point, seasonal, seasonal])
+    ordered = np.sort(point, axis=1)
+    return np.column_stack(
+        [
+            ordered[:, -1],
+            ordered[:, -2],
+            point.mean(axis=1),
+            seasonal.max(axis=1),
+            seasonal.mean(axis=1),
+        ]
+    )
 
 
 def rarity_cap(fitted_rows: int) -> float:
