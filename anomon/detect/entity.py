@@ -41,7 +41,15 @@ from anomon.detect.calibration import (
 from anomon.detect.forest import FEATURES, summary_features
 from anomon.detect.joint import graded, joint_leads, joint_scores, top_two
 from anomon.detect.params import DEFAULT_PRIOR_WEIGHT, DetectorParams
-from anomon.detect.rolling import Holdout, Judge, TrailingQuantiles
+from anomon.detect.rolling import (
+    ANOMALOUS,
+    ORDINARY,
+    UNUSUAL,
+    Holdout,
+    Judge,
+    TrailingQuantiles,
+    Verdicts,
+)
 from anomon.detect.rules import CRITICAL_SCORE
 from anomon.detect.sampling import (
     MIN_WINDOWS,
@@ -72,12 +80,18 @@ ENSEMBLE = ("zscore", "seasonal", "forest", "limit")
 DETECTORS = (*ENSEMBLE, "joint")
 LIMIT_SCORE = 100.0  # a broken static limit is as sure as a score can be
 # 2: rarity against long references, warm-up, held episodes; 3: levels held;
-# 4: the forest on rarities, capped at its training rows; alarms graded by joint deviations
-DETECTOR_VERSION = "4"
+# 4: the forest on rarities, capped at its training rows; alarms graded by joint deviations;
+# 5: an episode's unusual rows held with its alarms, and they do not end it
+DETECTOR_VERSION = "5"
 STALE_STEPS = 3  # rows a series may miss before it is stale (and past stale_after)
 BASELINE_QUANTILES = (0.25, 0.5, 0.75)
 Z_SPAN_FLOOR = 0.5  # calibration floor for z-score detectors, in sigmas
 FOREST_SPAN_FLOOR = 0.01  # calibration floor for the forest's score (range ~0.3-0.8)
+# A row rarer than its reference's 1 in 10 (one decade: 26.8) is unusual: during an
+# episode it is held out of the reference with the alarms and does not count against the
+# episode (rolling.Holdout). A noisy fault whose rows straddle the threshold was learnt
+# row by row and faded within 250 rows (tests/unit/test_warmup.py).
+UNUSUAL_SCORE = 100.0 * float(np.tanh(1.0 / DECADES_SCALE))
 
 
 def _normal_tail(levels: Sequence[float], *, one_sided: bool) -> tuple[float, ...]:
@@ -243,7 +257,7 @@ class _MetricState:
         scores = np.empty(offset.size)
         one_sided = self.direction != "both"
 
-        def judge(rows: slice, reference: FloatArray) -> npt.NDArray[np.bool_]:
+        def judge(rows: slice, reference: FloatArray) -> Verdicts:
             scores[rows] = calibrate_z(
                 offset[rows],
                 reference,
@@ -251,7 +265,7 @@ class _MetricState:
                 one_sided=one_sided,
                 prior_weight=self.prior_weight,
             )
-            return scores[rows] >= self.threshold
+            return verdicts(scores[rows], self.threshold)
 
         self.raw[name].push(offset, judge=judge)
         return scores
@@ -800,9 +814,9 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
         scores[name] = calibrate_z(
             offset, reference, scale, one_sided=one_sided, prior_weight=params.prior_weight
         )
-        anomalous = scores[name] >= params.config.threshold
+        verdict = verdicts(scores[name], params.config.threshold)
         for i, stream in enumerate(streams):
-            stream.push(offset[i : i + 1], judge=_known(anomalous[i : i + 1]))
+            stream.push(offset[i : i + 1], judge=_known(verdict[i : i + 1]))
     _sampled_override(states, offsets, sizes, x, q, up, down, scores)
     starts = offsets[:-1]
     largest = {
@@ -858,10 +872,20 @@ def _grouped_features(
     return features
 
 
-def _known(verdict: npt.NDArray[np.bool_]) -> Judge:
+def verdicts(scores: FloatArray, threshold: float) -> Verdicts:
+    """What a calibrated score says of a row, for the reference's holdout: anomalous at
+    the threshold, unusual from :data:`UNUSUAL_SCORE` (rarer than the reference's 1 in
+    10), else ordinary (:class:`~anomon.detect.rolling.Holdout`)."""
+    found: Verdicts = np.where(
+        scores >= threshold, ANOMALOUS, np.where(scores >= UNUSUAL_SCORE, UNUSUAL, ORDINARY)
+    ).astype(np.int8)
+    return found
+
+
+def _known(verdict: Verdicts) -> Judge:
     """A judge whose verdict was reached beforehand, on the statistics from ``peek``."""
 
-    def judge(_rows: slice, _stats: FloatArray) -> npt.NDArray[np.bool_]:
+    def judge(_rows: slice, _stats: FloatArray) -> Verdicts:
         return verdict
 
     return judge

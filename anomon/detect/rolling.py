@@ -32,8 +32,12 @@ FloatArray = npt.NDArray[np.float64]
 _FEW = 16  # up to this many new rows, a loop of np.max beats pandas' setup cost
 
 
-Judge = Callable[[slice, FloatArray], npt.NDArray[np.bool_]]
-"""``judge(rows, stats)``: which of the pushed rows ``rows`` are anomalous, given the
+Verdicts = npt.NDArray[np.int8]
+"""What a judge says of each row: :data:`ANOMALOUS`, :data:`UNUSUAL` or :data:`ORDINARY`."""
+ANOMALOUS, UNUSUAL, ORDINARY = 1, 0, -1  # the steps they make a Holdout's counter take
+
+Judge = Callable[[slice, FloatArray], Verdicts]
+"""``judge(rows, stats)``: the verdict on each of the pushed rows ``rows``, given the
 statistics those rows get (``(len(rows), len(quantiles) + 1)``)."""
 
 
@@ -41,14 +45,16 @@ statistics those rows get (``(len(rows), len(quantiles) + 1)``)."""
 class Holdout:
     """Keep an episode out of the window it is judged against, for a while.
 
-    A counter rises by one for each row its judge calls anomalous and falls by one for
-    each other row, never below zero (a CUSUM of "anomalous"). An anomalous row is stored
-    as "no value" while that counter is between ``start`` and ``rows``: the first
-    ``start - 1`` rows of an episode are learnt (an isolated spike is ordinary data), the
-    rest of a sustained one is not (a fault does not become the reference it is judged
-    against, so it does not fade as the reference fills with it), and an episode that
-    outlasts ``rows`` is accepted as the new normal. A noisy episode that sometimes
-    looks ordinary keeps its counter (it falls by one, it is not reset).
+    A counter rises by one for each row its judge calls anomalous, falls by one for each
+    row it calls ordinary and stays for a row it calls unusual (between the two: rarer
+    than most, not an alarm), never below zero (a CUSUM of "anomalous"). A row that is
+    not ordinary is stored as "no value" while that counter is between ``start`` and
+    ``rows``: the first ``start - 1`` anomalous rows of an episode are learnt (an
+    isolated spike is ordinary data), the rest of a sustained one is not (a fault does
+    not become the reference it is judged against, so it does not fade as the reference
+    fills with it), and an episode that outlasts ``rows`` is accepted as the new normal.
+    A noisy episode that sometimes looks merely unusual keeps its counter, and is held
+    whole: its weaker rows would lift the reference's tail as much as its alarms.
     """
 
     rows: int
@@ -275,21 +281,24 @@ class TrailingQuantiles:
         warm = max(self.step, self.min_periods)
         return position if position < warm else position - (position - warm) % self.step
 
-    def _held(self, anomalous: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    def _held(self, verdicts: Verdicts) -> npt.NDArray[np.bool_]:
         """Which of consecutive judged rows the :class:`Holdout` keeps out; advances its
         counter."""
         assert self.holdout is not None
         rule = self.holdout
-        if anomalous.size == 1:  # the daemon's case, in plain Python
-            self._run = self._run + 1 if anomalous[0] else max(self._run - 1, 0)
-            return np.array([bool(anomalous[0]) and rule.start <= self._run <= rule.rows])
-        # the counter's walk (+1 anomalous, -1 otherwise, floored at 0) as a Lindley
+        if verdicts.size == 1:  # the daemon's case, in plain Python
+            verdict = int(verdicts[0])
+            self._run = max(self._run + verdict, 0)
+            return np.array([verdict != ORDINARY and rule.start <= self._run <= rule.rows])
+        # the counter's walk (each verdict its step, floored at 0) as a Lindley
         # recursion: after row n it is S_n - min(-c0, min_k<=n S_k), with S the running
         # sum of the steps and c0 the counter before these rows
-        walk = np.cumsum(np.where(anomalous, 1, -1))
+        walk = np.cumsum(verdicts, dtype=np.int64)
         counter = walk - np.minimum(np.minimum.accumulate(walk), -self._run)
         self._run = int(counter[-1])
-        held: npt.NDArray[np.bool_] = anomalous & (counter >= rule.start) & (counter <= rule.rows)
+        held: npt.NDArray[np.bool_] = (
+            (verdicts != ORDINARY) & (counter >= rule.start) & (counter <= rule.rows)
+        )
         return held
 
     def _push_one_cached(self, values: npt.NDArray[Any], judge: Judge | None) -> FloatArray:

@@ -10,6 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anomon.detect.rolling import (
+    ANOMALOUS,
+    ORDINARY,
+    UNUSUAL,
     Holdout,
     TrailingQuantiles,
     from_bfloat16,
@@ -272,35 +275,63 @@ def test_compact_storage_needs_single_precision() -> None:
         TrailingQuantiles(window=10, step=1, quantiles=QUANTILES, min_periods=1, compact=True)
 
 
-def held_pattern(judged: list[bool], start: int, rows: int) -> list[bool]:
-    """The Holdout's rule, row by row: a counter +1 / -1 floored at 0; held while
-    start <= counter <= rows."""
+def held_pattern(judged: list[int], start: int, rows: int) -> list[bool]:
+    """The Holdout's rule, row by row: a counter +1 (anomalous), 0 (unusual) or -1
+    (ordinary), floored at 0; a row that is not ordinary held while start <= counter <=
+    rows."""
     counter, out = 0, []
-    for anomalous in judged:
-        counter = counter + 1 if anomalous else max(counter - 1, 0)
-        out.append(anomalous and start <= counter <= rows)
+    for verdict in judged:
+        counter = max(counter + verdict, 0)
+        out.append(verdict != ORDINARY and start <= counter <= rows)
     return out
+
+
+def verdict_of(value: float) -> int:
+    """Anomalous above 50, unusual above 20, else ordinary."""
+    return ANOMALOUS if value > 50 else UNUSUAL if value > 20 else ORDINARY
+
+
+def held_rows_of(x: np.ndarray, holdout: Holdout) -> tuple[list[bool], list[float], np.ndarray]:
+    """Push ``x`` row by row, judged by :func:`verdict_of`: which rows were held, each
+    row's maximum, and the last statistics."""
+    stream = TrailingQuantiles(
+        window=1000, step=1, quantiles=QUANTILES, min_periods=1, holdout=holdout
+    )
+    held, maxima = [], []
+    stats = np.empty(0)
+    for value in x:
+        verdict = np.array([verdict_of(value)], dtype=np.int8)
+        stats = stream.push(np.array([value]), judge=lambda _rows, _stats, v=verdict: v)
+        held.append(stream.last_held.tolist() == [0])
+        maxima.append(stats[0, -2])
+    assert stream.held_rows == sum(held)
+    return held, maxima, stats
 
 
 def test_a_holdout_keeps_the_body_of_an_episode_out_and_accepts_a_long_one() -> None:
     x = np.concatenate([np.zeros(20), np.full(30, 100.0), np.zeros(5), [100.0, 0.0, 100.0]])
-    stream = TrailingQuantiles(
-        window=1000, step=1, quantiles=QUANTILES, min_periods=1, holdout=Holdout(rows=20, start=3)
-    )
-    held, maxima = [], []
-    for value in x:
-        stats = stream.push(
-            np.array([value]), judge=lambda _rows, _stats, v=value: np.array([v > 50])
-        )
-        held.append(stream.last_held.tolist() == [0])
-        maxima.append(stats[0, -2])
-    assert held == held_pattern([bool(v > 50) for v in x], 3, 20)
+    held, maxima, stats = held_rows_of(x, Holdout(rows=20, start=3))
+    assert held == held_pattern([verdict_of(v) for v in x], 3, 20)
     # the first two rows of the episode are learnt, the next 18 held, the rest accepted
     assert held[20:22] == [False, False] and all(held[22:40]) and not any(held[40:50])
-    assert stream.held_rows == 18
+    assert sum(held) == 18
     # the stored rows: 2 + 10 of the 30 values of 100 count (the rest are "no value")
     assert stats[0, -1] == len(x) - 1 - 18
     assert maxima[20] == 0.0 and maxima[21] == 100.0  # the episode's first row is learnt
+
+
+def test_an_episode_that_is_only_sometimes_anomalous_is_held_whole() -> None:
+    """Alarms every other row and merely unusual rows between them: the unusual rows do
+    not end the episode (a +1 / -1 counter would never reach ``start``) and are held with
+    its alarms until the episode is accepted; ordinary rows after it are learnt."""
+    episode = np.tile([100.0, 30.0], 20)
+    x = np.concatenate([np.zeros(20), episode, np.zeros(10)])
+    held, _, _ = held_rows_of(x, Holdout(rows=15, start=3))
+    assert held == held_pattern([verdict_of(v) for v in x], 3, 15)
+    # the counter is 3 from the episode's fifth row to its 30th, then past 15
+    assert not any(held[:24]) and all(held[24:50]) and not any(held[50:])
+    as_ordinary = [ANOMALOUS if v > 50 else ORDINARY for v in x]  # the rule before
+    assert not any(held_pattern(as_ordinary, 3, 15))
 
 
 @settings(max_examples=40, deadline=None)
@@ -353,8 +384,9 @@ def test_a_holdout_is_the_same_in_any_batching(
             part = x[at : at + sizes[turn % len(sizes)]]
 
             def judge(rows: slice, found: np.ndarray, part: np.ndarray = part) -> np.ndarray:
-                median = found[:, 2]  # QUANTILES[2]
-                return np.nan_to_num(part[rows] - median, nan=-1.0) > 4.0
+                above = np.nan_to_num(part[rows] - found[:, 2], nan=-1.0)  # QUANTILES[2]
+                verdict = np.where(above > 4.0, ANOMALOUS, np.where(above > 2.0, UNUSUAL, ORDINARY))
+                return verdict.astype(np.int8)
 
             stats.append(window_.push(part, judge=judge))
             held.append(at + window_.last_held)
@@ -394,11 +426,17 @@ def test_a_streams_first_rows_give_the_same_statistics_all_at_once(
             holdout=Holdout(rows=50, start=3), **options,
         )  # fmt: skip
 
+    def judged(values: np.ndarray) -> np.ndarray:
+        size = np.abs(values)
+        return np.where(size > 3, ANOMALOUS, np.where(size > 1.5, UNUSUAL, ORDINARY)).astype(
+            np.int8
+        )
+
     def run(chunks: list[int]) -> np.ndarray:
         window, start, out = stream(), 0, []
         for size in chunks:
             part = x[start : start + size]
-            out.append(window.push(part, judge=lambda rows, stats, p=part: np.abs(p[rows]) > 3))
+            out.append(window.push(part, judge=lambda rows, stats, p=part: judged(p[rows])))
             start += size
         return np.vstack(out)
 

@@ -76,14 +76,32 @@ def test_a_fault_in_the_first_hour_is_flagged_at_once() -> None:
 def test_a_sustained_fault_stays_rare_until_it_is_the_new_normal() -> None:
     """A 10 sigma shift after 3,000 ordinary rows: the reference does not learn it while
     it is young (the Holdout), so all of its first 500 rows stay anomalous; after that it
-    is accepted and the alarms stop while it lasts."""
+    is accepted and the alarms stop while it lasts. Back to the old level after 2,000
+    rows of the shift is a 10 sigma move against a baseline and a reference full of the
+    shift: it alarms while the baseline turns back (120 rows), not for long."""
     x = 50 + noise(6000, seed=2)
     x[3000:5000] += 10.0
     result = run(x)
     assert not result.anomaly[100:3000].any()
     assert result.anomaly[3000:3500].all()
     assert not result.anomaly[4500:5000].any()
-    assert result.anomaly[5000:].mean() < 0.05  # back to normal is not an anomaly for long
+    assert result.anomaly[5000:].mean() < 0.15
+    assert not result.anomaly[5250:].any()
+
+
+def test_a_noisy_fault_is_held_whole_not_learnt_row_by_row() -> None:
+    """A fault whose rows straddle the threshold (a 4.5 sigma shift with 1.5 times the
+    noise: about half its rows alarm, the others are merely unusual). Its unusual rows
+    neither end the episode nor join the reference, so it keeps alarming until it is
+    accepted; when they counted as ordinary, the episode was learnt row by row and its
+    alarms stopped within 250 rows (0 of rows 250-500 anomalous, median score 47)."""
+    rng = np.random.default_rng(7)
+    x = 50 + rng.normal(0.0, 1.0, 10_000)
+    x[8000:8800] = 54.5 + rng.normal(0.0, 1.5, 800)
+    result = run(x)
+    assert result.anomaly[2000:8000].mean() < 0.001
+    assert result.anomaly[8250:8500].mean() > 0.25
+    assert np.median(result.score[8250:8500]) > 70.0
 
 
 def test_short_bursts_are_learnt_not_held() -> None:
