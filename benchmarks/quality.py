@@ -153,7 +153,7 @@ def _toml_value(text: str) -> object:
 # ---------------------------------------------------------------- SMD
 
 
-def _read_frame(path: Path) -> tuple[list[str], npt.NDArray[np.int64], list[str], FloatArray]:
+def read_frame(path: Path) -> tuple[list[str], npt.NDArray[np.int64], list[str], FloatArray]:
     """Timestamp text, epoch seconds, metric names and values of an SMD csv.gz file."""
     frame = pd.read_csv(path, engine="c")
     stamps = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
@@ -194,8 +194,8 @@ def score_machine(
 ) -> MachineResult:
     """Replay each metric of one SMD machine alone; measure anomon and both baselines."""
     folder = SMD_DIR / machine
-    train_labels, train_ts, metrics, train_x = _read_frame(folder / "train.csv.gz")
-    test_labels, test_ts, test_metrics, test_x = _read_frame(folder / "test.csv.gz")
+    train_labels, train_ts, metrics, train_x = read_frame(folder / "train.csv.gz")
+    test_labels, test_ts, test_metrics, test_x = read_frame(folder / "test.csv.gz")
     if test_metrics != metrics:
         raise SystemExit(f"{folder}: train and test columns differ")
     labels = pd.read_csv(folder / "test_label.csv.gz")["label"].to_numpy(np.int64)
@@ -358,9 +358,21 @@ def print_nab(results: Sequence[FileResult]) -> dict[str, float]:
 # ---------------------------------------------------------------- driver
 
 
+def add_detection_options(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--detection KEY=VALUE``: what :func:`detection_config` reads."""
+    parser.add_argument("--config", type=Path, help="take [detection] from this config file")
+    parser.add_argument(
+        "--detection",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a [detection] key, dotted for nested ones (forest.enabled=false)",
+    )
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, help="take [detection] from this config file")
+    add_detection_options(parser)
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--smd-only", action="store_true")
     only.add_argument("--nab-only", action="store_true")
@@ -372,17 +384,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=MAD_FLOOR,
         help=f"robust z baseline: what a MAD of 0 becomes (default {MAD_FLOOR})",
     )
-    parser.add_argument(
-        "--detection",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a [detection] key, dotted for nested ones (forest.enabled=false)",
-    )
     return parser.parse_args(argv)
 
 
-class _Inline(Executor):
+class Inline(Executor):
     """Runs each task at once in this process (``--jobs 1``)."""
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
@@ -419,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(machines) - {p.name for p in SMD_DIR.iterdir()})
     if unknown and not args.nab_only:
         raise SystemExit(f"--machines: no such machine in {SMD_DIR}: {unknown}")
-    pool: Executor = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else _Inline()
+    pool: Executor = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else Inline()
     with pool:
         # the big SMD machines first, so the small NAB files fill the gaps
         smd = (

@@ -81,7 +81,8 @@ DETECTORS = (*ENSEMBLE, "joint")
 LIMIT_SCORE = 100.0  # a broken static limit is as sure as a score can be
 # 2: rarity against long references, warm-up, held episodes; 3: levels held;
 # 4: the forest on rarities, capped at its training rows; alarms graded by joint deviations;
-# 5: an episode's unusual rows held with its alarms, and they do not end it
+# 5: an episode's unusual rows held with its alarms, and they do not end it; a held level
+# is no point deviation only where the baseline had no spread
 DETECTOR_VERSION = "5"
 STALE_STEPS = 3  # rows a series may miss before it is stale (and past stale_after)
 BASELINE_QUANTILES = (0.25, 0.5, 0.75)
@@ -559,7 +560,8 @@ def deviation_scores(
 
     ``q`` and ``qr`` are the baseline quartiles of the values and of their seasonal
     residuals; a row that ``holding`` marks (it holds a level: :func:`holding_level`) is
-    no deviation. Elementwise: rows can be one series' times or one time of many series.
+    no seasonal deviation, and no point deviation where the baseline had no spread.
+    Elementwise: rows can be one series' times or one time of many series.
     """
     least, relative = config.min_deviation_abs, config.min_deviation_rel
     level, seasonal_level = np.abs(q[:, 1]), np.abs(seasonal_expected)
@@ -576,8 +578,13 @@ def deviation_scores(
     seasonal_scale = robust_scale(qr[:, 0], qr[:, 2], seasonal_level) * small_sample_inflation(
         qr[:, 3]
     )
+    flat = q[:, 2] - q[:, 0] == 0
     if holding is not None and holding.any():
-        offset = np.where(holding, 0.0, offset)
+        # a held level follows no daily shape, so it is no seasonal deviation; it is no
+        # deviation from the point baseline only where that baseline had no spread (a
+        # gauge that moves in steps). A series with spread that holds a value far from
+        # it (a throughput at 0, an exporter stuck on one value) is still that far out.
+        offset = np.where(holding & flat, 0.0, offset)
         seasonal_offset = np.where(holding, 0.0, seasonal_offset)
     point_offset = weighted_directional(offset, up, down)
     seasonal_directional = weighted_directional(seasonal_offset, up, down)
@@ -592,7 +599,7 @@ def deviation_scores(
         scale,
         seasonal_scale,
         expected,
-        q[:, 2] - q[:, 0] == 0,
+        flat,
     )
 
 
@@ -615,7 +622,10 @@ def holding_level(
     ``HOLD_ROWS`` rows it is at a level, not in an excursion, however far that level is
     from its baseline (whose spread was 0: every later row would be a one-in-1e50 event
     until the window filled with the new level). A noisy series never repeats a value
-    exactly, so its deviations are untouched, however long they last. NaN breaks a run.
+    exactly, so its deviations are untouched, however long they last; one that starts
+    to (a throughput at 0, an exporter stuck on one value) holds a level too, but its
+    baseline had spread, so it stays as far from it as it is (:func:`deviation_scores`).
+    NaN breaks a run.
     """
     n = x.size
     if n == 1:  # the daemon's case, in plain Python

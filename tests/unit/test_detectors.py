@@ -207,13 +207,27 @@ def test_a_step_series_alarms_at_its_step_then_holds_its_new_level() -> None:
 def test_a_noisy_series_keeps_its_deviations_however_long_they_last() -> None:
     """A noisy series never repeats a value exactly: a shift of 10 sigma is still
     anomalous 100 rows in; a noisy series that freezes far from its baseline (an
-    exporter stuck on one value) alarms for the HOLD_ROWS rows, then holds a level."""
+    exporter stuck on one value) holds a level, but its baseline had spread: it stays
+    anomalous (it was silent after HOLD_ROWS rows, like a gauge's step)."""
     shifted = with_shift(50 + noise(3), 10.0)
     assert Solo(["value"], DEFAULTS).update(TS, shifted[:, None]).anomaly[AT + 100]
     stuck = 50 + noise(3)
     stuck[AT:] = 62.5
     frozen = Solo(["value"], DEFAULTS).update(TS, stuck[:, None]).anomaly
-    assert frozen[AT : AT + HOLD_ROWS].all() and not frozen[AT + HOLD_ROWS :].any()
+    assert frozen[AT:].all()
+
+
+def test_a_throughput_that_stops_alarms_while_it_is_stopped() -> None:
+    """Requests at 50 a second that fall to exactly 0 for 300 rows (a service down): every
+    row of the outage is anomalous, the rows after it are not. Exempted as a held level,
+    it alarmed for HOLD_ROWS rows and then said nothing while the service was down."""
+    ts = START + 60 * np.arange(8000)
+    x = 50 + 2 * np.random.default_rng(0).normal(0.0, 1.0, 8000)
+    x[6000:6300] = 0.0
+    result = Solo(["requests_per_second"], DEFAULTS).update(ts, x[:, None])
+    assert not result.anomaly[1000:6000].any()
+    assert result.anomaly[6000:6300].all()
+    assert not result.anomaly[6300:].any()
 
 
 @settings(max_examples=30, deadline=None)
