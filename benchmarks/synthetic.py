@@ -2,10 +2,11 @@
 
 The SMD dev machines' train parts (``../shared/datasets/smd/<machine>/train.csv.gz``) are
 normal operation. Each is cut in two: the first half is the history (``--train``), and
-into the second half ``--faults`` faults of one kind at a time are written at seeded,
-evenly spaced places, each on one or two of the machine's metrics that move (``IQR``:
-the metric's interquartile range over the history, at least 0.01 of the 0-1 scale;
-``k`` drawn from 3 to 8 per fault):
+into the second half ``--faults`` faults of one kind at a time are written at evenly
+spaced places (the same for every machine and kind), each on one or two of the
+machine's metrics that move, drawn with its length and size from a generator seeded by
+the machine and the kind (``IQR``: the metric's interquartile range over the history,
+at least 0.01 of the 0-1 scale; ``k`` drawn from 3 to 8 per fault):
 
 - ``spike``: 1-3 rows, ``+ k IQR``;
 - ``shift``: 30-400 rows, ``± 0.6 k IQR``;
@@ -62,6 +63,7 @@ FloatArray = npt.NDArray[np.float64]
 KINDS = ("spike", "shift", "burst", "drift", "zero")
 FAULTS = 10  # per machine and kind: about one every 1,100 rows of the faulty half
 IQR_FLOOR = 0.01  # the SMD values are min-max scaled to [0, 1]: 1% of the scale
+LONGEST = 400  # rows of the longest fault: faults never overlap
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,18 +104,22 @@ def write_faults(
     if kind == "zero":
         moving &= median > 3 * iqr
     candidates = np.flatnonzero(moving)
-    starts = np.linspace(x.shape[0] // 20, x.shape[0] - 500, count).astype(np.int64)
+    if candidates.size == 0:
+        raise SystemExit(f"no metric can take a {kind!r} fault")
+    starts = np.linspace(x.shape[0] // 20, x.shape[0] - LONGEST, count).astype(np.int64)
+    if count > 1 and int(np.min(np.diff(starts))) <= LONGEST:
+        raise SystemExit(f"--faults {count}: too many for {x.shape[0]} rows, they would overlap")
     faults = []
     for start in starts.tolist():
-        picked = rng.choice(candidates, size=min(candidates.size, int(rng.integers(1, 3))))
-        columns = tuple(sorted(set(picked.tolist())))
+        size = min(candidates.size, int(rng.integers(1, 3)))
+        columns = tuple(sorted(rng.choice(candidates, size=size, replace=False).tolist()))
         k = rng.uniform(3.0, 8.0)
         if kind == "spike":
             rows = int(rng.integers(1, 4))
         elif kind == "drift":
-            rows = int(rng.integers(100, 401))
+            rows = int(rng.integers(100, LONGEST + 1))
         else:
-            rows = int(rng.integers(30, 401))
+            rows = int(rng.integers(30, LONGEST + 1))
         span = slice(start, start + rows)
         for c in columns:
             if kind == "spike":

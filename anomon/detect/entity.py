@@ -207,8 +207,7 @@ class _MetricState:
         self.limit = limit
         self.sampling = sampling  # judged in units of its sampling error (sampling.py)
         self.valid_rows = 0  # rows with a value, ever
-        self.last_value = float("nan")  # the latest row's value, and how many rows
-        self.held_for = 0  # before it had exactly that value (see holding_level)
+        self.run = LevelRun()  # the latest run of equal values (see holding_level)
         self.spread = float("nan")  # the latest baseline interquartile range
         baseline = config.baseline_window
         # a sampled metric needs a baseline median only: a few windows are enough
@@ -235,11 +234,11 @@ class _MetricState:
 
     def baselines(
         self, times: IntArray, x: FloatArray
-    ) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+    ) -> tuple[FloatArray, FloatArray, FloatArray, Levels]:
         """Push new rows into the baselines: ``(quartiles and count of the values, seasonal
         expectation, quartiles and count of the seasonal residuals, whether the row holds
         a level)`` for each row (:func:`holding_level`)."""
-        holding, self.last_value, self.held_for = holding_level(x, self.last_value, self.held_for)
+        holding, self.run = holding_level(x, self.run)
         q = self.values.push(x)
         self.valid_rows += int(np.count_nonzero(~np.isnan(x)))
         if q.shape[0]:
@@ -554,13 +553,14 @@ def deviation_scores(
     up: FloatArray | float,
     down: FloatArray | float,
     config: DetectionConfig,
-    holding: npt.NDArray[np.bool_] | None = None,
+    holding: Levels | None = None,
 ) -> Deviations:
     """The deviations of rows from their point and seasonal baselines.
 
     ``q`` and ``qr`` are the baseline quartiles of the values and of their seasonal
     residuals; a row that ``holding`` marks (it holds a level: :func:`holding_level`) is
-    no seasonal deviation, and no point deviation where the baseline had no spread.
+    no seasonal deviation, and no point deviation where it stepped there from another
+    level it held (:data:`STEPPED`).
     Elementwise: rows can be one series' times or one time of many series.
     """
     least, relative = config.min_deviation_abs, config.min_deviation_rel
@@ -581,11 +581,11 @@ def deviation_scores(
     flat = q[:, 2] - q[:, 0] == 0
     if holding is not None and holding.any():
         # a held level follows no daily shape, so it is no seasonal deviation; it is no
-        # deviation from the point baseline only where that baseline had no spread (a
-        # gauge that moves in steps). A series with spread that holds a value far from
-        # it (a throughput at 0, an exporter stuck on one value) is still that far out.
-        offset = np.where(holding & flat, 0.0, offset)
-        seasonal_offset = np.where(holding, 0.0, seasonal_offset)
+        # deviation from the point baseline only where the series stepped there from
+        # another level it held (a gauge that moves in steps). A noisy series that holds
+        # a value (a throughput at 0, an exporter stuck on one value) is as far out as it is.
+        offset = np.where(holding == STEPPED, 0.0, offset)
+        seasonal_offset = np.where(holding != MOVING, 0.0, seasonal_offset)
     point_offset = weighted_directional(offset, up, down)
     seasonal_directional = weighted_directional(seasonal_offset, up, down)
     point_score, seasonal_score = point_offset / scale, seasonal_directional / seasonal_scale
@@ -605,44 +605,67 @@ def deviation_scores(
 
 # A value that the HOLD_ROWS rows before it had exactly is a level the series holds.
 HOLD_ROWS = 20
-_HOLDING = {False: np.zeros(1, dtype=bool), True: np.ones(1, dtype=bool)}  # read, never written
+Levels = npt.NDArray[np.int8]
+"""Per row: :data:`MOVING`, :data:`HOLDS` or :data:`STEPPED` (:func:`holding_level`)."""
+MOVING, HOLDS, STEPPED = 0, 1, 2
+_LEVEL = {level: np.full(1, level, dtype=np.int8) for level in (MOVING, HOLDS, STEPPED)}
 
 
-def holding_level(
-    x: FloatArray, last_value: float, held_for: int
-) -> tuple[npt.NDArray[np.bool_], float, int]:
-    """Which rows hold a level: the :data:`HOLD_ROWS` rows before them had exactly their
-    value. Returns the mask and the state after ``x``: its last value and how many rows
-    before that one had the same value (``last_value`` and ``held_for`` are that state
-    before ``x``; NaN and 0 at first).
+@dataclass(frozen=True, slots=True)
+class LevelRun:
+    """Where a series' latest run of equal values stands: its ``value``, how many rows
+    before the latest had it (``held_for``), and how many rows the run before it lasted
+    (``before``). NaN, 0 and 0 before any row."""
 
-    A step-like series (a count of processes, a configured size, a gauge that moves in
-    steps) that goes to a new value and stays there has changed once, at the step: the
-    step is judged as any deviation, and once the series has held the new value for
-    ``HOLD_ROWS`` rows it is at a level, not in an excursion, however far that level is
-    from its baseline (whose spread was 0: every later row would be a one-in-1e50 event
-    until the window filled with the new level). A noisy series never repeats a value
-    exactly, so its deviations are untouched, however long they last; one that starts
-    to (a throughput at 0, an exporter stuck on one value) holds a level too, but its
-    baseline had spread, so it stays as far from it as it is (:func:`deviation_scores`).
-    NaN breaks a run.
+    value: float = float("nan")
+    held_for: int = 0
+    before: int = 0
+
+
+def holding_level(x: FloatArray, run: LevelRun) -> tuple[Levels, LevelRun]:
+    """Which rows hold a level, and the state after ``x`` (``run``: the state before).
+
+    A row holds a level (:data:`HOLDS`) when the :data:`HOLD_ROWS` rows before it had
+    exactly its value, and it has *stepped* to it (:data:`STEPPED`) when the run before
+    that level held one too (it lasted more than ``HOLD_ROWS`` rows). A step-like series
+    (a count of processes, a configured size, a gauge that moves in steps) that goes to a
+    new value and stays there has changed once, at the step: the step is judged as any
+    deviation, and once the series has held the new value for ``HOLD_ROWS`` rows it is at
+    a level, not in an excursion, however far that level is from its baseline (whose
+    spread was 0, or the gauge's earlier levels: every later row would be rare until the
+    window filled with the new level). A noisy series never repeats a value exactly, so
+    its deviations are untouched, however long they last; one that starts to (a
+    throughput at 0, an exporter stuck on one value) holds a level, but came to it from
+    no level: it stays as far from its baseline as it is (:func:`deviation_scores`).
+    NaN breaks a run (and is a run of its own).
     """
     n = x.size
     if n == 1:  # the daemon's case, in plain Python
         value = float(x[0])
-        run = held_for + 1 if value == last_value else 0
-        return _HOLDING[run >= HOLD_ROWS], value, run
+        if value == run.value:
+            run = LevelRun(value, run.held_for + 1, run.before)
+        else:
+            run = LevelRun(value, 0, run.held_for + 1)
+        if run.held_for < HOLD_ROWS:
+            return _LEVEL[MOVING], run
+        return _LEVEL[STEPPED if run.before > HOLD_ROWS else HOLDS], run
     if n == 0:
-        return np.zeros(0, dtype=bool), last_value, held_for
+        return np.zeros(0, dtype=np.int8), run
     previous = np.empty(n)
-    previous[0] = last_value
+    previous[0] = run.value
     previous[1:] = x[:-1]
     same = x == previous  # NaN is never the same
     index = np.arange(n)
-    reset = np.maximum.accumulate(np.where(same, -1, index))  # the last row that changed
-    runs: IntArray = np.where(reset < 0, held_for + index + 1, index - reset)
-    holding: npt.NDArray[np.bool_] = runs >= HOLD_ROWS
-    return holding, float(x[-1]), int(runs[-1])
+    start = np.maximum.accumulate(np.where(same, -1, index))  # where each row's run began
+    runs: IntArray = np.where(start < 0, run.held_for + index + 1, index - start)
+    # the length of the run before each row's: the state's for a run that began before
+    # these rows; else the run that ended where this one began (runs + 1 rows long)
+    ended = np.where(start > 0, runs[np.maximum(start - 1, 0)] + 1, run.held_for + 1)
+    before = np.where(start < 0, run.before, ended)
+    levels: Levels = np.where(
+        runs >= HOLD_ROWS, np.where(before > HOLD_ROWS, STEPPED, HOLDS), MOVING
+    ).astype(np.int8)
+    return levels, LevelRun(float(x[-1]), int(runs[-1]), int(before[-1]))
 
 
 def calibrate_z(
@@ -798,7 +821,7 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
     q = np.empty((total, len(BASELINE_QUANTILES) + 1))
     qr = np.empty((total, len(BASELINE_QUANTILES) + 1))
     seasonal_expected, up, down = np.empty(total), np.empty(total), np.empty(total)
-    holding = np.zeros(total, dtype=bool)
+    holding = np.zeros(total, dtype=np.int8)
     low, high = np.full(total, -np.inf), np.full(total, np.inf)
     for i, state in enumerate(states):
         found_q, found_expected, found_qr, found_holding = state.baselines(

@@ -52,9 +52,11 @@ class Holdout:
     ``rows``: the first ``start - 1`` anomalous rows of an episode are learnt (an
     isolated spike is ordinary data), the rest of a sustained one is not (a fault does
     not become the reference it is judged against, so it does not fade as the reference
-    fills with it), and an episode that outlasts ``rows`` is accepted as the new normal.
-    A noisy episode that sometimes looks merely unusual keeps its counter, and is held
-    whole: its weaker rows would lift the reference's tail as much as its alarms.
+    fills with it), and an episode once its alarms outnumber its ordinary rows by more
+    than ``rows`` is accepted as the new normal (after ``rows`` rows of a clear fault;
+    a noisy one takes longer). A noisy episode that sometimes looks merely unusual keeps
+    its counter, and is held whole: its weaker rows would lift the reference's tail as
+    much as its alarms.
     """
 
     rows: int
@@ -286,6 +288,8 @@ class TrailingQuantiles:
         counter."""
         assert self.holdout is not None
         rule = self.holdout
+        if verdicts.dtype != np.int8:  # a bool would make every ordinary row unusual
+            raise TypeError(f"a judge gives int8 verdicts, got {verdicts.dtype}")
         if verdicts.size == 1:  # the daemon's case, in plain Python
             verdict = int(verdicts[0])
             self._run = max(self._run + verdict, 0)

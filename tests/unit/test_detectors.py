@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from anomon.config import DetectionConfig
 from anomon.detect import Solo
-from anomon.detect.entity import HOLD_ROWS, default_direction, holding_level
+from anomon.detect.entity import (
+    HOLD_ROWS,
+    HOLDS,
+    MOVING,
+    STEPPED,
+    LevelRun,
+    default_direction,
+    holding_level,
+)
 from anomon.detect.params import DetectorParams
 from anomon.detect.rules import repeat_damped
 
@@ -230,23 +238,58 @@ def test_a_throughput_that_stops_alarms_while_it_is_stopped() -> None:
     assert not result.anomaly[6300:].any()
 
 
+def levels_row_by_row(x: np.ndarray) -> list[int]:
+    """The rule in plain words: a row holds a level when the HOLD_ROWS rows before it had
+    its value (NaN never equals), and has stepped there when the run before lasted more
+    than HOLD_ROWS rows."""
+    runs: list[int] = []  # the length of each run of equal values so far
+    out = []
+    for i, value in enumerate(x):
+        if i and value == x[i - 1]:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+        held = runs[-1] - 1 >= HOLD_ROWS
+        before = runs[-2] if len(runs) > 1 else 1  # nothing before the first row: one row
+        out.append((STEPPED if before > HOLD_ROWS else HOLDS) if held else MOVING)
+    return out
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 10_000), st.lists(st.integers(1, 40), min_size=1, max_size=10))
 def test_holding_a_level_is_the_same_in_any_batching(seed: int, sizes: list[int]) -> None:
-    """Runs carry across batches; NaN breaks a run."""
+    """Runs carry across batches; NaN breaks a run; a level reached from another held
+    level is a step, one reached from moving values is not."""
     rng = np.random.default_rng(seed)
     x = rng.choice([1.0, 2.0, np.nan], size=300, p=[0.9, 0.08, 0.02])
     x[99], x[100:160] = 1.0, 2.0  # a run long enough to hold, from row 100
-    whole, _, _ = holding_level(x, float("nan"), 0)
-    parts, state, start, turn = [], (float("nan"), 0), 0, 0
+    x[160:190] = rng.normal(size=30)  # moving values, then a level reached from them
+    x[190:230] = 3.0
+    whole, _ = holding_level(x, LevelRun())
+    assert whole.tolist() == levels_row_by_row(x)
+    parts, state, start, turn = [], LevelRun(), 0, 0
     while start < x.size:
         size = sizes[turn % len(sizes)]
-        held, *rest = holding_level(x[start : start + size], *state)
+        held, state = holding_level(x[start : start + size], state)
         parts.append(held)
-        state, start, turn = (rest[0], rest[1]), start + size, turn + 1
+        start, turn = start + size, turn + 1
     assert np.array_equal(np.concatenate(parts), whole)
-    assert whole[100 + HOLD_ROWS : 160].all() and not whole[100 : 100 + HOLD_ROWS].any()
+    assert (whole[100 + HOLD_ROWS : 160] != MOVING).all() and not whole[100 : 100 + HOLD_ROWS].any()
+    assert (whole[190 + HOLD_ROWS : 230] == HOLDS).all()
     assert not whole[np.isnan(x)].any()
+
+
+def test_a_gauge_that_steps_twice_in_its_window_alarms_at_each_step() -> None:
+    """Replicas 3, then 5, then 7 within one baseline window: each step alarms for
+    HOLD_ROWS rows and is then the gauge's level (the second step's baseline has the
+    gauge's own two levels in it, so it has spread: a level is a step because the gauge
+    held the one before, not because its baseline was flat)."""
+    x = np.full(9000, 3.0)
+    x[5000:], x[5600:] = 5.0, 7.0
+    anomaly = (
+        Solo(["replicas"], DEFAULTS).update(START + 60 * np.arange(x.size), x[:, None]).anomaly
+    )
+    assert np.flatnonzero(anomaly).tolist() == [*range(5000, 5020), *range(5600, 5620)]
 
 
 def test_static_limits_flow_into_the_same_scores() -> None:
