@@ -82,7 +82,7 @@ LIMIT_SCORE = 100.0  # a broken static limit is as sure as a score can be
 # 2: rarity against long references, warm-up, held episodes; 3: levels held;
 # 4: the forest on rarities, capped at its training rows; alarms graded by joint deviations;
 # 5: an episode's unusual rows held with its alarms, and they do not end it; a held level
-# is no point deviation only where the baseline had no spread
+# is no point deviation only where the series stepped there from another level it held
 DETECTOR_VERSION = "5"
 STALE_STEPS = 3  # rows a series may miss before it is stale (and past stale_after)
 BASELINE_QUANTILES = (0.25, 0.5, 0.75)
