@@ -120,6 +120,7 @@ class Pending:
     expected: FloatArray
     metric_scores: FloatArray
     flat: npt.NDArray[np.bool_]
+    at_once: npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +133,8 @@ class Scores:
     have and ``metric_scores`` each metric's own score (the largest of its per-metric
     detectors: z-score, seasonal, limit; NaN without a value), both ``(rows, metrics)``;
     ``flat`` marks where a metric's baseline had no spread (its value is nearly always the
-    same: an error counter that is 0), ``(rows, metrics)`` too.
+    same: an error counter that is 0), and ``at_once`` where one severe row of a metric
+    may open an incident by itself (:func:`new_extremes`), ``(rows, metrics)`` too.
     """
 
     score: FloatArray
@@ -141,6 +143,7 @@ class Scores:
     expected: FloatArray
     metric_scores: FloatArray
     flat: npt.NDArray[np.bool_]
+    at_once: npt.NDArray[np.bool_]
 
     def contributors(self, threshold: float) -> npt.NDArray[np.bool_]:
         """Which metrics drive each anomalous row, ``(rows, metrics)``: those whose own
@@ -247,17 +250,23 @@ class _MetricState:
         qr = self.residuals.push(x - seasonal_expected)
         return q, seasonal_expected, qr, holding
 
-    def calibrated(self, name: str, offset: FloatArray, scale: FloatArray) -> FloatArray:
-        """Calibrate deviations against detector ``name``'s reference, then add them to it.
+    def calibrated(
+        self, name: str, offset: FloatArray, scale: FloatArray
+    ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """Calibrate deviations against detector ``name``'s reference, then add them to it;
+        return the scores and where each deviation went past all of its reference
+        (:func:`new_extremes`).
 
         Each block of rows is judged as it is reached, so that the rows of a sustained
         anomalous episode are kept out of the reference its later rows are judged
         against (:class:`~anomon.detect.rolling.Holdout`).
         """
         scores = np.empty(offset.size)
+        beyond = np.empty(offset.size, dtype=bool)
         one_sided = self.direction != "both"
 
         def judge(rows: slice, reference: FloatArray) -> Verdicts:
+            beyond[rows] = new_extremes(offset[rows], reference)
             scores[rows] = calibrate_z(
                 offset[rows],
                 reference,
@@ -268,7 +277,7 @@ class _MetricState:
             return verdicts(scores[rows], self.threshold)
 
         self.raw[name].push(offset, judge=judge)
-        return scores
+        return scores, beyond
 
     def seasonal_expected(self, times: IntArray, x: FloatArray) -> FloatArray:
         """The median of this metric at the same time of day / week over past cycles."""
@@ -423,7 +432,7 @@ class EntityDetector:
             )
 
     def _prepare(self, times: IntArray, data: FloatArray) -> Pending:
-        expected, flat, quartiles = [], [], []
+        expected, flat, quartiles, at_once = [], [], [], []
         per_detector: dict[str, list[FloatArray]] = {"zscore": [], "seasonal": [], "limit": []}
         for column, state in enumerate(self._metrics):
             q, seasonal_expected, qr, holding = state.baselines(times, data[:, column])
@@ -434,12 +443,19 @@ class EntityDetector:
             )
             expected.append(found.expected)
             flat.append(found.flat)
+            extreme = np.zeros(times.size, dtype=bool)
             for name, offset, scale in (
                 ("zscore", found.point_offset, found.point_scale),
                 ("seasonal", found.seasonal_offset, found.seasonal_scale),
             ):
-                per_detector[name].append(state.calibrated(name, offset, scale))
+                score, beyond = state.calibrated(name, offset, scale)
+                per_detector[name].append(score)
+                extreme |= beyond
             per_detector["limit"].append(_limit_scores(state.limit, data[:, column]))
+            at_once.append(
+                _may_open_at_once(found.flat, extreme, state.sampling is not None)
+                | (per_detector["limit"][-1] > 0)
+            )
         for column, state in enumerate(self._metrics):
             if state.sampling is not None:  # its sampling error judges it, not rarity
                 size = state.sampling.size
@@ -464,7 +480,13 @@ class EntityDetector:
             np.column_stack(per_detector["limit"]),
         )
         return Pending(
-            times, detectors, features, np.column_stack(expected), own, np.column_stack(flat)
+            times,
+            detectors,
+            features,
+            np.column_stack(expected),
+            own,
+            np.column_stack(flat),
+            np.column_stack(at_once),
         )
 
     def _finish(self, pending: Pending, forest_score: FloatArray) -> Scores:
@@ -482,7 +504,13 @@ class EntityDetector:
         anomaly = combined >= threshold
         self.advance(int(pending.times[0]), int(pending.times[-1]), pending.times.size)
         return Scores(
-            combined, anomaly, detectors, pending.expected, pending.metric_scores, pending.flat
+            combined,
+            anomaly,
+            detectors,
+            pending.expected,
+            pending.metric_scores,
+            pending.flat,
+            pending.at_once,
         )
 
     def _combine(self, detectors: dict[str, FloatArray]) -> FloatArray:
@@ -774,6 +802,7 @@ def concat_scores(parts: list[Scores], metrics: int) -> Scores:
             np.empty((0, metrics)),
             np.empty((0, metrics)),
             np.empty((0, metrics), dtype=bool),
+            np.empty((0, metrics), dtype=bool),
         )
     return Scores(
         score=np.concatenate([p.score for p in parts]),
@@ -782,6 +811,7 @@ def concat_scores(parts: list[Scores], metrics: int) -> Scores:
         expected=np.concatenate([p.expected for p in parts]),
         metric_scores=np.concatenate([p.metric_scores for p in parts]),
         flat=np.concatenate([p.flat for p in parts]),
+        at_once=np.concatenate([p.at_once for p in parts]),
     )
 
 
@@ -790,7 +820,7 @@ class PendingMany:
     """One new row of each of many entities, scored by the per-metric detectors.
 
     ``times``, ``detectors`` and ``features`` have a row per entity; ``expected``,
-    ``metric_scores`` and ``flat`` one value per metric, entity ``i``'s at
+    ``metric_scores``, ``flat`` and ``at_once`` one value per metric, entity ``i``'s at
     ``offsets[i]:offsets[i + 1]``.
     """
 
@@ -800,6 +830,7 @@ class PendingMany:
     expected: FloatArray
     metric_scores: FloatArray
     flat: npt.NDArray[np.bool_]
+    at_once: npt.NDArray[np.bool_]
     offsets: IntArray
 
 
@@ -836,6 +867,7 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
     found = deviation_scores(x, q, seasonal_expected, qr, up, down, params.config, holding)
     one_sided = up + down < 2
     scores = {"limit": np.where((x < low) | (x > high), LIMIT_SCORE, 0.0)}
+    extreme = np.zeros(total, dtype=bool)
     for name, offset, scale in (
         ("zscore", found.point_offset, found.point_scale),
         ("seasonal", found.seasonal_offset, found.seasonal_scale),
@@ -844,6 +876,7 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
         # then each row pushed with its verdict (what calibrated() does for one entity)
         streams = [state.raw[name] for state in states]
         reference = np.array([stream.peek() for stream in streams]).reshape(total, -1)
+        extreme |= new_extremes(offset, reference)
         scores[name] = calibrate_z(
             offset, reference, scale, one_sided=one_sided, prior_weight=params.prior_weight
         )
@@ -860,7 +893,9 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
     features = _grouped_features(
         score_decades(scores["zscore"]), score_decades(scores["seasonal"]), sizes, offsets
     )
-    return PendingMany(ts, largest, features, found.expected, own, found.flat, offsets)
+    sampled = np.array([state.sampling is not None for state in states], dtype=bool)
+    at_once = _may_open_at_once(found.flat, extreme, sampled) | (scores["limit"] > 0)
+    return PendingMany(ts, largest, features, found.expected, own, found.flat, at_once, offsets)
 
 
 def _sampled_override(
@@ -915,6 +950,32 @@ def verdicts(scores: FloatArray, threshold: float) -> Verdicts:
     return found
 
 
+# the column of a z-score detector's reference that holds its maximum
+REFERENCE_MAX = RARITY_QUANTILES.index(1.0)
+
+
+def new_extremes(offset: FloatArray, reference: FloatArray) -> npt.NDArray[np.bool_]:
+    """Where a deviation goes past every one its detector's reference holds (or there is
+    no reference yet); no deviation (NaN) is none."""
+    largest = reference[:, REFERENCE_MAX]
+    found: npt.NDArray[np.bool_] = ~np.isnan(offset) & ~(offset <= largest)
+    return found
+
+
+def _may_open_at_once(
+    flat: npt.NDArray[np.bool_],
+    extreme: npt.NDArray[np.bool_],
+    sampled: npt.NDArray[np.bool_] | bool,
+) -> npt.NDArray[np.bool_]:
+    """Where one severe row of a metric may open an incident by itself (the alarm rules'
+    ``open_at_once``): its baseline has spread (one change of a counter that is 0 nearly
+    always is no incident) and the row goes past every deviation of its references — a
+    size it has shown before, in the weeks they hold, needs a second abnormal row. A
+    metric judged by its sampling error has no such reference: its spread alone decides."""
+    found: npt.NDArray[np.bool_] = ~flat & (extreme | sampled)
+    return found
+
+
 def _known(verdict: Verdicts) -> Judge:
     """A judge whose verdict was reached beforehand, on the statistics from ``peek``."""
 
@@ -962,6 +1023,7 @@ def finish_many(
             pending.expected[None, bounds[i] : bounds[i + 1]],
             pending.metric_scores[None, bounds[i] : bounds[i + 1]],
             pending.flat[None, bounds[i] : bounds[i + 1]],
+            pending.at_once[None, bounds[i] : bounds[i + 1]],
         )
         for i in range(n)
     ]

@@ -10,9 +10,12 @@ no score (NaN, missing data), change nothing -- a gap never resolves an incident
   on a row scoring ``open_at_once`` or more (a lone row just past the threshold is the
   rarity the threshold allows, about 1 in 10,000 rows; two of three, or one far past it,
   is an event — the demo's normal day: 3 incidents with one row, none with these rules) —
-  but not at once on a row the caller says may not (``at_once``): a series whose baseline
-  has no spread, such as an error counter that is 0 nearly always, scores any change far
-  past the threshold, and one error is not an incident; two in three rows are;
+  but not at once on a row the caller says may not (``at_once``,
+  :attr:`~anomon.detect.entity.Scores.at_once`): a series whose baseline has no spread,
+  such as an error counter that is 0 nearly always, scores any change far past the
+  threshold, and one error is not an incident; two in three rows are; and a spike of a
+  size the series has shown before (within its detectors' references) is not one by
+  itself either, however rare its calibration calls it;
 * resolve after ``resolve_after`` consecutive normal rows;
 * flap damping: an incident that reopens within ``cooldown`` rows of resolving is the
   same incident, reopened, and each reopening doubles the normal rows it needs to resolve.

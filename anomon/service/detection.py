@@ -798,8 +798,9 @@ def aligned(points: list[store.Points | None], *, after: int | None) -> Rows:
 
 def _at_once(scores: Scores, column: np.ndarray) -> np.ndarray:
     """Where one severe row of an entity may open an incident: where the series leading
-    it has a baseline with spread (one change of a flat counter is not an incident)."""
-    at_once: np.ndarray = ~scores.flat[np.arange(column.size), column]
+    it may (:attr:`Scores.at_once`: its baseline has spread, and the row goes past every
+    deviation it has shown in its references)."""
+    at_once: np.ndarray = scores.at_once[np.arange(column.size), column]
     return at_once
 
 

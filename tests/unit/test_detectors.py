@@ -21,7 +21,7 @@ from anomon.detect.entity import (
     holding_level,
 )
 from anomon.detect.params import DetectorParams
-from anomon.detect.rules import repeat_damped
+from anomon.detect.rules import AlarmState, Event, apply_rules, repeat_damped
 
 STEP = 300  # five-minute rows
 ROWS = 3000
@@ -372,3 +372,42 @@ def test_the_undamped_score_stays_high_through_an_episode() -> None:
     alerts = repeat_damped(result.score, span=DEFAULTS.damping, factor=DEFAULTS.damping_factor)
     damped = alerts[AT + 1 : AT + 21] < result.score[AT + 1 : AT + 21]
     assert damped.sum() >= 10  # most of the episode is damped: one alert, not twenty
+
+
+def test_a_lone_spike_opens_at_once_only_past_every_one_seen_before() -> None:
+    """A metric whose normal life has a 12 sigma spike every 300 rows: the next one
+    scores far past open_at_once (spikes that rare are past its reference's 1 in 100),
+    yet it is no incident by itself -- a size it has shown before needs a second
+    abnormal row -- where before it opened one every time. A spike of 30 sigma, larger
+    than any seen, opens at once."""
+    x = 50 + np.random.default_rng(5).normal(0.0, 1.0, 8000)
+    x[500:7000:300] += 12.0
+    x[7000] += 12.0
+    x[7500] += 30.0
+    ts = START + 60 * np.arange(x.size)
+    result = Solo(["value"], DEFAULTS).update(ts, x[:, None])
+    assert result.score[7000] > DEFAULTS.alarm.open_at_once
+    assert not result.at_once[7000, 0] and result.at_once[7500, 0]
+    later = slice(6000, None)
+
+    def opened(at_once: np.ndarray) -> list[int]:
+        events = apply_rules(
+            result.score[later], DEFAULTS.threshold, DEFAULTS.alarm, AlarmState(), at_once=at_once
+        )
+        return [6000 + row for row, event in events if event is Event.OPEN]
+
+    assert opened(result.at_once[later, 0]) == [7500]
+    assert opened(~result.flat[later, 0]) == [6200, 6500, 6800, 7000, 7500]  # the rule before
+
+
+def test_a_young_series_and_a_flat_counter_keep_their_at_once() -> None:
+    """A series 100 rows old: a deviation past all of its short reference may open an
+    incident at once; a counter that is 0 nearly always (no spread) may not, as before."""
+    young = 50 + noise(1)[:120]
+    young[100] += 40.0
+    scores = Solo(["value"], DetectionConfig(min_history=10)).update(TS[:120], young[:, None])
+    assert scores.anomaly[100] and scores.at_once[100, 0]
+    counter = np.zeros(ROWS)
+    counter[AT] = 3.0
+    flat = Solo(["errors_total"], DEFAULTS).update(TS, counter[:, None])
+    assert flat.anomaly[AT] and not flat.at_once[AT, 0]
