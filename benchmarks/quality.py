@@ -87,7 +87,7 @@ class MachineResult:
     iforest: tuple[float, float]
     replay_points: int
     replay_seconds: float
-    entity: EntityResult | None = None
+    entity: EntityResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +271,7 @@ def print_smd(results: Sequence[MachineResult]) -> dict[str, float]:
 
 def print_smd_entities(results: Sequence[MachineResult]) -> dict[str, float]:
     """Print the SMD table of each machine replayed as one entity; return the means."""
-    rows = [(r, r.entity) for r in results if r.entity is not None]
+    rows = [(r, r.entity) for r in results]
     print("SMD, one entity per machine (all its metrics one replay; its parts from the same run)")
     print(
         f"{'machine':<12} | {'anomon F1':>9} {'AUC-PR':>6} | {'metrics F1':>10} {'AUC-PR':>6} | "

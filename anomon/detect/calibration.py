@@ -84,7 +84,7 @@ def calibrate(
         prior=prior,
         prior_weight=prior_weight,
     )
-    score = 100.0 * np.tanh(np.maximum(decades_of, 0.0) / DECADES_SCALE)
+    score = decades_score(decades_of)
     return np.where(np.isnan(score), 0.0, score)
 
 
@@ -128,6 +128,13 @@ def calibrated_decades(
     out = np.where(segment >= k, beyond, np.where(segment == 0, below, within))
     invalid = np.isnan(raw) | np.isnan(knots).any(axis=1)
     return np.where(invalid, np.nan, out)
+
+
+def decades_score(decades: npt.ArrayLike) -> FloatArray:
+    """The 0-100 score of a ``-log10`` tail probability: ``100 * tanh(decades /
+    DECADES_SCALE)``, none below 0 (NaN stays NaN)."""
+    found: FloatArray = 100.0 * np.tanh(np.maximum(decades, 0.0) / DECADES_SCALE)
+    return found
 
 
 def score_decades(score: FloatArray) -> FloatArray:

@@ -33,9 +33,9 @@ import numpy.typing as npt
 from anomon.config import DetectionConfig, Limit
 from anomon.detect.calibration import (
     CALIBRATION_QUANTILES,
-    DECADES_SCALE,
     RARITY_QUANTILES,
     calibrate,
+    decades_score,
     score_decades,
 )
 from anomon.detect.forest import FEATURES, summary_features
@@ -92,7 +92,7 @@ FOREST_SPAN_FLOOR = 0.01  # calibration floor for the forest's score (range ~0.3
 # episode it is held out of the reference with the alarms and does not count against the
 # episode (rolling.Holdout). A noisy fault whose rows straddle the threshold was learnt
 # row by row and faded within 250 rows (tests/unit/test_warmup.py).
-UNUSUAL_SCORE = 100.0 * float(np.tanh(1.0 / DECADES_SCALE))
+UNUSUAL_SCORE = float(decades_score(1.0))
 
 
 def _normal_tail(levels: Sequence[float], *, one_sided: bool) -> tuple[float, ...]:
@@ -119,7 +119,6 @@ class Pending:
     features: FloatArray
     expected: FloatArray
     metric_scores: FloatArray
-    flat: npt.NDArray[np.bool_]
     at_once: npt.NDArray[np.bool_]
 
 
@@ -132,9 +131,9 @@ class Scores:
     largest over the metrics); ``expected`` is the value each metric was expected to
     have and ``metric_scores`` each metric's own score (the largest of its per-metric
     detectors: z-score, seasonal, limit; NaN without a value), both ``(rows, metrics)``;
-    ``flat`` marks where a metric's baseline had no spread (its value is nearly always the
-    same: an error counter that is 0), and ``at_once`` where one severe row of a metric
-    may open an incident by itself (:func:`new_extremes`), ``(rows, metrics)`` too.
+    ``at_once`` marks where one severe row of a metric may open an incident by itself
+    (:func:`_may_open_at_once`: its baseline has spread and the row is a new extreme),
+    ``(rows, metrics)`` too.
     """
 
     score: FloatArray
@@ -142,7 +141,6 @@ class Scores:
     detectors: dict[str, FloatArray]
     expected: FloatArray
     metric_scores: FloatArray
-    flat: npt.NDArray[np.bool_]
     at_once: npt.NDArray[np.bool_]
 
     def contributors(self, threshold: float) -> npt.NDArray[np.bool_]:
@@ -432,7 +430,7 @@ class EntityDetector:
             )
 
     def _prepare(self, times: IntArray, data: FloatArray) -> Pending:
-        expected, flat, quartiles, at_once = [], [], [], []
+        expected, quartiles, at_once = [], [], []
         per_detector: dict[str, list[FloatArray]] = {"zscore": [], "seasonal": [], "limit": []}
         for column, state in enumerate(self._metrics):
             q, seasonal_expected, qr, holding = state.baselines(times, data[:, column])
@@ -442,7 +440,6 @@ class EntityDetector:
                 data[:, column], q, seasonal_expected, qr, up, down, self.config, holding
             )
             expected.append(found.expected)
-            flat.append(found.flat)
             extreme = np.zeros(times.size, dtype=bool)
             for name, offset, scale in (
                 ("zscore", found.point_offset, found.point_scale),
@@ -485,7 +482,6 @@ class EntityDetector:
             features,
             np.column_stack(expected),
             own,
-            np.column_stack(flat),
             np.column_stack(at_once),
         )
 
@@ -509,7 +505,6 @@ class EntityDetector:
             detectors,
             pending.expected,
             pending.metric_scores,
-            pending.flat,
             pending.at_once,
         )
 
@@ -606,7 +601,6 @@ def deviation_scores(
     seasonal_scale = robust_scale(qr[:, 0], qr[:, 2], seasonal_level) * small_sample_inflation(
         qr[:, 3]
     )
-    flat = q[:, 2] - q[:, 0] == 0
     if holding is not None and holding.any():
         # a held level follows no daily shape, so it is no seasonal deviation; it is no
         # deviation from the point baseline only where the series stepped there from
@@ -627,7 +621,7 @@ def deviation_scores(
         scale,
         seasonal_scale,
         expected,
-        flat,
+        q[:, 2] - q[:, 0] == 0,
     )
 
 
@@ -761,8 +755,7 @@ def calibrate_forest(
     """Calibrate a forest's raw scores against ``history``, then add them to it; no
     score claims more than ``max_decades`` (:func:`~anomon.detect.forest.rarity_cap`)."""
     score = calibrate(raw, history.push(raw), span_floor=FOREST_SPAN_FLOOR)
-    ceiling = 100.0 * np.tanh(max_decades / DECADES_SCALE)
-    capped: FloatArray = np.minimum(score, ceiling)
+    capped: FloatArray = np.minimum(score, decades_score(max_decades))
     return capped
 
 
@@ -802,7 +795,6 @@ def concat_scores(parts: list[Scores], metrics: int) -> Scores:
             np.empty((0, metrics)),
             np.empty((0, metrics)),
             np.empty((0, metrics), dtype=bool),
-            np.empty((0, metrics), dtype=bool),
         )
     return Scores(
         score=np.concatenate([p.score for p in parts]),
@@ -810,7 +802,6 @@ def concat_scores(parts: list[Scores], metrics: int) -> Scores:
         detectors={n: np.concatenate([p.detectors[n] for p in parts]) for n in DETECTORS},
         expected=np.concatenate([p.expected for p in parts]),
         metric_scores=np.concatenate([p.metric_scores for p in parts]),
-        flat=np.concatenate([p.flat for p in parts]),
         at_once=np.concatenate([p.at_once for p in parts]),
     )
 
@@ -820,7 +811,7 @@ class PendingMany:
     """One new row of each of many entities, scored by the per-metric detectors.
 
     ``times``, ``detectors`` and ``features`` have a row per entity; ``expected``,
-    ``metric_scores``, ``flat`` and ``at_once`` one value per metric, entity ``i``'s at
+    ``metric_scores`` and ``at_once`` one value per metric, entity ``i``'s at
     ``offsets[i]:offsets[i + 1]``.
     """
 
@@ -829,7 +820,6 @@ class PendingMany:
     features: FloatArray
     expected: FloatArray
     metric_scores: FloatArray
-    flat: npt.NDArray[np.bool_]
     at_once: npt.NDArray[np.bool_]
     offsets: IntArray
 
@@ -895,7 +885,7 @@ def prepare_many(detectors: Sequence[EntityDetector], ts: IntArray, x: FloatArra
     )
     sampled = np.array([state.sampling is not None for state in states], dtype=bool)
     at_once = _may_open_at_once(found.flat, extreme, sampled) | (scores["limit"] > 0)
-    return PendingMany(ts, largest, features, found.expected, own, found.flat, at_once, offsets)
+    return PendingMany(ts, largest, features, found.expected, own, at_once, offsets)
 
 
 def _sampled_override(
@@ -970,7 +960,8 @@ def _may_open_at_once(
     """Where one severe row of a metric may open an incident by itself (the alarm rules'
     ``open_at_once``): its baseline has spread (one change of a counter that is 0 nearly
     always is no incident) and the row goes past every deviation of its references — a
-    size it has shown before, in the weeks they hold, needs a second abnormal row. A
+    size it has shown before, within their ``calibration_window`` rows, needs a second
+    abnormal row. A
     metric judged by its sampling error has no such reference: its spread alone decides."""
     found: npt.NDArray[np.bool_] = ~flat & (extreme | sampled)
     return found
@@ -1022,7 +1013,6 @@ def finish_many(
             {name: values[i : i + 1] for name, values in scores.items()},
             pending.expected[None, bounds[i] : bounds[i + 1]],
             pending.metric_scores[None, bounds[i] : bounds[i + 1]],
-            pending.flat[None, bounds[i] : bounds[i + 1]],
             pending.at_once[None, bounds[i] : bounds[i + 1]],
         )
         for i in range(n)

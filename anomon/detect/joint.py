@@ -43,7 +43,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from anomon.detect.calibration import DECADES_SCALE, score_decades
+from anomon.detect.calibration import decades_score, score_decades
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -61,8 +61,7 @@ def joint_scores(metric_scores: FloatArray) -> FloatArray:
     with np.errstate(divide="ignore"):
         multiplicity = np.log10(np.maximum(present - 1, 1) / 2.0)
     joint = np.where(present >= 2, 2.0 * second - multiplicity, 0.0)
-    found: FloatArray = 100.0 * np.tanh(np.maximum(joint, 0.0) / DECADES_SCALE)
-    return found
+    return decades_score(joint)
 
 
 def graded(

@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import log_ndtr
 
-from anomon.detect.calibration import DECADES_SCALE
+from anomon.detect.calibration import decades_score
 from anomon.detect.zscore import IQR_TO_SIGMA
 
 FloatArray = npt.NDArray[np.float64]
@@ -110,7 +110,7 @@ def sampled_scores(
     two_sided = np.broadcast_to(np.asarray(up) + np.asarray(down) >= 2, bad.shape)
     # -log10 of the tail probability, from log_ndtr: exact far into the tail
     decades = -(log_ndtr(-bad) + np.where(two_sided, np.log(2.0), 0.0)) / np.log(10.0)
-    score = 100.0 * np.tanh(np.maximum(decades, 0.0) / DECADES_SCALE)
+    score = decades_score(decades)
     return np.where(np.isfinite(score), score, 0.0)
 
 

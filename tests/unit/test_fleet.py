@@ -243,7 +243,7 @@ def assert_like_alone(
     """The fleet's scores of each entity, cycle after cycle, are its lone detector's."""
     for key, values in data.items():
         alone = Solo(names_of(key, values), params).update(ts, values)
-        for field in ("score", "anomaly", "expected", "metric_scores", "flat", "at_once"):
+        for field in ("score", "anomaly", "expected", "metric_scores", "at_once"):
             assert np.array_equal(
                 np.concatenate([getattr(s, field) for s in got[key]]),
                 getattr(alone, field),
