@@ -56,6 +56,7 @@ from anomon.detect.sampling import (
     NONE,
     SPREAD_ROWS,
     SamplingModel,
+    sample_rows,
     sampled_scores,
     sampling_models,
 )
@@ -82,8 +83,9 @@ LIMIT_SCORE = 100.0  # a broken static limit is as sure as a score can be
 # 2: rarity against long references, warm-up, held episodes; 3: levels held;
 # 4: the forest on rarities, capped at its training rows; alarms graded by joint deviations;
 # 5: an episode's unusual rows held with its alarms, and they do not end it; a held level
-# is no point deviation only where the series stepped there from another level it held
-DETECTOR_VERSION = "5"
+# is no point deviation only where the series stepped there from another level it held;
+# 6: a binary model's F1 and ROC AUC judged by their sampling error (effective rows)
+DETECTOR_VERSION = "6"
 STALE_STEPS = 3  # rows a series may miss before it is stale (and past stale_after)
 BASELINE_QUANTILES = (0.25, 0.5, 0.75)
 Z_SPAN_FLOOR = 0.5  # calibration floor for z-score detectors, in sigmas
@@ -455,11 +457,23 @@ class EntityDetector:
             )
         for column, state in enumerate(self._metrics):
             if state.sampling is not None:  # its sampling error judges it, not rarity
-                size = state.sampling.size
-                n = data[:, size] if size >= 0 else np.full(times.size, np.nan)
-                typical = quartiles[size][:, 1] if size >= 0 else np.full(times.size, np.nan)
-                up, down = DIRECTION_WEIGHTS[state.direction]
+                size, other = state.sampling.size, state.sampling.other
                 kind = np.full(times.size, state.sampling.kind, dtype=np.int64)
+                nothing = np.full(times.size, np.nan)
+                baseline = quartiles[column][:, 1]
+                n = sample_rows(
+                    kind,
+                    baseline,
+                    data[:, size] if size >= 0 else nothing,
+                    data[:, other] if other >= 0 else nothing,
+                )
+                typical = sample_rows(
+                    kind,
+                    baseline,
+                    quartiles[size][:, 1] if size >= 0 else nothing,
+                    quartiles[other][:, 1] if other >= 0 else nothing,
+                )
+                up, down = DIRECTION_WEIGHTS[state.direction]
                 x = data[:, column]
                 per_detector["zscore"][column] = sampled_scores(
                     kind, x, quartiles[column], n, typical, up, down
@@ -903,11 +917,21 @@ def _sampled_override(
     kind = np.array([NONE if s.sampling is None else s.sampling.kind for s in states])
     if not kind.any():
         return
-    own = np.array([-1 if s.sampling is None else s.sampling.size for s in states])
     owner_start = np.repeat(offsets[:-1], sizes)
-    where = np.where(own >= 0, owner_start + own, 0)  # the flat index of each one's n
-    n = np.where(own >= 0, x[where], np.nan)
-    typical = np.where(own >= 0, q[where, 1], np.nan)
+
+    def column(index: IntArray) -> tuple[FloatArray, FloatArray]:
+        """The value and baseline median of each one's column ``index`` (NaN for -1)."""
+        where = np.where(index >= 0, owner_start + index, 0)  # its flat index
+        return np.where(index >= 0, x[where], np.nan), np.where(index >= 0, q[where, 1], np.nan)
+
+    size, size_typical = column(
+        np.array([-1 if s.sampling is None else s.sampling.size for s in states])
+    )
+    other, other_typical = column(
+        np.array([-1 if s.sampling is None else s.sampling.other for s in states])
+    )
+    n = sample_rows(kind, q[:, 1], size, other)
+    typical = sample_rows(kind, q[:, 1], size_typical, other_typical)
     sampled = kind != NONE
     found = sampled_scores(kind, x, q, n, typical, up, down)
     scores["zscore"] = np.where(sampled, found, scores["zscore"])

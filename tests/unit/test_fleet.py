@@ -201,6 +201,13 @@ def test_the_whole_array_cycle_gives_exactly_the_lone_detectors_numbers(
         [rng.binomial(labels.astype(int), 0.9) / labels, labels, labels + rng.poisson(30, rows)]
     )
     data["model"][400:420, 0] -= 0.2  # a drop: scored by its sampling error
+    # a binary model's F1 and AUC, judged on the effective rows of its positives
+    positives = rng.poisson(40, (rows, 2)).astype(float)
+    data["binary"] = np.column_stack(
+        [rng.normal(0.7, 0.05, rows), rng.normal(0.85, 0.03, rows), positives, labels]
+    )
+    data["binary"][500:510, :2] -= 0.3
+    data["binary"][::11, 3] = np.nan  # no positives count: its F1 and AUC are not scored
     data["cpu"][::50] = np.nan
     data["node"][::7, 1] = np.nan  # a column missing from some rows
     data["model"][::13, 1] = np.nan  # a window without its count: its accuracy is not scored
@@ -234,6 +241,8 @@ def names_of(key: str, values: np.ndarray) -> list[str]:
     the predictions source's)."""
     if key == "model":
         return ["accuracy", "labelled_rows", "predictions"]
+    if key == "binary":
+        return ["f1", "roc_auc", "predicted_positives", "actual_positives", "labelled_rows"]
     return [key] if values.shape[1] == 1 else [f"{key}_{i}" for i in range(values.shape[1])]
 
 

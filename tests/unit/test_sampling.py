@@ -8,7 +8,17 @@ import pytest
 
 from anomon.config import DetectionConfig
 from anomon.detect import Solo
-from anomon.detect.sampling import COUNT, PROPORTION, SIZE, SamplingModel, sampling_models
+from anomon.detect.sampling import (
+    AUC,
+    COUNT,
+    F1,
+    PROPORTION,
+    SIZE,
+    SamplingModel,
+    sample_rows,
+    sampling_models,
+)
+from anomon.sources.quality import binary_auc
 
 HOUR = 3600
 START = 1_796_000_000 // HOUR * HOUR
@@ -142,3 +152,81 @@ def test_a_window_without_its_label_count_is_not_judged_on_accuracy() -> None:
     history = windows(10, accuracy=0.92, labels=4000)
     accuracy, _, _ = last_scores(history, [0.5, float("nan"), 4000])
     assert accuracy == 0.0
+
+
+BINARY = ["f1", "roc_auc", "predicted_positives", "actual_positives", "labelled_rows"]
+
+
+def binary_windows(
+    count: int, *, labels: int, rng: np.random.Generator, separation: float = 1.5
+) -> np.ndarray:
+    """``count`` windows of a binary model (30 % positives, scores that separate the
+    classes by ``separation`` sigmas, cut half-way) on about ``labels`` labels each:
+    the columns of :data:`BINARY`."""
+    n = rng.poisson(labels, count)
+    window = np.repeat(np.arange(count), n)
+    truth = rng.random(window.size) < 0.3
+    score = rng.normal(truth * separation, 1.0)
+    predicted = score > separation / 2
+    hits = np.bincount(window, truth & predicted, count)
+    claimed = np.bincount(window, predicted, count)
+    actual = np.bincount(window, truth, count)
+    auc = binary_auc(window, truth, score, count)
+    return np.column_stack([2 * hits / (claimed + actual), auc, claimed, actual, n])
+
+
+@pytest.mark.parametrize("labels", [60, 400, 2000])
+def test_f1_and_auc_have_the_sampling_error_of_their_effective_rows(labels: int) -> None:
+    """F1's effective rows (delta method) give its spread over windows within 10 %;
+    Hanley-McNeil's AUC variance is, as is known, a little wide for binormal scores
+    (never narrower: a wider error alarms less, not more)."""
+    rows = binary_windows(1000, labels=labels, rng=np.random.default_rng(labels))
+    f1, auc, claimed, actual, n = rows.T
+    kind = np.full(f1.size, F1)
+    f1_rows = sample_rows(kind, np.full(f1.size, np.median(f1)), claimed, actual)
+    f1_error = np.sqrt(np.median(f1) * (1 - np.median(f1)) / np.median(f1_rows))
+    assert f1_error == pytest.approx(f1.std(), rel=0.10)
+    auc_rows = sample_rows(np.full(f1.size, AUC), np.full(f1.size, np.median(auc)), actual, n)
+    auc_error = np.sqrt(np.median(auc) * (1 - np.median(auc)) / np.median(auc_rows))
+    assert np.std(auc) * 0.95 <= auc_error <= np.std(auc) * 1.3
+    # a proportion's rows are its own; a window with no positives has no AUC error
+    assert (
+        sample_rows(np.array([PROPORTION]), np.array([0.9]), np.array([50.0]), np.array([7.0]))[0]
+        == 50
+    )
+    assert sample_rows(np.array([AUC]), np.array([0.9]), np.array([0.0]), np.array([50.0]))[0] == 0
+
+
+def test_a_binary_models_f1_and_auc_are_judged_by_their_sample_size() -> None:
+    """F1 and ROC AUC of a binary model are judged on the windows' labels, as accuracy
+    is: scored from the third window, and a window first reported with few labels (its
+    noise is wide) is no alarm where the same value on thousands of labels is one.
+    Judged by rarity they waited 50 windows to be scored at all, and after three weeks
+    the small window below scored 97 (F1) and 99.7 (AUC) against the narrow spread of
+    complete ones."""
+    assert sampling_models(BINARY) == [
+        SamplingModel(F1, 2, 3),
+        SamplingModel(AUC, 3, 4),
+        SamplingModel(SIZE),
+        SamplingModel(SIZE),
+        SamplingModel(SIZE),
+    ]
+    rng = np.random.default_rng(3)
+    history = binary_windows(500, labels=3000, rng=rng)  # three weeks of hours
+    f1, auc = np.median(history[:, 0]), np.median(history[:, 1])
+
+    def scores(rows: np.ndarray) -> np.ndarray:
+        detector = Solo(BINARY, CONFIG)
+        found = detector.update(START + HOUR * np.arange(len(rows)), rows)
+        assert not found.anomaly[: len(rows) - 1].any()  # ordinary windows never alarm
+        return found.metric_scores[-1, :2]
+
+    # 40 labels (12 positives): F1 0.1 and AUC 0.08 below their usual, one standard error
+    small = [f1 - 0.1, auc - 0.08, 12.0, 12.0, 40.0]
+    assert (scores(np.vstack([history, [small]])) < CONFIG.threshold).all()
+    # the same on 3,000 labels: eight and ten standard errors, from the third window on
+    large = [f1 - 0.1, auc - 0.08, 900.0, 900.0, 3000.0]
+    assert (scores(np.vstack([history, [large]])) >= 95.0).all()
+    assert (scores(np.vstack([history[:3], [large]])) >= CONFIG.threshold).all()
+    # better than usual is never bad (their bad way is down)
+    assert (scores(np.vstack([history, [[f1 + 0.1, auc + 0.05, 900, 900, 3000]]])) < 10).all()
