@@ -84,8 +84,9 @@ LIMIT_SCORE = 100.0  # a broken static limit is as sure as a score can be
 # 4: the forest on rarities, capped at its training rows; alarms graded by joint deviations;
 # 5: an episode's unusual rows held with its alarms, and they do not end it; a held level
 # is no point deviation only where the series stepped there from another level it held;
-# 6: a binary model's F1 and ROC AUC judged by their sampling error (effective rows)
-DETECTOR_VERSION = "6"
+# 6: a binary model's F1 and ROC AUC judged by their sampling error (effective rows);
+# 7: a sampled reference's maximum is every row's (chunk maxima), not its kept rows'
+DETECTOR_VERSION = "7"
 STALE_STEPS = 3  # rows a series may miss before it is stale (and past stale_after)
 BASELINE_QUANTILES = (0.25, 0.5, 0.75)
 Z_SPAN_FLOOR = 0.5  # calibration floor for z-score detectors, in sigmas

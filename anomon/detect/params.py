@@ -24,6 +24,8 @@ class DetectorParams:
     # reference_sparse of the older ones (every n-th row): the rarity of a score needs a
     # long memory, and a dense one only for the recent past (2,000 dense rows lost NAB
     # leave-one-category-out 69.2 -> 65.7; 4,500 sparse ones gave nothing over 3,000).
+    # Its maximum is every row's all the same (rolling.CHUNK_STRIDES): all 40,000 rows
+    # dense gave SMD AUC-PR 0.431 against 0.425 with chunk maxima, at six times the memory.
     reference_dense: int = 4000
     reference_sparse: int = 3000
     # A reference is refreshed every reference_step rows: its dense part is long enough

@@ -70,7 +70,11 @@ class TrailingQuantiles:
     once it is older than the ``dense`` most recent rows, so a long window costs about
     ``dense + window / stride`` values of memory: the recent past in full, the older past
     sampled. Statistics are then weighted order statistics (a kept older row stands for
-    ``stride`` rows) and counts are in rows. With ``dtype`` float32 values are rounded to
+    ``stride`` rows) and counts are in rows -- except the maximum (a quantile of 1.0) of
+    such a two-tier window: it is every row's, from the largest value of each chunk of
+    :data:`CHUNK_STRIDES` kept rows' worth of older rows (held rows left out), the
+    window's oldest edge to within a chunk; the rare large values are what sampling
+    loses. With ``dtype`` float32 values are rounded to
     single precision as they arrive (half the memory; fine for scores and deviations,
     not for raw metric values whose level dwarfs their spread); with ``compact`` as well
     they are rounded further to bfloat16 (:func:`to_bfloat16`, a quarter of the memory of
@@ -118,6 +122,14 @@ class TrailingQuantiles:
         self._recent = np.empty(0, dtype=stored)  # the last dense + step rows, all of them
         self._count = 0  # rows pushed so far
         self._cache: tuple[int, FloatArray] | None = None  # (block start, its statistics)
+        # A sampled window's maximum from its kept rows alone misses the rare large values
+        # a long reference exists for (one row in `stride` is kept): the maximum of every
+        # chunk of CHUNK_STRIDES * stride rows (held rows left out) is kept as well.
+        whole = 1.0 in self.quantiles and self.dense > 0  # a maximum, and rows sampled
+        self._max_at = self.quantiles.index(1.0) if whole else -1
+        self._chunk = CHUNK_STRIDES * self.stride if whole else 0  # rows per chunk
+        self._chunk_max = np.empty(0, dtype=np.float32)  # of chunks _first_chunk, ...
+        self._first_chunk = 0
 
     def push(self, new: FloatArray, *, judge: Judge | None = None) -> FloatArray:
         """Return statistics for ``new``, then remember it.
@@ -152,6 +164,8 @@ class TrailingQuantiles:
         blocks, begins = np.unique(starts, return_index=True)  # starts are sorted
         ends = np.append(begins[1:], values.size)
         kept, every = self._decoded(context), self._decoded(recent)  # once, not per block
+        if self._chunk:  # a block reads only chunks older than its dense rows: no later row
+            self._fold_maxima(every[every.size - values.size :])
         held = np.zeros(values.size, dtype=bool)
         # where each new row sits in context (if kept) and in recent (if dense)
         in_context = self._tail.size + np.cumsum(is_kept) - 1
@@ -199,16 +213,20 @@ class TrailingQuantiles:
             ):
                 stored[at] = self._nan
                 decoded[at] = np.nan
+            if self._chunk and gone.size:
+                self._refold_maxima(self._count + gone, every, first_recent)
             self._cache = None  # later blocks' statistics were computed without the hold
             done, chunk = last + 1, 1
         self.last_held = np.flatnonzero(held)
         self.held_rows += int(self.last_held.size)
         self._count += values.size
+        if self._chunk:
+            self._drop_maxima()
         # copies, not views: a view would keep this whole batch alive (a warm-up of
         # thousands of rows, for every series) until the next push replaces it
         self._tail = context[-self._keep :].copy()
         if self.dense:
-            self._recent = recent[-(self.dense + self.step) :].copy()
+            self._recent = recent[-(self.dense + self.step + self._chunk) :].copy()
         return out
 
     def peek(self) -> FloatArray:
@@ -315,11 +333,16 @@ class TrailingQuantiles:
             if self.last_held.size:
                 values = np.full(1, self._nan, dtype=values.dtype)
                 self.held_rows += 1
+        if self._chunk:
+            self._fold_maxima(self._decoded(values))
         if self._count % self.stride == 0:
             self._tail = np.concatenate([self._tail[-(self._keep - 1) :], values])
         if self.dense:
-            self._recent = np.concatenate([self._recent[-(self.dense + self.step - 1) :], values])
+            kept = self.dense + self.step + self._chunk - 1
+            self._recent = np.concatenate([self._recent[-kept:], values])
         self._count += 1
+        if self._chunk and self._count % self._chunk == 0:
+            self._drop_maxima()
         return stats
 
     def _block_stats(
@@ -339,8 +362,79 @@ class TrailingQuantiles:
         else:
             stats = order_statistics(sampled, self.quantiles, -(-self.min_periods // self.stride))
             stats[-1] *= self.stride
+        if self._chunk:
+            self._add_chunk_maximum(stats, block, recent, first_recent)
         self._cache = (block, stats)
         return stats
+
+    def _add_chunk_maximum(
+        self, stats: FloatArray, block: int, recent: npt.NDArray[Any], first_recent: int
+    ) -> None:
+        """Raise ``stats``' maximum (in place) to that of every row of block ``block``'s
+        window, not only its kept ones: the maxima of the chunks before the one its dense
+        rows begin in, and the rows of that chunk from ``recent`` (which reaches back a
+        chunk further than the dense rows). A chunk that begins before the window counts
+        whole: the window's oldest edge is known to within a chunk of rows."""
+        older = block - self.dense  # the rows before this are sampled
+        start = max(block - self.window, 0)
+        if older <= start or np.isnan(stats[self._max_at]):
+            return  # no rows sampled yet, or too few for statistics
+        size = self._chunk
+        cut = older // size * size  # the window's chunks before this hold no later row
+        lo = max(start // size * size, cut)  # the newest chunk's rows in the window
+        chunks = self._chunk_max[
+            max(start // size - self._first_chunk, 0) : max(cut // size - self._first_chunk, 0)
+        ]
+        rows = recent[max(lo, first_recent) - first_recent : older - first_recent]
+        found = max(
+            float(np.nanmax(chunks, initial=-np.inf)) if chunks.size else -np.inf,
+            float(np.nanmax(rows, initial=-np.inf)) if rows.size else -np.inf,
+        )
+        stats[self._max_at] = max(stats[self._max_at], found)
+
+    def _fold_maxima(self, rows: npt.NDArray[Any]) -> None:
+        """Fold the rows being pushed (the first at ``self._count``) into the chunk
+        maxima."""
+        size = self._chunk
+        if self._chunk_max.size == 0:
+            self._first_chunk = self._count // size
+        last = (self._count + rows.size - 1) // size
+        missing = last + 1 - (self._first_chunk + self._chunk_max.size)
+        if missing > 0:
+            grown = np.full(missing, np.nan, dtype=np.float32)
+            self._chunk_max = np.concatenate([self._chunk_max, grown])
+        if rows.size == 1:  # the daemon's case, in plain Python
+            value, at = float(rows[0]), self._count // size - self._first_chunk
+            if value == value and not value <= self._chunk_max[at]:  # NaN is no value
+                self._chunk_max[at] = value
+            return
+        index = (self._count + np.arange(rows.size)) // size - self._first_chunk
+        starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
+        with np.errstate(invalid="ignore"):
+            maxima = np.fmax.reduceat(np.asarray(rows, dtype=np.float32), starts)
+        chunks = index[starts]
+        self._chunk_max[chunks] = np.fmax(self._chunk_max[chunks], maxima)
+
+    def _refold_maxima(
+        self, positions: npt.NDArray[np.int64], every: npt.NDArray[Any], first_recent: int
+    ) -> None:
+        """The chunks of rows held after they were folded in, again without them: every
+        row of a chunk that the batch reaches is in ``every`` (row ``first_recent`` on)."""
+        size, end = self._chunk, first_recent + every.size
+        for chunk in np.unique(positions // size).tolist():
+            lo, hi = max(chunk * size, first_recent), min((chunk + 1) * size, end)
+            part = every[lo - first_recent : hi - first_recent]
+            valid = part[~np.isnan(part)]
+            self._chunk_max[chunk - self._first_chunk] = valid.max() if valid.size else np.nan
+
+    def _drop_maxima(self) -> None:
+        """Drop the chunks no later window reaches (a later block begins at most a step
+        before the next row)."""
+        reach = max(self._count - self.step - self.window, 0)
+        drop = reach // self._chunk - self._first_chunk
+        if drop > 0:
+            self._chunk_max = self._chunk_max[drop:].copy()
+            self._first_chunk += drop
 
     def _decoded(self, stored: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """Stored rows as floats (float32 or float64, as the window keeps them)."""
@@ -348,6 +442,7 @@ class TrailingQuantiles:
 
 
 BFLOAT16_NAN = 0x7FC0  # a quiet NaN, as stored by to_bfloat16
+CHUNK_STRIDES = 16  # a sampled window's maximum is kept per this many of its kept rows
 _NONE_HELD = np.empty(0, dtype=np.int64)
 _CHUNK_BLOCKS = 128  # blocks judged at once while no row is held (see push)
 _PREFIX_CELLS = 1 << 20  # the largest triangular matrix _prefix_stats sorts at once (8 MB)

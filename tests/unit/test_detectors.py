@@ -401,6 +401,32 @@ def test_a_lone_spike_opens_at_once_only_past_every_one_seen_before() -> None:
     assert opened(np.ones(x.size - 6000, dtype=bool)) == [6200, 6500, 6800, 7000, 7500]
 
 
+def test_a_blip_is_judged_against_the_spikes_the_reference_has_seen_not_kept() -> None:
+    """A metric at 0 nearly always, with small blips (2 % of rows, up to 0.003) and ten
+    large spikes (0.5-0.8) over 30,000 rows, on rows a sampled reference does not keep
+    (it keeps every 12th of those older than its 4,000 dense rows). Its maximum is
+    every row's: a blip three times the usual is far inside the range it has shown and
+    scores 60, where against the kept rows' maximum it scored 95 (critical); a value
+    past every spike is as rare as before. (SMD machine-2-7: a disk counter's blips were
+    its top false alarms.)"""
+    rng = np.random.default_rng(5)
+    x = np.zeros(30_000)
+    blips = rng.random(x.size) < 0.02
+    x[blips] = rng.uniform(0.0005, 0.003, blips.sum())
+    spikes = np.arange(2000, 25_000, 2500) // 12 * 12 + 5  # never a kept row
+    x[spikes] = rng.uniform(0.5, 0.8, spikes.size)
+    ts = START + 60 * np.arange(x.size)
+    config = DetectionConfig.model_validate({"forest": {"enabled": False}, "seasonality": []})
+
+    def last(value: float) -> float:
+        x[-1] = value
+        return float(Solo(["disk_errors"], config).update(ts, x[:, None]).score[-1])
+
+    assert last(0.01) < 65.0
+    assert last(0.0045) < 55.0
+    assert last(1.5) > 99.0
+
+
 def test_a_young_series_and_a_flat_counter_keep_their_at_once() -> None:
     """A series 100 rows old: a deviation past all of its short reference may open an
     incident at once; a counter that is 0 nearly always (no spread) may not, as before."""

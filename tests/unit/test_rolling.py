@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from anomon.detect.rolling import (
     ANOMALOUS,
+    CHUNK_STRIDES,
     ORDINARY,
     UNUSUAL,
     Holdout,
@@ -118,17 +119,64 @@ def sparse_brute_force(
     x: np.ndarray, window: int, step: int, stride: int, dense: int, min_periods: int
 ) -> np.ndarray:
     """A trailing window whose last ``dense`` rows are all kept and whose older rows are
-    kept every ``stride``-th (counted from the first row), each standing for ``stride``."""
+    kept every ``stride``-th (counted from the first row), each standing for ``stride``;
+    its maximum is that of every row since the chunk (``CHUNK_STRIDES * stride`` rows,
+    from the first row) where the window begins, kept or not."""
     out = np.empty((x.size, len(QUANTILES) + 1))
+    chunk = CHUNK_STRIDES * stride
     for row in range(x.size):
         warm = max(step, min_periods)
         block = row if row < warm else row - (row - warm) % step
         boundary = max(block - min(dense, window), 0)
-        older = np.arange(max(block - window, 0), boundary)
+        start = max(block - window, 0)
+        older = np.arange(start, boundary)
         sampled = x[older[older % stride == 0]]
         rows = np.concatenate([np.repeat(sampled, stride), x[boundary:block]])
         out[row] = order_statistics(rows, QUANTILES, min_periods)
+        if stride > 1 and dense > 0 and boundary > start and not np.isnan(out[row, -2]):
+            out[row, -2] = np.nanmax(x[start // chunk * chunk : block])
     return out
+
+
+def test_a_sampled_windows_maximum_is_every_rows_held_ones_aside() -> None:
+    """A window that keeps every 10th of its older rows still knows the largest value of
+    all of them (chunk by chunk, held rows left out): a spike on a row it does not keep
+    is its maximum until the window has passed the spike's chunk, in any batching."""
+    x = np.zeros(3000, dtype=np.float32)
+    x[1003] = 7.0  # not a kept row (1003 % 10), older than the 100 dense rows from 1103
+    x[1505] = 9.0  # held: never anyone's maximum
+    offset = [0]
+
+    def judge(rows: slice, _stats: np.ndarray) -> np.ndarray:
+        found = np.full(rows.stop - rows.start, ORDINARY, dtype=np.int8)
+        found[np.arange(rows.start, rows.stop) + offset[0] == 1505] = ANOMALOUS
+        return found
+
+    def run(sizes: int) -> np.ndarray:
+        stream = TrailingQuantiles(
+            window=1000,
+            step=10,
+            quantiles=QUANTILES,
+            min_periods=1,
+            stride=10,
+            dense=100,
+            dtype=np.float32,
+            compact=True,
+            holdout=Holdout(rows=50, start=1),
+        )
+        out = []
+        for begin in range(0, x.size, sizes):
+            offset[0] = begin
+            out.append(stream.push(x[begin : begin + sizes], judge=judge))
+        return np.vstack(out)[:, QUANTILES.index(1.0)]
+
+    whole = run(x.size)
+    chunk = CHUNK_STRIDES * 10  # rows 960-1119 are one chunk
+    assert (whole[1010:2010] == 7.0).all()  # blocks of 10 whose window holds row 1003
+    past = 1003 // chunk * chunk + chunk + 1000  # the first window that begins past it
+    assert (whole[2010:past] == 7.0).all() and (whole[past:] == 0.0).all()
+    assert np.array_equal(run(1), whole, equal_nan=True)
+    assert np.array_equal(run(37), whole, equal_nan=True)
 
 
 @settings(max_examples=60, deadline=None)
