@@ -72,9 +72,11 @@ class TrailingQuantiles:
     sampled. Statistics are then weighted order statistics (a kept older row stands for
     ``stride`` rows) and counts are in rows -- except the maximum (a quantile of 1.0) of
     such a two-tier window: it is every row's, from the largest value of each chunk of
-    :data:`CHUNK_STRIDES` kept rows' worth of older rows (held rows left out), the
-    window's oldest edge to within a chunk; the rare large values are what sampling
-    loses. With ``dtype`` float32 values are rounded to
+    :data:`CHUNK_STRIDES` kept rows' worth of older rows (held rows left out), since the
+    rare large values are what sampling loses. The window then begins at the start of
+    the chunk its oldest row is in (up to a chunk less one of older rows count towards
+    its maximum), and costs ``window / (CHUNK_STRIDES * stride)`` values and a chunk of
+    recent rows more. With ``dtype`` float32 values are rounded to
     single precision as they arrive (half the memory; fine for scores and deviations,
     not for raw metric values whose level dwarfs their spread); with ``compact`` as well
     they are rounded further to bfloat16 (:func:`to_bfloat16`, a quarter of the memory of
@@ -119,16 +121,18 @@ class TrailingQuantiles:
         self.held_rows = 0  # rows held out so far, ever
         stored = np.uint16 if compact else dtype
         self._tail = np.empty(0, dtype=stored)  # the last kept rows, enough to rebuild any window
-        self._recent = np.empty(0, dtype=stored)  # the last dense + step rows, all of them
+        # the last dense + step rows, all of them (and a chunk more: see _add_chunk_maximum)
+        self._recent = np.empty(0, dtype=stored)
         self._count = 0  # rows pushed so far
         self._cache: tuple[int, FloatArray] | None = None  # (block start, its statistics)
         # A sampled window's maximum from its kept rows alone misses the rare large values
-        # a long reference exists for (one row in `stride` is kept): the maximum of every
-        # chunk of CHUNK_STRIDES * stride rows (held rows left out) is kept as well.
-        whole = 1.0 in self.quantiles and self.dense > 0  # a maximum, and rows sampled
+        # a long reference exists for (one row in `stride` is kept): where it has a maximum
+        # and samples (its dense part is shorter than it), the maximum of every chunk of
+        # CHUNK_STRIDES * stride rows (held rows left out) is kept as well.
+        whole = 1.0 in self.quantiles and 0 < self.dense < self.window
         self._max_at = self.quantiles.index(1.0) if whole else -1
-        self._chunk = CHUNK_STRIDES * self.stride if whole else 0  # rows per chunk
-        self._chunk_max = np.empty(0, dtype=np.float32)  # of chunks _first_chunk, ...
+        self._chunk_rows = CHUNK_STRIDES * self.stride if whole else 0  # rows per chunk
+        self._chunk_max = np.empty(0, dtype=dtype)  # of chunks _first_chunk, ...
         self._first_chunk = 0
 
     def push(self, new: FloatArray, *, judge: Judge | None = None) -> FloatArray:
@@ -164,7 +168,7 @@ class TrailingQuantiles:
         blocks, begins = np.unique(starts, return_index=True)  # starts are sorted
         ends = np.append(begins[1:], values.size)
         kept, every = self._decoded(context), self._decoded(recent)  # once, not per block
-        if self._chunk:  # a block reads only chunks older than its dense rows: no later row
+        if self._chunk_rows:  # a block reads only chunks older than its dense rows
             self._fold_maxima(every[every.size - values.size :])
         held = np.zeros(values.size, dtype=bool)
         # where each new row sits in context (if kept) and in recent (if dense)
@@ -213,20 +217,20 @@ class TrailingQuantiles:
             ):
                 stored[at] = self._nan
                 decoded[at] = np.nan
-            if self._chunk and gone.size:
+            if self._chunk_rows and gone.size:
                 self._refold_maxima(self._count + gone, every, first_recent)
             self._cache = None  # later blocks' statistics were computed without the hold
             done, chunk = last + 1, 1
         self.last_held = np.flatnonzero(held)
         self.held_rows += int(self.last_held.size)
         self._count += values.size
-        if self._chunk:
+        if self._chunk_rows:
             self._drop_maxima()
         # copies, not views: a view would keep this whole batch alive (a warm-up of
         # thousands of rows, for every series) until the next push replaces it
         self._tail = context[-self._keep :].copy()
         if self.dense:
-            self._recent = recent[-(self.dense + self.step + self._chunk) :].copy()
+            self._recent = recent[-(self.dense + self.step + self._chunk_rows) :].copy()
         return out
 
     def peek(self) -> FloatArray:
@@ -333,15 +337,15 @@ class TrailingQuantiles:
             if self.last_held.size:
                 values = np.full(1, self._nan, dtype=values.dtype)
                 self.held_rows += 1
-        if self._chunk:
+        if self._chunk_rows:
             self._fold_maxima(self._decoded(values))
         if self._count % self.stride == 0:
             self._tail = np.concatenate([self._tail[-(self._keep - 1) :], values])
         if self.dense:
-            kept = self.dense + self.step + self._chunk - 1
+            kept = self.dense + self.step + self._chunk_rows - 1
             self._recent = np.concatenate([self._recent[-kept:], values])
         self._count += 1
-        if self._chunk and self._count % self._chunk == 0:
+        if self._chunk_rows and self._count % self._chunk_rows == 0:
             self._drop_maxima()
         return stats
 
@@ -362,7 +366,7 @@ class TrailingQuantiles:
         else:
             stats = order_statistics(sampled, self.quantiles, -(-self.min_periods // self.stride))
             stats[-1] *= self.stride
-        if self._chunk:
+        if self._chunk_rows:
             self._add_chunk_maximum(stats, block, recent, first_recent)
         self._cache = (block, stats)
         return stats
@@ -379,7 +383,7 @@ class TrailingQuantiles:
         start = max(block - self.window, 0)
         if older <= start or np.isnan(stats[self._max_at]):
             return  # no rows sampled yet, or too few for statistics
-        size = self._chunk
+        size = self._chunk_rows
         cut = older // size * size  # the window's chunks before this hold no later row
         lo = max(start // size * size, cut)  # the newest chunk's rows in the window
         chunks = self._chunk_max[
@@ -395,13 +399,13 @@ class TrailingQuantiles:
     def _fold_maxima(self, rows: npt.NDArray[Any]) -> None:
         """Fold the rows being pushed (the first at ``self._count``) into the chunk
         maxima."""
-        size = self._chunk
+        size = self._chunk_rows
         if self._chunk_max.size == 0:
             self._first_chunk = self._count // size
         last = (self._count + rows.size - 1) // size
         missing = last + 1 - (self._first_chunk + self._chunk_max.size)
         if missing > 0:
-            grown = np.full(missing, np.nan, dtype=np.float32)
+            grown = np.full(missing, np.nan, dtype=self._chunk_max.dtype)
             self._chunk_max = np.concatenate([self._chunk_max, grown])
         if rows.size == 1:  # the daemon's case, in plain Python
             value, at = float(rows[0]), self._count // size - self._first_chunk
@@ -411,7 +415,7 @@ class TrailingQuantiles:
         index = (self._count + np.arange(rows.size)) // size - self._first_chunk
         starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
         with np.errstate(invalid="ignore"):
-            maxima = np.fmax.reduceat(np.asarray(rows, dtype=np.float32), starts)
+            maxima = np.fmax.reduceat(np.asarray(rows, dtype=self._chunk_max.dtype), starts)
         chunks = index[starts]
         self._chunk_max[chunks] = np.fmax(self._chunk_max[chunks], maxima)
 
@@ -420,7 +424,7 @@ class TrailingQuantiles:
     ) -> None:
         """The chunks of rows held after they were folded in, again without them: every
         row of a chunk that the batch reaches is in ``every`` (row ``first_recent`` on)."""
-        size, end = self._chunk, first_recent + every.size
+        size, end = self._chunk_rows, first_recent + every.size
         for chunk in np.unique(positions // size).tolist():
             lo, hi = max(chunk * size, first_recent), min((chunk + 1) * size, end)
             part = every[lo - first_recent : hi - first_recent]
@@ -431,7 +435,7 @@ class TrailingQuantiles:
         """Drop the chunks no later window reaches (a later block begins at most a step
         before the next row)."""
         reach = max(self._count - self.step - self.window, 0)
-        drop = reach // self._chunk - self._first_chunk
+        drop = reach // self._chunk_rows - self._first_chunk
         if drop > 0:
             self._chunk_max = self._chunk_max[drop:].copy()
             self._first_chunk += drop

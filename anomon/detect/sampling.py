@@ -43,11 +43,10 @@ the effective rows of both and ``roc_auc`` one on those of ``actual_positives`` 
 all (kind SIZE): they grow while a window's labels come in, and a window is first
 reported with part of them, so they would be compared with complete windows and cry
 wolf. A feed of labels that stops is seen instead in an entity of its own, reported
-once a window is settled:
-``label_coverage``, a proportion on ``settled_predictions`` (a size). For these metrics
-this score replaces the rarity-calibrated ones; their expected value stays the
-baseline median. Log loss is a mean of per-row losses whose spread no window reports:
-it is judged by rarity, as any other metric.
+once a window is settled: ``label_coverage``, a proportion on ``settled_predictions``
+(a size). For these metrics this score replaces the rarity-calibrated ones; their
+expected value stays the baseline median. Log loss is a mean of per-row losses whose
+spread no window reports: it is judged by rarity, as any other metric.
 """
 
 from __future__ import annotations

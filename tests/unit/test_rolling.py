@@ -179,6 +179,17 @@ def test_a_sampled_windows_maximum_is_every_rows_held_ones_aside() -> None:
     assert np.array_equal(run(37), whole, equal_nan=True)
 
 
+def test_a_double_precision_windows_maximum_is_exact() -> None:
+    """The chunk maxima keep the window's own precision: a float64 value on an unkept
+    row comes back as itself, not rounded to single precision (up, past every row)."""
+    x = np.zeros(70)
+    x[62] = 0.1  # not kept (stride 4), in the chunk of rows 0-63
+    stream = TrailingQuantiles(
+        window=16, step=1, quantiles=(0.5, 1.0), min_periods=1, stride=4, dense=1
+    )
+    assert stream.push(x)[66, 1] == 0.1
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     values,
