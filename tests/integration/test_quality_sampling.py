@@ -24,14 +24,19 @@ START = 1_796_000_000 // HOUR * HOUR
 DETECTION = DetectionConfig.model_validate({"forest": {"enabled": False}, "seasonality": []})
 
 
-def store_windows(engine: store.Engine, rows: list[tuple[float, float, float]]) -> None:
-    """Store hourly windows (accuracy, labelled_rows, predictions) of model churn, v3."""
+def store_windows(
+    engine: store.Engine,
+    rows: list[tuple[float, ...]],
+    names: tuple[str, ...] = ("accuracy", "labelled_rows", "predictions"),
+) -> None:
+    """Store hourly windows (by default accuracy, labelled_rows and predictions) of model
+    churn, v3."""
     info = SeriesInfo("predictions", "churn", SeriesKind.QUALITY)
     labels = {"model": "churn", "version": "3"}
     for i, row in enumerate(rows):
         samples = [
             Sample(SeriesKey.of(name, labels), info, START + HOUR * i, value)
-            for name, value in zip(("accuracy", "labelled_rows", "predictions"), row, strict=True)
+            for name, value in zip(names, row, strict=True)
         ]
         save_samples(engine, samples, at=datetime.fromtimestamp(START + HOUR * (i + 1), UTC))
 
@@ -62,6 +67,46 @@ def test_an_accuracy_drop_opens_an_incident_by_its_sample_size_from_the_fourth_w
     with Session(engine) as session:  # scored, not waiting days for a history
         states = {s.quality for s in session.scalars(select(SeriesState))}
     assert "learning" in states and "too_short" not in states  # (constant counts: flat)
+
+
+@pytest.mark.parametrize(("labels", "opens"), [(4000, True), (40, False)])
+def test_a_binary_models_f1_and_auc_drop_opens_an_incident_by_their_sample_size(
+    engine: store.Engine, labels: int, opens: bool
+) -> None:
+    """F1 and ROC AUC, as the predictions source stores them for a binary model (with
+    the positives they are measured on): scored from the fourth window by their sampling
+    error. 0.80 -> 0.70 (F1) and 0.90 -> 0.82 (AUC) is about ten standard errors on 4,000
+    labels, one on 40."""
+    names = ("f1", "roc_auc", "predicted_positives", "actual_positives", "labelled_rows")
+    rng = np.random.default_rng(2)
+    positives = 0.3 * labels
+    f1_error, auc_error = 0.45 / np.sqrt(labels), 0.3 / np.sqrt(labels)
+    normal = [
+        (
+            0.80 + rng.normal(0, f1_error),
+            0.90 + rng.normal(0, auc_error),
+            positives,
+            positives,
+            labels,
+        )
+        for _ in range(3)
+    ]
+    store_windows(engine, [*normal, (0.70, 0.82, positives, positives, labels)], names)
+    clock = lambda: datetime.fromtimestamp(START + HOUR * 4 + 60, UTC)  # noqa: E731
+    DetectJob(engine, DETECTION, clock=clock, alerts=AlertsConfig())()
+    found = firing(engine)
+    if opens:
+        ((metric, routed),) = found  # one incident of the model, led by one of them
+        assert metric in ("f1", "roc_auc") and routed["severity"] == "critical"
+    else:
+        assert found == []
+    with Session(engine) as session:  # the drop is on record either way, as scored
+        scores = dict(
+            session.execute(
+                select(Series.metric, Anomaly.score).join(Anomaly, Anomaly.series_id == Series.id)
+            ).all()
+        )
+    assert (min(scores.get("f1", 0.0), scores.get("roc_auc", 0.0)) >= 95.0) is opens
 
 
 def test_the_estimates_before_labels_do_not_keep_the_labelled_metrics_from_being_scored(
