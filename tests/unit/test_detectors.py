@@ -407,8 +407,8 @@ def test_a_blip_is_judged_against_the_spikes_the_reference_has_seen_not_kept() -
     (it keeps every 12th of those older than its 4,000 dense rows). Its maximum is
     every row's: a blip three times the usual is far inside the range it has shown and
     scores 60, where against the kept rows' maximum it scored 95 (critical); a value
-    past every spike is as rare as before. (SMD machine-2-7: a disk counter's blips were
-    its top false alarms.)"""
+    past every spike is as rare as before. (SMD machine-2-7: the blips of two metrics
+    like this one were its top false alarms.)"""
     rng = np.random.default_rng(5)
     x = np.zeros(30_000)
     blips = rng.random(x.size) < 0.02
