@@ -986,8 +986,8 @@ def _may_open_at_once(
     ``open_at_once``): its baseline has spread (one change of a counter that is 0 nearly
     always is no incident) and the row goes past every deviation of its references — a
     size it has shown before, within their ``calibration_window`` rows, needs a second
-    abnormal row. A
-    metric judged by its sampling error has no such reference: its spread alone decides."""
+    abnormal row. A metric judged by its sampling error has no such reference: its spread
+    alone decides."""
     found: npt.NDArray[np.bool_] = ~flat & (extreme | sampled)
     return found
 
