@@ -90,10 +90,39 @@ def check_writable(engine: Engine) -> None:
             raise StoreError(f"database {database_label(engine)} is read-only (a standby?)")
 
 
+# query parameters of a database URL shown in messages; every other one's value is
+# hidden: libpq takes ``?password=`` (and ``sslpassword``), other drivers tokens and keys
+# under names of their own
+SHOWN_QUERY_KEYS = frozenset(
+    {
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "sslmode",
+        "connect_timeout",
+        "application_name",
+        "target_session_attrs",
+        "charset",
+        "mode",
+        "uri",
+        "unix_socket",
+    }
+)
+
+
 def redact(url: str | URL) -> str:
-    """Render a database URL with its password hidden."""
+    """Render a database URL with its password hidden, in its authority and its query:
+    the value of every query parameter not in :data:`SHOWN_QUERY_KEYS` is ``***``."""
     parsed = url if isinstance(url, URL) else _parse_url(url)
-    return parsed.render_as_string(hide_password=True)
+    shown = parsed.set(query={}).render_as_string(hide_password=True)
+    query = [
+        f"{key}={value if key.lower() in SHOWN_QUERY_KEYS else '***'}"
+        for key, values in parsed.query.items()
+        for value in ((values,) if isinstance(values, str) else values)
+    ]
+    return shown + ("?" + "&".join(query) if query else "")
 
 
 def database_label(engine: Engine) -> str:

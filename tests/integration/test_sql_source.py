@@ -104,6 +104,17 @@ def test_it_reports_a_broken_query_in_one_line_without_the_password(
         source.collect(NOW)
     assert "hunter2" not in str(caught.value)
     assert "\n" not in str(caught.value)
+    # libpq's other form: the password a query parameter (sslpassword too)
+    in_query = _source(
+        "postgresql:///nowhere?host=127.0.0.1&port=1&user=reader&password=hunter3"
+        "&sslpassword=hunter4",
+        "SELECT 'a' AS metric, 1 AS value",
+    )
+    with pytest.raises(SourceError) as caught:
+        in_query.collect(NOW)
+    message = str(caught.value)
+    assert "hunter3" not in message and "hunter4" not in message
+    assert "host=127.0.0.1&port=1&user=reader&password=***&sslpassword=***" in message
     sqlite = _source(warehouse, "SELECT * FROM missing_table")
     with pytest.raises(SourceError, match="no such table: missing_table"):
         sqlite.collect(NOW)
