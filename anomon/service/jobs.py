@@ -125,7 +125,7 @@ class CollectJob:
         except Exception:  # the scheduler must never see an exception
             log.exception("source %s: unexpected error while storing", self.source.name)
             return
-        if samples:  # from a collection that returned (not one abandoned at the deadline)
+        if not failed:  # it returned (not abandoned at its deadline), and it is stored
             self.source.saved()
         if self.telemetry is not None:
             self.telemetry.record_collection(self.source.name, result.points, bool(result.error))

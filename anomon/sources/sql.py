@@ -3,13 +3,15 @@
 Each row is one sample: ``metric`` (the series name), ``value`` (a number), an optional
 ``ts`` (epoch seconds, a timestamp or ISO 8601; none means the collection time) and
 every other column a label. The query may use the bind parameters ``:since`` and
-``:until`` (epoch seconds): the end of the last successful collection (one interval
-back for the first) and now, so a failed collection's range is read again by the next
-one. A row that is not a finite number, has no metric name or repeats a series and
-time already in the answer is skipped and named in the collection's error; the other
-rows are stored. The database is reached through a :class:`~.base.Database` passed in;
-the store's refuses a query of more than one statement and any write (see
-:mod:`anomon.store.external`), failing the collection with the reason.
+``:until`` (epoch seconds): the end of the last collection whose rows were stored (one
+interval back for the first) and now, so the range of a collection that failed, was
+abandoned at its deadline or could not be stored is read again by the next one. A row
+that is not a finite number, has no metric name or repeats a series and time already in
+the answer is skipped and named in the collection's error; the other rows are stored
+(and the range is read: a bad row is not read again). The database is reached through
+a :class:`~.base.Database` passed in; the store's refuses a query of more than one
+statement and any write (see :mod:`anomon.store.external`), failing the collection
+with the reason.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class SqlSource(Backfillable, config=SqlSourceConfig):
             config.name, config.entity or config.name, SeriesKind(config.series_kind)
         )
         self._since: datetime | None = None
+        self._until: datetime | None = None  # the end of the last range, until stored
 
     @classmethod
     def build(cls, config: SqlSourceConfig, context: SourceContext) -> SqlSource:
@@ -53,11 +56,19 @@ class SqlSource(Backfillable, config=SqlSourceConfig):
         return cls(config, open_database=context.open_database)
 
     def collect(self, now: datetime) -> list[Sample]:
-        """Run the query for ``[since, now)``; the next one starts where this one ended."""
+        """Run the query for ``[since, now)``; once its rows are stored (:meth:`saved`)
+        the next one starts where this one ended."""
         since = self._since or now - self._config.interval
-        samples = self.collect_range(since, now)
-        self._since = now
-        return samples
+        self._until = now
+        return self.collect_range(since, now)
+
+    def saved(self) -> None:
+        """The last collection's rows are stored (a partial one's valid rows: the rest
+        were named in its error): the next range starts where it ended. A collection
+        abandoned at its deadline, or whose rows could not be stored, is never told
+        so, and its range is read again."""
+        if self._until is not None:
+            self._since, self._until = self._until, None
 
     def backfill_chunks(self, since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
         """Split ``[since, until)`` into days, each one query."""

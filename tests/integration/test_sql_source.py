@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from anomon import store
 from anomon.config import SqlSourceConfig
 from anomon.errors import SourceError
-from anomon.model import SeriesKey
+from anomon.model import Sample, SeriesKey
+from anomon.service.jobs import CollectJob
 from anomon.sources import PartialCollection, SqlSource
 from tests.conftest import run_cli
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def _source(url: str, query: str, **extra: object) -> SqlSource:
-    config = SqlSourceConfig.model_validate(
+def _config(url: str, query: str, **extra: object) -> SqlSourceConfig:
+    return SqlSourceConfig.model_validate(
         {"name": "warehouse", "kind": "sql", "url": url, "query": query, **extra}
     )
-    return SqlSource(config, open_database=store.open_database)
+
+
+def _source(url: str, query: str, **extra: object) -> SqlSource:
+    return SqlSource(_config(url, query, **extra), open_database=store.open_database)
 
 
 @pytest.fixture
@@ -69,6 +75,7 @@ def test_it_passes_since_and_until_and_moves_since_forward(warehouse: str) -> No
     )
     (first,) = source.collect(NOW)  # the first looks one interval back: two rows
     assert first.value == 2.0
+    source.saved()  # stored: the next range starts where this one ended
     (second,) = source.collect(NOW + timedelta(minutes=1))  # since = NOW: none
     assert second.value == 0.0
 
@@ -201,3 +208,90 @@ def test_backfill_stores_a_sql_sources_history_once_and_explains_bad_requests(
     system = run_cli("backfill", "--source", "host", "--since", "1d", "-c", str(config))
     assert system.returncode == 2
     assert "of kind 'system', which cannot backfill" in system.stderr
+
+
+def _stored(engine: store.Engine) -> list[tuple[str, int, float]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT series.metric, samples.ts, samples.value FROM samples "
+                "JOIN series ON series.id = samples.series_id ORDER BY 1, 2"
+            )
+        )
+        return [(str(m), int(t), float(v)) for m, t, v in rows]
+
+
+class _Gated(SqlSource):
+    """A sql source whose collections wait for ``gate`` first (a query slow to convert)."""
+
+    def __init__(self, config: SqlSourceConfig) -> None:
+        super().__init__(config, open_database=store.open_database)
+        self.gate = threading.Event()
+
+    def collect_range(self, start: datetime, end: datetime) -> list[Sample]:
+        self.gate.wait(10)
+        return super().collect_range(start, end)
+
+
+def test_a_collection_abandoned_at_its_deadline_is_read_again(
+    warehouse: str, engine: store.Engine
+) -> None:
+    config = _config(
+        warehouse,
+        "SELECT 'job_seconds' AS metric, seconds AS value, ts, name AS job "
+        "FROM jobs WHERE ts >= :since AND ts < :until",
+        interval="2m",
+        timeout="1s",
+    )
+    source = _Gated(config)
+    clock = [NOW]
+    job = CollectJob(
+        source, engine, store.SeriesRegistry(), deadline=config.timeout, clock=lambda: clock[0]
+    )
+    try:
+        job()  # [NOW - 2m, NOW) has two rows; the collection outlives its deadline
+        (abandoned,) = store.last_collections(engine, "warehouse")
+        assert abandoned.error == "timed out after 1s (collection abandoned)"
+        source.gate.set()  # it finishes late: its rows are thrown away
+        assert job._straggler is not None
+        job._straggler.join(10)
+        assert _stored(engine) == []
+        clock[0] = NOW + timedelta(minutes=1)
+        job.backoff.skip = 0
+        job()  # reads [NOW - 2m, NOW + 1m): the abandoned range again
+        assert _stored(engine) == [
+            ("job_seconds", int(NOW.timestamp()) - 60, 14.0),
+            ("job_seconds", int(NOW.timestamp()) - 30, 300.0),
+        ]
+        clock[0] = NOW + timedelta(minutes=2)
+        job()  # [NOW + 1m, NOW + 2m): nothing new, and nothing read twice
+        assert len(_stored(engine)) == 2
+        assert store.last_collections(engine, "warehouse")[0].error is None
+    finally:
+        source.close()
+
+
+def test_a_partial_collections_range_is_not_read_again(
+    warehouse: str, engine: store.Engine
+) -> None:
+    source = _source(  # a count, and a second row that is no number: the count is stored
+        warehouse,
+        "SELECT 'recent' AS metric, count(*) AS value FROM jobs "
+        "WHERE ts >= :since AND ts < :until UNION ALL SELECT 'bad', 'abc'",
+        interval="2m",
+    )
+    clock = [NOW]
+    job = CollectJob(source, engine, store.SeriesRegistry(), clock=lambda: clock[0])
+    try:
+        job()
+        clock[0] = NOW + timedelta(minutes=1)
+        job()  # since = NOW: no row is counted twice (it was 2 again before)
+        assert _stored(engine) == [
+            ("recent", int(NOW.timestamp()), 2.0),
+            ("recent", int(NOW.timestamp()) + 60, 0.0),
+        ]
+        assert "row 2: value is not a number: 'abc'" in (
+            store.last_collections(engine, "warehouse")[0].error or ""
+        )
+    finally:
+        source.close()
