@@ -174,11 +174,13 @@ def db_check(args: argparse.Namespace) -> int:
 
 
 def db_downgrade(args: argparse.Namespace) -> int:
-    if args.revision == "base" and not args.yes:
-        raise UsageError(
-            "db downgrade base drops every anomon table and the data in it: add --yes to do it"
-        )
     engine = engine_of(load(args))
+    # a relative step (-1 from the first revision, -12 from the newest) reaches base too
+    if store.downgrade_target(engine, args.revision) is None and not args.yes:
+        what = "base" if args.revision == "base" else f"{args.revision} goes down to base and"
+        raise UsageError(
+            f"db downgrade {what} drops every anomon table and the data in it: add --yes to do it"
+        )
     store.downgrade(engine, args.revision)
     print(f"{store.redact(engine.url)}: at revision {store.current_revision(engine) or '(none)'}")
     return 0

@@ -69,6 +69,29 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(config, revision)
 
 
+def downgrade_target(engine: Engine, revision: str) -> str | None:
+    """The revision :func:`downgrade` to ``revision`` would leave the database at (None:
+    base, every table gone): ``base``, a relative ``-N`` (from the database's revision)
+    or ``REV-N`` resolved down the chain; an absolute revision is itself."""
+    if revision == "base":
+        return None
+    start, minus, steps = revision.rpartition("-")
+    if not minus or not steps.isdigit():
+        return revision
+    at: str | None = start or current_revision(engine)
+    script = ScriptDirectory.from_config(_config())
+    for _ in range(int(steps)):
+        if at is None:
+            break
+        try:
+            found = script.get_revision(at)
+        except CommandError:
+            return revision  # unknown: alembic's own error names it
+        down = found.down_revision if found is not None else None
+        at = down if isinstance(down, str) or down is None else down[0]
+    return at
+
+
 def check(engine: Engine) -> list[str]:
     """Compare the database with the models; return the differences (empty when in sync)."""
     with _alembic(engine, "checking the schema") as config:

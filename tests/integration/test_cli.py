@@ -129,6 +129,16 @@ def test_db_commands_upgrade_report_check_and_downgrade(tmp_path: Path, database
     refused = run_cli("db", "downgrade", "base", "-c", config)
     assert refused.returncode == 2 and "add --yes" in refused.stderr
     assert "(up to date)" in run_cli("db", "current", "-c", config).stdout  # nothing dropped
+    # as many steps down as there are revisions reach base too: refused all the same
+    steps = len(list((Path(__file__).parents[2] / "migrations" / "versions").glob("*_*.py")))
+    refused = run_cli("db", "downgrade", f"-{steps}", "-c", config)
+    assert refused.returncode == 2, refused.stdout
+    assert f"db downgrade -{steps} goes down to base and drops every" in refused.stderr
+    assert "(up to date)" in run_cli("db", "current", "-c", config).stdout
+    one_down = run_cli("db", "downgrade", f"-{steps - 1}", "-c", config)  # to the first
+    assert one_down.stdout.strip() == f"{url}: at revision 0001", one_down.stderr
+    refused = run_cli("db", "downgrade", "-1", "-c", config)
+    assert refused.returncode == 2 and "add --yes" in refused.stderr
     assert (
         run_cli("db", "downgrade", "base", "--yes", "-c", config).stdout.strip()
         == f"{url}: at revision (none)"
