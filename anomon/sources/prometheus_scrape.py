@@ -173,7 +173,7 @@ class PrometheusScrapeSource(
         totals: dict[tuple[str, LabelKey], float],
         elapsed: float | None,
     ) -> Iterator[tuple[str, LabelKey, float]]:
-        totals[(total_name, labels)] = value
+        _remember(totals, (total_name, labels), value)
         if not self._config.rates:
             yield total_name, labels, float(value)
             return
@@ -182,9 +182,11 @@ class PrometheusScrapeSource(
             yield name, labels, increase / elapsed
 
     def _increase(self, name: str, labels: LabelKey, value: float) -> float | None:
-        """The increase since the last scrape; a counter that went down was reset."""
+        """The increase since the last scrape; a counter that went down was reset. None
+        without a finite total now and at the last scrape (NaN or ±Inf is no value: it
+        is no reset either, and the next increase is counted from the next good total)."""
         before = self._previous.get((name, labels))
-        if before is None:
+        if before is None or not math.isfinite(value):
             return None
         return value - before if value >= before else value
 
@@ -196,7 +198,7 @@ class PrometheusScrapeSource(
             if s.name == f"{name}_bucket":
                 labels = {k: v for k, v in s.labels.items() if k != "le"}
                 key, bound = _key(labels), float(s.labels["le"])
-                totals[(f"{name}_bucket", _key(s.labels))] = s.value
+                _remember(totals, (f"{name}_bucket", _key(s.labels)), s.value)
                 count = (
                     s.value
                     if not self._config.rates
@@ -219,7 +221,7 @@ class PrometheusScrapeSource(
             for part in ("sum", "count"):
                 if s.name == f"{name}_{part}":
                     key = _key(s.labels)
-                    totals[(s.name, key)] = s.value
+                    _remember(totals, (s.name, key), s.value)
                     amount = (
                         s.value if not self._config.rates else self._increase(s.name, key, s.value)
                     )
@@ -228,6 +230,12 @@ class PrometheusScrapeSource(
         for key, found in parts.items():
             if found.get("count"):
                 yield f"{name}_average", key, found["sum"] / found["count"]
+
+
+def _remember(totals: Totals, key: tuple[str, LabelKey], value: float) -> None:
+    """Keep a counter's total for the next scrape's increase, unless it is no number."""
+    if math.isfinite(value):
+        totals[key] = value
 
 
 def target_labels(config: PrometheusScrapeSourceConfig) -> dict[str, str]:

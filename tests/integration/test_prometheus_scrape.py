@@ -143,6 +143,26 @@ def test_a_counter_that_went_down_was_reset(exporter: tuple[str, CollectorRegist
     assert after[("jobs_per_second", '{"job":"serving"}')] == 2.0  # 30 new since the restart
 
 
+@pytest.mark.parametrize("bad", ["NaN", "+Inf"])
+def test_a_counter_scraped_as_no_number_once_is_no_reset(
+    exporter: tuple[str, CollectorRegistry], bad: str
+) -> None:
+    """A total of NaN or +Inf is no value: no rate for it, and the next good total is no
+    reset (its whole total as the increase: a false spike of 10^6 before)."""
+    url, _ = exporter
+    scrape = source(f"{url}/blip")
+    totals = ["1000", "1005", bad, "1015", "1020"]
+    got = []
+    for step, total in enumerate(totals):
+        Exporter.texts["/blip"] = f"# TYPE jobs_total counter\njobs_total {total}\n".encode()
+        try:
+            samples = scrape.collect(NOW + timedelta(seconds=10 * step))
+        except PartialCollection as partial:  # +Inf is named; NaN is silent
+            samples = partial.samples
+        got.append(values(samples).get(("jobs_per_second", '{"job":"serving"}')))
+    assert got == [None, 0.5, None, None, 0.5]
+
+
 def test_histograms_become_quantiles_and_an_average_of_the_interval(
     exporter: tuple[str, CollectorRegistry],
 ) -> None:
