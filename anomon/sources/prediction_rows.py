@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -187,7 +188,21 @@ def normalise(
         scores, valid = _scores(frame, score_columns, multiclass=bool(config.class_scores))
         _count(problems, keep & ~valid, "a score that is not a number in [0, 1]")
         keep &= valid
-    classes = _classes(predicted_names, truth_names, config)
+    if config.average == "binary":
+        counts = np.bincount(predicted_codes[predicted_codes >= 0], minlength=len(predicted_names))
+        named = Counter(dict(zip(predicted_names, counts.tolist(), strict=True)))
+        named.update(truth_names[code] for code in truth_codes[truth_codes >= 0].tolist())
+        seen = codebook.classes if codebook is not None else []
+        classes = binary_classes(seen, named, config.pos_label)
+        outside = sum(rows for name, rows in named.items() if name not in classes)
+        if outside * 2 > sum(named.values()):  # no stray value: a log of more classes
+            raise SourceError(
+                f"average = 'binary' but most of the log's classes are not {config.pos_label!r} "
+                f"or one other ({shown_names(sorted(named))}); set average = 'macro' or "
+                "'weighted'"
+            )
+    else:
+        classes = _classes(predicted_names, truth_names, config)
     if codebook is not None:
         classes = codebook.with_classes(classes)
     predicted = _recode(predicted_codes, predicted_names, classes)
@@ -195,11 +210,6 @@ def normalise(
     known = (predicted >= 0) & ((truth >= 0) | (truth_codes < 0))
     _count(problems, keep & ~known, f"a class outside [{shown_names(classes)}]")
     keep &= known
-    if config.average == "binary" and len(classes) > 2:
-        raise SourceError(
-            f"average = 'binary' but the log has {len(classes)} classes "
-            f"({shown_names(classes)}); set average = 'macro' or 'weighted'"
-        )
     group, group_values = _groups(frame, config.group_by, keep, codebook)
     return (
         Rows(
@@ -306,10 +316,20 @@ def _recode(
 def _classes(predicted: list[str], truth: list[str], config: PredictionsSourceConfig) -> list[str]:
     if config.class_scores:
         return list(config.class_scores)
-    found = {name for name in [*predicted, *truth] if name}
-    if config.average == "binary":
-        found.add(config.pos_label)
-    return sorted(found)
+    return sorted({name for name in [*predicted, *truth] if name})
+
+
+def binary_classes(known: list[str], found: Counter[str], pos_label: str) -> list[str]:
+    """The two classes of a binary model's log, sorted: those ``known`` already once there
+    are two, else ``pos_label`` and the most frequent other class among ``found`` (class
+    name -> rows; a tie goes to the first name in sorted order). A row of any other class
+    is skipped and named ("a class outside [...]"), not taken for a third class: one stray
+    value (``2``, ``n/a``) must not stop a binary model's metrics."""
+    if len(known) >= 2:
+        return sorted(known[:2])
+    others = [(-rows, name) for name, rows in found.items() if name and name != pos_label]
+    negative = [*(name for name in known if name != pos_label), *(n for _, n in sorted(others))]
+    return sorted({pos_label, *negative[:1]})
 
 
 def _groups(

@@ -15,6 +15,7 @@ so a collection lost to a database outage loses nothing.
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import partial
 from typing import Any
 
@@ -23,12 +24,12 @@ import numpy.typing as npt
 import pandas as pd
 
 from anomon.config import PredictionsSourceConfig
-from anomon.errors import SourceError
 from anomon.model import Sample
 from anomon.sources.prediction_rows import (
     ROW_ARRAYS,
     Codebook,
     Rows,
+    binary_classes,
     id_texts,
     numeric_values,
     shown_names,
@@ -275,6 +276,9 @@ class LogWindows:
         else:
             texts = [text_of(label) for label in labels]
             allowed = list(config.class_scores) or None
+            if config.average == "binary":
+                found = Counter(texts)
+                allowed = binary_classes(self.codebook.classes, found, config.pos_label)
             known = [allowed is None or text in allowed for text in texts]
             if not all(known):
                 outside = len(known) - sum(known)
@@ -284,11 +288,6 @@ class LogWindows:
             texts = [text for text, ok in zip(texts, known, strict=True) if ok]
             at = at[np.array(known, dtype=bool)]
             classes = self.codebook.with_classes(sorted(set(texts) - set(self.codebook.classes)))
-            if config.average == "binary" and len(classes) > 2:
-                raise SourceError(
-                    f"average = 'binary' but the log has {len(classes)} classes "
-                    f"({shown_names(classes)}); set average = 'macro' or 'weighted'"
-                )
             code = {name: i for i, name in enumerate(classes)}
             truth = np.array([code[text] for text in texts], dtype=np.int64)
             same = rows.truth[at] == truth

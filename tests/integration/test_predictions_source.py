@@ -265,6 +265,37 @@ def test_it_skips_and_counts_rows_it_cannot_read(tmp_path: Path) -> None:
     assert got[("predictions", "churn", START)] == 17
 
 
+def test_a_stray_class_in_a_binary_log_is_skipped_not_a_third_class(tmp_path: Path) -> None:
+    """One row predicting 2 (or a label "n/a") among a binary model's rows is skipped and
+    named; it stopped every later collection before (a third class: binary refused)."""
+    rows = _log(seed=6, hours=2, per_hour=30)
+    rows[5]["prediction"] = 2
+    path = tmp_path / "p.jsonl"
+    _write_jsonl(path, rows[:40])
+    source = _source(path=str(path), score="score")
+    with pytest.raises(
+        PartialCollection, match=r"1 row\(s\) with a class outside \[0, 1\]"
+    ) as first:
+        source.collect(NOW)
+    window = [r for r in rows[:30] if r is not rows[5]]
+    got = _by_key(first.value.samples)
+    assert got[("accuracy", "churn", START)] == pytest.approx(
+        metrics.accuracy_score([r["label"] for r in window], [r["prediction"] for r in window])
+    )
+    source.saved()
+    later = rows[40:]
+    later[0]["label"] = "n/a"
+    _write_jsonl(path, later, mode="a")
+    with pytest.raises(PartialCollection, match=r"1 row\(s\) with a class outside") as second:
+        source.collect(NOW + timedelta(minutes=1))
+    window = [r for r in rows[30:] if r is not later[0]]
+    got = _by_key(second.value.samples)
+    assert got[("labelled_rows", "churn", START + HOUR)] == len(window)
+    assert got[("accuracy", "churn", START + HOUR)] == pytest.approx(
+        metrics.accuracy_score([r["label"] for r in window], [r["prediction"] for r in window])
+    )
+
+
 def test_it_explains_missing_columns_and_too_many_classes_for_binary(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
     _write_jsonl(path, [{"ts": START, "prediction": "cat", "label": "dog"}])
