@@ -7,21 +7,35 @@ labels make the group key: incidents of one group go out together, the first tim
 ``group_wait``, later changes at most every ``group_interval``, and a firing,
 unacknowledged incident is sent again every ``repeat_interval``. Silences are label
 matchers with a time range: a matching incident is recorded but not notified.
+
+A regex matcher runs with a deadline (:data:`MATCH_TIMEOUT`, the ``regex`` engine's,
+which lets other threads run meanwhile): a pattern that backtracks without end on some
+label value (``(\\S|\\s|.)*Z``) would otherwise hold the interpreter -- detection, delivery
+and the console with it -- at every cycle and again after a restart. Past its deadline
+the matcher does not hold (an alarm a silence could not decide on is told, not lost),
+and the log names the pattern.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import regex
+
 from anomon.config import AlertsConfig, RouteConfig, TimeIntervalConfig
 
 Labels = Mapping[str, str]
+MATCH_TIMEOUT = 0.05  # seconds one regex matcher may take on one label value
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,17 +84,39 @@ def parse_matcher(text: str) -> dict[str, str]:
         raise ValueError(f"expected LABEL=VALUE or LABEL=~REGEX, got: {text!r}")
     if op == "=~":
         try:
-            re.compile(value)
-        except re.error as exc:
+            _compiled(value)
+        except regex.error as exc:
             raise ValueError(f"{text!r}: not a valid regular expression ({exc})") from None
     return {"name": name, "value": value, "op": op}
 
 
 def matches(labels: Labels, match: Mapping[str, str], match_re: Mapping[str, str]) -> bool:
-    """Whether every exact and every regex matcher holds (a missing label is ``""``)."""
+    """Whether every exact and every regex matcher holds (a missing label is ``""``); a
+    regex that runs past :data:`MATCH_TIMEOUT` on a value does not hold."""
     return all(labels.get(name, "") == value for name, value in match.items()) and all(
-        re.fullmatch(pattern, labels.get(name, "")) for name, pattern in match_re.items()
+        _fullmatch(pattern, labels.get(name, "")) for name, pattern in match_re.items()
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> regex.Pattern[str]:
+    return regex.compile(pattern)
+
+
+@functools.lru_cache(maxsize=4096)  # an incident's labels are matched again every cycle
+def _fullmatch(pattern: str, value: str) -> bool:
+    try:
+        found = _compiled(pattern).fullmatch(value, timeout=MATCH_TIMEOUT, concurrent=True)
+    except TimeoutError:
+        log.warning(
+            "the regex %r took longer than %gs on a label value of %d characters: it does "
+            "not match (simplify it: nested or overlapping repetition backtracks)",
+            pattern,
+            MATCH_TIMEOUT,
+            len(value),
+        )
+        return False
+    return found is not None
 
 
 def route(labels: Labels, config: AlertsConfig) -> list[Delivery]:

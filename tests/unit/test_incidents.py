@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -180,6 +181,24 @@ def test_silences_cover_matching_labels_inside_their_time_range() -> None:
     )
     assert stored.match == {"entity": "churn"} and stored.match_re == {"metric": "a.*"}
     assert matches({}, {"entity": ""}, {})  # a missing label is the empty value
+
+
+def test_a_regex_that_backtracks_without_end_does_not_match_and_does_not_hang(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A silence's or route's regex runs with a deadline: overlapping repetition on a
+    value of 40 characters would hold the interpreter for hours (every thread with it)."""
+    noon = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    silence = Silence({}, {"mention": "(?:a|a)+(?:b|b)+"}, noon, noon + timedelta(hours=1))
+    labels = {"mention": "a" * 40 + "!"}
+    began = time.monotonic()
+    assert not silenced(labels, [silence], noon)  # told, not silenced: it could not decide
+    assert not silenced(labels, [silence], noon)  # decided once: not run again
+    assert time.monotonic() - began < 2.0
+    (record,) = [r for r in caplog.records if "took longer than" in r.getMessage()]
+    assert "'(?:a|a)+(?:b|b)+'" in record.getMessage()
+    assert "41 characters" in record.getMessage()
+    assert silenced({"mention": "aab"}, [silence], noon)  # a value it decides in time
 
 
 def test_a_taught_tolerance_zeroes_only_the_deviations_within_it_in_its_direction() -> None:
