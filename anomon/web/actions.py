@@ -59,6 +59,7 @@ def install(app: Flask, config: Config, engine: store.Engine, clock: Clock) -> N
         SESSION_COOKIE_SECURE=config.daemon.external_url.startswith("https://"),
     )
     read_only = config.web.read_only
+    external_url = config.daemon.external_url
     app.jinja_env.globals.update(csrf_token=csrf_token, read_only=read_only)
     pages = Blueprint("actions", __name__)
 
@@ -72,7 +73,8 @@ def install(app: Flask, config: Config, engine: store.Engine, clock: Clock) -> N
             return  # a script: no cookie was sent, nothing could be forged
         given = request.form.get("csrf", "")
         kept = str(session.get("csrf", ""))
-        if not (kept and hmac.compare_digest(given, kept)) or not _same_origin():
+        same = hmac.compare_digest(given.encode(), kept.encode())  # text of any kind
+        if not (kept and same) or not _same_origin(external_url):
             abort(403, "this form is stale or came from another site: open the page again")
 
     def done(message: str, target: str, **facts: Any) -> Response:
@@ -224,14 +226,19 @@ def _bearer() -> bool:
     return request.headers.get("Authorization", "").lower().startswith("bearer ")
 
 
-def _same_origin() -> bool:
+def _same_origin(external_url: str) -> bool:
     """Whether a browser's POST comes from the console's own pages (``Origin``, else
-    ``Referer``, names the host it was sent to; a request naming neither passes on its
-    token alone)."""
+    ``Referer``, names the host it was sent to, or the ``external_url`` a reverse proxy
+    serves it at, whatever ``Host`` the proxy sends on; a request naming neither passes
+    on its token alone)."""
     claimed = request.headers.get("Origin") or request.headers.get("Referer")
     if not claimed or claimed == "null":
         return claimed is None
-    return urlsplit(claimed).netloc == request.host
+    origin = urlsplit(claimed)
+    if origin.netloc == request.host:
+        return True
+    served = urlsplit(external_url) if external_url else None
+    return served is not None and (origin.scheme, origin.netloc) == (served.scheme, served.netloc)
 
 
 def _who(config: Config) -> str:

@@ -23,7 +23,7 @@ from anomon.errors import AnomonError, UsageError
 from anomon.model import IncidentRecord, IncidentStatus, SeriesKey, Severity, describe_key
 from anomon.service.delivery import deploy_before
 from anomon.timeutil import Clock, from_epoch, parse_duration, to_epoch, utcnow
-from anomon.web.auth import Credentials
+from anomon.web.auth import Credentials, trusted_host
 
 # the routing labels anomon adds to a series' own (its title shows the series' own)
 ROUTING_ONLY = ("metric", "entity", "source", "kind", "severity")
@@ -56,6 +56,8 @@ def create_app(config: Config, engine: store.Engine, *, clock: Clock = utcnow) -
 
     @app.before_request
     def _authenticate() -> Response | None:
+        if not credentials.required and not trusted_host(request.host, config.daemon.external_url):
+            return Response("this console answers on its own address only\n", 421)
         if not credentials.allows(request.headers.get("Authorization")):
             reply = Response("authentication required\n", 401, mimetype="text/plain")
             reply.headers["WWW-Authenticate"] = 'Basic realm="anomon", charset="UTF-8"'

@@ -7,8 +7,10 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from anomon.config import WebConfig
 
@@ -59,4 +61,31 @@ class Credentials:
             right_user = hmac.compare_digest(user.encode(), self.username.encode())
             right_password = hmac.compare_digest(_hash(password, self.salt), self.password)
             return bool(sep) and right_user and right_password
+        return False
+
+
+def host_name(netloc: str) -> str | None:
+    """The host of a ``host[:port]`` (a ``Host`` header, a URL's netloc), lower case,
+    without brackets; None when it is no host."""
+    try:
+        return urlsplit(f"//{netloc}").hostname
+    except ValueError:  # a bad port or bracket
+        return None
+
+
+def trusted_host(netloc: str, external_url: str) -> bool:
+    """Whether a request addressed to ``netloc`` (its ``Host``) may reach a console that
+    asks for no credentials: a loopback name or address, or the host of ``external_url``
+    (a reverse proxy's). Anything else is DNS rebinding: a page of another site whose
+    name now points at 127.0.0.1, reading and acting as the local user."""
+    name = host_name(netloc)
+    if name is None:
+        return False
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    if external_url and name == host_name(urlsplit(external_url).netloc):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
         return False

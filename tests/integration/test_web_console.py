@@ -184,6 +184,38 @@ def test_acknowledge_resolve_and_feedback_are_forms_protected_from_forgery(
     assert "is resolved, not firing" in again.get_data(as_text=True)
 
 
+def test_a_page_of_another_site_rebound_to_loopback_gets_nothing(engine: store.Engine) -> None:
+    """DNS rebinding: a page of evil.example whose name now points at 127.0.0.1 sends
+    its own Host. A console without credentials answers only its own addresses (and the
+    external_url a reverse proxy serves it at), so it cannot read a page or get a form's
+    token, let alone silence every incident."""
+    _seed(engine)
+    config = Config.model_validate({"daemon": {"external_url": "https://anomon.example/"}})
+    client = create_app(config, engine, clock=lambda: NOW).test_client()
+    for host in ("evil.example:9465", "127.0.0.1.evil.example", "[::2]:9465", "a:b:c"):
+        refused = client.get("/silences", headers={"Host": host})
+        assert refused.status_code == 421, host
+        assert "csrf" not in refused.get_data(as_text=True)
+    for host in ("127.0.0.1:9465", "localhost", "[::1]:9465", "127.0.0.2", "anomon.example"):
+        assert client.get("/silences", headers={"Host": host}).status_code == 200, host
+    # behind a reverse proxy that sends on Host 127.0.0.1: the browser's Origin is the
+    # external_url's, and its forms are accepted
+    incident = _firing(client, "db-1")
+    page = f"/incidents/{incident}"
+    html = client.get(page, headers={"Host": "127.0.0.1:9465"}).get_data(as_text=True)
+    marker = 'name="csrf" value="'
+    token = html[html.index(marker) + len(marker) :].split('"', 1)[0]
+    proxied = {"Host": "127.0.0.1:9465", "Origin": "https://anomon.example"}
+    done = client.post(f"{page}/ack", data={"csrf": token}, headers=proxied)
+    assert done.status_code == 303
+    other = {"Host": "127.0.0.1:9465", "Origin": "http://anomon.example"}  # not its scheme
+    assert client.post(f"{page}/resolve", data={"csrf": token}, headers=other).status_code == 403
+    assert client.get(f"{page}.json").get_json()["status"] == "firing"
+    # a token that is no ASCII text is a wrong token (a TypeError, 500, before)
+    wrong = {"csrf": "é"}
+    assert client.post(f"{page}/resolve", data=wrong, headers=proxied).status_code == 403
+
+
 def test_silence_like_this_is_prefilled_previewed_created_and_expired(
     engine: store.Engine,
 ) -> None:
