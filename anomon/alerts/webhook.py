@@ -74,6 +74,7 @@ AM_KEYS_ANNOTATION = "anomon_notification_keys"
 SLACK_EVENT_TYPE = "anomon_notice"
 SLACK_MAX_INCIDENTS = 20  # Slack allows 50 blocks a message; keep it readable well below
 SLACK_HEADER_MAX = 150  # Slack's limit for a header block's text
+SLACK_SECTION_MAX = 3000  # Slack's limit for a section block's text
 SIGNATURE_HEADER = "X-Anomon-Signature"
 TIMESTAMP_HEADER = "X-Anomon-Timestamp"
 PROTECTED = {"idempotency-key", SIGNATURE_HEADER.lower(), TIMESTAMP_HEADER.lower()}
@@ -408,7 +409,8 @@ def slack_payload(notice: Notice) -> JSON:
             "notification_keys": " ".join(notice.notification_keys),
         },
     }
-    return {"text": headline, "blocks": blocks, "metadata": metadata}
+    # the fallback text (notifications, clients without blocks) is mrkdwn too
+    return {"text": _escape(headline), "blocks": blocks, "metadata": metadata}
 
 
 def _slack_section(incident: IncidentView) -> JSON:
@@ -418,9 +420,14 @@ def _slack_section(incident: IncidentView) -> JSON:
     )
     for line in render.annotation_lines(incident):  # runbook and dashboard links
         text += f"\n{_escape(line)}"
+    link = ""
     if incident.url:  # Slack's link syntax: <url|text>; the URL is anomon's own
-        text += f"\n<{_escape(incident.url)}|incident {incident.id} in anomon>"
-    return {"type": "section", "text": _mrkdwn(text)}
+        link = f"\n<{_escape(incident.url)}|incident {incident.id} in anomon>"
+    # Slack refuses (400, for good) a section past its limit: the text gives way, the link not
+    return {
+        "type": "section",
+        "text": _mrkdwn(_clip_escaped(text, SLACK_SECTION_MAX - len(link)) + link),
+    }
 
 
 def _mrkdwn(text: str) -> JSON:
@@ -430,6 +437,18 @@ def _mrkdwn(text: str) -> JSON:
 def _escape(text: str) -> str:
     # the three characters Slack's mrkdwn reserves for links and mentions
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip_escaped(text: str, limit: int) -> str:
+    """``text`` (escaped) cut to ``limit`` characters with an ellipsis, never inside an
+    escape (``&amp;``)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 1, 0)]
+    amp = cut.rfind("&")
+    if amp >= 0 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
 
 
 def _clip(text: str) -> str:

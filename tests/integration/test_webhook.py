@@ -229,6 +229,29 @@ def test_it_posts_a_slack_message_with_a_fallback_text(receiver: Receiver) -> No
     assert footer["type"] == "context"
 
 
+def test_slack_gets_escaped_fallback_text_and_sections_within_its_limit(
+    receiver: Receiver,
+) -> None:
+    """An entity from the data (a sql source's metric, a group_by value) cannot mention
+    the whole channel through the fallback text; a summary of 5,000 characters does not
+    make a section Slack refuses for good (3,000 at most), and the link survives."""
+    loud = incident(entity="<!channel> x<y>", metric="latency")
+    long = incident(
+        id=18,
+        annotations={"summary": "a & b " * 900},
+        url="https://anomon.example/incidents/18",
+    )
+    notifier(receiver.url, format="slack").send(notice(loud))
+    body = sent(receiver)
+    assert "<!channel>" not in body["text"] and "&lt;!channel&gt; x&lt;y&gt;" in body["text"]
+    notifier(receiver.url, format="slack").send(notice(long))
+    section = json.loads(receiver.requests[-1].body)["blocks"][1]["text"]["text"]
+    assert len(section) <= 3000
+    assert section.endswith("\n<https://anomon.example/incidents/18|incident 18 in anomon>")
+    assert "… " not in section and section.split("\n<")[0].endswith("…")
+    assert "&amp…" not in section and "&am…" not in section and "&a…" not in section
+
+
 def test_it_lists_at_most_twenty_incidents_in_slack(receiver: Receiver) -> None:
     many = [incident(id=i) for i in range(25)]
     notifier(receiver.url, format="slack").send(notice(*many))
