@@ -39,7 +39,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from anomon.errors import ConfigError
-from anomon.model import SampleWindow, escape_controls
+from anomon.model import CONTROLS, SampleWindow, escape_controls
 from anomon.timeutil import format_duration, parse_duration, to_epoch
 
 DATABASE_URL_ENV = "ANOMON_DATABASE_URL"
@@ -71,6 +71,18 @@ def _at_least_one_second(span: timedelta) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 PositiveDuration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_positive)]
 LabelName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+def _one_line(text: str) -> str:
+    # it names series and goes into every message: an email subject, a Slack line
+    if CONTROLS.search(text):
+        raise ValueError(
+            f"must hold no control, line-break or bidi character, got: '{escape_controls(text)}'"
+        )
+    return text
+
+
+LabelValue = Annotated[str, AfterValidator(_one_line)]
 
 
 class Section(BaseModel):
@@ -542,8 +554,8 @@ class SourceBase(Section):
         seconds=15
     )
     timeout: PositiveDuration = timedelta(seconds=10)
-    labels: dict[LabelName, str] = Field(default_factory=dict)
-    entity: str | None = None
+    labels: dict[LabelName, LabelValue] = Field(default_factory=dict)
+    entity: LabelValue | None = None
     enabled: bool = True
     max_series: Annotated[int, Field(ge=1)] = 10_000
 

@@ -20,6 +20,9 @@ _UNITS = {
 }
 # ASCII digits only: \d would also take Arabic-Indic and other Unicode digits, which float()
 # reads as numbers
+# a hundred years: any time now or a span ago stays a date (9999 at most), and every wait
+# a timeout makes stays within what threads, sockets and timers take
+LONGEST_DURATION = timedelta(days=36_500)
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")
 _WHOLE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d|w))+")
 
@@ -59,12 +62,15 @@ def parse_duration(text: str) -> timedelta:
             f"got: {text!r}"
         )
     try:
-        return sum(
+        found = sum(
             (float(number) * _UNITS[unit] for number, unit in _PART.findall(compact)),
             timedelta(),
         )
     except OverflowError:  # past timedelta's 999999999 days
-        raise ValueError(f"duration too long (at most 999999999d), got: {text!r}") from None
+        found = LONGEST_DURATION * 2
+    if found > LONGEST_DURATION:
+        raise ValueError(f"duration too long (at most {LONGEST_DURATION.days}d), got: {text!r}")
+    return found
 
 
 def format_duration(span: timedelta) -> str:

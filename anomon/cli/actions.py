@@ -12,6 +12,7 @@ from anomon.cli.common import load, open_store
 from anomon.cli.tables import cell_text, emit, escape_controls
 from anomon.errors import UsageError
 from anomon.model import DeployRecord, Severity
+from anomon.timeutil import format_duration
 
 
 def incident_ack(args: argparse.Namespace) -> int:
@@ -58,9 +59,11 @@ def notify_test(args: argparse.Namespace) -> int:
 
 def silence_add(args: argparse.Namespace) -> int:
     matchers = [_matcher(text) for text in args.matchers]
+    span = timedelta(hours=2) if args.span is None else args.span  # --for 0s is no default
+    if span <= timedelta(0):
+        raise UsageError(f"--for must be longer than 0s, got: {format_duration(span)}")
     now = datetime.now(UTC)
     engine = open_store(args)
-    span = args.span or timedelta(hours=2)
     silence_id = store.add_silence(
         engine,
         matchers,

@@ -144,7 +144,7 @@ def translated(engine: Engine, doing: str) -> Iterator[None]:
 def _parse_url(url: str) -> URL:
     try:
         return make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is no number ("[::1")
         raise StoreError(f"not a valid database URL: {url.split('@')[-1]!r}") from None
 
 

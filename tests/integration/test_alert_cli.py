@@ -70,6 +70,12 @@ def test_silences_are_added_listed_and_expired(tmp_path: Path, database_url: str
     assert again.returncode == 2 and "no active silence with id 1" in again.stderr
     bad = run_cli("silence", "add", "metric=~acc(", "-c", str(config))
     assert bad.returncode == 2 and "not a valid regular expression" in bad.stderr
+    # a silence of no time is refused, not the 2 h default; one past 100 years too
+    empty = run_cli("silence", "add", "entity=churn", "--for", "0s", "-c", str(config))
+    assert empty.returncode == 2 and "--for must be longer than 0s, got: 0s" in empty.stderr
+    endless = run_cli("silence", "add", "entity=churn", "--for", "99999999w", "-c", str(config))
+    assert endless.returncode == 2 and "duration too long" in endless.stderr
+    assert "no active silences" in run_cli("silence", "list", "-c", str(config)).stdout
 
 
 def test_a_silence_that_matches_nothing_is_kept_with_a_warning_naming_the_typo(

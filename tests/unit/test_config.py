@@ -234,6 +234,19 @@ def test_it_reports_every_problem_at_once(tmp_path: Path) -> None:
     assert [line.split(":")[0] for line in found] == ["database.bogus", "sources[0].interval"]
 
 
+def test_an_entity_or_label_value_with_a_line_break_is_refused(tmp_path: Path) -> None:
+    """An entity names series and goes into every message: with a CR LF in it every
+    email failed (its subject), retried until dead."""
+    text = SYSTEM + 'entity = "x\\r\\nBcc: evil@example.com"\nlabels = { team = "a\\u202eb" }\n'
+    found = problems(tmp_path, text)
+    assert found == [
+        "sources[0].entity: must hold no control, line-break or bidi character, "
+        "got: 'x\\r\\nBcc: evil@example.com'",
+        "sources[0].labels.team: must hold no control, line-break or bidi character, "
+        "got: 'a\\u202eb'",
+    ]
+
+
 def test_it_names_the_file_and_line_of_malformed_toml(tmp_path: Path) -> None:
     found = problems(tmp_path, '[database]\nurl = "unterminated\n')
     assert found[0].startswith("invalid TOML: ")

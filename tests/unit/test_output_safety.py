@@ -16,7 +16,8 @@ from anomon.cli.common import real_number, whole_number
 from anomon.cli.daemon import JsonLines, QuietThirdParty, TextLines, redact_secrets
 from anomon.cli.tables import emit, escape_controls, text_table
 from anomon.config import interpolate, parse_config, safe_url
-from anomon.errors import ConfigError
+from anomon.errors import ConfigError, StoreError
+from anomon.store import redact
 from anomon.timeutil import parse_duration
 
 FORGED = "x\n2026-01-01 00:00:00,000 CRITICAL anomon.daemon: FAKE LOG LINE"
@@ -239,7 +240,8 @@ def test_config_errors_never_echo_a_secret(data: dict[str, Any], secret: str) ->
          "alerts.receivers[0].smtp_port: expected a whole number"),
         ({"detection": {"interval": "\u0661\u0665s"}}, "detection.interval: expected a duration"),
         ({"detection": {"interval": "99999999999w"}},
-         "detection.interval: duration too long (at most 999999999d)"),
+         "detection.interval: duration too long (at most 36500d)"),
+        ({"daemon": {"heartbeat": "36501d"}}, "daemon.heartbeat: duration too long"),
         ({"daemon": {"metrics_listen": "127.0.0.1:\u0669\u0664\u0666\u0664"}},
          "daemon.metrics_listen: expected HOST"),
         ({"database": {"url": "postgresql://u@host:abc/db"}},
@@ -339,3 +341,13 @@ def test_durations_take_ascii_digits_only() -> None:
     assert parse_duration("1h30m").total_seconds() == 5400
     with pytest.raises(ValueError, match="expected a duration"):
         parse_duration("\u0661\u0665s")
+
+
+def test_a_database_url_is_shown_without_its_passwords_or_not_at_all() -> None:
+    """The store names a database by its URL: no password before the host nor in the
+    query (libpq's ?password=), and a URL it cannot parse is refused in one line without
+    one (a port that is no number raised a bare ValueError before)."""
+    shown = redact("postgresql://u:pw1@h:5/db?password=pw2&sslmode=require&token=pw3")
+    assert shown == "postgresql://u:***@h:5/db?password=***&sslmode=require&token=***"
+    with pytest.raises(StoreError, match=r"^not a valid database URL: '\[::1/db'$"):
+        redact("postgresql://u:pw1@[::1/db")

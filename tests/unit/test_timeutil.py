@@ -39,6 +39,15 @@ def test_it_rejects_bad_durations_naming_what_arrived(text: str) -> None:
     assert repr(text) in str(caught.value)
 
 
+@pytest.mark.parametrize("text", ["36501d", "5215w", "99999999999w", "876001h"])
+def test_a_duration_past_a_hundred_years_is_refused(text: str) -> None:
+    """Past it, now plus or minus the span is no date (``silence add --for 99999999w``,
+    a retention, ``--since``) or a wait overflows (a heartbeat of 999999999d)."""
+    with pytest.raises(ValueError, match=r"duration too long \(at most 36500d\)"):
+        parse_duration(text)
+    assert parse_duration("36500d") == timedelta(days=36_500)
+
+
 @pytest.mark.parametrize("text", ["15s", "5m", "1h30m", "7d", "1d2h3m4s", "250ms"])
 def test_it_formats_durations_it_can_read_back(text: str) -> None:
     assert format_duration(parse_duration(text)) == text
