@@ -268,22 +268,29 @@ def incidents_for_notice(engine: Engine, incident_ids: Sequence[int]) -> dict[in
     latest row yet) and its strongest anomaly's direction and detector scores."""
     ids = sorted(set(incident_ids))
     found: dict[int, IncidentRecord] = {}
-    strongest = (
-        select(Anomaly.incident_id, func.max(Anomaly.score).label("score"))
+    # one anomaly per incident: its strongest, the latest of equal ones. Scores top out
+    # at 100, so a long incident has thousands of equal peaks: the database picks one,
+    # rather than sending every tied row here (20 s a notice at 200,000 anomalies)
+    ranked = (
+        select(
+            Anomaly.id,
+            func.row_number()
+            .over(
+                partition_by=Anomaly.incident_id,
+                order_by=(Anomaly.score.desc(), Anomaly.ts.desc(), Anomaly.id.desc()),
+            )
+            .label("rank"),
+        )
         .where(Anomaly.incident_id.in_(ids))
-        .group_by(Anomaly.incident_id)
         .subquery()
     )
+    strongest = select(ranked.c.id).where(ranked.c.rank == 1)
     query = (
         select(Incident, Anomaly, SeriesState)
         .outerjoin(SeriesState, SeriesState.series_id == Incident.series_id)
-        .outerjoin(strongest, strongest.c.incident_id == Incident.id)
-        .outerjoin(
-            Anomaly,
-            (Anomaly.incident_id == Incident.id) & (Anomaly.score == strongest.c.score),
-        )
+        .outerjoin(Anomaly, (Anomaly.incident_id == Incident.id) & Anomaly.id.in_(strongest))
         .where(Incident.id.in_(ids))
-        .order_by(Incident.id, Anomaly.ts.desc())
+        .order_by(Incident.id)
     )
     with translated(engine, "reading incidents"), Session(engine) as session:
         behind = _contributors(session, ids)

@@ -30,6 +30,9 @@ ROUTING_ONLY = ("metric", "entity", "source", "kind", "severity")
 # the ranges the series explorer draws (zoom by range links)
 RANGES = {text: parse_duration(text) for text in ("1h", "6h", "1d", "7d", "30d")}
 SERIES_SHOWN = 200  # series listed by one search
+# charts on an incident's page, strongest series first: each is a request to a server of
+# four threads, and an incident of 300 series (a source crossing a limit) held it minutes
+CHARTS_SHOWN = 8
 CHART_BEFORE = timedelta(hours=6)  # a series is drawn from this long before its incident
 CHART_AFTER = timedelta(hours=1)  # ... to this long after it (or now)
 HEADERS = {
@@ -181,8 +184,9 @@ def create_app(config: Config, engine: store.Engine, *, clock: Clock = utcnow) -
                     "series": c["series"],
                     "url": url_for("chart", series_id=c["series_id"], incident=incident_id),
                 }
-                for c in facts["contributors"]
+                for c in facts["contributors"][:CHARTS_SHOWN]
             ],
+            "charts_left_out": max(len(facts["contributors"]) - CHARTS_SHOWN, 0),
         }
 
     from anomon.web import actions
