@@ -415,7 +415,9 @@ class EntityDetector:
 
     def _checked(self, ts: npt.ArrayLike, values: npt.ArrayLike) -> tuple[IntArray, FloatArray]:
         times = np.asarray(ts, dtype=np.int64)
-        data = np.asarray(values, dtype=np.float64).reshape(times.size, -1)
+        # no rows: (0, metrics) -- reshape cannot infer the width of nothing
+        width = -1 if times.size else len(self.metrics)
+        data = np.asarray(values, dtype=np.float64).reshape(times.size, width)
         self._validate(times, data)
         return times, data
 

@@ -93,6 +93,27 @@ def test_replay_names_the_row_and_column_of_bad_input(tmp_path: Path) -> None:
     assert run_cli("replay", str(tmp_path / "missing.csv")).returncode == 2
 
 
+def test_replay_of_no_scorable_rows_writes_their_rows_unscored(tmp_path: Path) -> None:
+    """A header alone, or a file its --train part covers: nothing to score is no crash
+    (a ValueError from reshaping no rows before)."""
+    header = tmp_path / "header.csv"
+    header.write_text("timestamp,a,b\n")
+    empty = run_cli("replay", str(header))
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.splitlines() == [
+        "timestamp,score,anomaly,zscore_score,seasonal_score,forest_score,limit_score,joint_score"
+    ]
+    both = tmp_path / "both.csv"
+    both.write_text("timestamp,a\n2026-01-01T00:00:00Z,1\n2026-01-01T00:01:00Z,2\n")
+    covered = run_cli("replay", str(both), "--train", str(both))
+    assert covered.returncode == 0, covered.stderr
+    assert covered.stdout.splitlines()[1:] == [
+        "2026-01-01T00:00:00Z,,0,,,,,",
+        "2026-01-01T00:01:00Z,,0,,,,,",
+    ]
+    assert "2 of 2 rows not scored" in covered.stderr
+
+
 def test_evaluate_reports_nab_scores_and_event_metrics(tmp_path: Path) -> None:
     (tmp_path / "data" / "cat").mkdir(parents=True)
     stamps = write_series(tmp_path / "data" / "cat" / "spiky.csv")
