@@ -15,6 +15,7 @@ file's result says so in ``cleaned``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,7 +104,30 @@ def load_windows(path: Path | str) -> dict[str, list[tuple[str, str]]]:
         for v in data.values()
     ):
         raise DataError(f'{path}: expected {{"<category>/<file>.csv": [[start, end], ...]}}')
-    return {str(k): [(str(a), str(b)) for a, b in v] for k, v in data.items()}
+    if not data:
+        raise DataError(f"{path}: lists no file")
+    problems: list[str] = []
+    found = {str(k): [(str(a), str(b)) for a, b in v] for k, v in data.items()}
+    for name, windows in found.items():
+        spans = []
+        for number, (start, end) in enumerate(windows, 1):
+            try:
+                first, last = _epoch(start), _epoch(end)
+            except (ValueError, TypeError, OverflowError):
+                problems.append(
+                    f"{name}: window {number}: expected two times, got {start!r}, {end!r}"
+                )
+                continue
+            if first > last:
+                problems.append(f"{name}: window {number} ends before it starts")
+            spans.append((first, last, number))
+        spans.sort()
+        for (_, last, number), (first, _, later) in itertools.pairwise(spans):
+            if first <= last:  # NAB scores each window on its own rows
+                problems.append(f"{name}: windows {number} and {later} overlap")
+    if problems:
+        raise DataError(f"{path}: " + "; ".join(problems))
+    return found
 
 
 def window_bounds(table: Table, windows: Sequence[tuple[str, str]]) -> Bounds:
@@ -116,6 +140,10 @@ def window_bounds(table: Table, windows: Sequence[tuple[str, str]]) -> Bounds:
         if left <= right:
             bounds.append((left, right))
     return bounds
+
+
+def _shown_time(table: Table, row: int) -> str:
+    return table.labels[row] if table.labels else "(none)"
 
 
 def _epoch(text: str) -> int:
@@ -172,7 +200,14 @@ def evaluate(
     results = []
     for name in sorted(windows):
         table, note = scored_rows(root / name, read_table(root / name))
-        result = evaluate_file(name, table, window_bounds(table, windows[name]), config)
+        bounds = window_bounds(table, windows[name])
+        if len(bounds) < len(windows[name]):  # a window no row of the file falls in
+            raise DataError(
+                f"{root / name}: {len(windows[name]) - len(bounds)} of its "
+                f"{len(windows[name])} windows hold none of its rows (its times: "
+                f"{_shown_time(table, 0)} to {_shown_time(table, -1)})"
+            )
+        result = evaluate_file(name, table, bounds, config)
         results.append(dataclasses.replace(result, cleaned=note))
     overall = Group("overall", results)
     categories: dict[str, Group] = {}

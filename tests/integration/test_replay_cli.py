@@ -140,6 +140,36 @@ def test_evaluate_reports_nab_scores_and_event_metrics(tmp_path: Path) -> None:
     assert text.stdout.splitlines()[0].split()[:4] == ["group", "files", "windows", "detected"]
 
 
+def test_evaluate_refuses_windows_it_cannot_score_naming_them(tmp_path: Path) -> None:
+    """Windows that overlap (scored 86.5 with nothing detected before), end before they
+    start, are no times (a traceback before), or hold no row of their file (dropped without
+    a word), and a file listing nothing: each named, exit 2."""
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "f.csv").write_text(
+        "timestamp,value\n2026-01-01 00:00:00,1\n2026-01-01 00:05:00,2\n2026-01-01 00:10:00,3\n"
+    )
+    labels = tmp_path / "labels.json"
+    a, b, c = "2026-01-01 00:00:00", "2026-01-01 00:06:00", "2026-01-01 00:05:00"
+    cases = {
+        "{}": f"{labels}: lists no file",
+        json.dumps({"cat/f.csv": [[a, b], [c, "2026-01-01 00:10:00"]]}): (
+            f"{labels}: cat/f.csv: windows 1 and 2 overlap"
+        ),
+        json.dumps({"cat/f.csv": [[b, a], ["bogus", a]]}): (
+            f"{labels}: cat/f.csv: window 1 ends before it starts; "
+            f"cat/f.csv: window 2: expected two times, got 'bogus', '{a}'"
+        ),
+        json.dumps({"cat/f.csv": [["2027-01-01", "2027-01-02"]]}): (
+            f"{tmp_path / 'cat' / 'f.csv'}: 1 of its 1 windows hold none of its rows "
+            f"(its times: {a} to 2026-01-01 00:10:00)"
+        ),
+    }
+    for text, message in cases.items():
+        labels.write_text(text)
+        result = run_cli("evaluate", str(tmp_path), "--labels", str(labels))
+        assert (result.returncode, result.stderr.strip()) == (2, message)
+
+
 def test_replay_takes_a_file_or_a_stored_series_and_says_which_options_go_with_which(
     tmp_path: Path,
 ) -> None:
