@@ -45,6 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AnomonError as exc:
         print(_error_text(exc), file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.filename is None:  # not about a file the command was given: unforeseen
+            raise
+        # --out in a missing folder, --dir that is a file: the path and the reason
+        print(escape_controls(f"Error: {exc.filename}: {exc.strerror}"), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -51,6 +51,10 @@ def replay(args: argparse.Namespace) -> int:
     config = _detection(args.config)
     from anomon.detect import replay as replaying
 
+    if args.out is not None and args.out.resolve() in {
+        Path(given).resolve() for given in (args.input, args.train) if given
+    }:
+        raise UsageError(f"replay: --out {args.out} is an input file: it would be overwritten")
     table = replaying.read_table(args.input)
     train = replaying.read_table(args.train) if args.train else None
     if train is not None:

@@ -112,6 +112,16 @@ def test_replay_of_no_scorable_rows_writes_their_rows_unscored(tmp_path: Path) -
         "2026-01-01T00:01:00Z,,0,,,,,",
     ]
     assert "2 of 2 rows not scored" in covered.stderr
+    # where the scores cannot go: one line naming the path (a traceback before), and an
+    # input is never overwritten by its own scores
+    nowhere = run_cli("replay", str(both), "--out", str(tmp_path / "no" / "out.csv"))
+    assert nowhere.returncode == 1
+    assert nowhere.stderr.strip() == (
+        f"Error: {tmp_path / 'no' / 'out.csv'}: No such file or directory"
+    )
+    itself = run_cli("replay", str(both), "--out", str(both))
+    assert itself.returncode == 2 and "is an input file: it would be overwritten" in itself.stderr
+    assert both.read_text().startswith("timestamp,a\n")
 
 
 def test_evaluate_reports_nab_scores_and_event_metrics(tmp_path: Path) -> None:
