@@ -249,6 +249,14 @@ class DatabaseConfig(Section):
             )
         if problem := _port_problem(url):
             raise ValueError(problem)
+        if dialect == "sqlite":
+            path, _, query = url.split("://", 1)[1].partition("?")
+            # each connection of the daemon would have a database of its own, lost at exit
+            if path in ("", "/", "/:memory:") or "mode=memory" in query:
+                raise ValueError(
+                    "expected the path of a SQLite file, got an in-memory database: "
+                    "each connection would see a database of its own, and it is lost at exit"
+                )
         return url
 
 

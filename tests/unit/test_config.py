@@ -247,6 +247,16 @@ def test_an_entity_or_label_value_with_a_line_break_is_refused(tmp_path: Path) -
     ]
 
 
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:db?mode=memory&uri=true"]
+)
+def test_an_in_memory_database_is_refused(tmp_path: Path, url: str) -> None:
+    """It passed the check, then the daemon's every connection saw an empty database of
+    its own ("no such table: series") and everything was lost at exit."""
+    (found,) = problems(tmp_path, f'[database]\nurl = "{url}"\n')
+    assert found.startswith("database.url: expected the path of a SQLite file, got an in-memory")
+
+
 def test_it_names_the_file_and_line_of_malformed_toml(tmp_path: Path) -> None:
     found = problems(tmp_path, '[database]\nurl = "unterminated\n')
     assert found[0].startswith("invalid TOML: ")
