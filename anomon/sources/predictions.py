@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,6 +65,10 @@ SQL_BACKFILL_CHUNK = timedelta(days=1)
 CHANGE_OVERLAP = timedelta(minutes=5)
 FINGERPRINT = 256  # bytes at the start of a tailed file that must not change
 MAX_INT_CHARS = 64  # a longer JSON integer is read as a float (a float has 17 digits)
+# a file log is read at most this much a collection (the rest at the next), and a line
+# without its newline is kept up to this long: memory stays bounded whatever is written
+READ_BUDGET = 64 * 2**20
+MAX_LINE_BYTES = 2**20
 
 
 class PredictionsSource(Backfillable, config=PredictionsSourceConfig):
@@ -386,9 +391,11 @@ class _FileLog:
         self._columns = columns
         self._timed = timed
         self._ts_column = columns[1]
-        self._tail = FileTail(path)
+        self._tail = FileTail(path, max_bytes=READ_BUDGET)
         self._pending = b""
         self._header: bytes | None = None
+        self._skipping = False  # inside a line past MAX_LINE_BYTES: dropped to its end
+        self._overlong = 0  # such lines since the last read_new
 
     def read_new(self) -> _NewRows:
         """Return the rows of the lines added since the last read (all of them, with
@@ -396,6 +403,11 @@ class _FileLog:
         read before are void)."""
         chunks, exists, rewritten = self._new_text()
         problems: list[str] = []
+        if self._overlong:
+            problems.append(
+                f"{self._overlong} line(s) longer than {MAX_LINE_BYTES // 2**20} MiB skipped"
+            )
+            self._overlong = 0
         frames = []
         for header, text in chunks:
             frame, bad = _parse(text, self._kind, header, self._columns)
@@ -440,7 +452,7 @@ class _FileLog:
         rewritten = False
         for piece in found.pieces:
             if piece.restart:  # a file read from its start has its own header
-                self._pending, self._header = b"", None
+                self._pending, self._header, self._skipping = b"", None, False
             if piece.rewritten:  # its old rows are gone
                 rewritten = True
                 chunks.clear()
@@ -452,16 +464,30 @@ class _FileLog:
     def _lines(self, data: bytes, *, final: bool) -> bytes:
         """Return the complete lines after what is pending, keeping a partial last one
         (a file's last line ends with it)."""
+        if self._skipping:  # the rest of a line too long to keep
+            end = data.find(b"\n")
+            if end < 0:
+                self._skipping = not final
+                return b""
+            data, self._skipping = data[end + 1 :], False
         data = self._pending + data
         if self._header is None and self._kind == "csv":
             if b"\n" not in data:
-                self._pending = b"" if final else data
+                self._pending = b"" if final else self._bounded(data)
                 return b""
             line, data = data.split(b"\n", 1)
             self._header = line + b"\n"
         cut = len(data) if final else data.rfind(b"\n") + 1
-        self._pending = data[cut:]
+        self._pending = self._bounded(data[cut:])
         return data[:cut]
+
+    def _bounded(self, partial: bytes) -> bytes:
+        """A partial last line to keep, unless it is past MAX_LINE_BYTES: a writer that
+        never ends its line would grow it without end (it is dropped to its newline)."""
+        if len(partial) <= MAX_LINE_BYTES:
+            return partial
+        self._skipping, self._overlong = True, self._overlong + 1
+        return b""
 
 
 def _columns_read(config: PredictionsSourceConfig) -> list[str]:
@@ -534,11 +560,20 @@ def _parse(
         return pd.DataFrame(), []
     if kind == "jsonl":
         return _parse_jsonl(text, columns)
-    try:
-        return pd.read_csv(io.BytesIO((header or b"") + text)), []
-    except (ValueError, pd.errors.ParserError) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:80]
-        return pd.DataFrame(), [f"unreadable csv ({repr(reason)[1:-1]})"]
+    # a line of the wrong number of fields, or a byte that is no UTF-8, spoils that line
+    # alone (it threw the whole read away, and the tail had moved past its good lines)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        try:
+            frame = pd.read_csv(
+                io.BytesIO((header or b"") + text), on_bad_lines="warn", encoding_errors="replace"
+            )
+        except (ValueError, pd.errors.ParserError) as exc:
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:80]
+            return pd.DataFrame(), [f"unreadable csv ({repr(reason)[1:-1]})"]
+    skipped = sum(str(w.message).count("Skipping line") for w in caught)
+    problems = [f"{skipped} line(s) with a wrong number of fields skipped"] if skipped else []
+    return frame, problems
 
 
 def _parse_jsonl(text: bytes, columns: list[str]) -> tuple[pd.DataFrame, list[str]]:

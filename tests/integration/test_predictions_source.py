@@ -215,6 +215,40 @@ def test_it_reports_a_window_older_than_label_delay_with_the_labels_it_has(
     assert got[("predictions", "churn", START)] == 30
 
 
+def test_a_bad_csv_line_or_an_endless_line_costs_itself_alone(tmp_path: Path) -> None:
+    """One CSV line with a field too many, or a byte that is no UTF-8, threw the whole
+    read away (and the tail had moved past its good lines); a line that never ends grew
+    in memory without bound (30 MB a collection). Each now costs only itself, named."""
+    path = tmp_path / "predictions.csv"
+    header = "ts,model,version,prediction,label\n"
+    good = [f"{START + i},churn,v1,1,{i % 2}\n" for i in range(30)]
+    good[7] = f"{START + 7},churn,v1,1,1,extra\n"
+    raw = (header + "".join(good)).encode()
+    raw = raw.replace(f"{START + 12},churn".encode(), f"{START + 12},ch\xe9rn".encode("latin-1"))
+    path.write_bytes(raw)
+    source = _source(path=str(path), min_labels=5)
+    with pytest.raises(
+        PartialCollection, match=r"1 line\(s\) with a wrong number of fields"
+    ) as got:
+        source.collect(NOW)
+    counts = _by_key(got.value.samples)
+    assert counts[("predictions", "churn", START)] == 28  # all but the two bad lines
+    source.saved()
+    endless = tmp_path / "endless.jsonl"
+    rows = _log(seed=3, hours=1, per_hour=20)
+    _write_jsonl(endless, rows[:10])
+    tail = _source(path=str(endless), min_labels=5)
+    tail.collect(NOW)
+    tail.saved()
+    with endless.open("ab") as out:  # a writer that never ends its line: 3 MiB of it
+        out.write(b'{"ts": ' + b" " * (3 * 2**20))
+    with pytest.raises(SourceError, match=r"1 line\(s\) longer than 1 MiB skipped"):
+        tail.collect(NOW)  # dropped once past 1 MiB, named; the rest of it goes too
+    with endless.open("a", encoding="utf-8") as out:
+        out.write("}\n" + "".join(json.dumps(row) + "\n" for row in rows[10:]))
+    assert _by_key(tail.collect(NOW))[("predictions", "churn", START)] == 20
+
+
 def test_it_tails_a_growing_csv_across_partial_lines_rotation_and_truncation(
     tmp_path: Path,
 ) -> None:
