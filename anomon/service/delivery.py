@@ -315,7 +315,10 @@ class DeliverJob:
         done: Outcomes,
     ) -> None:
         delivery = self.config.delivery
-        retry_at = now + self._backoff(max(row.attempts for row in rows))  # the group together
+        # from the failure, not from the claim: a send that timed out took its timeout, and
+        # a backoff no longer than that would be due at once
+        failed_at = max(now, self.clock())
+        retry_at = failed_at + self._backoff(max(row.attempts for row in rows))  # the group
         dead = []
         for row in rows:
             if permanent or row.attempts >= delivery.max_attempts:

@@ -341,6 +341,36 @@ def test_a_hung_receiver_delays_no_other_receiver(engine: store.Engine) -> None:
     assert len(slow.requests) == 1
 
 
+def test_a_retry_is_due_a_backoff_after_the_failure_not_after_the_claim(
+    engine: store.Engine,
+) -> None:
+    """A send that timed out after 3 s with a backoff of 2 s: the retry is due 2 s after
+    the timeout (it was due 1 s before the failure was even recorded: at once)."""
+    with hostile(hang) as slow:
+        config = AlertsConfig.model_validate(
+            {
+                "receivers": [
+                    {"name": "slow", "kind": "webhook", "url": f"{slow.url}/slow", "timeout": "3s"}
+                ],
+                "delivery": {"backoff_initial": "2s"},
+            }
+        )
+        firing(engine, "slow", 1, group="g-slow")
+        began = time.monotonic()
+        job = DeliverJob(
+            engine,
+            config,
+            build_notifiers(config),
+            clock=lambda: START + timedelta(seconds=time.monotonic() - began),
+            jitter=lambda: 1.0,
+        )
+        job.run_once()
+    (row,) = rows(engine, "slow")
+    assert row.status == "pending" and row.attempts == 1
+    due = row.next_attempt_at.replace(tzinfo=UTC) - START
+    assert timedelta(seconds=3 + 2) <= due < timedelta(seconds=3 + 2 + 3)
+
+
 def test_a_trickling_receiver_is_a_retry_not_sent(engine: store.Engine) -> None:
     with hostile(trickle) as slow, receive() as good:
         config = two_receivers(good.url, slow.url)
