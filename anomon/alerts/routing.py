@@ -36,6 +36,7 @@ Labels = Mapping[str, str]
 MATCH_TIMEOUT = 0.05  # seconds one regex matcher may take on one label value
 
 log = logging.getLogger(__name__)
+_MATCHER = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|=)(.*)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,14 @@ def parse_matcher(text: str) -> dict[str, str]:
 
     Raises ValueError naming the text when it is neither, or its regex does not compile.
     """
-    name, op, value = text.partition("=~") if "=~" in text else text.partition("=")
-    name = name.strip()
-    if not name or not op:
-        raise ValueError(f"expected LABEL=VALUE or LABEL=~REGEX, got: {text!r}")
+    found = _MATCHER.fullmatch(text)
+    if found is None:
+        raise ValueError(
+            f"expected LABEL=VALUE or LABEL=~REGEX (a label name: letters, digits and _), "
+            f"got: {text!r}"
+        )
+    # the operator follows the name: a value may hold = and =~ itself (up{job=~"api"})
+    name, op, value = found.group(1), found.group(2), found.group(3)
     if op == "=~":
         try:
             _compiled(value)

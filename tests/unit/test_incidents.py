@@ -13,6 +13,7 @@ from anomon.alerts.routing import (
     Silence,
     group_labels_of,
     matches,
+    parse_matcher,
     route,
     silenced,
     stored_silence,
@@ -181,6 +182,20 @@ def test_silences_cover_matching_labels_inside_their_time_range() -> None:
     )
     assert stored.match == {"entity": "churn"} and stored.match_re == {"metric": "a.*"}
     assert matches({}, {"entity": ""}, {})  # a missing label is the empty value
+
+
+def test_a_matcher_splits_at_its_label_names_operator_not_in_its_value() -> None:
+    """``query=up{job=~"api"}`` silenced label ``query=up{job`` by a regex before, which
+    matched nothing while the silence was shown active."""
+    assert parse_matcher('query=up{job=~"api"}') == {
+        "name": "query",
+        "value": 'up{job=~"api"}',
+        "op": "=",
+    }
+    assert parse_matcher("path=~/a=~b") == {"name": "path", "value": "/a=~b", "op": "=~"}
+    for bad in ("bad name=x", "=x", "x", "1abc=x"):
+        with pytest.raises(ValueError, match="a label name: letters, digits and _"):
+            parse_matcher(bad)
 
 
 def test_a_regex_that_backtracks_without_end_does_not_match_and_does_not_hang(
