@@ -1250,6 +1250,18 @@ class Config(Section):
     @model_validator(mode="after")
     def _console_authenticated_beside_metrics(self) -> Config:
         web = self.web
+        if web.enabled and self.daemon.metrics:
+            metrics = self.daemon.metrics_listen
+            if web.listen == "auto" and metrics.endswith(":65535"):
+                raise ValueError(
+                    "web.listen: beside metrics_listen it would be port 65536, which is no "
+                    "port: set web.listen"
+                )
+            if web.listen == metrics:
+                raise ValueError(
+                    f"web.listen: {metrics} is daemon.metrics_listen already: give the "
+                    "console a port of its own"
+                )
         host = web.address(self.daemon).rpartition(":")[0]
         open_to_others = web.enabled and web.listen == "auto" and host not in LOOPBACK_HOSTS
         if open_to_others and not (web.password or web.token):

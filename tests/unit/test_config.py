@@ -257,6 +257,16 @@ def test_an_in_memory_database_is_refused(tmp_path: Path, url: str) -> None:
     assert found.startswith("database.url: expected the path of a SQLite file, got an in-memory")
 
 
+def test_a_console_address_that_cannot_be_served_is_refused(tmp_path: Path) -> None:
+    """Beside metrics on 65535 it logged port 65536 and listened elsewhere; on the metrics
+    address itself it passed the check and the daemon exited at start."""
+    (found,) = problems(tmp_path, '[daemon]\nmetrics_listen = "127.0.0.1:65535"\n')
+    assert "web.listen: beside metrics_listen it would be port 65536" in found
+    same = '[daemon]\nmetrics_listen = "127.0.0.1:9464"\n[web]\nlisten = "127.0.0.1:9464"\n'
+    (found,) = problems(tmp_path, same)
+    assert "web.listen: 127.0.0.1:9464 is daemon.metrics_listen already" in found
+
+
 def test_it_names_the_file_and_line_of_malformed_toml(tmp_path: Path) -> None:
     found = problems(tmp_path, '[database]\nurl = "unterminated\n')
     assert found[0].startswith("invalid TOML: ")
