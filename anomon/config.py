@@ -1410,11 +1410,18 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     """
     env = os.environ if environ is None else environ
     data = interpolate(_read_toml(Path(path)), env, source=str(path))
-    if env.get(DATABASE_URL_ENV):
-        data.setdefault("database", {})
-        if isinstance(data["database"], dict):
-            data["database"]["url"] = env[DATABASE_URL_ENV]
-    return parse_config(data, source=str(path))
+    if not env.get(DATABASE_URL_ENV):
+        return parse_config(data, source=str(path))
+    data.setdefault("database", {})
+    if isinstance(data["database"], dict):
+        data["database"]["url"] = env[DATABASE_URL_ENV]
+    try:
+        return parse_config(data, source=str(path))
+    except ConfigError as exc:  # the URL is the environment's, not the file's: say so
+        told = f"database.url (from ${DATABASE_URL_ENV}):"
+        problems = [told + p[len("database.url:") :] if p.startswith("database.url:") else p
+                    for p in exc.problems]  # fmt: skip
+        raise ConfigError(exc.path, problems) from None
 
 
 def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config:

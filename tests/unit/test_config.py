@@ -299,6 +299,9 @@ def test_the_database_url_environment_variable_overrides_the_file(tmp_path: Path
     config = load_config(path, environ={"ANOMON_DATABASE_URL": "sqlite:///env.db"})
     assert config.database.url == "sqlite:///env.db"
     assert load_config(path, environ={}).database.url == "sqlite:///file.db"
+    # a bad URL from the environment is named as the environment's, not the file's
+    (found,) = problems(tmp_path, "", environ={"ANOMON_DATABASE_URL": "mysql://x@h/db"})
+    assert found.startswith("database.url (from $ANOMON_DATABASE_URL): expected a SQLAlchemy")
 
 
 def test_it_accepts_a_full_system_source(tmp_path: Path) -> None:
