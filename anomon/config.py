@@ -1409,19 +1409,30 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
     ``ANOMON_DATABASE_URL``. Raises ConfigError listing every problem found.
     """
     env = os.environ if environ is None else environ
-    data = interpolate(_read_toml(Path(path)), env, source=str(path))
-    if not env.get(DATABASE_URL_ENV):
-        return parse_config(data, source=str(path))
-    data.setdefault("database", {})
-    if isinstance(data["database"], dict):
-        data["database"]["url"] = env[DATABASE_URL_ENV]
+    unset: list[str] = []  # variables not set: said with every other problem, not alone
+    data: dict[str, Any] = _interpolate(_read_toml(Path(path)), env, (), unset)
+    if env.get(DATABASE_URL_ENV):
+        data.setdefault("database", {})
+        if isinstance(data["database"], dict):
+            data["database"]["url"] = env[DATABASE_URL_ENV]
     try:
-        return parse_config(data, source=str(path))
-    except ConfigError as exc:  # the URL is the environment's, not the file's: say so
+        config = parse_config(data, source=str(path))
+    except ConfigError as exc:
         told = f"database.url (from ${DATABASE_URL_ENV}):"
-        problems = [told + p[len("database.url:") :] if p.startswith("database.url:") else p
-                    for p in exc.problems]  # fmt: skip
-        raise ConfigError(exc.path, problems) from None
+        problems = [
+            # the URL is the environment's, not the file's: say so
+            told + p[len("database.url:") :]
+            if env.get(DATABASE_URL_ENV) and p.startswith("database.url:")
+            else p
+            for p in exc.problems
+        ]
+        # a field whose variable is unset is named for that alone (its "" is no value)
+        missing = {problem.partition(": ")[0] for problem in unset}
+        problems = [p for p in problems if p.partition(": ")[0] not in missing]
+        raise ConfigError(exc.path, _in_file_order([*unset, *problems], data)) from None
+    if unset:
+        raise ConfigError(str(path), unset)
+    return config
 
 
 def parse_config(data: Mapping[str, Any], *, source: str = "<config>") -> Config:

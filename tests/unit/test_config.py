@@ -292,6 +292,13 @@ def test_it_interpolates_environment_variables(tmp_path: Path) -> None:
 def test_it_names_a_missing_environment_variable_and_where_it_is_used(tmp_path: Path) -> None:
     found = problems(tmp_path, '[database]\nurl = "postgresql://u:${DB_PASSWORD}@h/db"\n')
     assert found == ["database.url: environment variable DB_PASSWORD is not set"]
+    # with every other problem, not alone (fix one, run again, find the next: no more)
+    text = SYSTEM + 'interval = "15x"\nentity = "${NOPE}"\n'
+    assert problems(tmp_path, text) == [
+        "sources[0].entity: environment variable NOPE is not set",
+        "sources[0].interval: expected a duration such as 15s, 5m, 1h30m or 7d (units ms, "
+        "s, m, h, d, w), got: '15x'",
+    ]
 
 
 def test_the_database_url_environment_variable_overrides_the_file(tmp_path: Path) -> None:
